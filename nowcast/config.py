@@ -1,0 +1,335 @@
+"""Typed, validated configuration: frozen dataclasses loaded from YAML plus ``--set`` overrides.
+
+Every field has its default here and only here. ``load_config`` rejects unknown keys (suggesting the
+nearest valid name), checks types and ranges, and reports every problem in one ``ConfigError``.
+No torch import: the CLI and ``io`` use this module too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nowcast.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What the model reads: files, variable, time step, window lengths, training samples."""
+
+    files: tuple[str, ...] = ()
+    """Radar NetCDF paths or glob patterns forming one archive (training) ."""
+    val_files: tuple[str, ...] = ()
+    """Files used only for validation (split by files). Empty: split by time blocks of ``files``."""
+    variable: str | None = None
+    """Data variable to read; None: chosen by standard_name or as the only candidate."""
+    units: str | None = None
+    """Override of the variable's units attribute (mm h-1, kg m-2 s-1 or dBZ)."""
+    zr_a: float = 200.0
+    """Z-R relation Z = a R^b, prefactor a (mm^6 m^-3 per (mm/h)^b); Marshall-Palmer by default."""
+    zr_b: float = 1.6
+    """Z-R relation exponent b."""
+    time_step: int = 300
+    """Model time step in seconds; finer input steps that divide it are subsampled."""
+    in_frames: int = 12
+    """Number of observed frames the model reads."""
+    out_frames: int = 12
+    """Number of frames the model is trained to forecast."""
+    crop: int = 128
+    """Training crop size in pixels (rounded down to a multiple of the model's total stride)."""
+    augment: bool = True
+    """Random flips and 90-degree rotations of training windows."""
+    min_rain_fraction: float = 0.0
+    """Training windows whose valid pixels are rainy (>= rain_threshold) less than this are skipped."""
+    rain_threshold: float = 0.1
+    """Rain/no-rain threshold in mm/h used by min_rain_fraction."""
+    val_fraction: float = 0.2
+    """Share of each segment's time held out for validation when val_files is empty."""
+    val_block: int = 48
+    """Length in frames of the time blocks used for the validation split."""
+    val_stride: int = 6
+    """Stride in frames between validation windows."""
+    workers: int = 0
+    """DataLoader worker processes."""
+
+
+@dataclass(frozen=True)
+class TransformConfig:
+    """Mapping of rain rate (mm/h) to the network's model space and back."""
+
+    kind: str = "dbz"
+    """dbz: Z-R relation, dBZ scaled to [0, 1] over [dbz_min, dbz_max]; log: log10(R + eps); linear: R / scale."""
+    dbz_min: float = 0.0
+    """dBZ mapped to 0 (rates below it map to 0 and back to 0 mm/h)."""
+    dbz_max: float = 60.0
+    """dBZ mapped to 1."""
+    log_eps: float = 0.01
+    """Offset of the log transform in mm/h."""
+    linear_scale: float = 10.0
+    """Divisor of the linear transform in mm/h."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """ConvLSTM encoder-forecaster architecture (DESIGN section 4)."""
+
+    name: str = "convlstm"
+    """A label stored in checkpoints and forecast metadata."""
+    channels: int = 1
+    """Input/output channels per frame (1 for rain rate, 3 for RGB image sequences)."""
+    patch: int = 4
+    """Space-to-depth factor applied to frames before the first level."""
+    stem: int = 0
+    """Channels of a 3x3 convolution after space-to-depth (0: none, the patch goes straight in)."""
+    hidden: tuple[int, ...] = (64, 64)
+    """Hidden channels of each ConvLSTM level, bottom to top."""
+    kernels: tuple[int, ...] = (3, 3)
+    """Odd kernel size of each level's convolutions."""
+    downsample: tuple[int, ...] = (1, 1)
+    """Spatial downsampling factor entering each level (strided conv; 1 = none); first entry applies after the patch."""
+    peephole: bool = False
+    """Per-channel peephole terms on the cell state (Shi et al. 2015, eq. 3)."""
+    batched_input: bool = True
+    """Compute the input-to-state convolutions of all encoder frames in one call."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and run control."""
+
+    steps: int = 2000
+    """Optimizer steps."""
+    batch_size: int = 8
+    """Global batch size (divided among DDP ranks)."""
+    lr: float = 1e-3
+    """Peak learning rate of AdamW."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    warmup_steps: int = 100
+    """Linear warm-up steps before the cosine decay."""
+    min_lr_ratio: float = 0.05
+    """Final learning rate as a fraction of lr."""
+    grad_clip: float = 1.0
+    """Gradient-norm clipping (0: off)."""
+    loss: str = "mse+mae"
+    """mse, mae or mse+mae, in model space, masked by valid pixels."""
+    balanced: bool = False
+    """Weight pixels by rain intensity (HKO-7: 1, 1, 2, 5, 10, 30 at 0.5, 2, 5, 10, 30 mm/h)."""
+    seed: int = 0
+    """Seed of the model initialisation, data order, crops and augmentation."""
+    val_every: int = 200
+    """Validate every this many steps (and at the end)."""
+    ckpt_every: int = 200
+    """Write last.pt every this many steps (and at exit)."""
+    log_every: int = 20
+    """Append a training row to metrics.csv every this many steps."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+    precision: str = "auto"
+    """auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16."""
+    compile: bool = False
+    """Wrap the model in torch.compile."""
+    threads: int = 0
+    """torch CPU threads (0: all cores)."""
+    max_val_windows: int = 256
+    """Upper bound on validation windows per validation pass."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Verification settings shared by training validation and ``nowcast evaluate``."""
+
+    thresholds: tuple[float, ...] = (0.1, 1.0, 5.0, 10.0)
+    """Event thresholds in mm/h."""
+    comparison: str = ">="
+    """Event definition: value >= threshold (HKO-7, SEVIR) or value > threshold (pySTEPS)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration; stored resolved in run directories and checkpoints."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    transform: TransformConfig = field(default_factory=TransformConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("transform", "kind"): ("dbz", "log", "linear"),
+    ("train", "loss"): ("mse", "mae", "mse+mae"),
+    ("train", "precision"): ("auto", "fp32", "bf16"),
+    ("eval", "comparison"): (">=", ">"),
+}
+
+
+def _check_value(where: str, value: Any, annotation: Any, problems: list[str]) -> Any:
+    """Coerce ``value`` to ``annotation`` (int -> float, list -> tuple) or record a problem."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_value(where, value, inner[0], problems)
+    if origin is tuple:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if isinstance(value, str) or value is None:
+            items = [] if value is None else [value]
+        return tuple(_check_value(f"{where}[{i}]", v, args[0], problems) for i, v in enumerate(items))
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    name = getattr(annotation, "__name__", str(annotation))
+    problems.append(f"{where}: expected {name}, found {value!r}")
+    return value
+
+
+def _build(cls: type, raw: Any, where: str, problems: list[str]) -> Any:
+    """Build dataclass ``cls`` from a mapping, recording unknown keys and bad values in ``problems``."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        problems.append(f"{where or 'config'}: expected a mapping, found {raw!r}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (valid: {', '.join(names)})"
+            problems.append(f"unknown key '{path}'{hint}")
+            continue
+        annotation = hints[key]
+        if dataclasses.is_dataclass(annotation):
+            kwargs[key] = _build(annotation, value, path, problems)
+        else:
+            kwargs[key] = _check_value(path, value, annotation, problems)
+            choices = _CHOICES.get((where, key))
+            if choices and kwargs[key] not in choices:
+                problems.append(f"{path}: expected one of {', '.join(choices)}, found {kwargs[key]!r}")
+    try:
+        return cls(**kwargs)
+    except TypeError:  # a bad value already recorded above
+        return cls()
+
+
+def _validate(cfg: Config, problems: list[str]) -> None:
+    """Cross-field and range checks that types alone cannot express."""
+    d, m, t = cfg.data, cfg.model, cfg.train
+    for name in ("time_step", "in_frames", "out_frames", "crop", "val_block", "val_stride"):
+        if getattr(d, name) < 1:
+            problems.append(f"data.{name}: expected a positive integer, found {getattr(d, name)}")
+    if not 0 <= d.val_fraction < 1:
+        problems.append(f"data.val_fraction: expected a value in [0, 1), found {d.val_fraction}")
+    if d.zr_a <= 0 or d.zr_b <= 0:
+        problems.append(f"data.zr_a/zr_b: expected positive numbers, found {d.zr_a}, {d.zr_b}")
+    if not m.hidden:
+        problems.append("model.hidden: expected at least one level, found none")
+    for name in ("kernels", "downsample"):
+        if len(getattr(m, name)) != len(m.hidden):
+            problems.append(
+                f"model.{name}: expected one entry per level ({len(m.hidden)}), found {len(getattr(m, name))}"
+            )
+    if any(k < 1 or k % 2 == 0 for k in m.kernels):
+        problems.append(f"model.kernels: expected odd sizes >= 1, found {list(m.kernels)}")
+    if any(s < 1 for s in m.downsample) or m.patch < 1 or m.channels < 1:
+        problems.append("model.patch/channels/downsample: expected integers >= 1")
+    if any(h < 1 for h in m.hidden):
+        problems.append(f"model.hidden: expected positive widths, found {list(m.hidden)}")
+    if t.steps < 1 or t.batch_size < 1:
+        problems.append(f"train.steps/batch_size: expected >= 1, found {t.steps}, {t.batch_size}")
+    if t.lr <= 0:
+        problems.append(f"train.lr: expected > 0, found {t.lr}")
+    if cfg.transform.dbz_max <= cfg.transform.dbz_min:
+        problems.append("transform.dbz_max: expected > transform.dbz_min")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``section.key=value`` into its key path and YAML-parsed value."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected section.key=value, found no '='")
+    key, value = text.split("=", 1)
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    """Build and validate a ``Config`` from a plain mapping; raise one ``ConfigError`` listing every problem."""
+    problems: list[str] = []
+    cfg = _build(Config, raw, "", problems)
+    if not problems:
+        _validate(cfg, problems)
+    if problems:
+        raise ConfigError(f"{source}: {len(problems)} problem(s): " + "; ".join(problems))
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config (None: all defaults) and apply ``--set`` overrides.
+
+    Raises ConfigError naming the file and listing every unknown key or bad value.
+    """
+    raw: dict[str, Any] = {}
+    source = str(path) if path is not None else "config"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: expected a YAML config file, found {'a directory' if p.is_dir() else 'nothing'}")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"{p}: expected YAML, found a syntax error ({first})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping of sections, found {type(loaded).__name__}")
+        raw = loaded or {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {text}: '{k}' is not a section")
+        node[keys[-1]] = value
+    return config_from_dict(raw, source)
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dict (lists, not tuples) for YAML files and checkpoints."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (loadable again by ``load_config``)."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -1,0 +1,107 @@
+"""Rain rate <-> model space, the Z-R relation and no-data masks. Pure numpy (no torch).
+
+Model space (DESIGN section 4):
+- ``dbz``: R (mm/h) -> Z = a R^b -> dBZ = 10 log10 Z, scaled to [0, 1] over [dbz_min, dbz_max] and
+  clipped there. Rates whose dBZ is at or below ``dbz_min`` map to 0 and come back as 0 mm/h.
+- ``log``: log10(R + eps); the inverse gives 0 below the lowest representable rate.
+- ``linear``: R / scale.
+NaN (no data) stays NaN in both directions; ``fill_nodata`` replaces it before a network sees it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from nowcast.config import Config
+
+
+def rate_to_dbz(rate: np.ndarray, a: float = 200.0, b: float = 1.6) -> np.ndarray:
+    """Reflectivity (dBZ) of rain rate ``rate`` (mm/h) by Z = a R^b; 0 mm/h gives -inf."""
+    rate = np.asarray(rate, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 10.0 * np.log10(a) + 10.0 * b * np.log10(rate)
+
+
+def dbz_to_rate(dbz: np.ndarray, a: float = 200.0, b: float = 1.6) -> np.ndarray:
+    """Rain rate (mm/h) of reflectivity ``dbz`` by R = (Z / a)^(1/b); NaN stays NaN."""
+    dbz = np.asarray(dbz, dtype=np.float64)
+    return np.power(10.0 ** (dbz / 10.0) / a, 1.0 / b)
+
+
+def valid_mask(rate: np.ndarray) -> np.ndarray:
+    """True where ``rate`` holds data (finite); same shape as ``rate``."""
+    return np.isfinite(rate)
+
+
+def fill_nodata(x: np.ndarray, value: float = 0.0) -> np.ndarray:
+    """Copy of ``x`` with non-finite values replaced by ``value``."""
+    return np.where(np.isfinite(x), x, np.float32(value)).astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class Transform:
+    """Forward (mm/h -> model space) and inverse maps of one configured model space."""
+
+    kind: str = "dbz"
+    dbz_min: float = 0.0
+    dbz_max: float = 60.0
+    log_eps: float = 0.01
+    linear_scale: float = 10.0
+    zr_a: float = 200.0
+    zr_b: float = 1.6
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Transform:
+        """The transform of a full ``Config`` (Z-R constants come from its data section)."""
+        t = cfg.transform
+        return cls(t.kind, t.dbz_min, t.dbz_max, t.log_eps, t.linear_scale, cfg.data.zr_a, cfg.data.zr_b)
+
+    @property
+    def min_rate(self) -> float:
+        """Lowest positive rate (mm/h) that the model space represents; the inverse gives 0 below it."""
+        if self.kind == "dbz":
+            return float(dbz_to_rate(self.dbz_min, self.zr_a, self.zr_b))
+        if self.kind == "log":
+            return float(self.log_eps)
+        return 0.0
+
+    def forward(self, rate: np.ndarray) -> np.ndarray:
+        """Model-space values (float32) of rain rates (mm/h); NaN stays NaN."""
+        r = np.asarray(rate, dtype=np.float32)
+        if self.kind == "dbz":
+            with np.errstate(invalid="ignore"):
+                dbz = rate_to_dbz(np.maximum(r, 0.0), self.zr_a, self.zr_b)
+            x = (dbz - self.dbz_min) / (self.dbz_max - self.dbz_min)
+            x = np.where(np.isnan(r), np.nan, np.clip(np.nan_to_num(x, neginf=0.0), 0.0, 1.0))
+        elif self.kind == "log":
+            x = np.log10(np.maximum(r, 0.0) + self.log_eps)
+        elif self.kind == "linear":
+            x = r / self.linear_scale
+        else:
+            raise ValueError(f"transform kind: expected dbz, log or linear, found {self.kind!r}")
+        return np.asarray(x, dtype=np.float32)
+
+    def inverse(self, x: np.ndarray) -> np.ndarray:
+        """Rain rates (mm/h, float32, >= 0) of model-space values; 0 below ``min_rate``; NaN stays NaN."""
+        x = np.asarray(x, dtype=np.float64)
+        if self.kind == "dbz":
+            dbz = self.dbz_min + np.clip(x, 0.0, 1.0) * (self.dbz_max - self.dbz_min)
+            r = dbz_to_rate(dbz, self.zr_a, self.zr_b)
+            r = np.where(x <= 0.0, 0.0, r)
+        elif self.kind == "log":
+            r = 10.0**x - self.log_eps
+            r = np.where(r < self.log_eps * 1e-3, 0.0, r)
+        elif self.kind == "linear":
+            r = np.maximum(x * self.linear_scale, 0.0)
+        else:
+            raise ValueError(f"transform kind: expected dbz, log or linear, found {self.kind!r}")
+        r = np.where(np.isnan(x), np.nan, r)
+        return r.astype(np.float32)
+
+    def threshold(self, rate: float) -> float:
+        """Model-space value of the rain rate ``rate`` (mm/h), e.g. for intensity-balanced loss weights."""
+        return float(self.forward(np.array([rate], dtype=np.float32))[0])
