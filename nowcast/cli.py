@@ -128,7 +128,7 @@ def info(
 
 @app.command()
 def train(
-    config: Annotated[Path, typer.Option("--config", "-c", help="YAML config (see configs/).")],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (see configs/).")] = None,
     set_: Annotated[
         Optional[list[str]], typer.Option("--set", help="Override a config value: section.key=value (repeatable).")
     ] = None,
@@ -140,8 +140,14 @@ def train(
         from nowcast.config import load_config
         from nowcast.train import run_training
 
-        cfg = load_config(config, set_ or [])
-        out = run_training(cfg, config_name=config.stem, run_dir=run_dir, resume=resume)
+        if resume is not None:
+            base = config if config is not None else resume / "config.yaml"
+        elif config is None:
+            raise typer.BadParameter("expected --config FILE (or --resume RUN_DIR)", param_hint="--config")
+        else:
+            base = config
+        cfg = load_config(base, set_ or [])
+        out = run_training(cfg, config_name=Path(base).stem, run_dir=run_dir, resume=resume)
         log.info("run directory: %s", out)
 
 

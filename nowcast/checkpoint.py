@@ -1,0 +1,158 @@
+"""Checkpoints: one self-describing ``.pt`` file (DESIGN section 6).
+
+Written atomically; read only with ``torch.load(..., weights_only=True)`` (plain dicts, lists, numbers,
+strings and tensors), so a checkpoint can never run code. A checkpoint alone is enough to predict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nowcast import __version__
+from nowcast.config import Config, config_from_dict, config_to_dict
+from nowcast.errors import CheckpointError, ConfigError
+from nowcast.io import atomic_output
+
+log = logging.getLogger(__name__)
+
+FORMAT = "nowcast-checkpoint"
+FORMAT_VERSION = 1
+
+
+def default_model_path() -> Path:
+    """The model shipped inside the package."""
+    return Path(__file__).resolve().parent / "models" / "default.pt"
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    config: Config,
+    state_dict: dict[str, torch.Tensor],
+    provenance: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint atomically. ``training`` (optimizer, step, RNG) only in resumable checkpoints."""
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "nowcast_version": __version__,
+        "config": config_to_dict(config),
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
+        "provenance": provenance or {},
+    }
+    if training is not None:
+        payload["training"] = training
+    with atomic_output(path, suffix=".pt") as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read and check a checkpoint; raise ``CheckpointError`` (one line) for anything unusable."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{p}: expected a nowcast checkpoint file, found nothing at that path")
+    if p.is_dir():
+        raise CheckpointError(f"{p}: expected a nowcast checkpoint file, found a directory")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        first = " ".join(str(exc).split())[:160]
+        raise CheckpointError(
+            f"{p}: expected a nowcast checkpoint, found a file torch cannot read safely (corrupt, truncated or not a checkpoint: {first})"
+        ) from None
+    except Exception as exc:  # unpickling refused a foreign object (weights_only)
+        first = " ".join(str(exc).split())[:160]
+        raise CheckpointError(f"{p}: expected a nowcast checkpoint of plain tensors, found foreign content ({first})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        found = ckpt.get("format", "no 'format' key") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f"{p}: expected format '{FORMAT}', found {found!r} (not a nowcast checkpoint)")
+    version = ckpt.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{p}: expected checkpoint format_version <= {FORMAT_VERSION}, found {version!r} "
+            f"(written by nowcast {ckpt.get('nowcast_version', '?')}; upgrade nowcast)"
+        )
+    for key in ("config", "state_dict"):
+        if not isinstance(ckpt.get(key), dict):
+            raise CheckpointError(f"{p}: expected a '{key}' mapping in the checkpoint, found {type(ckpt.get(key)).__name__}")
+    return ckpt
+
+
+def checkpoint_config(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> Config:
+    """The resolved ``Config`` stored in a checkpoint."""
+    try:
+        return config_from_dict(ckpt["config"], f"{path} (config)")
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: expected a valid stored config, found: {exc}") from None
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, Config, dict[str, Any]]:
+    """Rebuild the model of a checkpoint in eval mode: (model, config, checkpoint dict)."""
+    from nowcast.model import build_model
+
+    ckpt = load_checkpoint(path)
+    cfg = checkpoint_config(ckpt, path)
+    model = build_model(cfg.model)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        first = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"{path}: expected weights matching its stored model config, found a mismatch ({first})") from None
+    model.eval()
+    return model, cfg, ckpt
+
+
+def describe_checkpoint(path: str | Path) -> list[str]:
+    """Lines describing a checkpoint for ``nowcast info``: config, provenance, metrics, size, SHA-256."""
+    model, cfg, ckpt = model_from_checkpoint(path)
+    n_params = sum(p.numel() for p in model.parameters())
+    m, d = cfg.model, cfg.data
+    prov = ckpt.get("provenance", {})
+    lines = [
+        f"checkpoint: {path}",
+        f"  format: {ckpt['format']} v{ckpt['format_version']}, written by nowcast {ckpt.get('nowcast_version', '?')}",
+        f"  sha256: {sha256_file(path)}",
+        f"  kind: {'training (resumable)' if 'training' in ckpt else 'inference'}",
+        f"  model: {m.name}, patch {m.patch}, levels {list(m.hidden)}, kernels {list(m.kernels)}, "
+        f"downsample {list(m.downsample)}, peephole {m.peephole}, {n_params:,} parameters",
+        f"  input: {m.channels} channel(s), {d.in_frames} frames in, {d.out_frames} out, "
+        f"time step {d.time_step} s, variable {d.variable or '(auto)'}, units {d.units or '(from file)'}",
+        f"  transform: {cfg.transform.kind}",
+    ]
+    if "training" in ckpt:
+        lines.append(f"  step: {ckpt['training'].get('step')}")
+    for key, value in prov.items():
+        if isinstance(value, dict):
+            inner = ", ".join(f"{k}={_short(v)}" for k, v in value.items())
+            lines.append(f"  {key}: {inner}")
+        elif isinstance(value, list):
+            lines.append(f"  {key}: {len(value)} item(s)")
+            lines.extend(f"    {_short(v)}" for v in value[:20])
+        else:
+            lines.append(f"  {key}: {_short(value)}")
+    return lines
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_short(x)}" for k, x in v.items()) + "}"
+    return str(v)

@@ -1,0 +1,207 @@
+"""Training and validation samples: windows inside segments, a time-block split, crops and augmentation.
+
+Never opens files itself: it receives the segments of an ``io.Archive``. Training frames are held in
+model space as float16 (NaN = no data), about a quarter of the float32 rain rates' footprint in memory.
+Every random choice of a training step (which windows, which crops, which flips) is drawn from a
+generator seeded by ``(seed, step)``, so a resumed run and a run of several DDP ranks see exactly the
+data an uninterrupted single-process run sees.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import xarray as xr
+from torch.utils.data import Dataset, Sampler
+
+from nowcast.transforms import Transform
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Window:
+    """One sample: frames ``start .. start + length - 1`` of segment ``segment``."""
+
+    segment: int
+    start: int
+
+
+def segment_frames(segment: xr.DataArray) -> np.ndarray:
+    """Rain rates (mm/h, float32) of a segment as (T, C, H, W), read frame by frame."""
+    frames = [np.asarray(segment.isel(time=t).values, dtype=np.float32) for t in range(segment.sizes["time"])]
+    arr = np.stack(frames)
+    return arr[:, None] if arr.ndim == 3 else arr
+
+
+def split_windows(
+    lengths: Sequence[int], window: int, *, val_fraction: float, val_block: int, val_stride: int
+) -> tuple[list[Window], list[Window]]:
+    """Training and validation windows of ``window`` frames in segments of the given lengths.
+
+    Each segment's frames are cut into blocks of ``val_block`` frames; a share ``val_fraction`` of the
+    blocks, spread evenly, is for validation. A window belongs to a split only if all its frames do,
+    so no training window overlaps a validation window. Training windows start at every frame,
+    validation windows every ``val_stride`` frames.
+    """
+    train: list[Window] = []
+    val: list[Window] = []
+    for s, n in enumerate(lengths):
+        blocks = np.arange(n) // val_block
+        is_val = np.floor((blocks + 1) * val_fraction) > np.floor(blocks * val_fraction)
+        n_val = 0
+        for start in range(0, n - window + 1):
+            part = is_val[start : start + window]
+            if not part.any():
+                train.append(Window(s, start))
+            elif part.all():
+                if n_val % val_stride == 0:
+                    val.append(Window(s, start))
+                n_val += 1
+    return train, val
+
+
+def all_windows(lengths: Sequence[int], window: int, stride: int = 1) -> list[Window]:
+    """Every window of ``window`` frames, ``stride`` frames apart, in segments of the given lengths."""
+    return [Window(s, t) for s, n in enumerate(lengths) for t in range(0, n - window + 1, stride)]
+
+
+class TrainWindows(Dataset):
+    """Random crops of training windows in model space.
+
+    Items are addressed by a spec ``(window_index, item_seed)`` from ``StepSampler``; each returns
+    ``x`` (in_frames, C, h, w) float32 with no-data filled by 0, and ``y`` (out_frames, C, h, w)
+    float32 with NaN where there is no data.
+    """
+
+    def __init__(
+        self,
+        frames: list[np.ndarray],
+        windows: list[Window],
+        in_frames: int,
+        out_frames: int,
+        crop: int,
+        *,
+        augment: bool = True,
+        min_rain: float = 0.0,
+        rain_level: float = 0.0,
+    ) -> None:
+        self.frames = frames  # each (T, C, H, W) float16, model space, NaN = no data
+        self.windows = windows
+        self.in_frames, self.out_frames = in_frames, out_frames
+        self.crop = crop
+        self.augment = augment
+        self.min_rain = min_rain
+        self.rain_level = rain_level  # model-space value of the rain threshold
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def _crop_origin(self, seg: np.ndarray, t_last: int, rng: np.random.Generator) -> tuple[int, int]:
+        """Top-left corner of a crop, preferring crops with data and rain in the last input frame."""
+        _, _, h, w = seg.shape
+        ch, cw = min(self.crop, h), min(self.crop, w)
+        best, best_score = (0, 0), -1.0
+        for _ in range(8):
+            oy, ox = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+            patch = seg[t_last, :, oy : oy + ch, ox : ox + cw]
+            finite = np.isfinite(patch)
+            valid = finite.mean()
+            rain = (patch[finite] > self.rain_level).mean() if finite.any() else 0.0
+            score = float(rain) if valid > 0.5 else -1.0 + float(valid)
+            if valid > 0.5 and rain >= max(self.min_rain, 1e-9):
+                return oy, ox
+            if score > best_score:
+                best, best_score = (oy, ox), score
+        return best
+
+    def __getitem__(self, spec: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, seed = spec
+        rng = np.random.default_rng(seed)
+        win = self.windows[index]
+        seg = self.frames[win.segment]
+        n = self.in_frames + self.out_frames
+        oy, ox = self._crop_origin(seg, win.start + self.in_frames - 1, rng)
+        ch, cw = min(self.crop, seg.shape[2]), min(self.crop, seg.shape[3])
+        block = np.asarray(seg[win.start : win.start + n, :, oy : oy + ch, ox : ox + cw], dtype=np.float32)
+        if self.augment:
+            k = int(rng.integers(0, 4))
+            block = np.rot90(block, k, axes=(2, 3))
+            if rng.integers(0, 2):
+                block = block[..., ::-1]
+        block = np.ascontiguousarray(block)
+        x = np.nan_to_num(block[: self.in_frames], nan=0.0)
+        y = block[self.in_frames :]
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+
+class StepSampler(Sampler[list[tuple[int, int]]]):
+    """Batches of item specs for steps ``start_step .. total_steps - 1``; this rank's share only.
+
+    The global batch of step ``s`` is drawn from ``default_rng([seed, s])``; rank ``r`` of ``world``
+    takes items ``r, r + world, ...``. Windows are drawn with probability ``weights`` (uniform if None).
+    """
+
+    def __init__(
+        self,
+        n_windows: int,
+        batch_size: int,
+        total_steps: int,
+        *,
+        seed: int = 0,
+        start_step: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        weights: np.ndarray | None = None,
+    ) -> None:
+        self.n_windows, self.batch_size = n_windows, batch_size
+        self.total_steps, self.start_step = total_steps, start_step
+        self.seed, self.rank, self.world = seed, rank, world
+        self.p = None if weights is None else weights / weights.sum()
+
+    def __len__(self) -> int:
+        return max(0, self.total_steps - self.start_step)
+
+    def batch_for_step(self, step: int) -> list[tuple[int, int]]:
+        """This rank's item specs of the global batch of ``step``."""
+        rng = np.random.default_rng([self.seed, step])
+        idx = rng.choice(self.n_windows, size=self.batch_size, replace=self.n_windows < self.batch_size, p=self.p)
+        seeds = rng.integers(0, 2**31 - 1, size=self.batch_size)
+        specs = [(int(i), int(s)) for i, s in zip(idx, seeds)]
+        return specs[self.rank :: self.world]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for step in range(self.start_step, self.total_steps):
+            yield self.batch_for_step(step)
+
+
+def window_rain_fraction(frames: list[np.ndarray], windows: list[Window], length: int, level: float) -> np.ndarray:
+    """Share of valid pixels above ``level`` (model space) over each window's frames, shape (n_windows,)."""
+    per_frame = []
+    for seg in frames:
+        fr = []
+        for t in range(seg.shape[0]):
+            f = seg[t]
+            finite = np.isfinite(f)
+            fr.append(float((f[finite] > level).mean()) if finite.any() else 0.0)
+        per_frame.append(np.array(fr))
+    return np.array([per_frame[w.segment][w.start : w.start + length].mean() for w in windows])
+
+
+def to_model_space(segments: list[xr.DataArray], transform: Transform) -> list[np.ndarray]:
+    """Each segment as (T, C, H, W) float16 model-space values (NaN = no data), converted frame by frame."""
+    out = []
+    for seg in segments:
+        t = seg.sizes["time"]
+        first = np.asarray(seg.isel(time=0).values)
+        shape = (t,) + ((1,) + first.shape if first.ndim == 2 else first.shape)
+        arr = np.empty(shape, dtype=np.float16)
+        for i in range(t):
+            frame = np.asarray(seg.isel(time=i).values, dtype=np.float32)
+            arr[i] = transform.forward(frame).reshape(shape[1:])
+        out.append(arr)
+    return out

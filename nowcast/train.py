@@ -1,0 +1,438 @@
+"""The training loop: one process on a CPU or GPU, or several under ``torchrun`` (DDP).
+
+A run directory holds ``config.yaml`` (resolved), ``metrics.csv``, ``last.pt`` (every
+``train.ckpt_every`` steps, at the end and on Ctrl-C/SIGTERM), ``best.pt`` (lowest validation loss)
+and the inference-only ``model.pt``. Every random choice is seeded by (seed, step), so ``--resume``
+continues exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from nowcast import metrics
+from nowcast.checkpoint import load_checkpoint, save_checkpoint
+from nowcast.config import Config, save_config
+from nowcast.data import StepSampler, TrainWindows, Window, split_windows, to_model_space, window_rain_fraction
+from nowcast.errors import ConfigError, InputError, TrainingDivergedError
+from nowcast.io import Archive, open_archive
+from nowcast.model import build_model
+from nowcast.predict import forecast_array
+from nowcast.runtime import autocast, resolve_precision, select_device, set_threads
+from nowcast.transforms import Transform
+
+log = logging.getLogger(__name__)
+
+HKO7_THRESHOLDS = (0.5, 2.0, 5.0, 10.0, 30.0)
+"""Rain rates (mm/h) at which the HKO-7 balanced loss weight steps up."""
+HKO7_WEIGHTS = (1.0, 1.0, 2.0, 5.0, 10.0, 30.0)
+"""Weight below the first threshold, then above each threshold."""
+
+
+def lr_at(step: int, cfg: Config) -> float:
+    """Learning rate of ``step``: linear warm-up to ``train.lr``, then cosine decay to ``lr * min_lr_ratio``."""
+    t = cfg.train
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    span = max(1, t.steps - t.warmup_steps)
+    progress = min(1.0, (step - t.warmup_steps) / span)
+    return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def masked_loss(
+    pred: torch.Tensor, target: torch.Tensor, kind: str = "mse+mae", level_weights: torch.Tensor | None = None,
+    levels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean over valid pixels of (MSE + MAE) in model space, optionally intensity-weighted.
+
+    pred, target: (B, T, C, H, W); target is NaN where there is no data. ``levels`` are model-space
+    thresholds and ``level_weights`` the weight below the first and above each (len(levels) + 1).
+    """
+    mask = torch.isfinite(target)
+    tgt = torch.where(mask, target, torch.zeros((), dtype=target.dtype, device=target.device))
+    diff = pred.float() - tgt
+    err = torch.zeros_like(diff)
+    if "mse" in kind:
+        err = err + diff.square()
+    if "mae" in kind:
+        err = err + diff.abs()
+    weight = mask.to(diff.dtype)
+    if levels is not None and level_weights is not None:
+        weight = weight * level_weights[torch.bucketize(tgt, levels, right=True)]
+    return (err * weight).sum() / mask.sum().clamp(min=1)
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_distributed(device: torch.device) -> DistInfo:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1): NCCL on CUDA, gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size())
+
+
+def _all_mean(value: float, info: DistInfo) -> float:
+    if info.world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / info.world
+
+
+class _StopFlag:
+    """Turns SIGINT/SIGTERM into a flag checked between steps, so last.pt is always a complete step."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+        log.warning("stopping after the current step (signal %d); press Ctrl-C again to abort", signum)
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+class _MetricsLog:
+    """metrics.csv of a run: one row per logged step; columns fixed at creation."""
+
+    def __init__(self, path: Path, thresholds: tuple[float, ...], resume_step: int | None, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+        self.columns = ["step", "epoch", "lr", "train_loss", "val_loss"]
+        self.columns += [f"val_csi_{t:g}" for t in thresholds] + ["frames_per_s"]
+        if not enabled:
+            return
+        if resume_step is not None and path.exists():
+            with open(path, newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
+            self._write(rows)
+        elif not path.exists():
+            self._write([])
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        tmp = self.path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, self.columns)
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, self.path)
+
+    def append(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", newline="") as fh:
+            csv.DictWriter(fh, self.columns).writerow({k: row.get(k, "") for k in self.columns})
+
+
+def _open_data(cfg: Config) -> tuple[Archive, Archive | None]:
+    d = cfg.data
+    if not d.files:
+        raise ConfigError("data.files: expected at least one radar file or glob, found none (use --set data.files=[a.nc])")
+    n = d.in_frames + d.out_frames
+    kw = dict(time_step=d.time_step, variable=d.variable, units=d.units, zr_a=d.zr_a, zr_b=d.zr_b, min_frames=n)
+    train_arc = open_archive(list(d.files), **kw)
+    val_arc = open_archive(list(d.val_files), **kw) if d.val_files else None
+    return train_arc, val_arc
+
+
+def _validate(
+    model: torch.nn.Module,
+    val_frames: list[np.ndarray],
+    windows: list[Window],
+    cfg: Config,
+    transform: Transform,
+    device: torch.device,
+    precision: str,
+    info: DistInfo,
+) -> tuple[float, metrics.Scores]:
+    """Validation loss (model space) and pooled scores (mm/h) over this rank's share of ``windows``."""
+    d = cfg.data
+    scores = metrics.init_scores(d.out_frames, cfg.eval.thresholds, cfg.eval.comparison)
+    total, count = 0.0, 0
+    for w in windows[info.rank :: info.world]:
+        seg = val_frames[w.segment]  # (T, C, H, W) mm/h
+        obs_in = seg[w.start : w.start + d.in_frames][None]
+        obs_out = seg[w.start + d.in_frames : w.start + d.in_frames + d.out_frames][None]
+        pred = forecast_array(model, transform, obs_in, d.out_frames, device=device, precision=precision)
+        metrics.accumulate(scores, pred, obs_out)
+        target = torch.from_numpy(transform.forward(obs_out))
+        pred_model = torch.from_numpy(np.nan_to_num(transform.forward(pred), nan=0.0))
+        total += float(masked_loss(pred_model, target, cfg.train.loss))
+        count += 1
+    if info.world > 1:
+        gathered: list[Any] = [None] * info.world
+        dist.all_gather_object(gathered, (total, count, scores))
+        total = sum(g[0] for g in gathered)
+        count = sum(g[1] for g in gathered)
+        scores = gathered[0][2]
+        for g in gathered[1:]:
+            scores = metrics.merge(scores, g[2])
+    return total / max(count, 1), scores
+
+
+def _val_rates(arc: Archive, windows: list[Window]) -> list[np.ndarray]:
+    """Observed rain rates (mm/h, (T, C, H, W) float32) of the segments that validation windows use."""
+    from nowcast.data import segment_frames
+
+    used = {w.segment for w in windows}
+    return [segment_frames(s) if i in used else np.empty((0,), np.float32) for i, s in enumerate(arc.segments)]
+
+
+def _provenance(cfg: Config, train_arc: Archive, val_arc: Archive | None, final: dict[str, Any]) -> dict[str, Any]:
+    def periods(arc: Archive) -> list[str]:
+        out = []
+        for s in arc.segments:
+            t = s["time"].values
+            out.append(f"{Path(str(s.attrs.get('source_file', '?'))).name}: {str(t[0])[:16]} to {str(t[-1])[:16]}")
+        return out
+
+    prov: dict[str, Any] = {
+        "trained": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "train_files": [str(f) for f in train_arc.files],
+        "train_periods": periods(train_arc),
+        "final_metrics": final,
+    }
+    if val_arc is not None:
+        prov["val_files"] = [str(f) for f in val_arc.files]
+        prov["val_periods"] = periods(val_arc)
+    return prov
+
+
+def run_training(
+    cfg: Config,
+    *,
+    config_name: str = "run",
+    run_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+) -> Path:
+    """Train ``cfg`` and return the run directory. ``resume``: a run directory to continue exactly."""
+    device = select_device(cfg.train.device)
+    info = _setup_distributed(device)
+    if device.type == "cpu":
+        threads = cfg.train.threads or max(1, (len(os.sched_getaffinity(0)) // info.world))
+        set_threads(threads)
+    precision = resolve_precision(cfg.train.precision, device)
+    loss_fn = loss_fn or masked_loss
+
+    if resume is not None:
+        out = Path(resume)
+    elif run_dir is not None:
+        out = Path(run_dir)
+    else:
+        out = Path("runs") / f"{config_name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    if info.main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+
+    d, t = cfg.data, cfg.train
+    transform = Transform.from_config(cfg)
+    window = d.in_frames + d.out_frames
+    train_arc, val_arc = _open_data(cfg)
+    train_frames = to_model_space(train_arc.segments, transform)
+    lengths = [f.shape[0] for f in train_frames]
+    if val_arc is None:
+        train_windows, val_windows = split_windows(
+            lengths, window, val_fraction=d.val_fraction, val_block=d.val_block, val_stride=d.val_stride
+        )
+        val_source = train_arc
+    else:
+        from nowcast.data import all_windows
+
+        train_windows = [w for w in split_windows(lengths, window, val_fraction=0.0, val_block=d.val_block, val_stride=1)[0]]
+        val_windows = all_windows([s.sizes["time"] for s in val_arc.segments], window, d.val_stride)
+        val_source = val_arc
+    if not train_windows:
+        raise InputError(f"{', '.join(train_arc.files)}: expected at least one training window of {window} frames, found none")
+    if len(val_windows) > t.max_val_windows:
+        pick = np.linspace(0, len(val_windows) - 1, t.max_val_windows).round().astype(int)
+        val_windows = [val_windows[i] for i in pick]
+    log.info("%d training windows, %d validation windows of %d frames", len(train_windows), len(val_windows), window)
+    val_rates = _val_rates(val_source, val_windows)
+
+    rain_level = transform.threshold(d.rain_threshold)
+    weights = None
+    if d.min_rain_fraction > 0:
+        frac = window_rain_fraction(train_frames, train_windows, window, rain_level)
+        keep = frac >= d.min_rain_fraction
+        if not keep.any():
+            raise InputError(f"data.min_rain_fraction={d.min_rain_fraction}: expected some rainy windows, found none")
+        weights = keep.astype(np.float64)
+        log.info("%d of %d training windows meet min_rain_fraction", int(keep.sum()), len(keep))
+
+    torch.manual_seed(t.seed)
+    model = build_model(cfg.model).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    start_step, best_val, epoch_offset = 0, math.inf, 0.0
+    if resume is not None:
+        last = out / "last.pt"
+        ckpt = load_checkpoint(last)
+        if "training" not in ckpt:
+            raise InputError(f"{last}: expected a resumable training checkpoint, found an inference-only one")
+        model.load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(ckpt["training"]["optimizer"])
+        start_step = int(ckpt["training"]["step"])
+        best_val = float(ckpt["training"].get("best_val", math.inf))
+        torch.set_rng_state(ckpt["training"]["torch_rng"])
+        log.info("resuming %s at step %d", out, start_step)
+    core = model
+    if info.world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    fwd = torch.compile(model) if t.compile else model
+
+    levels = torch.tensor([transform.threshold(r) for r in HKO7_THRESHOLDS], device=device)
+    level_w = torch.tensor(HKO7_WEIGHTS, device=device)
+    crop = max(core.total_stride, d.crop // core.total_stride * core.total_stride)
+    dataset = TrainWindows(
+        train_frames, train_windows, d.in_frames, d.out_frames, crop,
+        augment=d.augment, min_rain=d.min_rain_fraction, rain_level=rain_level,
+    )
+    if t.batch_size % info.world:
+        raise ConfigError(f"train.batch_size: expected a multiple of the {info.world} DDP ranks, found {t.batch_size}")
+    sampler = StepSampler(
+        len(train_windows), t.batch_size, t.steps, seed=t.seed, start_step=start_step,
+        rank=info.rank, world=info.world, weights=weights,
+    )
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=d.workers, pin_memory=device.type == "cuda")
+    mlog = _MetricsLog(out / "metrics.csv", cfg.eval.thresholds, start_step if resume else None, info.main)
+
+    def training_state(step: int) -> dict[str, Any]:
+        return {"optimizer": optimizer.state_dict(), "step": step, "best_val": best_val, "torch_rng": torch.get_rng_state()}
+
+    def save_last(step: int) -> None:
+        if info.main:
+            save_checkpoint(out / "last.pt", config=cfg, state_dict=core.state_dict(),
+                            provenance=_provenance(cfg, train_arc, val_arc, {}), training=training_state(step))
+
+    progress = None
+    if info.main and sys.stderr.isatty() and log.getEffectiveLevel() <= logging.INFO:
+        from tqdm import tqdm
+
+        progress = tqdm(total=t.steps, initial=start_step, unit="step", dynamic_ncols=True)
+    last_scores: dict[str, Any] = {}
+    step = start_step
+    tick, frames_done, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
+    with _StopFlag() as stop:
+        model.train()
+        for step, (x, y) in enumerate(loader, start=start_step):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # (B, T, C, h, w)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            with autocast(device, precision):
+                pred = fwd(x, d.out_frames)
+            loss = loss_fn(pred.float(), y, t.loss, level_w if t.balanced else None, levels if t.balanced else None)
+            finite = torch.isfinite(loss.detach()).float()
+            if info.world > 1:
+                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+            if finite.item() == 0:
+                if progress:
+                    progress.close()
+                raise TrainingDivergedError(
+                    f"training loss at step {step}: expected a finite value, found {loss.item()}; "
+                    f"stopped, the last good checkpoint {out / 'last.pt'} is intact (lower train.lr?)"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            optimizer.step()
+            done = step + 1
+            loss_sum += float(loss.detach())
+            loss_n += 1
+            frames_done += x.shape[0] * window * info.world
+            if progress:
+                progress.update(1)
+                progress.set_postfix(loss=f"{loss_sum / loss_n:.4f}")
+            validate_now = done % t.val_every == 0 or done == t.steps
+            if done % t.log_every == 0 or validate_now:
+                elapsed = time.perf_counter() - tick
+                row: dict[str, Any] = {
+                    "step": done, "epoch": f"{done * t.batch_size / len(train_windows):.3f}",
+                    "lr": f"{lr_at(step, cfg):.3e}", "train_loss": f"{_all_mean(loss_sum / loss_n, info):.6f}",
+                    "frames_per_s": f"{frames_done / max(elapsed, 1e-9):.1f}",
+                }
+                if validate_now and val_windows:
+                    model.eval()
+                    val_loss, scores = _validate(core, val_rates, val_windows, cfg, transform, device, precision, info)
+                    model.train()
+                    res = metrics.compute(scores)
+                    csi = np.nanmean(res["CSI"], axis=0)  # mean over leads, per threshold
+                    row["val_loss"] = f"{val_loss:.6f}"
+                    for thr, c in zip(cfg.eval.thresholds, csi):
+                        row[f"val_csi_{thr:g}"] = f"{c:.4f}"
+                    last_scores = {"step": done, "val_loss": val_loss}
+                    last_scores.update({f"val_csi_{thr:g}": float(c) for thr, c in zip(cfg.eval.thresholds, csi)})
+                    log.info("step %d: train loss %s, val loss %.5f, val CSI %s", done, row["train_loss"], val_loss,
+                             ", ".join(f"{thr:g}:{c:.3f}" for thr, c in zip(cfg.eval.thresholds, csi)))
+                    if val_loss < best_val:
+                        best_val = val_loss
+                        if info.main:
+                            save_checkpoint(out / "best.pt", config=cfg, state_dict=core.state_dict(),
+                                            provenance=_provenance(cfg, train_arc, val_arc, last_scores))
+                elif not progress:
+                    log.info("step %d: train loss %s, lr %s", done, row["train_loss"], row["lr"])
+                mlog.append(row)
+                tick, frames_done, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
+            if done % t.ckpt_every == 0 or done == t.steps:
+                save_last(done)
+            if stop.signal is not None:
+                save_last(done)
+                if progress:
+                    progress.close()
+                log.warning("interrupted at step %d; resume with: nowcast train --resume %s", done, out)
+                raise KeyboardInterrupt
+    if progress:
+        progress.close()
+    if start_step >= t.steps:
+        log.info("nothing to do: the run is already at step %d of %d", start_step, t.steps)
+    if info.main:
+        save_last(max(step + 1, start_step) if start_step < t.steps else start_step)
+        if not (out / "best.pt").exists():
+            save_checkpoint(out / "best.pt", config=cfg, state_dict=core.state_dict(),
+                            provenance=_provenance(cfg, train_arc, val_arc, last_scores))
+        save_checkpoint(out / "model.pt", config=cfg, state_dict=core.state_dict(),
+                        provenance=_provenance(cfg, train_arc, val_arc, last_scores))
+    if info.world > 1:
+        dist.barrier()
+    return out

@@ -1,0 +1,190 @@
+"""Shared fixtures: synthetic radar files in the schema of ``shared/data/radar`` and the real-data path."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "radar"
+"""The eight real radar events (see its README.md); absent on machines without the shared folder."""
+
+CRS_ATTRS = {
+    "grid_mapping_name": "polar_stereographic",
+    "straight_vertical_longitude_from_pole": 0.0,
+    "latitude_of_projection_origin": 90.0,
+    "standard_parallel": 60.0,
+    "false_easting": 0.0,
+    "false_northing": 0.0,
+    "semi_major_axis": 6378137.0,
+    "inverse_flattening": 298.257223563,
+    "proj4": "+proj=stere +lat_0=90 +lon_0=0 +lat_ts=60 +ellps=WGS84 +units=m",
+    "crs_wkt": 'PROJCS["synthetic polar stereographic"]',
+}
+
+
+def default_rain(shape: Sequence[int], seed: int = 0) -> np.ndarray:
+    """Deterministic rain-like values (mm/h, float64): about half the pixels 0, the rest 0.01-40 mm/h."""
+    rng = np.random.default_rng(seed)
+    rain = rng.gamma(0.6, 4.0, size=tuple(shape))
+    rain[rng.random(tuple(shape)) < 0.5] = 0.0
+    return np.round(np.minimum(rain, 40.0), 2)
+
+
+@pytest.fixture
+def radar_file(tmp_path: Path) -> Callable[..., Path]:
+    """Factory of small synthetic radar NetCDF files in the real schema (``shared/data/radar/README.md``).
+
+    ``radar_file(name="radar.nc", **options) -> Path`` writes ``tmp_path / name`` with netCDF4 directly
+    (not through xarray, so the reader is tested against an independent writer). By default: dims
+    ``(time, y, x)``; ``rainfall_rate`` stored as int16 with ``scale_factor = 0.01``, ``add_offset = 0``,
+    ``_FillValue = -32768``, zlib, one chunk per frame, ``units = "mm h-1"``,
+    ``standard_name = "rainfall_rate"``, ``grid_mapping = "crs"``; ``time`` int64
+    ``seconds since 1970-01-01 00:00:00``; ``y`` decreasing and ``x`` increasing, in metres (1 km pixels);
+    a scalar ``crs`` grid-mapping variable; global ``title``, ``institution``, ``time_step_seconds``.
+
+    Options (all keyword):
+        frames, size=(ny, nx), step (s), start (ISO time of the first frame), channels (for 4-D dims)
+        times: explicit offsets in seconds from ``start`` (gaps, duplicates, decreasing times), overrides
+            frames and step
+        values: the data (physical units, NaN = no data) with the shape of ``dims``; default: ``default_rain``
+        nan_mask: boolean array broadcast against the data; True -> no data (NaN / _FillValue)
+        variable: data variable name; None writes no data variable at all
+        units, standard_name, long_name: attributes of the data variable (None: attribute left out)
+        dims: data dims, e.g. ("time", "lat", "lon"), ("time", "channel", "y", "x"), ("time", "y", "x", "band"),
+            ("y", "x"); spatial: the two named y/x, lat/lon, latitude/longitude or rows/cols, else the last
+            two; "time" gets the time coordinate; any other dim has ``channels`` entries
+        packed: int16 packing as above (True) or float32 with ``_FillValue`` NaN (False)
+        time_units: units of the time variable; None writes plain integers (a time axis that is not time)
+        extra_vars: {name: (dims, array, attrs)} written as further variables (float32 unless int/str)
+        global_attrs: extra or replacement global attributes
+        seed: seed of the default values
+    """
+
+    def make(
+        name: str = "radar.nc",
+        *,
+        frames: int = 6,
+        size: tuple[int, int] = (16, 20),
+        step: int = 300,
+        start: str = "2021-06-01T12:00:00",
+        times: Sequence[int] | None = None,
+        channels: int = 3,
+        values: np.ndarray | None = None,
+        nan_mask: np.ndarray | None = None,
+        variable: str | None = "rainfall_rate",
+        units: str | None = "mm h-1",
+        standard_name: str | None = "rainfall_rate",
+        long_name: str | None = "radar rainfall rate",
+        dims: Sequence[str] = ("time", "y", "x"),
+        packed: bool = True,
+        time_units: str | None = "seconds since 1970-01-01 00:00:00",
+        extra_vars: dict[str, tuple[Sequence[str], Any, dict[str, Any]]] | None = None,
+        global_attrs: dict[str, Any] | None = None,
+        seed: int = 0,
+    ) -> Path:
+        import netCDF4
+
+        path = tmp_path / name
+        offsets = np.asarray(times if times is not None else np.arange(frames) * step, dtype=np.int64)
+        t0 = int(np.datetime64(start, "s").astype(np.int64))
+        ny, nx = size
+        dims = tuple(dims)
+        named = [d for d in dims if d in ("y", "x", "lat", "lon", "latitude", "longitude", "rows", "cols")]
+        spatial = tuple(named) if len(named) == 2 else dims[-2:]
+        sizes = {d: len(offsets) if d == "time" else channels for d in dims} | {spatial[0]: ny, spatial[1]: nx}
+        shape = tuple(sizes[d] for d in dims)
+        data = default_rain(shape, seed) if values is None else np.asarray(values, dtype=np.float64).copy()
+        if data.shape != shape:
+            raise ValueError(f"values: expected shape {shape} for dims {dims}, found {data.shape}")
+        if nan_mask is not None:
+            data[np.broadcast_to(nan_mask, shape)] = np.nan
+
+        with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
+            nc.setncatts(
+                {
+                    "Conventions": "CF-1.8",
+                    "title": "Synthetic radar rainfall rate",
+                    "institution": "nowcast test suite",
+                    "time_step_seconds": np.int32(step),
+                    **(global_attrs or {}),
+                }
+            )
+            for d in dims:
+                nc.createDimension(d, sizes[d])
+            if "time" in dims:
+                tv = nc.createVariable("time", "i8", ("time",))
+                if time_units is not None:
+                    tv.setncatts({"units": time_units, "calendar": "standard", "standard_name": "time", "axis": "T"})
+                tv[:] = t0 + offsets if time_units is not None else offsets
+            ydim, xdim = spatial
+            geographic = ydim in ("lat", "latitude")
+            yv = nc.createVariable(ydim, "f8", (ydim,))
+            xv = nc.createVariable(xdim, "f8", (xdim,))
+            if geographic:
+                yv.setncatts({"standard_name": "latitude", "units": "degrees_north"})
+                xv.setncatts({"standard_name": "longitude", "units": "degrees_east"})
+                yv[:] = 50.0 - 0.01 * np.arange(ny)
+                xv[:] = 5.0 + 0.01 * np.arange(nx)
+            else:
+                yv.setncatts({"standard_name": "projection_y_coordinate", "units": "m", "axis": "Y"})
+                xv.setncatts({"standard_name": "projection_x_coordinate", "units": "m", "axis": "X"})
+                yv[:] = 1000.0 * (ny - 1 - np.arange(ny)) + 500.0  # row 0 is the northern edge
+                xv[:] = 1000.0 * np.arange(nx) + 500.0
+            crs = nc.createVariable("crs", "i4", ())
+            crs.setncatts(CRS_ATTRS)
+            crs.assignValue(0)
+
+            if variable is not None:
+                chunks = tuple(1 if d == "time" else sizes[d] for d in dims)
+                if packed:
+                    v = nc.createVariable(
+                        variable, "i2", dims, fill_value=np.int16(-32768), zlib=True, shuffle=True, chunksizes=chunks
+                    )
+                    v.setncatts({"scale_factor": np.float32(0.01), "add_offset": np.float32(0.0)})
+                    v.set_auto_maskandscale(False)
+                    raw = np.where(np.isnan(data), -32768, np.clip(np.round(np.nan_to_num(data) / 0.01), -32767, 32767))
+                    v[...] = raw.astype(np.int16)
+                else:
+                    nan32 = np.float32(np.nan)
+                    v = nc.createVariable(variable, "f4", dims, fill_value=nan32, zlib=True, chunksizes=chunks)
+                    v.set_auto_maskandscale(False)
+                    v[...] = data.astype(np.float32)
+                attrs = {"units": units, "standard_name": standard_name, "long_name": long_name, "grid_mapping": "crs"}
+                v.setncatts({k: val for k, val in attrs.items() if val is not None})
+            for extra, (edims, arr, eattrs) in (extra_vars or {}).items():
+                arr = np.asarray(arr)
+                if arr.dtype.kind in "US":
+                    ev = nc.createVariable(extra, str, tuple(edims))
+                    ev[:] = arr.astype(object)
+                else:
+                    kind = "i4" if arr.dtype.kind in "iu" else "f4"
+                    ev = nc.createVariable(extra, kind, tuple(edims))
+                    ev[...] = arr
+                ev.setncatts(eattrs)
+        return path
+
+    return make
+
+
+@pytest.fixture
+def real_data() -> Path:
+    """The real radar folder; skips the test when it is absent."""
+    if not (REAL_DATA / "README.md").is_file():
+        pytest.skip(f"real radar data not found at {REAL_DATA}")
+    return REAL_DATA
+
+
+@pytest.fixture(autouse=True)
+def _restore_nowcast_logging():
+    """Undo the CLI's logging set-up (handlers, level, propagate=False) so ``caplog`` sees every test."""
+    logger = logging.getLogger("nowcast")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:] = saved[0]
+    logger.setLevel(saved[1])
+    logger.propagate = saved[2]

@@ -1,0 +1,104 @@
+"""Bad radar inputs through ``nowcast info``: exit code 2, one stderr line naming the file, no traceback."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from nowcast.cli import app
+
+
+def _runner() -> CliRunner:
+    try:
+        return CliRunner(mix_stderr=False)  # click < 8.2 mixes stderr into output unless told not to
+    except TypeError:
+        return CliRunner()  # click >= 8.2 keeps result.stderr separate
+
+
+def _random_bytes(tmp_path: Path, radar_file: Callable[..., Path]) -> Path:
+    path = tmp_path / "random.nc"
+    path.write_bytes(np.random.default_rng(0).bytes(4000))
+    return path
+
+
+def _truncated(tmp_path: Path, radar_file: Callable[..., Path]) -> Path:
+    good = radar_file("good.nc").read_bytes()
+    path = tmp_path / "truncated.nc"
+    path.write_bytes(good[: len(good) // 2])
+    return path
+
+
+def _directory(tmp_path: Path, radar_file: Callable[..., Path]) -> Path:
+    path = tmp_path / "folder.nc"
+    path.mkdir()
+    return path
+
+
+BAD_INPUTS: dict[str, Callable[[Path, Callable[..., Path]], Path]] = {
+    "missing file": lambda tmp, make: tmp / "missing.nc",
+    "directory": _directory,
+    "random bytes": _random_bytes,
+    "truncated NetCDF": _truncated,
+    "no numeric variable": lambda tmp, make: make(
+        "nonumeric.nc", variable=None, extra_vars={"label": (("time",), np.array(["a"] * 6), {})}
+    ),
+    "two candidates": lambda tmp, make: make(
+        "two.nc", standard_name=None, extra_vars={"other": (("time", "y", "x"), np.zeros((6, 16, 20)), {})}
+    ),
+    "2-D": lambda tmp, make: make("twod.nc", dims=("y", "x")),
+    "5-D": lambda tmp, make: make("fived.nc", dims=("time", "member", "channel", "y", "x"), channels=2),
+    "units furlongs": lambda tmp, make: make("furlongs.nc", units="furlongs"),
+    "decreasing times": lambda tmp, make: make("decreasing.nc", times=[0, 300, 600, 300, 900]),
+    "duplicated times": lambda tmp, make: make("duplicated.nc", times=[0, 300, 300, 600]),
+    "all NaN": lambda tmp, make: make("allnan.nc", nan_mask=np.ones((16, 20), bool)),
+    "time axis not time": lambda tmp, make: make("notime.nc", time_units=None),
+    "irregular step": lambda tmp, make: make("irregular.nc", times=[0, 300, 600, 1000]),
+}
+
+EXPECTED = {
+    "missing file": "found no such file",
+    "directory": "found a directory",
+    "random bytes": "found data in another format",
+    "truncated NetCDF": "found a damaged or truncated one",
+    "no numeric variable": "found none",
+    "two candidates": "several candidates: rainfall_rate (time, y, x), other (time, y, x)",
+    "2-D": "found (y, x)",
+    "5-D": "found (time, member, channel, y, x)",
+    "units furlongs": "found 'furlongs'",
+    "decreasing times": "time[3] = 2021-06-01T12:05:00Z is before time[2]",
+    "duplicated times": "time[2] = 2021-06-01T12:05:00Z repeats time[1]",
+    "all NaN": "found only NaN",
+    "time axis not time": "found int64 values without units",
+    "irregular step": "found 400 s",
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_exits_2_with_one_line(case, tmp_path, radar_file):
+    path = BAD_INPUTS[case](tmp_path, radar_file)
+    before = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+    result = _runner().invoke(app, ["info", str(path)])
+
+    assert result.exit_code == 2, (result.output, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"nowcast: error: {path}: ")
+    assert EXPECTED[case] in lines[0]
+    assert "Traceback" not in result.stderr + result.output
+    assert result.stdout == ""
+    if before is not None:
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+def test_info_prints_a_good_file(radar_file):
+    path = radar_file(frames=4)
+    result = _runner().invoke(app, ["info", str(path)])
+    assert result.exit_code == 0, result.stderr
+    assert f"file:            {path}" in result.stdout
+    assert "time step:       300 s (5 min)" in result.stdout
