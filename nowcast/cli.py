@@ -161,14 +161,20 @@ def predict(
         Optional[str],
         typer.Option("--output", "-o", help="Output NetCDF; may use {reference_time:%Y%m%d%H%M} and {stem}."),
     ] = None,
-    plot: Annotated[Optional[Path], typer.Option(help="Also write a PNG of the forecast.")] = None,
+    plot: Annotated[
+        Optional[Path],
+        typer.Option(help="Also write a PNG: the last observed frame and four lead times; same templates as -o."),
+    ] = None,
     max_age: Annotated[
         Optional[float], typer.Option(help="Fail (exit 2) if the newest frame is older than this many minutes.")
     ] = None,
     variable: Annotated[Optional[str], typer.Option(help="Input data variable.")] = None,
     lock_timeout: Annotated[float, typer.Option(help="Seconds to wait for another run writing the same output.")] = 60.0,
 ) -> None:
-    """Forecast from the latest frames and write a CF-conventions NetCDF on the input's grid."""
+    """Forecast from the latest frames and write a CF-conventions NetCDF on the input's grid.
+
+    Written atomically under a lock (.NAME.lock next to it): overlapping cron runs never interleave.
+    """
     with _errors():
         from nowcast.predict import predict_to_file
 
@@ -198,15 +204,30 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="Report directory.")] = Path("evaluation"),
     variable: Annotated[Optional[str], typer.Option(help="Input data variable.")] = None,
     no_model: Annotated[bool, typer.Option("--no-model", help="Score the baselines only.")] = False,
+    fss_scales: Annotated[
+        str, typer.Option(help="Comma-separated FSS window sizes in pixels, at 1 mm/h (e.g. 5,21,61); default: no FSS (slow).")
+    ] = "",
+    common_mask: Annotated[
+        bool,
+        typer.Option(
+            "--common-mask/--own-masks",
+            help="Score every method on the pixels where all forecasts have data (fair), or each on its own.",
+        ),
+    ] = True,
 ) -> None:
     """Score the model against persistence and optical-flow extrapolation per threshold and lead time."""
+
+    def numbers(text: str, kind: type, hint: str) -> tuple:
+        try:
+            return tuple(kind(t) for t in text.split(",") if t.strip())
+        except ValueError:
+            raise typer.BadParameter(f"expected numbers separated by commas, found {text!r}", param_hint=hint) from None
+
+    values = numbers(thresholds, float, "--thresholds")  # usage errors (exit 2) are raised outside _errors
+    scales = numbers(fss_scales, int, "--fss-scales")
     with _errors():
         from nowcast.evaluate import evaluate_files
 
-        try:
-            values = tuple(float(t) for t in thresholds.split(",") if t.strip())
-        except ValueError:
-            raise typer.BadParameter(f"expected numbers separated by commas, found {thresholds!r}", param_hint="--thresholds")
         table = evaluate_files(
             [str(p) for p in inputs],
             model=None if no_model else (model or "default"),
@@ -217,6 +238,8 @@ def evaluate(
             steps=steps,
             out_dir=out,
             variable=variable,
+            fss_scales=scales,
+            common_mask=common_mask,
         )
         typer.echo(table)
 

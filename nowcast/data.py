@@ -44,7 +44,7 @@ def split_windows(
     """Training and validation windows of ``window`` frames in segments of the given lengths.
 
     Each segment's frames are cut into blocks of ``val_block`` frames; a share ``val_fraction`` of the
-    blocks, spread evenly, is for validation. A window belongs to a split only if all its frames do,
+    blocks, spread evenly (the second block first when the share is 1/4), is for validation. A window belongs to a split only if all its frames do,
     so no training window overlaps a validation window. Training windows start at every frame,
     validation windows every ``val_stride`` frames.
     """
@@ -52,7 +52,7 @@ def split_windows(
     val: list[Window] = []
     for s, n in enumerate(lengths):
         blocks = np.arange(n) // val_block
-        is_val = np.floor((blocks + 1) * val_fraction) > np.floor(blocks * val_fraction)
+        is_val = np.floor((blocks + 1) * val_fraction + 0.5) > np.floor(blocks * val_fraction + 0.5)
         n_val = 0
         for start in range(0, n - window + 1):
             part = is_val[start : start + window]

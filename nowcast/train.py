@@ -287,6 +287,8 @@ def run_training(
         pick = np.linspace(0, len(val_windows) - 1, t.max_val_windows).round().astype(int)
         val_windows = [val_windows[i] for i in pick]
     log.info("%d training windows, %d validation windows of %d frames", len(train_windows), len(val_windows), window)
+    if not val_windows:
+        log.warning("no validation windows (segments too short for data.val_block=%d); best.pt will be the final weights", d.val_block)
     val_rates = _val_rates(val_source, val_windows)
 
     rain_level = transform.threshold(d.rain_threshold)
