@@ -70,6 +70,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{p}: expected a nowcast checkpoint file, found nothing at that path")
     if p.is_dir():
         raise CheckpointError(f"{p}: expected a nowcast checkpoint file, found a directory")
+    with open(p, "rb") as fh:
+        magic = fh.read(4)
+    if magic != b"PK\x03\x04":  # torch.save writes a zip archive
+        found = "an empty file" if not magic else "another kind of file"
+        raise CheckpointError(f"{p}: expected a nowcast checkpoint (a torch zip archive), found {found}")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:

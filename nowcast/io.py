@@ -10,6 +10,8 @@ archive larger than memory is never loaded whole.
 - ``open_archive``: many files and glob patterns -> an ``Archive`` of segments; unusable files skipped.
 - ``describe_radar``: the lines ``nowcast info`` prints for radar files.
 - ``atomic_output``: write-to-temporary-then-rename for every output file.
+- ``output_lock`` / ``remove_stale_temporaries``: one writer per output file at a time (cron safety).
+- ``forecast_dataset`` / ``write_forecast``: a forecast DataArray as a CF-1.10 NetCDF (DESIGN section 7).
 """
 
 from __future__ import annotations
@@ -19,17 +21,19 @@ import functools
 import glob
 import logging
 import os
+import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import dask
 import dask.array
 import numpy as np
 import xarray as xr
 
-from nowcast.errors import InputError
+from nowcast.errors import InputError, OutputError
 from nowcast.transforms import dbz_to_rate
 
 log = logging.getLogger(__name__)
@@ -260,7 +264,7 @@ def _subsample(da: xr.DataArray, t: np.ndarray, step: int, time_step: int, path:
     counts = np.bincount(phase, minlength=k)
     best = max(range(k), key=lambda p: (counts[p], p == phase[-1]))
     keep = np.flatnonzero(phase == best)
-    log.info("%s: kept %d of %d frames (step %d s -> %d s)", path, keep.size, t.size, step, time_step)
+    log.debug("%s: kept %d of %d frames (step %d s -> %d s)", path, keep.size, t.size, step, time_step)
     return da.isel(time=keep)
 
 
@@ -384,7 +388,7 @@ def _scan(rate: xr.DataArray) -> None:
     if n_negative is None:
         log.debug("%s: large variable, negative values (if any) are masked but not counted", rate.attrs["source_file"])
     elif int(n_negative):
-        log.info(
+        log.debug(
             "%s: %d negative values of '%s' treated as no data (NaN)",
             rate.attrs["source_file"],
             int(n_negative),
@@ -400,6 +404,7 @@ def open_radar(
     zr_a: float = 200.0,
     zr_b: float = 1.6,
     time_step: int | None = None,
+    scan: bool = True,
 ) -> xr.DataArray:
     """Rain rates of one radar NetCDF file, read lazily.
 
@@ -416,6 +421,9 @@ def open_radar(
     time_step
         Model time step (s). A file at a step that divides it is subsampled (the phase keeping most
         frames; on a tie the one keeping the last frame); any other step is an error. None: as in the file.
+    scan
+        Read every frame once at opening to reject an all-NaN variable and count negative values.
+        ``predict`` turns it off: it reads only the frames it needs and checks those.
 
     Returns
     -------
@@ -441,7 +449,8 @@ def open_radar(
     frame with data and does not count negatives.
     """
     rate, _ = _open_rate(path, variable=variable, units=units, zr_a=zr_a, zr_b=zr_b, time_step=time_step)
-    _scan(rate)
+    if scan:
+        _scan(rate)
     masked = rate.where(rate >= 0)
     masked.attrs = rate.attrs
     masked.encoding = {}
@@ -486,6 +495,7 @@ def open_archive(
     zr_a: float = 200.0,
     zr_b: float = 1.6,
     min_frames: int = 1,
+    scan: bool = True,
 ) -> Archive:
     """Open files and glob patterns (sorted) as one archive of segments at ``time_step``.
 
@@ -503,7 +513,7 @@ def open_archive(
     archive = Archive(segments=[], files=[], skipped=[], time_step=int(time_step))
     for f in files:
         try:
-            da = open_radar(f, variable=variable, units=units, zr_a=zr_a, zr_b=zr_b, time_step=time_step)
+            da = open_radar(f, variable=variable, units=units, zr_a=zr_a, zr_b=zr_b, time_step=time_step, scan=scan)
             runs = segments(da, min_frames)
             if not runs:
                 longest = max(s.sizes["time"] for s in segments(da))
@@ -645,3 +655,264 @@ def atomic_output(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+_TEMP_CHARS = "[a-z0-9_]{8}"  # the random part of a ``tempfile.mkstemp`` name
+
+
+def _temp_pattern(target: Path, suffix: str) -> re.Pattern[str]:
+    """Names ``atomic_output(target, suffix)`` gives its temporary files, and no others."""
+    return re.compile(rf"\.{re.escape(target.name)}\.{_TEMP_CHARS}{re.escape(suffix)}")
+
+
+def remove_stale_temporaries(path: str | Path, *, suffix: str = ".tmp", min_age_s: float = 3600.0) -> list[Path]:
+    """Delete temporary files that ``atomic_output(path, suffix)`` left behind (a killed run).
+
+    Only files named exactly like its temporaries for this target, at least ``min_age_s`` seconds old,
+    are removed. Under ``output_lock(path)`` no other nowcast run is writing ``path``, so
+    ``min_age_s=0`` is safe there. Returns the removed paths; files that vanish meanwhile are skipped.
+    """
+    target = Path(path)
+    pattern = _temp_pattern(target, suffix)
+    removed: list[Path] = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not pattern.fullmatch(entry.name):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_file(follow_symlinks=False) and now - entry.stat(follow_symlinks=False).st_mtime >= min_age_s:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    if removed:
+        log.debug("removed %d stale temporary file(s) of %s: %s", len(removed), target, ", ".join(p.name for p in removed))
+    return removed
+
+
+def lock_path(path: str | Path) -> Path:
+    """The lock file ``output_lock`` uses for ``path``: ``.{name}.lock`` next to it."""
+    target = Path(path)
+    return target.parent / f".{target.name}.lock"
+
+
+@contextlib.contextmanager
+def output_lock(path: str | Path, timeout_s: float = 60.0, poll_s: float = 0.1) -> Iterator[Path]:
+    """Hold an exclusive ``flock`` on ``.{name}.lock`` next to ``path`` while writing ``path``.
+
+    Two runs writing the same output (overlapping cron jobs) thus never interleave: the second waits,
+    polling every ``poll_s`` seconds, up to ``timeout_s`` seconds, then raises ``OutputError``. The
+    kernel releases the lock when its holder exits, even on SIGKILL, so a killed run never leaves a
+    stale lock. The lock file itself is left in place (deleting it would race with a waiting run).
+    Yields the lock file's path. On platforms without ``fcntl`` no lock is taken.
+    """
+    target = Path(path)
+    lock = lock_path(target)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: atomic renames still keep the target whole
+        log.debug("no fcntl on this platform: writing %s without a lock", target)
+        yield lock
+        return
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise OutputError(f"{target}: expected a writable output directory, found {_first_line(exc)} ({lock})") from None
+    try:
+        deadline = time.monotonic() + max(0.0, float(timeout_s))
+        waited = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise OutputError(
+                        f"{target}: expected to lock {lock.name} for writing, found it held by another run "
+                        f"for {timeout_s:g} s (raise --lock-timeout, or look for a stuck nowcast process)"
+                    ) from None
+                if not waited:
+                    log.debug("%s: another run holds %s; waiting up to %g s", target, lock, timeout_s)
+                    waited = True
+                time.sleep(poll_s)
+        try:
+            yield lock
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+FORECAST_REFERENCES = (
+    "Shi, X., Z. Chen, H. Wang, D.-Y. Yeung, W.-K. Wong and W.-C. Woo, 2015: Convolutional LSTM Network: "
+    "A Machine Learning Approach for Precipitation Nowcasting. Advances in Neural Information Processing "
+    "Systems 28 (NeurIPS 2015), 802-810."
+)
+"""The ``references`` global attribute of every forecast file."""
+
+_PACK_SCALE = 0.01
+_PACK_FILL = -32768
+_PACK_MAX = 327.67  # mm/h, the largest value int16 with scale_factor 0.01 holds
+_TIME_UNITS = "seconds since 1970-01-01 00:00:00"
+_INTERNAL_ATTRS = ("source_file", "variable", "time_step", "input_title", "input_institution")
+
+
+def _lead_seconds(fp: xr.DataArray) -> np.ndarray:
+    """forecast_period values in whole seconds (timedelta64, or numbers with units minutes/seconds)."""
+    v = fp.values
+    if np.issubdtype(v.dtype, np.timedelta64):
+        return (v // np.timedelta64(1, "s")).astype(np.int64)
+    units = str(fp.attrs.get("units", "seconds")).split()[0].lower()
+    factor = {"minutes": 60, "minute": 60, "min": 60, "seconds": 1, "second": 1, "s": 1}.get(units)
+    if factor is None:
+        raise ValueError(f"forecast_period: expected timedelta64 or units minutes/seconds, found units {units!r}")
+    return np.round(np.asarray(v, dtype=np.float64) * factor).astype(np.int64)
+
+
+def forecast_dataset(
+    forecast: xr.DataArray,
+    *,
+    global_attrs: Mapping[str, object] | None = None,
+    packed: bool = True,
+) -> xr.Dataset:
+    """The CF-1.10 Dataset (with encodings) that ``write_forecast`` writes.
+
+    Parameters
+    ----------
+    forecast
+        Rain rates in mm/h, NaN = no data, dims ``(time, y, x)`` or ``(time, channel, y, x)``, as made by
+        ``nowcast.predict.forecast``: ``time`` valid times (datetime64), ``forecast_period(time)``
+        (timedelta64, or numbers with units minutes/seconds), scalar ``forecast_reference_time``, the
+        input's grid coordinates and its grid-mapping variable as a 0-d coordinate named by
+        ``attrs["grid_mapping"]``. ``attrs``: variable (output name; default the DataArray's name),
+        standard_name, long_name, units, cell_methods, input_institution.
+    global_attrs
+        Added to (and overriding) the global attributes: give ``title``, ``source`` and ``history``.
+    packed
+        int16 with scale_factor 0.01 and _FillValue -32768 like the radar files (rates clipped at
+        327.67 mm/h), else float32 with _FillValue NaN. Both zlib-compressed, one chunk per frame.
+    """
+    fc = forecast
+    for need in ("time", "forecast_period", "forecast_reference_time"):
+        if need not in fc.coords:
+            raise ValueError(f"forecast: expected a '{need}' coordinate, found {list(fc.coords)}")
+    a = dict(fc.attrs)
+    name = str(a.get("variable") or fc.name or "rainfall_rate")
+    gm = str(a.get("grid_mapping") or "")
+    gm_var = fc.coords[gm].variable.copy() if gm and gm in fc.coords and fc.coords[gm].ndim == 0 else None
+
+    # the data variable
+    long_name = str(a.get("long_name", "rain rate"))
+    attrs: dict[str, object] = {
+        "standard_name": str(a.get("standard_name", "rainfall_rate")),
+        "long_name": f"nowcast of {long_name}",
+        "units": "mm h-1",
+    }
+    if "cell_methods" in a:
+        attrs["cell_methods"] = str(a["cell_methods"])
+    if gm_var is not None:
+        attrs["grid_mapping"] = gm
+    attrs["comment"] = "NaN/_FillValue: no data (no coverage in the last observed frame); 0: no rain"
+    data = fc.data if isinstance(fc.data, np.ndarray) else np.asarray(fc.values)
+    data = data.astype(np.float32, copy=False)
+    if packed:
+        over = int(np.count_nonzero(data > _PACK_MAX))
+        if over:
+            log.debug("%d forecast values above %.2f mm/h clipped to it (int16 packing)", over, _PACK_MAX)
+            data = np.minimum(data, np.float32(_PACK_MAX))
+    var = xr.Variable(fc.dims, data, attrs)
+
+    # coordinates
+    lead_s = _lead_seconds(fc["forecast_period"])
+    in_minutes = bool(np.all(lead_s % 60 == 0))
+    fp = xr.Variable(
+        ("time",),
+        (lead_s // 60 if in_minutes else lead_s).astype(np.int32),
+        {
+            "standard_name": "forecast_period",
+            "long_name": "forecast lead time",
+            "units": "minutes" if in_minutes else "seconds",
+        },
+    )
+    coords: dict[str, xr.Variable] = {
+        "time": xr.Variable(
+            ("time",), fc["time"].values.astype("datetime64[ns]"),
+            {"standard_name": "time", "long_name": "valid time (UTC)", "axis": "T"},
+        ),
+        "forecast_period": fp,
+        "forecast_reference_time": xr.Variable(
+            (), np.datetime64(fc["forecast_reference_time"].values, "ns"),
+            {"standard_name": "forecast_reference_time", "long_name": "time of the last observed frame (UTC)"},
+        ),
+    }
+    aux: list[str] = []
+    for cname, coord in fc.coords.items():
+        cname = str(cname)
+        if cname in coords or cname == gm or "time" in coord.dims:
+            continue
+        coords[cname] = coord.variable.copy()
+        if cname not in fc.dims:
+            aux.append(cname)
+    ds = xr.Dataset({name: var}, coords=coords)
+    if gm_var is not None:
+        ds[gm] = gm_var
+
+    # encodings
+    enc_time = {"units": _TIME_UNITS, "calendar": "standard", "dtype": "int64"}
+    ds["time"].encoding = dict(enc_time)
+    ds["forecast_reference_time"].encoding = dict(enc_time)
+    ds["forecast_period"].encoding = {"dtype": "int32", "_FillValue": None}
+    for cname in ds.coords:
+        if cname not in ("time", "forecast_reference_time", "forecast_period"):
+            dtype = ds[cname].dtype
+            ds[cname].encoding = {"_FillValue": None} if dtype.kind in "fiu" else {}
+    chunks = tuple(1 if d in ("time", "channel") else ds.sizes[d] for d in fc.dims)
+    enc: dict[str, object] = {"zlib": True, "complevel": 4, "shuffle": True, "chunksizes": chunks}
+    if packed:
+        enc.update(
+            dtype="int16", scale_factor=np.float32(_PACK_SCALE), add_offset=np.float32(0.0), _FillValue=np.int16(_PACK_FILL)
+        )
+    else:
+        enc.update(dtype="float32", _FillValue=np.float32(np.nan))
+    enc["coordinates"] = " ".join(["forecast_period", "forecast_reference_time", *aux])
+    ds[name].encoding = enc
+    if gm_var is not None:
+        ds[gm].encoding = {"coordinates": None}  # a grid mapping has no coordinates of its own
+
+    # global attributes
+    g: dict[str, object] = {"Conventions": "CF-1.10", "title": f"nowcast of {long_name}"}
+    if a.get("input_institution"):
+        g["institution"] = str(a["input_institution"])
+    g["source"] = "nowcast"
+    g["references"] = FORECAST_REFERENCES
+    g.update(global_attrs or {})
+    ds.attrs = {k: v for k, v in g.items() if v is not None}
+    return ds
+
+
+def write_forecast(
+    forecast: xr.DataArray,
+    path: str | Path,
+    *,
+    global_attrs: Mapping[str, object] | None = None,
+    packed: bool = True,
+) -> Path:
+    """Write a forecast as a CF-1.10 NetCDF (``forecast_dataset``) atomically; return the path.
+
+    The file appears complete under ``path`` or not at all (temporary file in the same directory, fsync,
+    rename); a previous file at ``path`` stays intact until then. Take ``output_lock(path)`` around this
+    when other processes may write the same path. Raises ``OutputError`` when the directory or file
+    cannot be written.
+    """
+    target = Path(path)
+    ds = forecast_dataset(forecast, global_attrs=global_attrs, packed=packed)
+    try:
+        with atomic_output(target) as tmp:
+            ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+    except OSError as exc:
+        raise OutputError(f"{target}: expected a writable output file, found {_first_line(exc)}") from None
+    log.debug("wrote %s", target)
+    return target

@@ -1,16 +1,47 @@
-"""Forecasts: rain-rate arrays in, rain-rate arrays out (the model's part of predict, evaluate and validation)."""
+"""Forecasts: rain-rate arrays in, rain-rate arrays out (the model's part of predict, evaluate and validation).
+
+- ``forecast_array``: numpy frames (B, T, C, H, W) in mm/h -> forecast frames; used by training
+  validation, ``evaluate`` and ``forecast``.
+- ``load_model``: a checkpoint (default: the model shipped in the package) with its config and SHA-256.
+- ``forecast``: a checked radar DataArray in, a forecast DataArray out (valid times, lead times,
+  reference time, the input's grid and grid mapping), all in memory.
+- ``predict_to_file``: ``nowcast predict``: open the inputs as one archive, check age, frames and step,
+  forecast, and write the CF NetCDF (and optionally a PNG) atomically under a lock.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
+import xarray as xr
 
-from nowcast.runtime import autocast
+from nowcast import __version__
+from nowcast.checkpoint import default_model_path, model_from_checkpoint, sha256_file
+from nowcast.config import Config
+from nowcast.errors import CheckpointError, InputError, NowcastError, OutputError, StaleInputError
+from nowcast.io import (
+    FORECAST_REFERENCES,
+    open_archive,
+    output_lock,
+    remove_stale_temporaries,
+    write_forecast,
+)
+from nowcast.runtime import autocast, resolve_precision, select_device, set_threads
 from nowcast.transforms import Transform
 
 log = logging.getLogger(__name__)
+
+_NS = 1_000_000_000
+DEFAULT_OUTPUT = "{stem}_nowcast_{reference_time:%Y%m%d%H%M}.nc"
+"""Output name when ``-o`` is not given, in the directory of the first input file."""
 
 
 def forecast_array(
@@ -35,3 +66,448 @@ def forecast_array(
     pred = transform.inverse(out.float().cpu().numpy())  # (B, steps, C, H, W)
     nodata = ~np.isfinite(frames[:, -1:])  # (B, 1, C, H, W)
     return np.where(nodata, np.float32(np.nan), pred).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the model
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model rebuilt from a checkpoint, in eval mode, with what a forecast file records about it."""
+
+    model: torch.nn.Module
+    config: Config
+    path: Path
+    sha256: str
+
+
+def load_model(path: str | Path | None = None) -> LoadedModel:
+    """The checkpoint at ``path`` (None: the model shipped in the package) as a ``LoadedModel``.
+
+    Raises CheckpointError (one line) for a missing, corrupt, truncated, foreign or newer-format file.
+    """
+    if path is None:
+        path = default_model_path()
+        if not path.is_file():
+            raise CheckpointError(
+                f"{path}: expected the default model shipped with nowcast, found no file "
+                "(this installation has none); pass a checkpoint with --model CKPT"
+            )
+    model, cfg, _ = model_from_checkpoint(path)
+    return LoadedModel(model=model, config=cfg, path=Path(path), sha256=sha256_file(path))
+
+
+# ----------------------------------------------------------------------------------------------------
+# time helpers
+
+
+def _iso(t_ns: int | np.integer) -> str:
+    return str(np.datetime_as_string(np.datetime64(int(t_ns), "ns"), unit="s")) + "Z"
+
+
+def _times_ns(da: xr.DataArray) -> np.ndarray:
+    return da["time"].values.astype("datetime64[ns]").astype(np.int64)
+
+
+def parse_time(value: str | np.datetime64 | datetime) -> int:
+    """A reference time as nanoseconds since 1970 (UTC). Text is ISO 8601; an offset or ``Z`` is
+    converted to UTC, a time without one is taken as UTC."""
+    import pandas as pd
+
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError):
+        ts = pd.NaT
+    if ts is pd.NaT:
+        raise InputError(f"--at {value!s}: expected an ISO 8601 time such as 2021-06-01T12:00Z, found {value!r}")
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return int(ts.as_unit("ns").value)
+
+
+def _source(rate: xr.DataArray) -> str:
+    return str(rate.attrs.get("source_file") or rate.name or "input")
+
+
+# ----------------------------------------------------------------------------------------------------
+# the forecast in memory
+
+
+def select_frames(rate: xr.DataArray, in_frames: int, time_step: int, at: int | None = None) -> np.ndarray:
+    """Indices along ``time`` of the ``in_frames`` frames ``time_step`` seconds apart ending at ``at``
+    (ns since 1970; None: the last frame).
+
+    Raises InputError naming what was needed and what was found: no frame at ``at``, too few frames
+    before it, a gap among them, or a frame among them without any data.
+    """
+    src = _source(rate)
+    t = _times_ns(rate)
+    if t.size == 0:
+        raise InputError(f"{src}: expected {in_frames} frames {time_step} s apart, found none")
+    t_ref = int(t[-1]) if at is None else int(at)
+    needed = t_ref - np.arange(in_frames - 1, -1, -1, dtype=np.int64) * int(time_step) * _NS
+    idx = np.searchsorted(t, needed)
+    present = (idx < t.size) & (t[np.minimum(idx, t.size - 1)] == needed)
+    span = f"{in_frames} frames {time_step} s apart from {_iso(needed[0])} to {_iso(t_ref)}"
+    if not present[-1]:
+        before = t[t <= t_ref]
+        nearest = f"; the last frame before it is {_iso(before[-1])}" if before.size else ""
+        raise InputError(
+            f"{src}: expected a frame at the reference time {_iso(t_ref)}, found none "
+            f"(frames at {time_step} s from {_iso(t[0])} to {_iso(t[-1])}{nearest})"
+        )
+    if not present.all():
+        missing = needed[~present]
+        listed = ", ".join(_iso(m) for m in missing[:3]) + (f" and {missing.size - 3} more" if missing.size > 3 else "")
+        why = (
+            f"the input starts at {_iso(t[0])}" if missing.max() < t[0] else f"a gap in time: missing {listed}"
+        )
+        raise InputError(f"{src}: expected {span}, found {int(present.sum())} ({why})")
+    return idx
+
+
+def _checked_frames(rate: xr.DataArray, idx: np.ndarray, time_step: int) -> np.ndarray:
+    """The selected frames as float32 (T, C, H, W); frames without any data count as missing."""
+    frames = np.asarray(rate.isel(time=idx).values, dtype=np.float32)
+    if "channel" not in rate.dims:
+        frames = frames[:, None]
+    empty = ~np.isfinite(frames).reshape(frames.shape[0], -1).any(axis=1)
+    if empty.any():
+        t = _times_ns(rate)[idx]
+        listed = ", ".join(_iso(x) for x in t[empty][:3])
+        raise InputError(
+            f"{_source(rate)}: expected data in each of the {len(idx)} input frames ({time_step} s apart up to "
+            f"{_iso(t[-1])}), found {int(empty.sum())} frame(s) with no data at all: {listed}"
+        )
+    return frames
+
+
+def check_input(rate: xr.DataArray, config: Config) -> None:
+    """Raise InputError unless ``rate`` fits the model of ``config``: dims, channel count, time step."""
+    src = _source(rate)
+    if "time" not in rate.dims or rate.ndim not in (3, 4) or rate.dims[-2:] != ("y", "x"):
+        raise InputError(f"{src}: expected dims (time, y, x) or (time, channel, y, x), found {rate.dims}")
+    channels = rate.sizes.get("channel", 1)
+    if channels != config.model.channels:
+        raise InputError(
+            f"{src}: expected {config.model.channels} channel(s) for model '{config.model.name}', "
+            f"found {channels} (dims {', '.join(map(str, rate.dims))})"
+        )
+    declared = rate.attrs.get("time_step")
+    step = config.data.time_step
+    if declared is not None and int(declared) != step:
+        raise InputError(f"{src}: expected frames at the model's time step of {step} s, found a step of {int(declared)} s")
+
+
+def forecast(
+    rate: xr.DataArray,
+    model: torch.nn.Module,
+    config: Config,
+    *,
+    steps: int | None = None,
+    at: str | np.datetime64 | datetime | int | None = None,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+) -> xr.DataArray:
+    """Forecast from the last ``config.data.in_frames`` frames of ``rate``, ending at ``at``.
+
+    Parameters
+    ----------
+    rate
+        Rain rates (mm/h, NaN = no data) with dims ``(time, y, x)`` or ``(time, channel, y, x)``, as
+        from ``io.open_radar(..., time_step=config.data.time_step)`` (or several files joined along
+        time); lazy (dask) arrays are fine: only the needed frames are read.
+    model, config
+        The model (eval mode, on ``device``) and the config of its checkpoint: time step, frames in,
+        transform.
+    steps
+        Lead times to forecast (default ``config.data.out_frames``); more or fewer than trained is fine.
+    at
+        Reference time (ISO text, datetime64, datetime, or ns since 1970 UTC); None: the last frame.
+
+    Returns
+    -------
+    xr.DataArray
+        float32 mm/h, dims as ``rate``, NaN where the reference frame has no data, the full frame
+        (any size). Coordinates: ``time`` (valid times), ``forecast_period(time)`` (timedelta64),
+        scalar ``forecast_reference_time``, and the input's grid coordinates and grid mapping.
+        ``attrs``: those of ``rate`` (variable, standard_name, long_name, units, grid_mapping, ...).
+
+    Raises
+    ------
+    InputError
+        Wrong channel count for the model, a step other than the model's, no frame at ``at``, too few
+        frames, a gap, or a needed frame without any data.
+    """
+    d = config.data
+    steps = d.out_frames if steps is None else int(steps)
+    if steps < 1:
+        raise NowcastError(f"--steps: expected a positive number of lead times, found {steps}")
+    check_input(rate, config)
+    t_at = None if at is None else (int(at) if isinstance(at, (int, np.integer)) else parse_time(at))
+    idx = select_frames(rate, d.in_frames, d.time_step, t_at)
+    frames = _checked_frames(rate, idx, d.time_step)  # (T, C, H, W)
+    t_ref = int(_times_ns(rate)[idx[-1]])
+
+    started = time.perf_counter()
+    out = forecast_array(model, Transform.from_config(config), frames[None], steps, device=device, precision=precision)
+    log.debug(
+        "model forward: %d x %s frames -> %d steps in %.2f s", frames.shape[0], "x".join(map(str, frames.shape[1:])),
+        steps, time.perf_counter() - started,
+    )  # fmt: skip
+    out = out[0] if "channel" in rate.dims else out[0, :, 0]  # (steps, [C,] H, W)
+
+    lead = np.arange(1, steps + 1, dtype=np.int64) * d.time_step
+    coords: dict[str, object] = {
+        "time": ("time", (t_ref + lead * _NS).astype("datetime64[ns]"), {"standard_name": "time", "axis": "T"}),
+        "forecast_period": (
+            "time", lead.astype("timedelta64[s]").astype("timedelta64[ns]"), {"standard_name": "forecast_period"}
+        ),
+        "forecast_reference_time": ((), np.datetime64(t_ref, "ns"), {"standard_name": "forecast_reference_time"}),
+    }
+    for name, coord in rate.coords.items():
+        if "time" not in coord.dims and name not in coords:
+            coords[str(name)] = coord.variable
+    result = xr.DataArray(out, dims=rate.dims, coords=coords, name=rate.name, attrs=dict(rate.attrs))
+    result.attrs["time_step"] = d.time_step
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------
+# the file wrapper (nowcast predict)
+
+
+def _window(archive_segments: Sequence[xr.DataArray], t_ref: int, in_frames: int, time_step: int) -> xr.DataArray:
+    """The frames of all segments between the first needed time and ``t_ref``, joined along time.
+
+    Frames of several files are one archive: the latest frames may span files. A time found in several
+    files is taken from the file listed last. The files must share the grid.
+    """
+    lo = t_ref - (in_frames - 1) * time_step * _NS
+    if not any(np.any(_times_ns(seg) == t_ref) for seg in archive_segments):
+        times = np.unique(np.concatenate([_times_ns(seg) for seg in archive_segments]))
+        before = times[times < t_ref]
+        nearest = f"; the last frame before it is {_iso(before[-1])}" if before.size else ""
+        raise InputError(
+            f"{_source(archive_segments[-1])}: expected a frame at the reference time {_iso(t_ref)}, found none "
+            f"(the input covers {_iso(times[0])} to {_iso(times[-1])} at {time_step} s{nearest})"
+        )
+    pieces = []
+    for seg in archive_segments:
+        t = _times_ns(seg)
+        keep = np.flatnonzero((t >= lo) & (t <= t_ref))
+        if keep.size:
+            pieces.append(seg.isel(time=keep))
+    if len(pieces) == 1:
+        return pieces[0]
+    base = pieces[0]
+    for p in pieces[1:]:
+        same = p.shape[1:] == base.shape[1:] and all(
+            np.array_equal(p[c].values, base[c].values) for c in ("y", "x") if c in p.coords and c in base.coords
+        )
+        if not same:
+            raise InputError(
+                f"{_source(p)}: expected the grid of {_source(base)} ({' x '.join(map(str, base.shape[1:]))}, same x/y), "
+                f"found {' x '.join(map(str, p.shape[1:]))}{'' if p.shape[1:] != base.shape[1:] else ' with other x/y'}"
+            )
+    latest: dict[int, tuple[int, int]] = {}
+    for k, p in enumerate(pieces):
+        for i, t in enumerate(_times_ns(p)):
+            latest[int(t)] = (k, i)  # a later file wins
+    order = [latest[t] for t in sorted(latest)]
+    frames = [pieces[k].isel(time=[i]) for k, i in order]
+    joined = xr.concat(frames, dim="time", coords="minimal", compat="override", join="override", combine_attrs="override")
+    joined.attrs = dict(pieces[-1].attrs)
+    files = list(dict.fromkeys(str(p.attrs.get("source_file", "?")) for p in pieces))
+    joined.attrs["source_file"] = files[-1] if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more files)"
+    return joined
+
+
+def _expand(template: str, reference_time: int, stem: str, what: str) -> Path:
+    """``template`` with ``{reference_time:...}`` and ``{stem}`` filled in; OutputError if it is malformed."""
+    ref = datetime.fromtimestamp(reference_time / _NS, tz=timezone.utc).replace(tzinfo=None)
+    try:
+        text = template.format(reference_time=ref, stem=stem)
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
+        why = f"unknown field {exc}" if isinstance(exc, (KeyError, IndexError)) else " ".join(str(exc).split())
+        raise OutputError(
+            f"{what} {template}: expected a path using only {{reference_time:%Y%m%d%H%M}} and {{stem}}, found {why}"
+        ) from None
+    if not text.strip():
+        raise OutputError(f"{what} {template!r}: expected a file path, found an empty one")
+    return Path(os.path.expanduser(text))
+
+
+def _output_path(output: str | Path | None, reference_time: int, first_input: str, inputs: Sequence[str]) -> Path:
+    """The forecast's path: ``-o`` expanded (a directory gets the default name), else the default name
+    next to the first input. Never one of the input files."""
+    stem = Path(first_input).stem
+    if output is None:
+        path = Path(first_input).parent / _expand(DEFAULT_OUTPUT, reference_time, stem, "default output")
+    else:
+        path = _expand(str(output), reference_time, stem, "-o")
+        if path.is_dir():
+            path = path / _expand(DEFAULT_OUTPUT, reference_time, stem, "default output")
+    _not_an_input(path, inputs, "-o")
+    return path
+
+
+def _not_an_input(path: Path, inputs: Sequence[str], what: str) -> None:
+    for f in inputs:
+        try:
+            same = path.exists() and os.path.samefile(path, f)
+        except OSError:
+            same = False
+        if same or Path(f).resolve() == path.resolve():
+            raise OutputError(f"{what} {path}: expected an output path, found an input file (it is never overwritten)")
+
+
+def cpu_threads(requested: int = 0) -> int:
+    """torch threads for a forecast: ``requested`` if > 0; else ``$OMP_NUM_THREADS`` when set; else the
+    free cores: the cores this process may use minus the 1-minute load average, at least 1.
+
+    A second busy process on the same cores makes torch's threads wait on each other: on a loaded
+    2-core machine a 2-thread forecast of a small grid ran 10x slower than a 1-thread one.
+    """
+    if requested > 0:
+        return int(requested)
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = 0.0
+    return max(1, min(cores, int(cores - load + 0.5)))
+
+
+def _check_age(newest: int, max_age_min: float, now: datetime | None, src: str) -> None:
+    now_dt = now or datetime.now(timezone.utc)
+    if now_dt.tzinfo is not None:
+        now_dt = now_dt.astimezone(timezone.utc).replace(tzinfo=None)
+    now_ns = int(np.datetime64(now_dt, "ns").astype(np.int64))
+    age_min = (now_ns - newest) / _NS / 60.0
+    if age_min > max_age_min:
+        raise StaleInputError(
+            f"{src}: expected a newest frame at most {max_age_min:g} min old (--max-age), found {_iso(newest)}, "
+            f"{age_min:.1f} min before now ({_iso(now_ns)})"
+        )
+
+
+def predict_to_file(
+    inputs: Sequence[str | Path],
+    *,
+    model: str | Path | None = None,
+    steps: int | None = None,
+    at: str | None = None,
+    output: str | Path | None = None,
+    plot: str | Path | None = None,
+    max_age_min: float | None = None,
+    variable: str | None = None,
+    lock_timeout_s: float = 60.0,
+    history: str | None = None,
+    threads: int = 0,
+    device: str = "auto",
+    packed: bool = True,
+    now: datetime | None = None,
+) -> Path:
+    """``nowcast predict``: forecast from the latest frames of ``inputs`` and write a CF NetCDF.
+
+    Parameters
+    ----------
+    inputs
+        Radar NetCDF files or glob patterns, one archive (the frames needed may span files).
+    model
+        Checkpoint; None: the model shipped with nowcast.
+    steps, at
+        As in ``forecast``: lead times (default as trained) and reference time (default the last frame).
+    output
+        Output path; may hold ``{reference_time:%Y%m%d%H%M}`` and ``{stem}`` (stem of the first input).
+        An existing directory gets the default name. None: ``{stem}_nowcast_{reference_time:%Y%m%d%H%M}.nc``
+        next to the first input.
+    plot
+        Also write this PNG (same templates): the last observed frame and four lead times.
+    max_age_min
+        Raise StaleInputError when the newest input frame is older than this (minutes) at ``now``.
+    variable
+        Input variable (default: the checkpoint's, else chosen by standard_name).
+    lock_timeout_s
+        Seconds to wait for another run writing the same output before raising OutputError.
+    history
+        The command line, recorded in the file's ``history``.
+    threads
+        torch CPU threads; 0: ``$OMP_NUM_THREADS`` if set, else the free cores (``cpu_threads``).
+    device
+        ``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+    packed
+        int16-packed output (as the radar files) rather than float32.
+    now
+        The current time for ``max_age_min`` (tests); default the clock, UTC.
+
+    Returns the path written. Logs exactly one INFO line (reference time, output, wall time).
+    The input files are only read. The output is written atomically under ``output_lock``: it is
+    the previous complete file or the new complete one at every moment.
+    """
+    started = time.perf_counter()
+    loaded = load_model(model)
+    cfg = loaded.config
+    d = cfg.data
+    if steps is not None and steps < 1:
+        raise NowcastError(f"--steps: expected a positive number of lead times, found {steps}")
+    archive = open_archive(
+        [str(p) for p in inputs], time_step=d.time_step, variable=variable or d.variable, units=d.units,
+        zr_a=d.zr_a, zr_b=d.zr_b, scan=False,
+    )  # fmt: skip
+    newest_seg = max(archive.segments, key=lambda s: int(_times_ns(s)[-1]))
+    newest = int(_times_ns(newest_seg)[-1])
+    if max_age_min is not None:
+        _check_age(newest, float(max_age_min), now, _source(newest_seg))
+    t_ref = newest if at is None else parse_time(at)
+    rate = _window(archive.segments, t_ref, d.in_frames, d.time_step)
+    check_input(rate, cfg)  # fail on bad or short input before waiting for a lock
+    select_frames(rate, d.in_frames, d.time_step, t_ref)
+    out_path = _output_path(output, t_ref, archive.files[0], archive.files)
+    plot_path = None
+    if plot is not None:
+        plot_path = _expand(str(plot), t_ref, Path(archive.files[0]).stem, "--plot")
+        _not_an_input(plot_path, archive.files, "--plot")
+
+    dev = select_device(device)
+    n_threads = set_threads(cpu_threads(threads)) if dev.type == "cpu" else threads
+    log.debug("model %s (%s, sha256 %s) on %s, %s thread(s)", loaded.path, cfg.model.name, loaded.sha256[:12], dev,
+              n_threads)  # fmt: skip
+    with output_lock(out_path, lock_timeout_s):
+        remove_stale_temporaries(out_path, min_age_s=0.0)  # under the lock: leftovers of killed runs
+        net = loaded.model.to(dev)
+        fc = forecast(rate, net, cfg, steps=steps, at=t_ref, device=dev, precision=resolve_precision("auto", dev))
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        title = f"Nowcast of {rate.attrs.get('input_title') or rate.attrs.get('long_name', 'rain rate')}"
+        attrs = {
+            "title": title,
+            "source": f"nowcast {__version__}, model '{cfg.model.name}', checkpoint {loaded.path.name} "
+            f"(sha256 {loaded.sha256})",
+            "history": f"{stamp} {history or 'nowcast.predict.predict_to_file'}",
+            "references": FORECAST_REFERENCES,
+            "date_created": stamp,
+            "input_files": ", ".join(archive.files),
+            "time_step_seconds": np.int32(d.time_step),
+            "forecast_reference_time": _iso(t_ref),
+        }
+        write_forecast(fc, out_path, global_attrs=attrs, packed=packed)
+    if plot_path is not None:
+        from nowcast.plots import plot_forecast
+
+        observed = rate.isel(time=-1).load()
+        with output_lock(plot_path, lock_timeout_s):
+            remove_stale_temporaries(plot_path, min_age_s=0.0)
+            plot_forecast(observed, fc, plot_path, model=cfg.model.name)
+    elapsed = time.perf_counter() - started
+    lead_min = fc.sizes["time"] * d.time_step / 60
+    extra = f" and {plot_path}" if plot_path is not None else ""
+    log.info("forecast from %s, +%g min: wrote %s%s in %.1f s", _iso(t_ref), lead_min, out_path, extra, elapsed)
+    return out_path

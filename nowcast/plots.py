@@ -1,0 +1,450 @@
+"""Matplotlib figures of rain fields, forecasts and verification.
+
+matplotlib is imported inside the functions (``nowcast --help`` and forecasts without ``--plot`` never
+load it) and used without pyplot: each figure is a ``matplotlib.figure.Figure`` on an Agg canvas, so
+nothing global (the backend, the current figure) is touched and no display is needed. PNGs are
+written atomically (``io.atomic_output``).
+
+Shared helpers for every rain map: ``rain_colour_scale`` (the discrete radar-style scale), ``draw_rain``
+(one panel) and ``add_rain_colorbar`` (the scale with its no-data and no-rain keys).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from nowcast.io import atomic_output
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+RAIN_LEVELS: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
+"""Class boundaries of the rain colour scale in mm/h (below the first: no rain)."""
+RAIN_COLOURS: tuple[str, ...] = (
+    "#c4e4ff",  # 0.1-0.5   light drizzle
+    "#7dbcff",  # 0.5-1
+    "#2f7fff",  # 1-2
+    "#12a33b",  # 2-5
+    "#a8d81c",  # 5-10
+    "#ffd500",  # 10-20
+    "#ff7b00",  # 20-50
+    "#d7001a",  # >= 50
+)
+"""One colour per class of ``RAIN_LEVELS``; the last is for rates at or above the last level."""
+NO_DATA_COLOUR = "#b4b4b4"
+"""Pixels without data (outside radar coverage)."""
+NO_RAIN_COLOUR = "#ffffff"
+"""Background: rates below the first level."""
+
+
+def rain_colour_scale() -> tuple[Any, Any]:
+    """(cmap, norm) of the discrete rain scale: ``RAIN_COLOURS`` between ``RAIN_LEVELS``.
+
+    Rates below 0.1 mm/h are transparent (the white axes show through), NaN is ``NO_DATA_COLOUR``,
+    rates at or above 50 mm/h take the last colour. Use with ``imshow(..., cmap=cmap, norm=norm)``.
+    """
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    cmap = ListedColormap(list(RAIN_COLOURS[:-1]), name="nowcast_rain")
+    cmap = cmap.with_extremes(under=(1.0, 1.0, 1.0, 0.0), over=RAIN_COLOURS[-1], bad=NO_DATA_COLOUR)
+    norm = BoundaryNorm(list(RAIN_LEVELS), cmap.N)
+    return cmap, norm
+
+
+def _extent(field: xr.DataArray) -> tuple[list[float] | None, str, str]:
+    """imshow extent (km for metre coordinates), origin and axis label from 1-D x/y coordinates."""
+    if "x" not in field.coords or "y" not in field.coords or field["x"].ndim != 1 or field["y"].ndim != 1:
+        return None, "upper", "pixels"
+    x, y = field["x"].values.astype(np.float64), field["y"].values.astype(np.float64)
+    if x.size < 2 or y.size < 2 or not (np.isfinite(x).all() and np.isfinite(y).all()):
+        return None, "upper", "pixels"
+    units = str(field["x"].attrs.get("units", ""))
+    scale, label = (1e-3, "km") if units in ("m", "metre", "meter", "metres", "meters") else (1.0, units or "x, y")
+    dx, dy = (x[-1] - x[0]) / (x.size - 1), (y[-1] - y[0]) / (y.size - 1)
+    left, right = (x[0] - dx / 2) * scale, (x[-1] + dx / 2) * scale
+    first, last = (y[0] - dy / 2) * scale, (y[-1] + dy / 2) * scale
+    # imshow draws row 0 at the top with origin "upper": right when y decreases (row 0 = north)
+    origin = "upper" if dy < 0 else "lower"
+    return [left, right, min(first, last), max(first, last)], origin, label
+
+
+def draw_rain(ax: Any, field: xr.DataArray, title: str = "") -> Any:
+    """Draw one rain field (y, x) in mm/h on ``ax`` with the rain colour scale; returns the image.
+
+    NaN is drawn as no data (grey), rates below 0.1 mm/h as the white background. Axes are in km for
+    projected coordinates in metres, else in the coordinates' units or pixels.
+    """
+    cmap, norm = rain_colour_scale()
+    extent, origin, label = _extent(field)
+    ax.set_facecolor(NO_RAIN_COLOUR)
+    image = ax.imshow(
+        np.asarray(field.values, dtype=np.float32),
+        cmap=cmap, norm=norm, extent=extent, origin=origin, interpolation="nearest",
+    )  # fmt: skip
+    ax.set_aspect("equal")
+    ax.tick_params(labelsize=7)
+    ax.set_xlabel(label, fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return image
+
+
+def add_rain_colorbar(fig: Any, image: Any, axes: Any) -> Any:
+    """The discrete rain colour bar (mm/h) next to ``axes``, plus keys for no data and no rain."""
+    from matplotlib.patches import Patch
+
+    bar = fig.colorbar(image, ax=axes, extend="max", ticks=list(RAIN_LEVELS), fraction=0.025, pad=0.01, aspect=25)
+    bar.ax.set_yticklabels([f"{v:g}" for v in RAIN_LEVELS], fontsize=7)
+    bar.set_label("rain rate (mm h$^{-1}$)", fontsize=8)
+    keys = [
+        Patch(facecolor=NO_DATA_COLOUR, edgecolor="0.4", label="no data"),
+        Patch(facecolor=NO_RAIN_COLOUR, edgecolor="0.4", label=f"< {RAIN_LEVELS[0]:g} mm h$^{{-1}}$"),
+    ]
+    fig.legend(handles=keys, loc="outside lower center", fontsize=7, ncol=2, frameon=False)
+    return bar
+
+
+def _lead_minutes(forecast: xr.DataArray) -> np.ndarray:
+    """Lead times of ``forecast`` in minutes (forecast_period as timedelta64 or minutes/seconds)."""
+    fp = forecast["forecast_period"]
+    v = fp.values
+    if np.issubdtype(v.dtype, np.timedelta64):
+        return v / np.timedelta64(1, "m")
+    units = str(fp.attrs.get("units", "minutes")).split()[0].lower()
+    return np.asarray(v, dtype=np.float64) / (60.0 if units.startswith("s") else 1.0)
+
+
+def _utc(t: Any, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    return np.datetime64(t, "s").astype(object).strftime(fmt) + " UTC"
+
+
+def _coverage_window(field: xr.DataArray, margin: int = 2) -> dict[str, slice]:
+    """Slices of the last two dims around the finite pixels of ``field`` (all of it if none or all)."""
+    valid = np.isfinite(np.asarray(field.values))
+    ydim, xdim = field.dims[-2:]
+    if not valid.any() or valid.all():
+        return {}
+    rows = np.flatnonzero(valid.any(axis=-1))
+    cols = np.flatnonzero(valid.any(axis=-2))
+    return {
+        ydim: slice(max(int(rows[0]) - margin, 0), int(rows[-1]) + margin + 1),
+        xdim: slice(max(int(cols[0]) - margin, 0), int(cols[-1]) + margin + 1),
+    }
+
+
+def lead_panels(n_steps: int, panels: int = 4) -> list[int]:
+    """Indices of up to ``panels`` lead times spread evenly over ``n_steps``, always ending at the last.
+
+    12 steps, 4 panels: [2, 5, 8, 11] (+15, +30, +45, +60 min at a 5-minute step).
+    """
+    if n_steps < 1:
+        return []
+    picks = {int(round(n_steps * k / panels)) - 1 for k in range(1, panels + 1)}
+    return sorted(i for i in picks if 0 <= i < n_steps)
+
+
+def plot_forecast(
+    observed: xr.DataArray,
+    forecast: xr.DataArray,
+    path: str | Path,
+    *,
+    panels: int = 4,
+    title: str | None = None,
+    model: str | None = None,
+    channel: int = 0,
+    crop: bool = True,
+) -> Path:
+    """A PNG of the last observed frame and the forecast at ``panels`` lead times spread over the horizon.
+
+    Parameters
+    ----------
+    observed
+        The last observed frame, mm/h, dims (y, x) or (channel, y, x), with its ``time`` as a coordinate.
+    forecast
+        mm/h, dims (time, y, x) or (time, channel, y, x) with ``forecast_period`` and
+        ``forecast_reference_time`` coordinates (as made by ``nowcast.predict.forecast``).
+    path
+        PNG to write, atomically.
+    panels
+        Number of forecast panels (lead times: see ``lead_panels``).
+    title
+        Figure title; default: the variable's long name, the reference time and ``model``.
+    model
+        Model name for the default title.
+    channel
+        Channel shown for multi-channel sequences.
+    crop
+        Show only the rectangle around the observed frame's coverage (e.g. a radar disc inside a
+        mostly empty composite grid).
+
+    Each panel's title gives the lead time and the valid time (UTC); one discrete colour bar
+    (``RAIN_LEVELS``) with keys for no data (grey) and no rain (white) serves all panels.
+    """
+    if "channel" in forecast.dims:
+        forecast = forecast.isel(channel=channel)
+    if "channel" in observed.dims:
+        observed = observed.isel(channel=channel)
+    if crop:
+        window = _coverage_window(observed)
+        observed, forecast = observed.isel(window), forecast.isel(window)
+    leads = _lead_minutes(forecast)
+    ref = forecast["forecast_reference_time"].values
+    obs_time = observed["time"].values if "time" in observed.coords else ref
+    fields = [observed]
+    titles = [f"observed\n{_utc(obs_time)}"]
+    for i in lead_panels(forecast.sizes["time"], panels):
+        fields.append(forecast.isel(time=i))
+        titles.append(f"+{leads[i]:g} min\nvalid {_utc(forecast['time'].values[i])}")
+    if title is None:
+        name = str(forecast.attrs.get("long_name", forecast.name or "rain rate"))
+        chan = f", channel {channel}" if "channel" in forecast.coords else ""
+        title = f"nowcast of {name}{chan} from {_utc(ref)}" + (f" (model '{model}')" if model else "")
+    return rain_panels(fields, titles, path, title)
+
+
+def rain_panels(fields: Sequence[xr.DataArray], titles: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """A PNG of rain fields (y, x) side by side, one colour bar; e.g. observed vs several methods."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not fields or len(fields) != len(titles):
+        raise ValueError(f"rain_panels: expected as many titles as fields (>= 1), found {len(titles)} and {len(fields)}")
+    ny, nx = fields[0].shape[-2:]
+    panel_w = 3.2
+    fig = Figure(figsize=(panel_w * len(fields) + 0.9, panel_w * ny / nx + 1.1), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(fields), sharex=True, sharey=True, squeeze=False)[0]
+    image = None
+    for k, (ax, field, text) in enumerate(zip(axes, fields, titles)):
+        image = draw_rain(ax, field, text)
+        if k:
+            ax.tick_params(labelleft=False)
+        else:
+            ax.set_ylabel(ax.get_xlabel(), fontsize=7)
+    add_rain_colorbar(fig, image, axes)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    target = Path(path)
+    with atomic_output(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return target
+
+
+# ----------------------------------------------------------------------------------------------------
+# verification (``nowcast evaluate``)
+
+_METHOD_STYLES: dict[str, dict[str, Any]] = {
+    "model": {"color": "#1f5fbf", "linestyle": "-", "marker": "o"},
+    "persistence": {"color": "#6e6e6e", "linestyle": "--", "marker": "s"},
+    "extrapolation": {"color": "#e0701b", "linestyle": "-.", "marker": "^"},
+}
+_OTHER_COLOURS = ("#2a9d3f", "#9b3fbf", "#c0392b", "#17a2b8")
+
+
+def method_style(method: str, index: int = 0) -> dict[str, Any]:
+    """Line colour, style and marker of a verified method, the same in every verification figure."""
+    return _METHOD_STYLES.get(
+        method, {"color": _OTHER_COLOURS[index % len(_OTHER_COLOURS)], "linestyle": ":", "marker": "D"}
+    )
+
+
+def _new_figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, path: str | Path, dpi: int = 100) -> Path:
+    target = Path(path)
+    with atomic_output(target, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    return target
+
+
+def _lead_lines(ax: Any, lead_min: Sequence[float], values: dict[str, np.ndarray]) -> None:
+    """One line per method (values: method -> (leads,)), lead time in minutes on x."""
+    for i, (method, v) in enumerate(values.items()):
+        ax.plot(lead_min, v, label=method, markersize=4, linewidth=1.6, **method_style(method, i))
+    ax.set_xlabel("lead time (min)", fontsize=8)
+    ax.grid(True, color="0.88", linewidth=0.6)
+    ax.tick_params(labelsize=7)
+    step = float(lead_min[1] - lead_min[0]) if len(lead_min) > 1 else float(lead_min[0])
+    ax.set_xlim(0, float(lead_min[-1]) + step / 2)
+
+
+def _figure_legend(fig: Any, ax: Any) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=max(1, len(labels)), fontsize=8, frameon=False)
+
+
+def _grid_shape(n: int) -> tuple[int, int]:
+    cols = n if n <= 3 else -(-n // 2) if n <= 8 else 4
+    return -(-n // cols), cols
+
+
+_SCORE_NAMES = {
+    "CSI": "critical success index (CSI)",
+    "POD": "probability of detection (POD)",
+    "FAR": "false alarm ratio (FAR)",
+    "HSS": "Heidke skill score (HSS)",
+    "ETS": "equitable threat score (ETS)",
+    "BIAS": "frequency bias",
+}
+
+
+def plot_categorical_by_lead(
+    values: dict[str, np.ndarray],
+    lead_min: Sequence[float],
+    thresholds: Sequence[float],
+    path: str | Path,
+    *,
+    score: str = "CSI",
+    comparison: str = ">=",
+    subtitle: str = "",
+) -> Path:
+    """A PNG of a categorical score by lead time: one panel per threshold, one line per method.
+
+    ``values``: method -> (leads, n_thresholds) array (NaN where undefined, drawn as a gap). CSI, POD
+    and FAR share the y range [0, 1]; a perfect score is 1 (CSI, POD) or 0 (FAR).
+    """
+    rows, cols = _grid_shape(len(thresholds))
+    fig = _new_figure(3.1 * cols + 0.4, 2.6 * rows + 0.9)
+    axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
+    op = "≥" if comparison == ">=" else ">"
+    for k, (ax, thr) in enumerate(zip(axes, thresholds)):
+        _lead_lines(ax, lead_min, {m: np.asarray(v)[:, k] for m, v in values.items()})
+        ax.set_title(f"rain {op} {thr:g} mm h$^{{-1}}$", fontsize=9)
+        if score in ("CSI", "POD", "FAR", "HSS", "ETS"):
+            ax.set_ylim(-0.02 if score not in ("HSS", "ETS") else None, 1.02)
+        if k % cols == 0:
+            ax.set_ylabel(score, fontsize=8)
+    for ax in axes[len(thresholds) :]:
+        ax.set_visible(False)
+    _figure_legend(fig, axes[0])
+    best = {"CSI": 1, "POD": 1, "FAR": 0, "HSS": 1, "ETS": 1, "BIAS": 1}.get(score)
+    title = f"{_SCORE_NAMES.get(score, score)} by lead time" + (f" (perfect: {best})" if best is not None else "")
+    fig.suptitle(title + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
+    return _save(fig, path)
+
+
+_CONTINUOUS_UNITS = {"MSE": "mm$^2$ h$^{-2}$", "MAE": "mm h$^{-1}$", "ME": "mm h$^{-1}$", "CORR": ""}
+_CONTINUOUS_NAMES = {"MSE": "mean squared error", "MAE": "mean absolute error", "ME": "mean error", "CORR": "correlation"}
+
+
+def plot_continuous_by_lead(
+    values: dict[str, dict[str, np.ndarray]],
+    lead_min: Sequence[float],
+    path: str | Path,
+    *,
+    subtitle: str = "",
+) -> Path:
+    """A PNG of continuous scores by lead time: one panel per score, one line per method.
+
+    ``values``: score (MSE, MAE, ME, CORR) -> method -> (leads,) array, in mm/h-based units.
+    """
+    n = len(values)
+    fig = _new_figure(3.6 * n + 0.4, 3.3)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for ax, (score, per_method) in zip(axes, values.items()):
+        _lead_lines(ax, lead_min, {m: np.asarray(v) for m, v in per_method.items()})
+        units = _CONTINUOUS_UNITS.get(score, "")
+        ax.set_ylabel(f"{score} ({units})" if units else score, fontsize=8)
+        ax.set_title(_CONTINUOUS_NAMES.get(score, score), fontsize=9)
+        if score in ("MSE", "MAE"):
+            ax.set_ylim(bottom=0)
+    _figure_legend(fig, axes[0])
+    fig.suptitle("errors of the rain rate by lead time" + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
+    return _save(fig, path)
+
+
+def plot_fss_by_lead(
+    values: dict[str, np.ndarray],
+    lead_min: Sequence[float],
+    thresholds: Sequence[float],
+    scales: Sequence[int],
+    path: str | Path,
+    *,
+    comparison: str = ">=",
+    pixel_km: float | None = None,
+    subtitle: str = "",
+) -> Path:
+    """A PNG of the fractions skill score by lead time: one panel per (threshold, window), one line per method.
+
+    ``values``: method -> (leads, n_thresholds, n_scales) array. Window sizes are in pixels (and km
+    when ``pixel_km`` is given).
+    """
+    panels = [(k, j) for k in range(len(thresholds)) for j in range(len(scales))]
+    rows, cols = _grid_shape(len(panels))
+    fig = _new_figure(3.1 * cols + 0.4, 2.6 * rows + 0.9)
+    axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
+    op = "≥" if comparison == ">=" else ">"
+    for i, (ax, (k, j)) in enumerate(zip(axes, panels)):
+        _lead_lines(ax, lead_min, {m: np.asarray(v)[:, k, j] for m, v in values.items()})
+        size = f"{scales[j]} px" + (f" ({scales[j] * pixel_km:g} km)" if pixel_km else "")
+        ax.set_title(f"rain {op} {thresholds[k]:g} mm h$^{{-1}}$, window {size}", fontsize=9)
+        ax.set_ylim(-0.02, 1.02)
+        if i % cols == 0:
+            ax.set_ylabel("FSS", fontsize=8)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    _figure_legend(fig, axes[0])
+    fig.suptitle("fractions skill score by lead time" + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
+    return _save(fig, path)
+
+
+def plot_example_case(
+    observed: np.ndarray,
+    forecasts: dict[str, np.ndarray],
+    lead_min: Sequence[float],
+    path: str | Path,
+    *,
+    t0: str = "",
+    source: str = "",
+    grid: dict[str, Any] | None = None,
+) -> Path:
+    """A PNG of one case: observed (top row) and each method's forecast (one row each) at a few lead times.
+
+    ``observed`` and every forecast: (n_leads, H, W) mm/h for the lead times ``lead_min``. All panels
+    share the discrete rain colour scale (``rain_colour_scale``) and one colour bar; no data is grey.
+    ``grid``: optional 1-D ``x`` and ``y`` coordinates (DataArrays with units) for axes in km.
+    """
+    import xarray as xr
+
+    rows = [("observed", np.asarray(observed))] + [(m, np.asarray(f)) for m, f in forecasts.items()]
+    n_leads = len(lead_min)
+    ny, nx = rows[0][1].shape[-2:]
+    panel = 2.8
+    fig = _new_figure(panel * n_leads + 1.2, (panel * ny / nx + 0.35) * len(rows) + 1.0)
+    axes = fig.subplots(len(rows), n_leads, sharex=True, sharey=True, squeeze=False)
+    coords = {k: v for k, v in (grid or {}).items() if k in ("x", "y")}
+    image = None
+    for r, (name, fields) in enumerate(rows):
+        for c in range(n_leads):
+            field = xr.DataArray(fields[c], dims=("y", "x"), coords=coords if len(coords) == 2 else None)
+            title = ""
+            if r == 0:
+                title = f"+{lead_min[c]:g} min"
+                if t0:
+                    valid = np.datetime64(t0.rstrip("Z"), "s") + np.timedelta64(int(round(lead_min[c] * 60)), "s")
+                    title += f"\nvalid {_utc(valid, '%H:%M')}"
+            ax = axes[r, c]
+            image = draw_rain(ax, field, title)
+            if c == 0:
+                ax.set_ylabel(f"{name}\n\n{ax.get_xlabel()}", fontsize=9)
+            else:
+                ax.tick_params(labelleft=False)
+            if r < len(rows) - 1:
+                ax.set_xlabel("")
+    add_rain_colorbar(fig, image, axes)
+    when = f"forecasts from t0 = {t0.replace('T', ' ').rstrip('Z')[:16]} UTC" if t0 else "forecasts"
+    fig.suptitle(
+        f"example case: {when} (the forecast time with the most rain)" + (f"\n{source}" if source else ""),
+        fontsize=10,
+    )
+    return _save(fig, path)

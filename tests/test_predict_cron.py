@@ -1,0 +1,155 @@
+"""Cron safety of ``nowcast predict`` with real processes: a run killed (SIGKILL) while writing leaves the
+previous complete file or none, and its leftover temporary file does not trouble the next run; two
+overlapping runs on one output both finish cleanly, one after the other, and leave a complete file.
+
+A run is slowed down in a subprocess by wrapping ``xarray.Dataset.to_netcdf`` (the writer inside
+``io.write_forecast``): after the temporary file is complete and before the rename it prints a line and
+sleeps, so the test knows exactly when it is mid-write. No test hook lives in the library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from typer.testing import CliRunner
+
+from nowcast.checkpoint import save_checkpoint
+from nowcast.cli import app
+from nowcast.config import load_config
+from nowcast.model import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = (64, 80)
+
+SLOW_WRITER = """
+import sys, time
+import xarray as xr
+real = xr.Dataset.to_netcdf
+def slow(self, path=None, *args, **kwargs):
+    out = real(self, path, *args, **kwargs)
+    print("TEMP-WRITTEN", path, flush=True)
+    time.sleep(float(sys.argv[1]))
+    return out
+xr.Dataset.to_netcdf = slow
+from nowcast.cli import app
+app(sys.argv[2:], prog_name="nowcast")
+"""
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _runner() -> CliRunner:
+    try:
+        return CliRunner(mix_stderr=False)
+    except TypeError:
+        return CliRunner()
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    cfg = load_config(REPO / "configs" / "tiny.yaml")
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    return save_checkpoint(path, config=cfg, state_dict=build_model(cfg.model).state_dict(), provenance={})
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _slow_run(sleep_s: float, *args: str | Path) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen(
+        [sys.executable, "-c", SLOW_WRITER, str(sleep_s), "predict", *map(str, args)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+    )  # fmt: skip
+
+
+def _wait_for_write(proc: subprocess.Popen, timeout_s: float = 120.0) -> str:
+    """The temporary file's path, once the slowed run has written it (and sleeps before renaming)."""
+    timer = threading.Timer(timeout_s, proc.kill)
+    timer.start()
+    try:
+        for line in proc.stdout:
+            if line.startswith("TEMP-WRITTEN"):
+                return line.split(maxsplit=1)[1].strip()
+    finally:
+        timer.cancel()
+    raise AssertionError(f"the slowed run ended before writing (exit {proc.wait()}): {proc.stderr.read()}")
+
+
+def _temporaries(out: Path) -> list[Path]:
+    return sorted(out.parent.glob(f".{out.name}.*.tmp"))
+
+
+def _valid(out: Path, reference: str) -> None:
+    with xr.open_dataset(out) as ds:
+        assert ds["forecast_reference_time"].values == np.datetime64(reference, "ns")
+        assert ds.sizes["time"] == 4
+        assert np.isfinite(ds["rainfall_rate"].values).any()
+
+
+@pytest.mark.parametrize("previous", [False, True], ids=["no previous file", "previous file"])
+def test_killed_while_writing_leaves_old_file_or_none(previous, radar_file, ckpt, tmp_path):
+    src = radar_file("radar.nc", frames=5, size=SIZE)
+    out = tmp_path / "fc" / "forecast.nc"
+    if previous:  # the forecast of five minutes earlier
+        result = _runner().invoke(app, ["predict", str(src), "--model", str(ckpt), "-o", str(out), "--at", "2021-06-01T12:15"])
+        assert result.exit_code == 0, result.stderr
+        old = _sha(out)
+
+    proc = _slow_run(60, src, "--model", ckpt, "-o", out)
+    tmp = Path(_wait_for_write(proc))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+
+    assert proc.returncode == -signal.SIGKILL
+    assert tmp.parent == out.parent and tmp.is_file()  # killed mid-write: its temporary file is left over
+    assert _temporaries(out) == [tmp]
+    if previous:
+        assert _sha(out) == old  # the previous complete file, untouched
+        _valid(out, "2021-06-01T12:15")
+    else:
+        assert not out.exists()  # never a partial file
+
+    # the next run is not troubled by the leftover, removes it, and writes a complete file
+    result = _runner().invoke(app, ["predict", str(src), "--model", str(ckpt), "-o", str(out)])
+    assert result.exit_code == 0, result.stderr
+    _valid(out, "2021-06-01T12:20")
+    assert _temporaries(out) == []
+
+
+def test_overlapping_runs_both_finish_and_leave_a_complete_file(radar_file, ckpt, tmp_path):
+    src = radar_file("radar.nc", frames=5, size=SIZE)
+    out = tmp_path / "forecast.nc"
+
+    first = _slow_run(3, src, "--model", ckpt, "-o", out, "--lock-timeout", 60)
+    _wait_for_write(first)  # the first run holds the lock, its file not yet renamed
+    started = time.monotonic()
+    second = _runner().invoke(app, ["predict", str(src), "--model", str(ckpt), "-o", str(out), "--lock-timeout", "60"])
+    waited = time.monotonic() - started
+    first.wait(60)
+
+    assert first.returncode == 0, first.stderr.read()
+    assert second.exit_code == 0, second.stderr
+    assert waited > 1.0  # the second run waited for the first instead of interleaving
+    _valid(out, "2021-06-01T12:20")
+    assert _temporaries(out) == []
