@@ -74,8 +74,11 @@ def _errors() -> Iterator[None]:
     except KeyboardInterrupt:
         typer.echo("nowcast: interrupted", err=True)
         raise typer.Exit(130) from None
-    except (typer.Exit, typer.Abort):
+    except (typer.Exit, typer.Abort, typer.TyperException):  # usage errors: Typer reports them, exit 2
         raise
+    except BrokenPipeError:  # e.g. `nowcast info f.nc | head`
+        sys.stderr.close()
+        raise typer.Exit(0) from None
     except Exception as exc:  # noqa: BLE001 - the edge of the program
         if _state["verbose"]:
             traceback.print_exc()

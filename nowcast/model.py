@@ -220,22 +220,30 @@ class EncoderForecaster(nn.Module):
         """Frame height and width are padded to a multiple of this (patch x product of downsample)."""
         return self.patch * math.prod(self.cfg.downsample)
 
-    def _channels_last(self) -> bool:
-        w = self.encoder[0].conv_h.weight
-        return w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+    def _memory_format(self) -> torch.memory_format:
+        """Channels-last when the model was converted with ``.to(memory_format=torch.channels_last)``.
 
-    def _fold(self, x: Tensor) -> Tensor:
+        Judged on the first weight with a spatial extent (a 1x1 weight looks the same in both formats).
+        """
+        for p in self.parameters():
+            if p.dim() == 4 and p.shape[-1] * p.shape[-2] > 1:
+                if p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous():
+                    return torch.channels_last
+                break
+        return torch.contiguous_format
+
+    def _fold(self, x: Tensor, memory_format: torch.memory_format) -> Tensor:
         """(N, C, Hp, Wp) frames -> (N, widths[0], Hp/patch, Wp/patch): space-to-depth and stem."""
         x = F.pixel_unshuffle(x, self.patch) if self.patch > 1 else x
-        if self._channels_last():
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=memory_format)
         return self.stem(x) if self.stem is not None else x
 
     def encode(self, x: Tensor) -> list[State]:
         """Padded frames (B, T, C, Hp, Wp) -> final (h, c) of each encoder level, bottom to top."""
         B, T = x.shape[:2]
+        fmt = self._memory_format()
         if self.batched_input:
-            seq = self._fold(x.flatten(0, 1))  # (B*T, C0, H0, W0)
+            seq = self._fold(x.flatten(0, 1), fmt)  # (B*T, C0, H0, W0)
             states: list[State] = []
             for k, (down, cell) in enumerate(zip(self.down, self.encoder)):
                 xg = cell.input_gates(down(seq))  # (B*T, 4h, Hk, Wk)
@@ -252,7 +260,7 @@ class EncoderForecaster(nn.Module):
         weights = [cell.fused_weight() for cell in self.encoder]
         states_t: list[State | None] = [None] * len(self.encoder)
         for frame in x.unbind(1):  # (B, C, Hp, Wp)
-            inp = self._fold(frame)  # (B, C0, H0, W0)
+            inp = self._fold(frame, fmt)  # (B, C0, H0, W0)
             for k, (down, cell) in enumerate(zip(self.down, self.encoder)):
                 states_t[k] = cell(down(inp), states_t[k], weights[k])
                 inp = states_t[k][0]  # (B, hk, Hk, Wk)

@@ -1,0 +1,701 @@
+"""Rolling verification of the model against the baselines over a radar archive (DESIGN section 8).
+
+Every forecast time t0 of the archive (every ``stride`` frames of each gap-free segment, with
+``in_frames`` observed frames up to t0 and ``steps`` observed frames after it) is one *case*. For each
+case the model and every baseline forecast from the same input frames, and each forecast is compared
+with the observed frames at t0 + k step, k = 1..steps, through ``nowcast.metrics`` (the same code as
+training validation). Counts and sums are accumulated case by case, so memory does not grow with the
+number of cases; frames are read from the files as the rolling window reaches them.
+
+- ``run_evaluation``: the verification itself, on an opened ``io.Archive``; returns an ``Evaluation``.
+- ``write_reports``: ``metrics.csv``, ``summary.json`` and the PNG plots of an ``Evaluation``.
+- ``format_table``: the compact table ``nowcast evaluate`` prints.
+- ``evaluate_files``: all of it for the command line (open files, load the checkpoint, run, write, table).
+
+Fair comparison: by default a pixel is scored, for every method, only where the observation and *all*
+forecasts have data (``common_mask``). Extrapolation has no value where rain comes from outside the
+domain; without a common mask it would be excused exactly where persistence and the model are
+penalised. With ``common_mask=False`` each method is scored on its own valid pixels (then the model's
+scores equal training validation's on the same windows even when extrapolation runs alongside).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import glob
+import json
+import logging
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import xarray as xr
+
+from nowcast import __version__, metrics
+from nowcast.errors import CheckpointError, NowcastError
+from nowcast.io import Archive, atomic_output, open_archive, open_radar
+
+log = logging.getLogger(__name__)
+
+MODEL = "model"
+"""Method name of the neural network in reports (the checkpoint is named in ``summary.json``)."""
+EXAMPLE_LEADS = 4
+"""Lead times shown in the example-case figure."""
+TABLE_LEADS = 4
+"""Lead times (columns) of the printed table, besides the first lead and the mean over all leads."""
+_BATCH_VALUES = {"cpu": 2**25, "cuda": 2**27}
+"""Values (float32) of input + observed + forecast frames per model batch: bounds memory per device."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# results
+
+
+@dataclass
+class Example:
+    """The case with the most rain at t0, kept for the example figure."""
+
+    t0: str
+    """Forecast reference time (last input frame), ISO 8601 UTC."""
+    source_file: str
+    rain: float
+    """Sum of the rain rates (mm/h) over the valid pixels of the frame at t0; the case with the largest is kept."""
+    leads: list[int]
+    """Lead-time indices (0-based) of the stored frames."""
+    observed: np.ndarray
+    """(len(leads), H, W) mm/h; channel 0 of multi-channel data."""
+    forecasts: dict[str, np.ndarray]
+    """Method -> (len(leads), H, W) mm/h."""
+    grid: dict[str, Any] = field(default_factory=dict)
+    """The 1-D ``x`` and ``y`` coordinates (``xr.Variable`` with units) of the frames, when the file has them."""
+
+
+@dataclass
+class Evaluation:
+    """Pooled scores of every method, plus what is needed to report them."""
+
+    methods: list[str]
+    """Method names in report order: the model first (if any), then the baselines."""
+    scores: dict[str, metrics.Scores]
+    """Per method: counts and sums for every lead time and threshold."""
+    fss: dict[str, metrics.Scores]
+    """Per method: FSS sums at ``settings['fss_scales']`` for ``settings['fss_thresholds']`` (empty: no FSS)."""
+    lead_min: list[float]
+    """Lead times in minutes."""
+    settings: dict[str, Any]
+    files: list[str]
+    skipped: list[tuple[str, str]]
+    n_cases: int = 0
+    first_t0: str | None = None
+    last_t0: str | None = None
+    wall_s: dict[str, float] = field(default_factory=dict)
+    """Wall-clock seconds spent per method (forecasts only), and in ``read`` and ``scoring``."""
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    """CPU seconds of this process (all threads) for the same parts: less sensitive to other load."""
+    example: Example | None = None
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Tidy rows for ``metrics.csv`` (``metrics.ROW_FIELDS``), methods in report order."""
+        out: list[dict[str, Any]] = []
+        for m in self.methods:
+            out += metrics.to_rows(self.scores[m], m, self.lead_min)
+            if m in self.fss:
+                out += [r for r in metrics.to_rows(self.fss[m], m, self.lead_min) if r["score"].startswith("FSS_")]
+        return out
+
+
+def _iso(t: np.datetime64) -> str:
+    return str(np.datetime_as_string(np.datetime64(t, "s"), unit="s")) + "Z"
+
+
+def _lead_indices(steps: int, n: int, first: bool = False) -> list[int]:
+    """Lead indices (0-based): ``n`` spread evenly and ending at the last (``plots.lead_panels``), plus
+    the first lead with ``first``. 12 steps, n = 4: [2, 5, 8, 11]; with first: [0, 2, 5, 8, 11]."""
+    from nowcast.plots import lead_panels
+
+    return sorted(set(lead_panels(steps, n)) | ({0} if first else set()))
+
+
+# ----------------------------------------------------------------------------------------------------
+# the rolling verification
+
+
+class _Frames:
+    """Frames of one segment read on demand as (C, H, W) float32, forgetting those behind the window."""
+
+    def __init__(self, segment: xr.DataArray) -> None:
+        self.segment = segment
+        self.cache: dict[int, np.ndarray] = {}
+
+    def get(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``start .. stop - 1`` as (stop - start, C, H, W)."""
+        for i in range(start, stop):
+            if i not in self.cache:
+                frame = np.asarray(self.segment.isel(time=i).values, dtype=np.float32)
+                self.cache[i] = frame[None] if frame.ndim == 2 else frame
+        return np.stack([self.cache[i] for i in range(start, stop)])
+
+    def forget_before(self, index: int) -> None:
+        for i in [i for i in self.cache if i < index]:
+            del self.cache[i]
+
+
+def _auto_batch(device: Any, frame_values: int, in_frames: int, steps: int) -> int:
+    """Cases per model call so that inputs, observations and forecasts of a batch stay within budget."""
+    budget = _BATCH_VALUES["cuda" if str(device).startswith("cuda") else "cpu"]
+    return int(np.clip(budget // max(1, frame_values * (in_frames + 2 * steps)), 1, 16))
+
+
+def _score_case(ev: Evaluation, fc: dict[str, np.ndarray], observed: np.ndarray, common_mask: bool) -> None:
+    """Add one case (forecasts and observations (steps, C, H, W) mm/h) to every method's scores."""
+    if common_mask:  # score every method where the observation and all forecasts have data
+        valid = np.isfinite(observed)
+        for f in fc.values():
+            valid &= np.isfinite(f)
+        observed = np.where(valid, observed, np.float32(np.nan))
+    for m in ev.methods:
+        metrics.accumulate(ev.scores[m], fc[m], observed, batched=False)
+        if m in ev.fss:
+            metrics.accumulate(ev.fss[m], fc[m], observed, batched=False)
+
+
+def _keep_example(
+    ev: Evaluation, t0: str, seg: xr.DataArray, last: np.ndarray, observed: np.ndarray,
+    fc: dict[str, np.ndarray], leads: list[int],
+) -> None:  # fmt: skip
+    """Keep this case as ``ev.example`` if its frame at t0 (``last``, (H, W)) has more rain than the kept one."""
+    rain = float(np.nansum(last)) if np.isfinite(last).any() else -1.0
+    if ev.example is not None and rain <= ev.example.rain:
+        return
+    ev.example = Example(
+        t0=t0,
+        source_file=str(seg.attrs.get("source_file", "")),
+        rain=rain,
+        leads=leads,
+        observed=observed[leads, 0].copy(),
+        forecasts={m: fc[m][leads, 0].copy() for m in ev.methods},
+        grid={k: seg[k].variable for k in ("x", "y") if k in seg.coords and seg[k].ndim == 1},
+    )
+
+
+def run_evaluation(
+    archive: Archive,
+    *,
+    in_frames: int,
+    steps: int,
+    model: Any = None,
+    transform: Any = None,
+    baselines: Sequence[str] = ("persistence", "extrapolation"),
+    thresholds: Sequence[float] = (0.1, 1.0, 5.0, 10.0),
+    comparison: str = ">=",
+    stride: int = 1,
+    fss_scales: Sequence[int] = (),
+    fss_thresholds: Sequence[float] = (1.0,),
+    common_mask: bool = True,
+    batch_size: int | None = None,
+    device: str = "cpu",
+    precision: str = "fp32",
+    progress: bool = False,
+    settings: dict[str, Any] | None = None,
+) -> Evaluation:
+    """Verify the model (if given) and ``baselines`` on every case of ``archive``.
+
+    Parameters
+    ----------
+    archive
+        Gap-free segments at the model's time step (``io.open_archive``); windows never cross segments.
+    in_frames, steps
+        Observed frames before t0 (the last one is t0) and lead times verified after it.
+    model, transform
+        A model in eval mode and its ``Transform`` (``checkpoint.model_from_checkpoint``); None: baselines only.
+    baselines
+        Names for ``baselines.get_method``; checked before any frame is read.
+    thresholds, comparison
+        Event thresholds (mm/h) and definition (">=" or ">").
+    stride
+        Frames between consecutive forecast times within a segment.
+    fss_scales, fss_thresholds
+        FSS window sizes (pixels) and the thresholds FSS is computed for; no scales: no FSS.
+    common_mask
+        Score every method on the same pixels (where the observation and all forecasts have data).
+    batch_size
+        Cases per model call; None: as many as fit a fixed memory budget (1..16).
+    device, precision
+        Where and how the model runs (``runtime.select_device`` / ``resolve_precision``).
+    progress
+        Show a tqdm bar (the caller decides: only when stderr is a terminal).
+
+    Returns
+    -------
+    Evaluation
+        Pooled scores per method, wall times, number of cases and the example case.
+    """
+    from nowcast import baselines as bl
+    from nowcast.predict import forecast_array
+
+    if stride < 1:
+        raise NowcastError(f"--stride: expected a positive number of frames, found {stride}")
+    if steps < 1:
+        raise NowcastError(f"--steps: expected a positive number of lead times, found {steps}")
+    if not thresholds:
+        raise NowcastError("--thresholds: expected at least one threshold in mm/h, found none")
+    if model is None and not baselines:
+        raise NowcastError("evaluate: expected a model or at least one baseline to verify, found neither")
+    names = [str(b).strip().lower() for b in baselines]
+    if len(set(names)) != len(names):
+        raise NowcastError(f"--baselines: expected each method once, found {', '.join(names)}")
+    methods_fn: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {n: bl.get_method(n) for n in names}
+    if model is not None and in_frames < 1:
+        raise NowcastError(f"in_frames: expected a positive number, found {in_frames}")
+    if names and "extrapolation" in names and in_frames < 2:
+        raise NowcastError(f"extrapolation: expected at least 2 input frames, found in_frames={in_frames}")
+
+    methods = ([MODEL] if model is not None else []) + names
+    lead_min = [(k + 1) * archive.time_step / 60.0 for k in range(steps)]
+    scores = {m: metrics.init_scores(steps, thresholds, comparison) for m in methods}
+    fss = {m: metrics.init_scores(steps, fss_thresholds, comparison, fss_scales) for m in methods} if fss_scales else {}
+    wall = {m: 0.0 for m in methods} | {"read": 0.0, "scoring": 0.0}
+    cpu = dict.fromkeys(wall, 0.0)
+
+    @contextlib.contextmanager
+    def timed(part: str) -> Iterator[None]:
+        tick, tock = time.perf_counter(), time.process_time()
+        yield
+        wall[part] += time.perf_counter() - tick
+        cpu[part] += time.process_time() - tock
+
+    ev = Evaluation(methods, scores, fss, lead_min, dict(settings or {}), list(archive.files), list(archive.skipped))
+    window = in_frames + steps
+    cases = [(s, list(range(0, seg.sizes["time"] - window + 1, stride))) for s, seg in enumerate(archive.segments)]
+    total = sum(len(starts) for _, starts in cases)
+    if total == 0:
+        lengths = ", ".join(str(seg.sizes["time"]) for seg in archive.segments)
+        raise NowcastError(
+            f"{', '.join(archive.files)}: expected a gap-free run of at least {window} frames "
+            f"({in_frames} in + {steps} lead times), found segments of {lengths} frames"
+        )
+    log.info("verifying %s on %d forecast times (%d in, %d lead times of %g min) from %d file(s)",
+             ", ".join(methods), total, in_frames, steps, archive.time_step / 60, len(archive.files))
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="case", dynamic_ncols=True, file=sys.stderr)
+    show = _lead_indices(steps, EXAMPLE_LEADS)
+    report_every = -(-total // 10) if total >= 20 else total  # log lines: every 10 % of a long run
+    done = 0
+    try:
+        for s, starts in cases:
+            seg = archive.segments[s]
+            frames = _Frames(seg)
+            times = seg["time"].values
+            shape = seg.shape[1:]
+            batch = batch_size or _auto_batch(device, int(np.prod(shape)), in_frames, steps)
+            for b0 in range(0, len(starts), batch):
+                chunk = starts[b0 : b0 + batch]
+                frames.forget_before(chunk[0])
+                with timed("read"):
+                    inputs = np.stack([frames.get(a, a + in_frames) for a in chunk])  # (B, in, C, H, W)
+                    observed = np.stack([frames.get(a + in_frames, a + window) for a in chunk])  # (B, steps, C, H, W)
+                pred = None
+                if model is not None:
+                    with timed(MODEL):
+                        pred = forecast_array(model, transform, inputs, steps, device=device, precision=precision)
+                for i, a in enumerate(chunk):
+                    fc: dict[str, np.ndarray] = {}
+                    if pred is not None:
+                        fc[MODEL] = pred[i]  # (steps, C, H, W)
+                    for name, fn in methods_fn.items():
+                        with timed(name):
+                            fc[name] = fn(inputs[i], steps)
+                    with timed("scoring"):
+                        _score_case(ev, fc, observed[i], common_mask)
+                    t0 = _iso(times[a + in_frames - 1])
+                    ev.first_t0, ev.last_t0 = ev.first_t0 or t0, t0
+                    _keep_example(ev, t0, seg, inputs[i, -1, 0], observed[i], fc, show)
+                    done += 1
+                    if bar is not None:
+                        bar.update(1)
+                    elif done % report_every == 0 or done == total:
+                        log.info("verified %d of %d forecast times", done, total)
+                del inputs, observed, pred
+    finally:
+        if bar is not None:
+            bar.close()
+    ev.n_cases = done
+    ev.wall_s, ev.cpu_s = wall, cpu
+    return ev
+
+
+# ----------------------------------------------------------------------------------------------------
+# reports
+
+
+def _nanmean(x: np.ndarray, axis: int = 0) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices stay NaN
+        return np.nanmean(x, axis=axis)
+
+
+def _num(x: float) -> float | None:
+    """A JSON-safe number: None for NaN/inf."""
+    return float(x) if math.isfinite(float(x)) else None
+
+
+def summary(ev: Evaluation) -> dict[str, Any]:
+    """The content of ``summary.json``: settings, files, cases, per-method means over lead times, wall times."""
+    per_method: dict[str, Any] = {}
+    for m in ev.methods:
+        res = metrics.compute(ev.scores[m])
+        entry: dict[str, Any] = {}
+        for name in metrics.CATEGORICAL:
+            means = _nanmean(res[name], axis=0)  # (n_thresholds,)
+            entry[name] = {f"{t:g}": _num(v) for t, v in zip(ev.scores[m].thresholds, means)}
+        for name in metrics.CONTINUOUS:
+            entry[name] = _num(_nanmean(res[name], axis=0))
+        if m in ev.fss:
+            f = metrics.compute(ev.fss[m])["FSS"]  # (leads, n_thr, n_scales)
+            entry["FSS"] = {
+                f"{t:g}": {f"{s}px": _num(_nanmean(f[:, k, j])) for j, s in enumerate(ev.fss[m].fss_scales)}
+                for k, t in enumerate(ev.fss[m].thresholds)
+            }
+        entry["valid_pixels"] = int(res["n"].sum())
+        entry["wall_time_s"] = round(ev.wall_s.get(m, 0.0), 3)
+        per_method[m] = entry
+    example = None
+    if ev.example is not None:
+        example = {
+            "t0": ev.example.t0,
+            "file": ev.example.source_file,
+            "rain_sum_mm_per_h": round(ev.example.rain, 2),
+            "lead_min": [ev.lead_min[i] for i in ev.example.leads],
+        }
+    return {
+        "nowcast_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "settings": ev.settings,
+        "files": ev.files,
+        "skipped_files": [{"file": f, "reason": r} for f, r in ev.skipped],
+        "n_cases": ev.n_cases,
+        "first_t0": ev.first_t0,
+        "last_t0": ev.last_t0,
+        "lead_min": ev.lead_min,
+        "methods": ev.methods,
+        "scores_mean_over_leads": per_method,
+        "wall_time_s": {k: round(v, 3) for k, v in ev.wall_s.items()},
+        "cpu_time_s": {k: round(v, 3) for k, v in ev.cpu_s.items()},
+        "example_case": example,
+        "notes": [
+            "Scores pool contingency counts and error sums over all cases and valid pixels, per lead time; "
+            "the means here are unweighted means over lead times (NaN leads left out).",
+            "Every method is scored on the pixels where the observation and all forecasts have data (common mask)."
+            if ev.settings.get("common_mask", True)
+            else "Each method is scored on the pixels where the observation and its own forecast have data.",
+        ],
+    }
+
+
+def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    def cell(key: str, value: Any) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, float):
+            if math.isnan(value):
+                return "" if key == "threshold" else "nan"
+            return f"{value:g}" if key in ("lead_min", "threshold") else repr(value)
+        return str(value)
+
+    with atomic_output(path, suffix=".csv") as tmp:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(metrics.ROW_FIELDS)
+            for r in rows:
+                w.writerow([cell(k, r[k]) for k in metrics.ROW_FIELDS])
+
+
+def write_reports(ev: Evaluation, out_dir: str | Path, *, plots: bool = True) -> list[Path]:
+    """Write ``metrics.csv``, ``summary.json`` and (with ``plots``) the PNG figures into ``out_dir``.
+
+    Every file is written atomically. Returns the paths written.
+    """
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from nowcast.errors import OutputError
+
+        raise OutputError(f"{out}: expected a writable report directory, found {' '.join(str(exc).split())}") from None
+    written = []
+    _write_csv(ev.rows(), out / "metrics.csv")
+    written.append(out / "metrics.csv")
+    with atomic_output(out / "summary.json", suffix=".json") as tmp:
+        tmp.write_text(json.dumps(summary(ev), indent=2, allow_nan=False) + "\n")
+    written.append(out / "summary.json")
+    if plots:
+        written += _write_plots(ev, out)
+    return written
+
+
+def _period(ev: Evaluation) -> str:
+    """'2015-05-15 16:40 to 17:55 UTC' (the date repeated only when it changes)."""
+    if not ev.first_t0 or not ev.last_t0:
+        return ""
+    a, b = ev.first_t0.rstrip("Z").split("T"), ev.last_t0.rstrip("Z").split("T")
+    end = b[1][:5] if a[0] == b[0] else f"{b[0]} {b[1][:5]}"
+    return f"{a[0]} {a[1][:5]} to {end} UTC"
+
+
+def _pixel_km(grid: dict[str, Any]) -> float | None:
+    """Pixel size in km from 1-D x coordinates in metres, else None."""
+    x = grid.get("x")
+    if x is None or x.ndim != 1 or x.size < 2 or str(x.attrs.get("units", "")) not in ("m", "metre", "meter"):
+        return None
+    return float(abs(x.values[1] - x.values[0])) / 1000.0
+
+
+def _write_plots(ev: Evaluation, out: Path) -> list[Path]:
+    from nowcast import plots
+
+    res = {m: metrics.compute(ev.scores[m]) for m in ev.methods}
+    first = ev.scores[ev.methods[0]]
+    thresholds, comparison = first.thresholds, first.comparison
+    subtitle = f"{ev.n_cases} forecast times ({_period(ev)}) from {len(ev.files)} file(s)"
+    model = ev.settings.get("model") or {}
+    if model.get("checkpoint"):
+        subtitle += f"; model {Path(model['checkpoint']).name}"
+    written = []
+    for score in ("CSI", "POD", "FAR"):
+        values = {m: res[m][score] for m in ev.methods}
+        written.append(
+            plots.plot_categorical_by_lead(
+                values, ev.lead_min, thresholds, out / f"{score.lower()}_by_lead.png",
+                score=score, comparison=comparison, subtitle=subtitle,
+            )
+        )  # fmt: skip
+    values = {s: {m: res[m][s] for m in ev.methods} for s in ("MSE", "MAE")}
+    written.append(plots.plot_continuous_by_lead(values, ev.lead_min, out / "mse_mae_by_lead.png", subtitle=subtitle))
+    grid = ev.example.grid if ev.example is not None else {}
+    if ev.fss:
+        f0 = ev.fss[ev.methods[0]]
+        values = {m: metrics.compute(ev.fss[m])["FSS"] for m in ev.methods}
+        written.append(
+            plots.plot_fss_by_lead(
+                values, ev.lead_min, f0.thresholds, f0.fss_scales, out / "fss_by_lead.png",
+                comparison=comparison, pixel_km=_pixel_km(grid), subtitle=subtitle,
+            )
+        )  # fmt: skip
+    if ev.example is not None:
+        ex = ev.example
+        written.append(
+            plots.plot_example_case(
+                ex.observed, ex.forecasts, [ev.lead_min[i] for i in ex.leads], out / "example_case.png",
+                t0=ex.t0, source=Path(ex.source_file).name, grid=ex.grid,
+            )
+        )  # fmt: skip
+    return written
+
+
+def _table_threshold(thresholds: Sequence[float]) -> int:
+    """Index of the threshold shown in the table: 1 mm/h, else the closest to it."""
+    return int(np.argmin([abs(math.log(t / 1.0)) if t > 0 else math.inf for t in thresholds]))
+
+
+def format_table(ev: Evaluation, out_dir: str | Path | None = None) -> str:
+    """CSI at (about) 1 mm/h and MSE per method at a few lead times and on average, as aligned text."""
+    thresholds = ev.scores[ev.methods[0]].thresholds
+    comparison = ev.scores[ev.methods[0]].comparison
+    k = _table_threshold(thresholds)
+    cols = _lead_indices(len(ev.lead_min), TABLE_LEADS, first=True)
+    header = [f"{ev.lead_min[i]:g} min" for i in cols] + ["mean"]
+    width = max(12, max(len(m) for m in ev.methods) + 2)
+
+    def block(title: str, values: dict[str, np.ndarray], fmt: str) -> list[str]:
+        lines = [title, "method".ljust(width) + "".join(h.rjust(10) for h in header)]
+        for m in ev.methods:
+            v = values[m]
+            cells = [format(float(v[i]), fmt) if math.isfinite(v[i]) else "nan" for i in cols]
+            mean = float(_nanmean(v))
+            cells.append(format(mean, fmt) if math.isfinite(mean) else "nan")
+            lines.append(m.ljust(width) + "".join(c.rjust(10) for c in cells))
+        return lines
+
+    res = {m: metrics.compute(ev.scores[m]) for m in ev.methods}
+    lines = [
+        f"{ev.n_cases} forecast times ({_period(ev)}) from {len(ev.files)} file(s)",
+        "",
+        *block(f"CSI (event: rain {comparison} {thresholds[k]:g} mm/h)", {m: res[m]["CSI"][:, k] for m in ev.methods}, ".3f"),
+        "",
+        *block("MSE (mm²/h²)", {m: res[m]["MSE"] for m in ev.methods}, ".3f"),
+    ]
+    timing = ", ".join(f"{m} {ev.wall_s.get(m, 0.0):.1f} s" for m in ev.methods)
+    lines += ["", f"forecast wall time: {timing}"]
+    if out_dir is not None:
+        lines.append(f"reports: {Path(out_dir)}/ (metrics.csv, summary.json, *.png)")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the command
+
+
+def _data_time_step(inputs: Sequence[str], variable: str | None) -> int | None:
+    """Time step (s) of the first usable file named by ``inputs`` (globs expanded, sorted); None if none is."""
+    from nowcast.errors import InputError
+
+    for item in inputs:
+        text = str(item)
+        for path in sorted(glob.glob(text)) if any(c in text for c in "*?[") else [text]:
+            try:
+                return int(open_radar(path, variable=variable).attrs["time_step"])
+            except InputError:
+                continue
+    return None
+
+
+def _load_model(model: str | Path) -> tuple[Any, Any, dict[str, Any]]:
+    """(model, config, facts about the checkpoint) of a path or ``"default"`` (the shipped model)."""
+    from nowcast.checkpoint import default_model_path, model_from_checkpoint, sha256_file
+
+    path = default_model_path() if str(model) == "default" else Path(model)
+    if str(model) == "default" and not path.exists():
+        raise CheckpointError(
+            f"default model: expected the shipped checkpoint at {path}, found nothing; "
+            "pass --model CKPT, or --no-model to score the baselines only"
+        )
+    net, cfg, ckpt = model_from_checkpoint(path)
+    facts = {"checkpoint": str(path), "sha256": sha256_file(path), "name": cfg.model.name}
+    return net, cfg, facts
+
+
+def evaluate_files(
+    inputs: Sequence[str | Path],
+    *,
+    model: str | Path | None = "default",
+    baselines: Sequence[str] = ("persistence", "extrapolation"),
+    thresholds: Sequence[float] = (0.1, 1.0, 5.0, 10.0),
+    comparison: str = ">=",
+    stride: int = 1,
+    steps: int | None = None,
+    out_dir: str | Path = "evaluation",
+    variable: str | None = None,
+    fss_scales: Sequence[int] = (),
+    common_mask: bool = True,
+    plots: bool = True,
+    batch_size: int | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    threads: int = 0,
+) -> str:
+    """Verify a checkpoint (``"default"``: the shipped model; None: baselines only) on radar files.
+
+    Opens ``inputs`` as one archive at the checkpoint's time step (without a model: the first file's),
+    keeping only gap-free runs of at least in_frames + steps frames; runs ``run_evaluation``; writes
+    the reports into ``out_dir`` (``write_reports``) and returns the table of ``format_table``.
+    ``steps`` defaults to the checkpoint's out_frames; in_frames, variable, units and the Z-R relation
+    come from the checkpoint (without a model: the ``Config`` defaults). FSS, when ``fss_scales`` are
+    given, is computed at 1 mm/h (or the threshold closest to it). On the CPU the model runs on
+    ``threads`` torch threads (0: as many as there are free cores, see ``predict.cpu_threads``).
+    """
+    from nowcast.baselines import get_method
+    from nowcast.config import Config
+
+    if not inputs:
+        raise NowcastError("evaluate: expected at least one radar file, found none")
+    for name in baselines:  # unknown names and missing optional packages fail before any work
+        get_method(name)
+    facts: dict[str, Any] = {}
+    net = transform = None
+    dev, prec = "cpu", "fp32"
+    if model is not None:
+        from nowcast.runtime import resolve_precision, select_device
+        from nowcast.transforms import Transform
+
+        net, cfg, facts = _load_model(model)
+        transform = Transform.from_config(cfg)
+        torch_device = select_device(device)
+        dev, prec = str(torch_device), resolve_precision(precision, torch_device)
+        net = net.to(torch_device)
+        time_step = cfg.data.time_step
+    else:
+        cfg = Config()  # without a model: the default frames; the data's own time step
+        time_step = _data_time_step([str(p) for p in inputs], variable) or cfg.data.time_step
+    d = cfg.data
+    steps = int(steps if steps is not None else d.out_frames)
+    in_frames = d.in_frames
+    variable = variable if variable is not None else d.variable
+    if steps < 1:
+        raise NowcastError(f"--steps: expected a positive number of lead times, found {steps}")
+    archive = open_archive(
+        [str(p) for p in inputs],
+        time_step=time_step,
+        variable=variable,
+        units=d.units,
+        zr_a=d.zr_a,
+        zr_b=d.zr_b,
+        min_frames=in_frames + steps,
+    )
+    k = _table_threshold(thresholds) if thresholds else 0
+    fss_thresholds = (float(thresholds[k]),) if thresholds else (1.0,)
+    settings = {
+        "model": facts or None,
+        "baselines": list(baselines),
+        "in_frames": in_frames,
+        "steps": steps,
+        "time_step_s": time_step,
+        "stride": stride,
+        "thresholds": [float(t) for t in thresholds],
+        "comparison": comparison,
+        "common_mask": common_mask,
+        "fss_scales_px": [int(s) for s in fss_scales],
+        "fss_thresholds": list(fss_thresholds) if fss_scales else [],
+        "variable": variable,
+        "device": dev if net is not None else None,
+        "precision": prec if net is not None else None,
+        "extrapolation": "pysteps Lucas-Kanade on the last 3 frames in dBR, semi-Lagrangian advection of mm/h"
+        if "extrapolation" in [b.lower() for b in baselines]
+        else None,
+    }
+    show_bar = sys.stderr.isatty() and logging.getLogger("nowcast").getEffectiveLevel() <= logging.INFO
+    with _torch_threads(dev if net is not None else None, threads) as n_threads:
+        settings["threads"] = n_threads
+        ev = run_evaluation(
+            archive, in_frames=in_frames, steps=steps, model=net, transform=transform, baselines=baselines,
+            thresholds=thresholds, comparison=comparison, stride=stride, fss_scales=fss_scales,
+            fss_thresholds=fss_thresholds, common_mask=common_mask, batch_size=batch_size, device=dev,
+            precision=prec, progress=show_bar, settings=settings,
+        )  # fmt: skip
+    write_reports(ev, out_dir, plots=plots)
+    return format_table(ev, out_dir)
+
+
+@contextlib.contextmanager
+def _torch_threads(device: str | None, threads: int = 0) -> Iterator[int | None]:
+    """On the CPU, ``threads`` torch threads (0: the free cores, ``predict.cpu_threads``) while inside;
+    the previous number is restored after.
+
+    On a 2-core machine with another busy process, 2 torch threads ran the model 2-3x slower than 1.
+    """
+    if device is None or not device.startswith("cpu"):
+        yield None
+        return
+    import torch
+
+    from nowcast.predict import cpu_threads
+    from nowcast.runtime import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        yield set_threads(cpu_threads(threads))
+    finally:
+        torch.set_num_threads(before)
+
+
+__all__ = ["Evaluation", "Example", "evaluate_files", "format_table", "run_evaluation", "summary", "write_reports"]
