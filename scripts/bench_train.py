@@ -17,16 +17,22 @@ variant, side by side in one run:
   so they are skipped unless ``--bf16 on``. The relative error of the bf16 forecast against fp32 (same
   weights and input) is always printed, from a smaller problem when the bf16 timings are skipped.
 
-Times are the best of ``--repeat`` runs after one warm-up, the variants interleaved so that a change
-in the machine's load hits all of them alike. FLOPs are counted analytically from the shapes of every
-convolution executed (``torch.utils.flop_counter``: forward for inference; forward and backward for a
-training step); elementwise work is not counted. Ours executes fewer FLOPs than the textbook (no
-convolution of the zero initial state or of the forecaster's absent top-level input); the speed-up
-compares times, the GFLOP/s each variant's own FLOPs. Peak memory: the growth of the peak resident set
-size (VmHWM) over its value after setup, in a fresh subprocess per variant running one inference and
-then one training step, so that the high-water marks do not mix; the training figure is the high-water
-mark of both. The load average is printed before and after: other processes on the same cores distort
-every figure (a second busy process on two cores slows each 3-4x), though the variants alike.
+Times (wall clock, or process CPU time with ``--clock cpu``) are the best of ``--repeat`` runs after
+one warm-up, the variants interleaved so that a change in the machine's load hits all of them alike.
+FLOPs are counted analytically from the shapes of every convolution executed
+(``torch.utils.flop_counter``: forward for inference; forward and backward for a training step);
+elementwise work is not counted. Ours executes fewer FLOPs than the textbook (no convolution of the
+zero initial state or of the forecaster's absent top-level input): the speed-up compares times, the
+GFLOP/s each variant's own FLOPs.
+
+Peak memory: the growth of the peak resident set size (VmHWM) over its value after setup, in a fresh
+subprocess per variant running one inference and then one training step, so that the high-water marks
+do not mix; the training figure is the high-water mark of both. It includes one-off allocations
+(oneDNN kernels and scratch buffers), which dominate at small sizes.
+
+The load average is printed before and after: other processes on the same cores distort every figure
+(a second busy process on two cores slows each 3-4x, unevenly). On a busy machine ``--threads 1
+--clock cpu`` gives steadier ratios.
 
     python scripts/bench_train.py [--batch 2] [--in-frames 5] [--out-frames 5] [--size 128] [--repeat 3]
 """
@@ -192,10 +198,10 @@ def memory_worker(spec: dict) -> dict:
     return {"mem_infer": mem_infer, "mem_train": peak_rss_mb() - base}
 
 
-def timed(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
+def timed(fn: Callable[[], object], clock: Callable[[], float]) -> float:
+    t0 = clock()
     fn()
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 def bf16_native() -> bool:
@@ -210,9 +216,10 @@ def bench_config(name: str, variants: list[str], args: argparse.Namespace) -> No
     cases = {v: Case(name, *VARIANTS[v], *sizes) for v in variants}
     flops = {v: c.flops() for v, c in cases.items()}
     times: dict[str, dict[str, list[float]]] = {v: {"infer": [], "train": []} for v in variants}
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     for r in range(args.repeat + 1):  # round 0: warm-up
         for v, c in cases.items():
-            t_inf, t_train = timed(c.infer), timed(c.train)
+            t_inf, t_train = timed(c.infer, clock), timed(c.train, clock)
             if r:
                 times[v]["infer"].append(t_inf)
                 times[v]["train"].append(t_train)
@@ -226,8 +233,9 @@ def bench_config(name: str, variants: list[str], args: argparse.Namespace) -> No
 
     ours, tb = cases["ours fp32"], cases["textbook fp32"]
     print(f"\n{name}: {CONFIGS[name]}")
+    gflop_ours, gflop_tb = flops["ours fp32"][0] / 1e9, flops["textbook fp32"][0] / 1e9
     print(f"  parameters: ours {count_parameters(ours.model):,}, textbook {count_parameters(tb.model):,}; "
-          f"forecast conv GFLOP: ours {flops['ours fp32'][0] / 1e9:.1f}, textbook {flops['textbook fp32'][0] / 1e9:.1f}")
+          f"forecast conv GFLOP: ours {gflop_ours:.1f}, textbook {gflop_tb:.1f}")
     print(f"  {'variant':<25}{'train s':>9}{'speedup':>9}{'GFLOP/s':>9}{'infer s':>9}{'speedup':>9}{'GFLOP/s':>9}"
           f"{'peak MB infer':>15}{'peak MB train':>15}")
     best = {v: {m: min(ts) for m, ts in d.items()} for v, d in times.items()}
@@ -238,6 +246,12 @@ def bench_config(name: str, variants: list[str], args: argparse.Namespace) -> No
               f"{b['infer']:>9.3f}{ref['infer'] / b['infer']:>8.2f}x{f_inf / b['infer'] / 1e9:>9.1f}"
               f"{mem[v]['mem_infer']:>15.0f}{mem[v]['mem_train']:>15.0f}")
 
+    targets = f"  targets: fp32 >= 1.0x textbook: train {ref['train'] / best['ours fp32']['train']:.2f}x, " \
+        f"infer {ref['infer'] / best['ours fp32']['infer']:.2f}x"
+    if "ours bf16" in cases:
+        targets += f"; bf16 >= 1.8x textbook fp32: train {ref['train'] / best['ours bf16']['train']:.2f}x, " \
+            f"infer {ref['infer'] / best['ours bf16']['infer']:.2f}x"
+    print(targets)
     if "ours bf16" in cases:
         ours_low, err_sizes = cases["ours bf16"], "the timed problem"
     else:  # emulated bf16 is slow: measure the error on a smaller problem
@@ -257,6 +271,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128, help="frame height and width in pixels")
     ap.add_argument("--repeat", type=int, default=3, help="timed rounds after one warm-up (best is reported)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: process CPU time, a steadier measure on a busy machine with --threads 1")
     ap.add_argument("--configs", default="shi2015,hko7", help=f"comma-separated: {', '.join(CONFIGS)}")
     ap.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
                     help="time bf16 autocast variants (auto: only where the CPU computes bf16 natively)")
@@ -272,7 +288,7 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.1f}; torch {torch.__version__}, {args.threads} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {'yes' if native else 'no'}; "
           f"batch {args.batch}, {args.in_frames} in + {args.out_frames} out frames, {args.size}x{args.size}; "
-          f"best of {args.repeat}")
+          f"best of {args.repeat}, {args.clock} clock")
     if not with_bf16:
         print("bf16 timings skipped: this CPU has no native bf16 (PyTorch emulates it far slower than fp32); "
               "--bf16 on forces them")

@@ -1,0 +1,47 @@
+"""Copy a trained checkpoint into the package as the default model, with its provenance.
+
+Usage: python scripts/export_default_model.py RUN_DIR/model.pt --test-files mch_switzerland_20150515.nc
+       [--recipe "configs/default.yaml ..."] [--skill evaluation/summary.json]
+
+The package never imports this script. It writes an inference-only checkpoint (no optimizer state)
+to nowcast/models/default.pt with file names instead of local paths in its provenance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from nowcast.checkpoint import checkpoint_config, default_model_path, load_checkpoint, save_checkpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--test-files", nargs="*", default=[], help="Held-out events it was evaluated on.")
+    parser.add_argument("--recipe", default="configs/default.yaml", help="How it was trained.")
+    parser.add_argument("--skill", type=Path, help="summary.json of `nowcast evaluate` on the held-out events.")
+    args = parser.parse_args()
+
+    ckpt = load_checkpoint(args.checkpoint)
+    cfg = checkpoint_config(ckpt, args.checkpoint)
+    prov = dict(ckpt.get("provenance", {}))
+    for key in ("train_files", "val_files"):
+        if key in prov:
+            prov[key] = [Path(p).name for p in prov[key]]
+    prov["held_out_test_files"] = list(args.test_files)
+    prov["recipe"] = args.recipe
+    if args.skill:
+        summary = json.loads(args.skill.read_text())
+        means = summary.get("means", summary.get("per_method_means", {}))
+        prov["held_out_skill"] = {
+            method: {k: float(v) for k, v in scores.items() if isinstance(v, (int, float)) and k.startswith(("CSI", "MSE"))}
+            for method, scores in means.items()
+        } if isinstance(means, dict) else {}
+    out = save_checkpoint(default_model_path(), config=cfg, state_dict=ckpt["state_dict"], provenance=prov)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
