@@ -388,7 +388,7 @@ def _scan(rate: xr.DataArray) -> None:
     if n_negative is None:
         log.debug("%s: large variable, negative values (if any) are masked but not counted", rate.attrs["source_file"])
     elif int(n_negative):
-        log.debug(
+        log.info(
             "%s: %d negative values of '%s' treated as no data (NaN)",
             rate.attrs["source_file"],
             int(n_negative),

@@ -51,7 +51,7 @@ def test_cli_tiny_run_leaves_every_artifact(synth_file: Path, tmp_path: Path) ->
     run = tmp_path / "run"
     result = CliRunner().invoke(
         app, ["train", "--config", str(TINY), "--set", f"data.files=[{synth_file}]", "--set", "train.steps=10",
-              "--set", "train.val_every=5", "--run-dir", str(run)],
+              "--set", "train.val_every=5", "--set", "train.threads=1", "--run-dir", str(run)],
     )
     assert result.exit_code == 0, result.output
     for name in ("config.yaml", "metrics.csv", "last.pt", "best.pt", "model.pt"):
@@ -68,6 +68,15 @@ def test_cli_tiny_run_leaves_every_artifact(synth_file: Path, tmp_path: Path) ->
 
 
 def test_tiny_model_overfits_one_batch() -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is fastest and does not fight other processes
+    try:
+        _overfit()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _overfit() -> None:
     torch.manual_seed(0)
     cfg = load_config(TINY)
     model = build_model(cfg.model)
@@ -108,7 +117,7 @@ def test_lr_schedule_warmup_then_cosine() -> None:
 
 
 def test_resume_is_exact(synth_file: Path, tmp_path: Path) -> None:
-    common = [f"data.files=[{synth_file}]", "train.warmup_steps=0", "train.min_lr_ratio=1.0", "train.val_every=1000",
+    common = [f"data.files=[{synth_file}]", "train.threads=1", "train.warmup_steps=0", "train.min_lr_ratio=1.0", "train.val_every=1000",
               "train.ckpt_every=1000", "train.log_every=2"]
     straight = run_training(load_config(TINY, common + ["train.steps=8"]), run_dir=tmp_path / "a")
     half = run_training(load_config(TINY, common + ["train.steps=4"]), run_dir=tmp_path / "b")
@@ -128,7 +137,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(synth_file: Path, tmp_pat
         loss = masked_loss(*args)  # type: ignore[arg-type]
         return loss * float("nan") if calls["n"] == 4 else loss
 
-    cfg = load_config(TINY, [f"data.files=[{synth_file}]", "train.steps=10", "train.ckpt_every=2", "train.val_every=1000"])
+    cfg = load_config(TINY, [f"data.files=[{synth_file}]", "train.threads=1", "train.steps=10", "train.ckpt_every=2", "train.val_every=1000"])
     with pytest.raises(TrainingDivergedError, match="step 3: expected a finite value, found nan"):
         run_training(cfg, run_dir=tmp_path / "run", loss_fn=poisoned)
     last = load_checkpoint(tmp_path / "run" / "last.pt")
