@@ -34,11 +34,19 @@ def main() -> None:
     prov["recipe"] = args.recipe
     if args.skill:
         summary = json.loads(args.skill.read_text())
-        means = summary.get("means", summary.get("per_method_means", {}))
+        means = summary["scores_mean_over_leads"]  # {method: {score: {threshold: value} or value}}
         prov["held_out_skill"] = {
-            method: {k: float(v) for k, v in scores.items() if isinstance(v, (int, float)) and k.startswith(("CSI", "MSE"))}
-            for method, scores in means.items()
-        } if isinstance(means, dict) else {}
+            "cases": int(summary["n_cases"]),
+            **{
+                method: {
+                    "CSI_1mm_mean": float(scores["CSI"]["1"]),
+                    "POD_1mm_mean": float(scores["POD"]["1"]),
+                    "FAR_1mm_mean": float(scores["FAR"]["1"]),
+                    "MSE_mean": float(scores["MSE"]),
+                }
+                for method, scores in means.items()
+            },
+        }
     out = save_checkpoint(default_model_path(), config=cfg, state_dict=ckpt["state_dict"], provenance=prov)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
