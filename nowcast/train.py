@@ -306,7 +306,7 @@ def run_training(
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    start_step, best_val, epoch_offset = 0, math.inf, 0.0
+    start_step, best_val = 0, math.inf
     if resume is not None:
         last = out / "last.pt"
         ckpt = load_checkpoint(last)
@@ -353,7 +353,7 @@ def run_training(
 
         progress = tqdm(total=t.steps, initial=start_step, unit="step", dynamic_ncols=True)
     last_scores: dict[str, Any] = {}
-    step = start_step
+    done = start_step
     tick, frames_done, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
     with _StopFlag() as stop:
         model.train()
@@ -429,7 +429,7 @@ def run_training(
     if start_step >= t.steps:
         log.info("nothing to do: the run is already at step %d of %d", start_step, t.steps)
     if info.main:
-        save_last(max(step + 1, start_step) if start_step < t.steps else start_step)
+        save_last(done)
         if not (out / "best.pt").exists():
             save_checkpoint(out / "best.pt", config=cfg, state_dict=core.state_dict(),
                             provenance=_provenance(cfg, train_arc, val_arc, last_scores))

@@ -188,3 +188,36 @@ def _restore_nowcast_logging():
     logger.handlers[:] = saved[0]
     logger.setLevel(saved[1])
     logger.propagate = saved[2]
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread(monkeypatch):
+    """Tiny models on tiny grids: one torch thread is fastest and does not fight other processes
+    (``predict`` and subprocesses honour OMP_NUM_THREADS)."""
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_tiny_checkpoint(path: Path, *overrides: str) -> Path:
+    """An untrained, seeded ``configs/tiny.yaml`` model (4 frames in, 4 out, 300 s) saved at ``path``."""
+    import torch
+
+    from nowcast.checkpoint import save_checkpoint
+    from nowcast.config import load_config
+    from nowcast.model import build_model
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml", list(overrides))
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    return save_checkpoint(path, config=cfg, state_dict=model.state_dict(), provenance={"note": "random test weights"})
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """Path of an untrained tiny checkpoint shared by a test module."""
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")

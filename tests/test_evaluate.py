@@ -10,17 +10,14 @@ from typing import Callable
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from nowcast import metrics
-from nowcast.checkpoint import model_from_checkpoint, save_checkpoint
+from nowcast.checkpoint import model_from_checkpoint
 from nowcast.cli import app
-from nowcast.config import load_config
 from nowcast.errors import MissingDependencyError
 from nowcast.evaluate import evaluate_files, run_evaluation
 from nowcast.io import open_archive
-from nowcast.model import build_model
 from nowcast.predict import forecast_array
 from nowcast.transforms import Transform
 
@@ -36,25 +33,6 @@ def _runner() -> CliRunner:
         return CliRunner(mix_stderr=False)  # click < 8.2 mixes stderr into output unless told not to
     except TypeError:
         return CliRunner()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on tiny grids: one thread is fastest, and far faster than two on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained configs/tiny.yaml model (4 frames in, 4 out, 5-minute step)."""
-    cfg = load_config(REPO / "configs" / "tiny.yaml")
-    torch.manual_seed(0)
-    model = build_model(cfg.model)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    return save_checkpoint(path, config=cfg, state_dict=model.state_dict(), provenance={})
 
 
 @pytest.fixture

@@ -15,13 +15,9 @@ TINY = ModelConfig(channels=1, patch=2, hidden=(6, 8), kernels=(3, 3), downsampl
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_one_thread():
-    """Seeded; one thread: tiny tensors run fastest on one and do not fight other processes."""
+def _seeded():
+    """Every test starts from the same random state (one torch thread comes from conftest)."""
     torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def eq3_reference(cell: ConvLSTMCell, x, h, c):

@@ -15,16 +15,13 @@ from pathlib import Path
 import netCDF4
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 from typer.testing import CliRunner
 
-from nowcast.checkpoint import save_checkpoint
+from conftest import make_tiny_checkpoint
 from nowcast.cli import app
-from nowcast.config import load_config
 from nowcast.errors import CheckpointError, InputError, OutputError
 from nowcast.io import lock_path, open_radar, output_lock, remove_stale_temporaries
-from nowcast.model import build_model
 from nowcast.predict import forecast, forecast_array, load_model, predict_to_file
 from nowcast.transforms import Transform
 
@@ -45,27 +42,10 @@ def _runner() -> CliRunner:
         return CliRunner()
 
 
-def _tiny(path: Path, *overrides: str) -> Path:
-    cfg = load_config(REPO / "configs" / "tiny.yaml", list(overrides))
-    torch.manual_seed(0)
-    model = build_model(cfg.model)
-    return save_checkpoint(path, config=cfg, state_dict=model.state_dict(), provenance={"note": "random test weights"})
-
-
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
+def ckpt(tiny_checkpoint: Path) -> Path:
     """A tiny, randomly initialised checkpoint: 4 frames in, 4 out, 300 s, one channel."""
-    return _tiny(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    """Forecasts on one torch thread (predict honours OMP_NUM_THREADS): the CPU is shared."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    return tiny_checkpoint
 
 
 def _coverage(frames: int) -> np.ndarray:
@@ -226,7 +206,7 @@ def test_more_steps_than_trained(radar_file, ckpt, tmp_path):
 
 
 def test_multichannel_sequence(radar_file, tmp_path):
-    ckpt3 = _tiny(tmp_path / "rgb.pt", "model.channels=3")
+    ckpt3 = make_tiny_checkpoint(tmp_path / "rgb.pt", "model.channels=3")
     src = radar_file("rgb.nc", frames=5, size=SIZE, dims=("time", "channel", "y", "x"), channels=3)
 
     _ok(_predict(src, "--model", ckpt3, "-o", tmp_path / "rgb_fc.nc"))

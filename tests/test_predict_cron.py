@@ -20,14 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 from typer.testing import CliRunner
 
-from nowcast.checkpoint import save_checkpoint
 from nowcast.cli import app
-from nowcast.config import load_config
-from nowcast.model import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (64, 80)
@@ -59,20 +55,8 @@ def _runner() -> CliRunner:
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    cfg = load_config(REPO / "configs" / "tiny.yaml")
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    return save_checkpoint(path, config=cfg, state_dict=build_model(cfg.model).state_dict(), provenance={})
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def ckpt(tiny_checkpoint: Path) -> Path:
+    return tiny_checkpoint
 
 
 def _slow_run(sleep_s: float, *args: str | Path) -> subprocess.Popen:

@@ -68,15 +68,6 @@ def test_cli_tiny_run_leaves_every_artifact(synth_file: Path, tmp_path: Path) ->
 
 
 def test_tiny_model_overfits_one_batch() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: one thread is fastest and does not fight other processes
-    try:
-        _overfit()
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _overfit() -> None:
     torch.manual_seed(0)
     cfg = load_config(TINY)
     model = build_model(cfg.model)
