@@ -554,7 +554,7 @@ def _data_time_step(inputs: Sequence[str], variable: str | None) -> int | None:
         text = str(item)
         for path in sorted(glob.glob(text)) if any(c in text for c in "*?[") else [text]:
             try:
-                return int(open_radar(path, variable=variable).attrs["time_step"])
+                return int(open_radar(path, variable=variable, scan=False).attrs["time_step"])
             except InputError:
                 continue
     return None
@@ -602,7 +602,7 @@ def evaluate_files(
     ``steps`` defaults to the checkpoint's out_frames; in_frames, variable, units and the Z-R relation
     come from the checkpoint (without a model: the ``Config`` defaults). FSS, when ``fss_scales`` are
     given, is computed at 1 mm/h (or the threshold closest to it). On the CPU the model runs on
-    ``threads`` torch threads (0: as many as there are free cores, see ``predict.cpu_threads``).
+    ``threads`` torch threads (0: as many as there are free cores, see ``runtime.cpu_threads``).
     """
     from nowcast.baselines import get_method
     from nowcast.config import Config
@@ -678,7 +678,7 @@ def evaluate_files(
 
 @contextlib.contextmanager
 def _torch_threads(device: str | None, threads: int = 0) -> Iterator[int | None]:
-    """On the CPU, ``threads`` torch threads (0: the free cores, ``predict.cpu_threads``) while inside;
+    """On the CPU, ``threads`` torch threads (0: the free cores, ``runtime.cpu_threads``) while inside;
     the previous number is restored after.
 
     On a 2-core machine with another busy process, 2 torch threads ran the model 2-3x slower than 1.
@@ -688,8 +688,7 @@ def _torch_threads(device: str | None, threads: int = 0) -> Iterator[int | None]
         return
     import torch
 
-    from nowcast.predict import cpu_threads
-    from nowcast.runtime import set_threads
+    from nowcast.runtime import cpu_threads, set_threads
 
     before = torch.get_num_threads()
     try:

@@ -34,7 +34,7 @@ from nowcast.io import (
     remove_stale_temporaries,
     write_forecast,
 )
-from nowcast.runtime import autocast, resolve_precision, select_device, set_threads
+from nowcast.runtime import autocast, cpu_threads, resolve_precision, select_device, set_threads
 from nowcast.transforms import Transform
 
 log = logging.getLogger(__name__)
@@ -373,29 +373,6 @@ def _not_an_input(path: Path, inputs: Sequence[str], what: str) -> None:
             raise OutputError(f"{what} {path}: expected an output path, found an input file (it is never overwritten)")
 
 
-def cpu_threads(requested: int = 0) -> int:
-    """torch threads for a forecast: ``requested`` if > 0; else ``$OMP_NUM_THREADS`` when set; else the
-    free cores: the cores this process may use minus the 1-minute load average, at least 1.
-
-    A second busy process on the same cores makes torch's threads wait on each other: on a loaded
-    2-core machine a 2-thread forecast of a small grid ran 10x slower than a 1-thread one.
-    """
-    if requested > 0:
-        return int(requested)
-    env = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        load = 0.0
-    return max(1, min(cores, int(cores - load + 0.5)))
-
-
 def _check_age(newest: int, max_age_min: float, now: datetime | None, src: str) -> None:
     now_dt = now or datetime.now(timezone.utc)
     if now_dt.tzinfo is not None:
@@ -451,7 +428,7 @@ def predict_to_file(
     history
         The command line, recorded in the file's ``history``.
     threads
-        torch CPU threads; 0: ``$OMP_NUM_THREADS`` if set, else the free cores (``cpu_threads``).
+        torch CPU threads; 0: ``$OMP_NUM_THREADS`` if set, else the free cores (``runtime.cpu_threads``).
     device
         ``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
     packed

@@ -28,12 +28,15 @@ from torch.utils.data import DataLoader
 from nowcast import metrics
 from nowcast.checkpoint import load_checkpoint, save_checkpoint
 from nowcast.config import Config, save_config
-from nowcast.data import StepSampler, TrainWindows, Window, split_windows, to_model_space, window_rain_fraction
+from nowcast.data import (
+    StepSampler, TrainWindows, Window, all_windows, segment_frames, split_windows, to_model_space,
+    window_rain_fraction,
+)
 from nowcast.errors import ConfigError, InputError, TrainingDivergedError
 from nowcast.io import Archive, open_archive
 from nowcast.model import build_model
 from nowcast.predict import forecast_array
-from nowcast.runtime import autocast, resolve_precision, select_device, set_threads
+from nowcast.runtime import autocast, available_cores, resolve_precision, select_device, set_threads
 from nowcast.transforms import Transform
 
 log = logging.getLogger(__name__)
@@ -211,8 +214,6 @@ def _validate(
 
 def _val_rates(arc: Archive, windows: list[Window]) -> list[np.ndarray]:
     """Observed rain rates (mm/h, (T, C, H, W) float32) of the segments that validation windows use."""
-    from nowcast.data import segment_frames
-
     used = {w.segment for w in windows}
     return [segment_frames(s) if i in used else np.empty((0,), np.float32) for i, s in enumerate(arc.segments)]
 
@@ -249,7 +250,7 @@ def run_training(
     device = select_device(cfg.train.device)
     info = _setup_distributed(device)
     if device.type == "cpu":
-        threads = cfg.train.threads or max(1, (len(os.sched_getaffinity(0)) // info.world))
+        threads = cfg.train.threads or max(1, available_cores() // info.world)
         set_threads(threads)
     precision = resolve_precision(cfg.train.precision, device)
     loss_fn = loss_fn or masked_loss
@@ -276,9 +277,7 @@ def run_training(
         )
         val_source = train_arc
     else:
-        from nowcast.data import all_windows
-
-        train_windows = [w for w in split_windows(lengths, window, val_fraction=0.0, val_block=d.val_block, val_stride=1)[0]]
+        train_windows = split_windows(lengths, window, val_fraction=0.0, val_block=d.val_block, val_stride=1)[0]
         val_windows = all_windows([s.sizes["time"] for s in val_arc.segments], window, d.val_stride)
         val_source = val_arc
     if not train_windows:
