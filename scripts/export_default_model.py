@@ -2,6 +2,7 @@
 
 Usage: python scripts/export_default_model.py RUN_DIR/model.pt --test-files mch_switzerland_20150515.nc
        [--recipe "configs/default.yaml ..."] [--skill evaluation/summary.json]
+       [--validation validation/summary.json]
 
 The package never imports this script. It writes an inference-only checkpoint (no optimizer state)
 to nowcast/models/default.pt with file names instead of local paths in its provenance.
@@ -16,12 +17,31 @@ from pathlib import Path
 from nowcast.checkpoint import checkpoint_config, default_model_path, load_checkpoint, save_checkpoint
 
 
+def skill(summary_path: Path) -> dict:
+    """Mean-over-leads scores of each method in an evaluate ``summary.json`` (1 mm/h CSI/POD/FAR, MSE)."""
+    summary = json.loads(summary_path.read_text())
+    means = summary["scores_mean_over_leads"]  # {method: {score: {threshold: value} or value}}
+    return {
+        "cases": int(summary["n_cases"]),
+        **{
+            method: {
+                "CSI_1mm_mean": float(scores["CSI"]["1"]),
+                "POD_1mm_mean": float(scores["POD"]["1"]),
+                "FAR_1mm_mean": float(scores["FAR"]["1"]),
+                "MSE_mean": float(scores["MSE"]),
+            }
+            for method, scores in means.items()
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--test-files", nargs="*", default=[], help="Held-out events it was evaluated on.")
     parser.add_argument("--recipe", default="configs/default.yaml", help="How it was trained.")
     parser.add_argument("--skill", type=Path, help="summary.json of `nowcast evaluate` on the held-out events.")
+    parser.add_argument("--validation", type=Path, help="summary.json of `nowcast evaluate` on the validation events.")
     args = parser.parse_args()
 
     ckpt = load_checkpoint(args.checkpoint)
@@ -33,20 +53,10 @@ def main() -> None:
     prov["held_out_test_files"] = list(args.test_files)
     prov["recipe"] = args.recipe
     if args.skill:
-        summary = json.loads(args.skill.read_text())
-        means = summary["scores_mean_over_leads"]  # {method: {score: {threshold: value} or value}}
-        prov["held_out_skill"] = {
-            "cases": int(summary["n_cases"]),
-            **{
-                method: {
-                    "CSI_1mm_mean": float(scores["CSI"]["1"]),
-                    "POD_1mm_mean": float(scores["POD"]["1"]),
-                    "FAR_1mm_mean": float(scores["FAR"]["1"]),
-                    "MSE_mean": float(scores["MSE"]),
-                }
-                for method, scores in means.items()
-            },
-        }
+        prov["held_out_skill"] = skill(args.skill)
+    if args.validation:
+        prov["validation_files"] = [Path(f).name for f in json.loads(args.validation.read_text())["files"]]
+        prov["validation_skill"] = skill(args.validation)
     out = save_checkpoint(default_model_path(), config=cfg, state_dict=ckpt["state_dict"], provenance=prov)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
