@@ -122,6 +122,12 @@ class TrainConfig:
     """mse, mae or mse+mae, in model space, masked by valid pixels."""
     balanced: bool = False
     """Weight pixels by rain intensity (HKO-7: 1, 1, 2, 5, 10, 30 at 0.5, 2, 5, 10, 30 mm/h)."""
+    csi_weight: float = 0.0
+    """Weight of a soft-CSI term added to the loss (0: off): mean of 1 - CSI over lead times and
+    ``csi_thresholds``, with a sigmoid in place of the forecast's threshold. Counters the blur that
+    shrinks rain areas at long lead times."""
+    csi_thresholds: tuple[float, ...] = (0.5, 1.0, 5.0, 10.0)
+    """Rain rates (mm/h) of the soft-CSI term."""
     seed: int = 0
     """Seed of the model initialisation, data order, crops and augmentation."""
     val_every: int = 200
@@ -260,6 +266,10 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append(f"train.steps/batch_size: expected >= 1, found {t.steps}, {t.batch_size}")
     if t.lr <= 0:
         problems.append(f"train.lr: expected > 0, found {t.lr}")
+    if t.csi_weight < 0:
+        problems.append(f"train.csi_weight: expected >= 0, found {t.csi_weight}")
+    if t.csi_weight > 0 and (not t.csi_thresholds or any(r <= 0 for r in t.csi_thresholds)):
+        problems.append(f"train.csi_thresholds: expected positive rain rates, found {list(t.csi_thresholds)}")
     if cfg.transform.dbz_max <= cfg.transform.dbz_min:
         problems.append("transform.dbz_max: expected > transform.dbz_min")
 

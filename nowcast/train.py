@@ -80,6 +80,35 @@ def masked_loss(
     return (err * weight).sum() / mask.sum().clamp(min=1)
 
 
+CSI_SOFTNESS = 0.02
+"""Width of the sigmoid that stands in for the threshold in ``soft_csi_loss``, in model-space units
+(dbz transform: 1.2 dBZ)."""
+
+
+def soft_csi_loss(pred: torch.Tensor, target: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """Mean of 1 - CSI over lead times and ``levels``, pooled over the batch and valid pixels.
+
+    pred, target: (B, T, C, H, W) in model space; target is NaN where there is no data. ``levels``:
+    (K,) model-space thresholds. A forecast pixel counts as an event with weight
+    ``sigmoid((pred - level) / CSI_SOFTNESS)``, so the score is differentiable; observed events are
+    ``target >= level``. Lead times and levels without any observed event are left out (they carry no
+    gradient); returns 0 when none has one.
+    """
+    mask = torch.isfinite(target)
+    tgt = torch.where(mask, target, torch.full((), -math.inf, dtype=target.dtype, device=target.device))
+    lv = levels.to(pred.dtype).view(-1, 1, 1, 1, 1, 1)  # (K, 1, 1, 1, 1, 1) against (B, T, C, H, W)
+    p = torch.sigmoid((pred.float() - lv) / CSI_SOFTNESS) * mask  # (K, B, T, C, H, W)
+    o = (tgt >= lv).to(p.dtype)
+    dims = (1, 3, 4, 5)  # sum over batch, channel and space: one score per level and lead time
+    hits = (p * o).sum(dims)
+    observed = o.sum(dims)
+    csi = hits / (p.sum(dims) + observed - hits).clamp(min=1e-6)  # (K, T)
+    has_event = observed > 0
+    if not has_event.any():
+        return pred.sum() * 0.0
+    return (1.0 - csi[has_event]).mean()
+
+
 @dataclass
 class DistInfo:
     rank: int = 0
@@ -324,6 +353,7 @@ def run_training(
 
     levels = torch.tensor([transform.threshold(r) for r in HKO7_THRESHOLDS], device=device)
     level_w = torch.tensor(HKO7_WEIGHTS, device=device)
+    csi_levels = torch.tensor([transform.threshold(r) for r in t.csi_thresholds], device=device)
     crop = max(core.total_stride, d.crop // core.total_stride * core.total_stride)
     dataset = TrainWindows(
         train_frames, train_windows, d.in_frames, d.out_frames, crop,
@@ -363,6 +393,8 @@ def run_training(
             with autocast(device, precision):
                 pred = fwd(x, d.out_frames)
             loss = loss_fn(pred.float(), y, t.loss, level_w if t.balanced else None, levels if t.balanced else None)
+            if t.csi_weight > 0:
+                loss = loss + t.csi_weight * soft_csi_loss(pred.float(), y, csi_levels)
             finite = torch.isfinite(loss.detach()).float()
             if info.world > 1:
                 dist.all_reduce(finite, op=dist.ReduceOp.MIN)

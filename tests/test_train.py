@@ -22,7 +22,8 @@ from nowcast.config import load_config
 from nowcast.errors import TrainingDivergedError
 from nowcast.model import build_model
 from nowcast.synth import write_synthetic
-from nowcast.train import lr_at, masked_loss, run_training
+from nowcast.errors import ConfigError
+from nowcast.train import lr_at, masked_loss, run_training, soft_csi_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -97,6 +98,40 @@ def test_masked_loss_ignores_nodata_and_balances() -> None:
     weights = torch.tensor([1.0, 2.0, 5.0])
     # weights by target level: 1.0 -> 5, 0.5 -> 2, 0.0 -> 1: (2*5 + 0.75*2 + 0) / 3
     assert float(masked_loss(pred, target, "mse+mae", weights, levels)) == pytest.approx((10 + 1.5) / 3)
+
+
+def test_soft_csi_loss_is_one_minus_hand_counted_csi() -> None:
+    nan = float("nan")
+    # two lead times of six pixels; the last pixel has no data (its forecast event must not count)
+    target = torch.tensor([[1.0, 0.7, 1.0, 0.0, 0.0, nan], [0.0, 0.0, 0.0, 0.0, 0.0, nan]]).view(1, 2, 1, 1, 6)
+    # forecasts far from both levels (in units of the sigmoid's width), so the soft counts are the hard ones
+    pred = torch.tensor([[2.0, 2.0, -1.0, 2.0, -1.0, 2.0], [2.0, -1.0, -1.0, -1.0, -1.0, 2.0]]).view(1, 2, 1, 1, 6)
+    # level 0.5, lead 1: observed {0, 1, 2}, forecast {0, 1, 3}: 2 hits, 1 miss, 1 false alarm -> CSI 1/2
+    # level 0.9, lead 1: observed {0, 2}, forecast {0, 1, 3}: 1 hit, 1 miss, 2 false alarms -> CSI 1/4
+    # lead 2 has no observed event at either level and is left out
+    loss = soft_csi_loss(pred, target, torch.tensor([0.5, 0.9]))
+    assert float(loss) == pytest.approx(1 - (0.5 + 0.25) / 2, abs=1e-6)
+    assert float(soft_csi_loss(pred, torch.zeros_like(target), torch.tensor([0.5]))) == 0.0
+
+
+def test_soft_csi_loss_gradient_grows_missed_rain_and_shrinks_false_alarms() -> None:
+    target = torch.tensor([1.0, 1.0, 0.0, 0.0]).view(1, 1, 1, 1, 4)
+    pred = torch.tensor([0.6, 0.45, 0.55, 0.3]).view(1, 1, 1, 1, 4).requires_grad_()
+    soft_csi_loss(pred, target, torch.tensor([0.5])).backward()
+    grad = pred.grad.view(-1)
+    assert grad[1] < 0  # a near-miss: raising it lowers the loss
+    assert grad[2] > 0  # a near false alarm: lowering it lowers the loss
+
+
+def test_csi_weight_adds_to_the_training_loss(synth_file: Path, tmp_path: Path) -> None:
+    common = [f"data.files=[{synth_file}]", "train.threads=1", "train.steps=2", "train.log_every=1", "train.val_every=1000"]
+    plain = run_training(load_config(TINY, common), run_dir=tmp_path / "plain")
+    with_csi = run_training(load_config(TINY, common + ["train.csi_weight=0.5"]), run_dir=tmp_path / "csi")
+    first_plain, first_csi = float(_rows(plain)[0]["train_loss"]), float(_rows(with_csi)[0]["train_loss"])
+    # same seed, same first batch and weights: the first loss differs by 0.5 x (1 - soft CSI), in (0, 0.5]
+    assert 0 < first_csi - first_plain <= 0.5
+    with pytest.raises(ConfigError, match=r"train.csi_weight: expected >= 0, found -1.0"):
+        load_config(TINY, common + ["train.csi_weight=-1"])
 
 
 def test_lr_schedule_warmup_then_cosine() -> None:
