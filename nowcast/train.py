@@ -92,7 +92,8 @@ def soft_csi_loss(pred: torch.Tensor, target: torch.Tensor, levels: torch.Tensor
     (K,) model-space thresholds. A forecast pixel counts as an event with weight
     ``sigmoid((pred - level) / CSI_SOFTNESS)``, so the score is differentiable; observed events are
     ``target >= level``. Lead times and levels without any observed event are left out (they carry no
-    gradient); returns 0 when none has one.
+    gradient); returns 0 when none has one. Under DDP each rank pools its own share of the batch.
+    Validation loss (and so ``best.pt``) leaves this term out, so it stays comparable across runs.
     """
     mask = torch.isfinite(target)
     tgt = torch.where(mask, target, torch.full((), -math.inf, dtype=target.dtype, device=target.device))
