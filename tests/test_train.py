@@ -19,10 +19,9 @@ from typer.testing import CliRunner
 from nowcast.checkpoint import load_checkpoint
 from nowcast.cli import app
 from nowcast.config import load_config
-from nowcast.errors import TrainingDivergedError
+from nowcast.errors import ConfigError, TrainingDivergedError
 from nowcast.model import build_model
 from nowcast.synth import write_synthetic
-from nowcast.errors import ConfigError
 from nowcast.train import lr_at, masked_loss, run_training, soft_csi_loss
 
 ROOT = Path(__file__).resolve().parents[1]
