@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from nowcast import metrics
 from nowcast.checkpoint import load_checkpoint, save_checkpoint
-from nowcast.config import Config, save_config
+from nowcast.config import Config, config_to_dict, save_config
 from nowcast.data import (
     StepSampler, TrainWindows, Window, all_windows, segment_frames, split_windows, to_model_space,
     window_rain_fraction,
@@ -45,6 +45,21 @@ HKO7_THRESHOLDS = (0.5, 2.0, 5.0, 10.0, 30.0)
 """Rain rates (mm/h) at which the HKO-7 balanced loss weight steps up."""
 HKO7_WEIGHTS = (1.0, 1.0, 2.0, 5.0, 10.0, 30.0)
 """Weight below the first threshold, then above each threshold."""
+
+
+# Settings that decide the validation windows and the validation loss: when any differs on resume,
+# the resumed run's best validation loss is not comparable and best.pt starts afresh.
+_VALIDATION_KEYS = {
+    "data": ("files", "val_files", "variable", "units", "zr_a", "zr_b", "time_step", "in_frames", "out_frames",
+             "val_fraction", "val_block", "val_stride"),
+    "transform": ("kind", "dbz_min", "dbz_max", "log_eps", "linear_scale"),
+    "train": ("loss", "balanced", "max_val_windows"),
+}
+
+
+def _validation_signature(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a plain config dict (as in a checkpoint) that defines validation windows and loss."""
+    return {f"{sec}.{k}": config.get(sec, {}).get(k) for sec, keys in _VALIDATION_KEYS.items() for k in keys}
 
 
 def lr_at(step: int, cfg: Config) -> float:
@@ -345,6 +360,9 @@ def run_training(
         optimizer.load_state_dict(ckpt["training"]["optimizer"])
         start_step = int(ckpt["training"]["step"])
         best_val = float(ckpt["training"].get("best_val", math.inf))
+        if _validation_signature(ckpt["config"]) != _validation_signature(config_to_dict(cfg)):
+            log.info("validation data or loss differ from the resumed run's; best.pt restarts from this run's first validation")
+            best_val = math.inf
         torch.set_rng_state(ckpt["training"]["torch_rng"])
         log.info("resuming %s at step %d", out, start_step)
     core = model

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -152,6 +153,25 @@ def test_resume_is_exact(synth_file: Path, tmp_path: Path) -> None:
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
     assert [r["train_loss"] for r in _rows(straight)] == [r["train_loss"] for r in _rows(resumed)]
+
+
+def test_resume_restarts_best_only_when_validation_changes(synth_file: Path, tmp_path: Path) -> None:
+    common = [f"data.files=[{synth_file}]", "train.threads=1", "train.val_every=1000", "train.ckpt_every=1000"]
+    first = run_training(load_config(TINY, common + ["train.steps=4"]), run_dir=tmp_path / "first")
+    # pretend the first run reached a validation loss nothing can beat
+    last = torch.load(first / "last.pt", weights_only=True)
+    last["training"]["best_val"] = 0.0
+    torch.save(last, first / "last.pt")
+    best_step = lambda run: load_checkpoint(run / "best.pt")["provenance"]["final_metrics"]["step"]  # noqa: E731
+    assert best_step(first) == 4
+
+    same, changed = tmp_path / "same", tmp_path / "changed"
+    shutil.copytree(first, same)
+    shutil.copytree(first, changed)
+    run_training(load_config(same / "config.yaml", ["train.steps=6"]), resume=same)
+    run_training(load_config(changed / "config.yaml", ["train.steps=6", "data.val_stride=2"]), resume=changed)
+    assert best_step(same) == 4  # same validation windows: the old best (0.0) still stands
+    assert best_step(changed) == 6  # other windows: losses not comparable, so this run's validation is the best
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(synth_file: Path, tmp_path: Path) -> None:
