@@ -485,6 +485,14 @@ class Archive:
     time_step: int
     """Seconds between consecutive frames of a segment."""
 
+    def periods(self) -> list[str]:
+        """One ``"file.nc: YYYY-MM-DDTHH:MM to YYYY-MM-DDTHH:MM"`` per segment (UTC), for provenance."""
+        out = []
+        for s in self.segments:
+            t = s["time"].values
+            out.append(f"{Path(str(s.attrs.get('source_file', '?'))).name}: {str(t[0])[:16]} to {str(t[-1])[:16]}")
+        return out
+
 
 def open_archive(
     paths: Sequence[str | Path],

@@ -263,23 +263,24 @@ def _val_rates(arc: Archive, windows: list[Window]) -> list[np.ndarray]:
     return [segment_frames(s) if i in used else np.empty((0,), np.float32) for i, s in enumerate(arc.segments)]
 
 
-def _provenance(cfg: Config, train_arc: Archive, val_arc: Archive | None, final: dict[str, Any]) -> dict[str, Any]:
-    def periods(arc: Archive) -> list[str]:
-        out = []
-        for s in arc.segments:
-            t = s["time"].values
-            out.append(f"{Path(str(s.attrs.get('source_file', '?'))).name}: {str(t[0])[:16]} to {str(t[-1])[:16]}")
-        return out
+def _provenance(
+    cfg: Config, train_arc: Archive, val_arc: Archive | None, final: dict[str, Any], earlier: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Where the weights come from. ``earlier``: the provenance of the run resumed, whose training files
+    and periods are kept ahead of this run's (a model resumed on new data learned from both)."""
+
+    def union(key: str, now: list[str]) -> list[str]:
+        return list(dict.fromkeys([*(earlier or {}).get(key, []), *now]))
 
     prov: dict[str, Any] = {
         "trained": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "train_files": [str(f) for f in train_arc.files],
-        "train_periods": periods(train_arc),
+        "train_files": union("train_files", [str(f) for f in train_arc.files]),
+        "train_periods": union("train_periods", train_arc.periods()),
         "final_metrics": final,
     }
     if val_arc is not None:
         prov["val_files"] = [str(f) for f in val_arc.files]
-        prov["val_periods"] = periods(val_arc)
+        prov["val_periods"] = val_arc.periods()
     return prov
 
 
@@ -350,7 +351,7 @@ def run_training(
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    start_step, best_val = 0, math.inf
+    start_step, best_val, earlier = 0, math.inf, None
     if resume is not None:
         last = out / "last.pt"
         ckpt = load_checkpoint(last)
@@ -359,6 +360,7 @@ def run_training(
         model.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["training"]["optimizer"])
         start_step = int(ckpt["training"]["step"])
+        earlier = ckpt.get("provenance") or None
         best_val = float(ckpt["training"].get("best_val", math.inf))
         if _validation_signature(ckpt["config"]) != _validation_signature(config_to_dict(cfg)):
             log.info("validation data or loss differ from the resumed run's; best.pt restarts from this run's first validation")
@@ -393,7 +395,7 @@ def run_training(
     def save_last(step: int) -> None:
         if info.main:
             save_checkpoint(out / "last.pt", config=cfg, state_dict=core.state_dict(),
-                            provenance=_provenance(cfg, train_arc, val_arc, {}), training=training_state(step))
+                            provenance=_provenance(cfg, train_arc, val_arc, {}, earlier), training=training_state(step))
 
     progress = None
     if info.main and sys.stderr.isatty() and log.getEffectiveLevel() <= logging.INFO:
@@ -461,7 +463,7 @@ def run_training(
                         best_val = val_loss
                         if info.main:
                             save_checkpoint(out / "best.pt", config=cfg, state_dict=core.state_dict(),
-                                            provenance=_provenance(cfg, train_arc, val_arc, last_scores))
+                                            provenance=_provenance(cfg, train_arc, val_arc, last_scores, earlier))
                 elif not progress:
                     log.info("step %d: train loss %s, lr %s", done, row["train_loss"], row["lr"])
                 mlog.append(row)
@@ -482,9 +484,9 @@ def run_training(
         save_last(done)
         if not (out / "best.pt").exists():
             save_checkpoint(out / "best.pt", config=cfg, state_dict=core.state_dict(),
-                            provenance=_provenance(cfg, train_arc, val_arc, last_scores))
+                            provenance=_provenance(cfg, train_arc, val_arc, last_scores, earlier))
         save_checkpoint(out / "model.pt", config=cfg, state_dict=core.state_dict(),
-                        provenance=_provenance(cfg, train_arc, val_arc, last_scores))
+                        provenance=_provenance(cfg, train_arc, val_arc, last_scores, earlier))
     if info.world > 1:
         dist.barrier()
     return out

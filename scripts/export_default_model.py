@@ -2,10 +2,12 @@
 
 Usage: python scripts/export_default_model.py RUN_DIR/model.pt --test-files mch_switzerland_20150515.nc
        [--recipe "configs/default.yaml ..."] [--skill evaluation/summary.json]
-       [--validation validation/summary.json]
+       [--validation validation/summary.json] [--train-files FILE.nc ...]
 
 The package never imports this script. It writes an inference-only checkpoint (no optimizer state)
 to nowcast/models/default.pt with file names instead of local paths in its provenance.
+``--train-files`` lists every file the weights learned from, when a chain of resumed runs predates
+the cumulative provenance that ``nowcast train --resume`` now keeps.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 from pathlib import Path
 
 from nowcast.checkpoint import checkpoint_config, default_model_path, load_checkpoint, save_checkpoint
+from nowcast.io import open_archive
 
 
 def skill(summary_path: Path) -> dict:
@@ -42,6 +45,7 @@ def main() -> None:
     parser.add_argument("--recipe", default="configs/default.yaml", help="How it was trained.")
     parser.add_argument("--skill", type=Path, help="summary.json of `nowcast evaluate` on the held-out events.")
     parser.add_argument("--validation", type=Path, help="summary.json of `nowcast evaluate` on the validation events.")
+    parser.add_argument("--train-files", nargs="*", type=Path, help="Every file trained on (replaces the checkpoint's list).")
     args = parser.parse_args()
 
     ckpt = load_checkpoint(args.checkpoint)
@@ -50,6 +54,12 @@ def main() -> None:
     for key in ("train_files", "val_files"):
         if key in prov:
             prov[key] = [Path(p).name for p in prov[key]]
+    if args.train_files:
+        arc = open_archive(args.train_files, time_step=cfg.data.time_step, variable=cfg.data.variable, units=cfg.data.units)
+        if arc.skipped:
+            raise SystemExit(f"--train-files: expected every file to be usable, found {len(arc.skipped)} skipped: {arc.skipped[0][1]}")
+        prov["train_files"] = [Path(p).name for p in arc.files]
+        prov["train_periods"] = arc.periods()
     prov["held_out_test_files"] = list(args.test_files)
     prov["recipe"] = args.recipe
     if args.skill:

@@ -155,7 +155,7 @@ def test_resume_is_exact(synth_file: Path, tmp_path: Path) -> None:
     assert [r["train_loss"] for r in _rows(straight)] == [r["train_loss"] for r in _rows(resumed)]
 
 
-def test_resume_restarts_best_only_when_validation_changes(synth_file: Path, tmp_path: Path) -> None:
+def test_resume_on_new_data_restarts_best_and_keeps_provenance(synth_file: Path, tmp_path: Path) -> None:
     common = [f"data.files=[{synth_file}]", "train.threads=1", "train.val_every=1000", "train.ckpt_every=1000"]
     first = run_training(load_config(TINY, common + ["train.steps=4"]), run_dir=tmp_path / "first")
     # pretend the first run reached a validation loss nothing can beat
@@ -169,9 +169,15 @@ def test_resume_restarts_best_only_when_validation_changes(synth_file: Path, tmp
     shutil.copytree(first, same)
     shutil.copytree(first, changed)
     run_training(load_config(same / "config.yaml", ["train.steps=6"]), resume=same)
-    run_training(load_config(changed / "config.yaml", ["train.steps=6", "data.val_stride=2"]), resume=changed)
+    other = write_synthetic(tmp_path / "other.nc", frames=30, size=(64, 64), seed=2)
+    run_training(load_config(changed / "config.yaml", ["train.steps=6", f"data.files=[{other}]"]), resume=changed)
     assert best_step(same) == 4  # same validation windows: the old best (0.0) still stands
     assert best_step(changed) == 6  # other windows: losses not comparable, so this run's validation is the best
+    # the weights learned from both files, and the provenance says so, in training order
+    prov = load_checkpoint(changed / "model.pt")["provenance"]
+    assert prov["train_files"] == [str(synth_file), str(other)]
+    assert [p.split(":")[0] for p in prov["train_periods"]] == ["s.nc", "other.nc"]
+    assert load_checkpoint(same / "model.pt")["provenance"]["train_files"] == [str(synth_file)]
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(synth_file: Path, tmp_path: Path) -> None:
