@@ -110,10 +110,11 @@ def soft_csi_loss(pred: torch.Tensor, target: torch.Tensor, levels: torch.Tensor
     gradient); returns 0 when none has one. Under DDP each rank pools its own share of the batch.
     Validation loss (and so ``best.pt``) leaves this term out, so it stays comparable across runs.
     """
+    pred = pred.float()
     mask = torch.isfinite(target)
     tgt = torch.where(mask, target, torch.full((), -math.inf, dtype=target.dtype, device=target.device))
     lv = levels.to(pred.dtype).view(-1, 1, 1, 1, 1, 1)  # (K, 1, 1, 1, 1, 1) against (B, T, C, H, W)
-    p = torch.sigmoid((pred.float() - lv) / CSI_SOFTNESS) * mask  # (K, B, T, C, H, W)
+    p = torch.sigmoid((pred - lv) / CSI_SOFTNESS) * mask  # (K, B, T, C, H, W)
     o = (tgt >= lv).to(p.dtype)
     dims = (1, 3, 4, 5)  # sum over batch, channel and space: one score per level and lead time
     hits = (p * o).sum(dims)
@@ -412,10 +413,10 @@ def run_training(
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, cfg)
             with autocast(device, precision):
-                pred = fwd(x, d.out_frames)
-            loss = loss_fn(pred.float(), y, t.loss, level_w if t.balanced else None, levels if t.balanced else None)
+                pred = fwd(x, d.out_frames).float()  # losses in fp32 under bf16 autocast
+            loss = loss_fn(pred, y, t.loss, level_w if t.balanced else None, levels if t.balanced else None)
             if t.csi_weight > 0:
-                loss = loss + t.csi_weight * soft_csi_loss(pred.float(), y, csi_levels)
+                loss = loss + t.csi_weight * soft_csi_loss(pred, y, csi_levels)
             finite = torch.isfinite(loss.detach()).float()
             if info.world > 1:
                 dist.all_reduce(finite, op=dist.ReduceOp.MIN)
