@@ -1,4 +1,4 @@
-"""Reference forecasts that the model must beat: persistence and optical-flow extrapolation.
+"""Reference forecasts that the model must beat: persistence, optical-flow extrapolation and S-PROG.
 
 Every method has the same signature, ``method(frames, steps) -> forecast``, and is found by name with
 ``get_method`` (as in pySTEPS), so adding a method is adding one function to ``_METHODS``.
@@ -8,8 +8,8 @@ Every method has the same signature, ``method(frames, steps) -> forecast``, and 
 - returns: ``steps`` forecast frames, shape (steps, H, W) or (steps, C, H, W), float32 mm/h. As for the
   model, the forecast is NaN wherever the last observed frame has no data.
 
-``extrapolation`` needs the optional ``baselines`` extra (pysteps and opencv-python-headless); asking
-for it without them raises ``MissingDependencyError`` with the install command.
+``extrapolation`` and ``sprog`` take their motion from ``motion.motion_field`` (pySTEPS Lucas-Kanade),
+the same function the Lagrangian model uses.
 """
 
 from __future__ import annotations
@@ -18,26 +18,22 @@ import contextlib
 import io
 import logging
 import warnings
-from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
 
-from nowcast.errors import MissingDependencyError, NowcastError
+from nowcast.errors import NowcastError
+from nowcast.motion import DBR_THRESHOLD, DBR_ZERO, motion_field, pysteps_methods, to_dbr
 
 log = logging.getLogger(__name__)
 
 Method = Callable[[np.ndarray, int], np.ndarray]
 """``method(frames (T_in, [C,] H, W) mm/h, steps) -> (steps, [C,] H, W) float32 mm/h``."""
 
-MOTION_FRAMES = 3
-"""Frames the extrapolation's motion field is estimated from (the last ones), as in pySTEPS' examples."""
-DBR_THRESHOLD = 0.1
-"""Rain rate (mm/h) below which a pixel counts as dry for motion estimation."""
-DBR_ZERO = -15.0
-"""dBR given to dry and no-data pixels for motion estimation (pySTEPS examples: ``zerovalue=-15``)."""
-
-_INSTALL_HINT = 'pip install "nowcast[baselines]"'
+SPROG_LEVELS = 6
+"""Cascade levels of the S-PROG baseline (pySTEPS' default)."""
+SPROG_AR_ORDER = 2
+"""Order of the autoregressive model of each cascade level (needs ``order + 1`` input frames)."""
 
 
 def _as_frames(frames: np.ndarray, steps: int) -> tuple[np.ndarray, bool]:
@@ -57,48 +53,14 @@ def persistence(frames: np.ndarray, steps: int) -> np.ndarray:
     return out[:, 0] if squeeze else out
 
 
-def _pysteps() -> SimpleNamespace:
-    """pySTEPS' Lucas-Kanade motion and semi-Lagrangian extrapolation, or MissingDependencyError.
-
-    pySTEPS prints a banner on import; it is swallowed here. OpenCV is imported too, because pySTEPS
-    only complains about a missing ``cv2`` when the motion is first computed.
-    """
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            import cv2  # noqa: F401  (needed by pysteps' Lucas-Kanade)
-            from pysteps import extrapolation as ps_extrapolation
-            from pysteps import motion as ps_motion
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"baseline 'extrapolation': expected pysteps and opencv-python-headless, found "
-            f"{exc.name or 'a package'} missing ({' '.join(str(exc).split())}); install them with: {_INSTALL_HINT}"
-        ) from None
-    return SimpleNamespace(lk=ps_motion.get_method("LK"), advect=ps_extrapolation.get_method("semilagrangian"))
-
-
-def to_dbr(rate: np.ndarray) -> np.ndarray:
-    """10 log10(R) (dBR) of rain rates, ``DBR_ZERO`` below ``DBR_THRESHOLD`` mm/h and where there is no data.
-
-    The same as ``pysteps.utils.transformation.dB_transform(R, threshold=0.1, zerovalue=-15)`` followed
-    by filling no-data with the zero value, as pySTEPS' examples do before Lucas-Kanade (which needs
-    finite values).
-    """
-    r = np.asarray(rate, dtype=np.float64)
-    wet = np.isfinite(r) & (r >= DBR_THRESHOLD)
-    out = np.full(r.shape, DBR_ZERO)
-    out[wet] = 10.0 * np.log10(r[wet])
-    return out
-
-
 def extrapolation(frames: np.ndarray, steps: int) -> np.ndarray:
     """Lucas-Kanade motion of the last frames, then semi-Lagrangian advection of the last frame.
 
-    Motion: ``pysteps.motion.get_method("LK")`` on the last ``MOTION_FRAMES`` frames in dBR (``to_dbr``;
-    with several channels, of their mean), in pixels per time step; no features to track gives zero
-    motion. Advection: ``pysteps.extrapolation.get_method("semilagrangian")`` of the last frame's rain
-    rates (mm/h, each channel along the same motion), bilinear, to every lead time 1..``steps``. Values
-    are advected in mm/h, not dBR, so that a displacement of whole pixels reproduces the observed
-    values exactly (no round trip through the logarithm at a threshold).
+    Motion: ``motion.motion_field`` (pySTEPS LK on the last frames in dBR; with several channels, of
+    their mean), in pixels per time step. Advection: ``pysteps.extrapolation.get_method("semilagrangian")``
+    of the last frame's rain rates (mm/h, each channel along the same motion), bilinear, to every lead
+    time 1..``steps``. Values are advected in mm/h, not dBR, so that a displacement of whole pixels
+    reproduces the observed values exactly.
 
     No data: a pixel whose value comes from outside the domain or from a no-data pixel (bilinear
     interpolation touching one) is NaN, and so is every pixel where the last frame has no data.
@@ -107,34 +69,74 @@ def extrapolation(frames: np.ndarray, steps: int) -> np.ndarray:
     steps = int(steps)
     if x.shape[0] < 2:
         raise ValueError(f"frames: extrapolation needs at least 2 frames to estimate motion, found {x.shape[0]}")
-    ps = _pysteps()
+    ps = pysteps_methods()
     last = x[-1]  # (C, H, W)
     out = np.full((steps, *last.shape), np.nan, dtype=np.float32)
     if not np.isfinite(last).any():
         return out[:, 0] if squeeze else out
-    recent = x[-MOTION_FRAMES:]  # (M, C, H, W)
-    rate = recent[:, 0] if recent.shape[1] == 1 else recent.mean(axis=1)  # (M, H, W); NaN if any channel is
-    with warnings.catch_warnings():  # few tracked features: numpy/pysteps warn in the outlier test; harmless
-        warnings.simplefilter("ignore", RuntimeWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        velocity = ps.lk(to_dbr(rate))  # (2, H, W): x and y components, pixels per step
+    velocity = motion_field(x)  # (2, H, W)
     for c in range(last.shape[0]):
         if np.isfinite(last[c]).any():
-            advected = ps.advect(
+            out[:, c] = ps.advect(
                 last[c].astype(np.float64), velocity, steps, outval=np.nan, allow_nonfinite_values=True
             )  # (steps, H, W)
-            out[:, c] = advected
     out[:, ~np.isfinite(last)] = np.nan
     return out[:, 0] if squeeze else out
 
 
-_METHODS: dict[str, Method] = {"persistence": persistence, "extrapolation": extrapolation}
-_REQUIRES: dict[str, Callable[[], object]] = {"extrapolation": _pysteps}
-"""Per method, a check of its optional dependencies (raises MissingDependencyError)."""
+def sprog(frames: np.ndarray, steps: int) -> np.ndarray:
+    """pySTEPS S-PROG (Seed 2003): the deterministic cascade nowcast, the classical anchor.
+
+    The last ``SPROG_AR_ORDER + 1`` frames in dBR (``motion.to_dbr``: -15 dBR where dry or no data) are
+    decomposed into ``SPROG_LEVELS`` cascade levels (FFT, Gaussian band-pass filters); each level is
+    advected along ``motion.motion_field`` and damped by its AR(2) model, so small scales fade as lead
+    time grows; pySTEPS matches the forecast's distribution to the last frame's (``cdf``). Rain-rate
+    threshold 0.1 mm/h (-10 dBR). Back in mm/h, below 0.1 mm/h is 0. Multi-channel input: each channel
+    along the motion of their mean.
+
+    No data: NaN where the extrapolation of the last frame is NaN (source outside the domain or no
+    data), as for ``extrapolation``. Dry input gives a dry forecast.
+    """
+    x, squeeze = _as_frames(frames, steps)
+    steps = int(steps)
+    need = SPROG_AR_ORDER + 1
+    if x.shape[0] < need:
+        raise ValueError(f"frames: S-PROG needs at least {need} frames, found {x.shape[0]}")
+    ps = pysteps_methods()
+    last = x[-1]
+    out = np.full((steps, *last.shape), np.nan, dtype=np.float32)
+    if not np.isfinite(last).any():
+        return out[:, 0] if squeeze else out
+    velocity = motion_field(x)
+    thr = 10.0 * np.log10(DBR_THRESHOLD)
+    for c in range(last.shape[0]):
+        dbr = to_dbr(x[-need:, c])  # (need, H, W), DBR_ZERO where dry or no data
+        if not (dbr[-1] >= thr).any():
+            out[:, c] = 0.0
+        else:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # pySTEPS prints its settings
+                warnings.simplefilter("ignore", RuntimeWarning)
+                fc = ps.sprog(
+                    dbr, velocity, steps, precip_thr=thr, n_cascade_levels=SPROG_LEVELS, ar_order=SPROG_AR_ORDER
+                )  # (steps, H, W) dBR
+            fc = np.asarray(fc, dtype=np.float64)
+            rate = np.where(np.isfinite(fc) & (fc >= thr), 10.0 ** (fc / 10.0), 0.0)
+            out[:, c] = np.where(np.isfinite(fc), rate, np.nan)
+        reach = ps.advect(
+            np.where(np.isfinite(last[c]), 0.0, np.nan), velocity, steps, outval=np.nan, allow_nonfinite_values=True
+        )  # NaN where the extrapolation has no data
+        out[:, c][~np.isfinite(reach)] = np.nan
+    out[:, ~np.isfinite(last)] = np.nan
+    return out[:, 0] if squeeze else out
+
+
+_METHODS: dict[str, Method] = {"persistence": persistence, "extrapolation": extrapolation, "sprog": sprog}
+_REQUIRES: dict[str, Callable[[], object]] = {"extrapolation": pysteps_methods, "sprog": pysteps_methods}
+"""Per method, a check of its dependencies (raises MissingDependencyError)."""
 
 
 def names() -> tuple[str, ...]:
-    """Names of every baseline, whether or not its optional dependencies are installed."""
+    """Names of every baseline."""
     return tuple(_METHODS)
 
 
@@ -146,8 +148,7 @@ def get_method(name: str) -> Method:
     NowcastError
         If there is no such baseline (the message lists the valid names).
     MissingDependencyError
-        If the baseline needs an optional package that is not installed (the message says how to
-        install it).
+        If the baseline needs a package that is not installed (the message says how to install it).
     """
     key = str(name).strip().lower()
     if key not in _METHODS:
@@ -157,4 +158,4 @@ def get_method(name: str) -> Method:
     return _METHODS[key]
 
 
-__all__ = ["MOTION_FRAMES", "Method", "extrapolation", "get_method", "names", "persistence", "to_dbr"]
+__all__ = ["DBR_ZERO", "Method", "extrapolation", "get_method", "names", "persistence", "sprog", "to_dbr"]

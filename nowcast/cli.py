@@ -199,7 +199,7 @@ def predict(
 def evaluate(
     inputs: Annotated[list[Path], typer.Argument(help="Radar NetCDF file(s) to verify on.")],
     model: Annotated[Optional[Path], typer.Option(help="Checkpoint (default: the model shipped with nowcast).")] = None,
-    baselines: Annotated[str, typer.Option(help="Comma-separated baselines: persistence, extrapolation.")] = "persistence,extrapolation",
+    baselines: Annotated[str, typer.Option(help="Comma-separated baselines: persistence, extrapolation, sprog (pySTEPS S-PROG).")] = "persistence,extrapolation",
     thresholds: Annotated[str, typer.Option(help="Comma-separated thresholds in mm/h.")] = "0.1,1,5,10",
     strict: Annotated[bool, typer.Option("--strict", help="Events are value > threshold (pySTEPS) instead of >=.")] = False,
     stride: Annotated[int, typer.Option(help="Frames between forecast times.")] = 1,

@@ -37,7 +37,9 @@ class DataConfig:
     zr_b: float = 1.6
     """Z-R relation exponent b."""
     time_step: int = 300
-    """Model time step in seconds; finer input steps that divide it are subsampled."""
+    """Model time step in seconds; finer input steps that divide it are subsampled. 0: each file at its
+    own step (Lagrangian models only, whose motion comes from the data: one model for 2- to 15-minute
+    radars)."""
     in_frames: int = 12
     """Number of observed frames the model reads."""
     out_frames: int = 12
@@ -58,6 +60,9 @@ class DataConfig:
     """Stride in frames between validation windows."""
     workers: int = 0
     """DataLoader worker processes."""
+    cache_dir: str | None = None
+    """Directory where Lagrangian training windows (motion and warped frames) are cached between runs
+    (None: computed afresh by every run)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,17 @@ class ModelConfig:
     """Per-channel peephole terms on the cell state (Shi et al. 2015, eq. 3)."""
     batched_input: bool = True
     """Compute the input-to-state convolutions of all encoder frames in one call."""
+    frame: str = "eulerian"
+    """eulerian: the network sees the frames as observed and learns motion too (Shi et al. 2015).
+    lagrangian: motion comes from optical flow (``motion.motion_field``); the input frames are warped
+    into the frame of the last observation, the network forecasts there, and forecast k is advected
+    forward by k steps."""
+    residual: bool = False
+    """Forecast the change from the last input frame (model space) instead of whole fields: an untrained
+    Lagrangian residual model is optical-flow extrapolation."""
+    step_input: bool = False
+    """Feed the data's time step (minutes / 10) to the network as a constant extra input channel, so
+    one model serves radars at different steps."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +187,7 @@ class Config:
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("transform", "kind"): ("dbz", "log", "linear"),
+    ("model", "frame"): ("eulerian", "lagrangian"),
     ("train", "loss"): ("mse", "mae", "mse+mae"),
     ("train", "precision"): ("auto", "fp32", "bf16"),
     ("eval", "comparison"): (">=", ">"),
@@ -242,9 +259,16 @@ def _build(cls: type, raw: Any, where: str, problems: list[str]) -> Any:
 def _validate(cfg: Config, problems: list[str]) -> None:
     """Cross-field and range checks that types alone cannot express."""
     d, m, t = cfg.data, cfg.model, cfg.train
-    for name in ("time_step", "in_frames", "out_frames", "crop", "val_block", "val_stride"):
+    for name in ("in_frames", "out_frames", "crop", "val_block", "val_stride"):
         if getattr(d, name) < 1:
             problems.append(f"data.{name}: expected a positive integer, found {getattr(d, name)}")
+    if d.time_step < 0 or (d.time_step == 0 and m.frame != "lagrangian"):
+        problems.append(
+            f"data.time_step: expected a positive number of seconds (0, the data's own step, needs "
+            f"model.frame=lagrangian), found {d.time_step}"
+        )
+    if m.frame == "lagrangian" and d.in_frames < 2:
+        problems.append(f"data.in_frames: expected >= 2 for a Lagrangian model (motion), found {d.in_frames}")
     if not 0 <= d.val_fraction < 1:
         problems.append(f"data.val_fraction: expected a value in [0, 1), found {d.val_fraction}")
     if d.zr_a <= 0 or d.zr_b <= 0:

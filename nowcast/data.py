@@ -9,8 +9,10 @@ data an uninterrupted single-process run sees.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -18,6 +20,7 @@ import torch
 import xarray as xr
 from torch.utils.data import Dataset, Sampler
 
+from nowcast.motion import displacements, motion_field, warp
 from nowcast.transforms import Transform
 
 log = logging.getLogger(__name__)
@@ -74,8 +77,9 @@ class TrainWindows(Dataset):
     """Random crops of training windows in model space.
 
     Items are addressed by a spec ``(window_index, item_seed)`` from ``StepSampler``; each returns
-    ``x`` (in_frames, C, h, w) float32 with no-data filled by 0, and ``y`` (out_frames, C, h, w)
-    float32 with NaN where there is no data.
+    ``x`` (in_frames, C, h, w) float32 with no-data filled by 0, ``y`` (out_frames, C, h, w)
+    float32 with NaN where there is no data, and the time step in seconds (0-d float32 tensor; 0 when
+    ``time_steps`` is not given).
     """
 
     def __init__(
@@ -89,8 +93,10 @@ class TrainWindows(Dataset):
         augment: bool = True,
         min_rain: float = 0.0,
         rain_level: float = 0.0,
+        time_steps: Sequence[float] | None = None,
     ) -> None:
         self.frames = frames  # each (T, C, H, W) float16, model space, NaN = no data
+        self.time_steps = time_steps  # seconds between the frames of each entry of ``frames``
         self.windows = windows
         self.in_frames, self.out_frames = in_frames, out_frames
         self.crop = crop
@@ -119,7 +125,7 @@ class TrainWindows(Dataset):
                 best, best_score = (oy, ox), score
         return best
 
-    def __getitem__(self, spec: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, spec: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         index, seed = spec
         rng = np.random.default_rng(seed)
         win = self.windows[index]
@@ -136,7 +142,8 @@ class TrainWindows(Dataset):
         block = np.ascontiguousarray(block)
         x = np.nan_to_num(block[: self.in_frames], nan=0.0)
         y = block[self.in_frames :]
-        return torch.from_numpy(x), torch.from_numpy(y)
+        step = float(self.time_steps[win.segment]) if self.time_steps is not None else 0.0
+        return torch.from_numpy(x), torch.from_numpy(y), torch.tensor(step, dtype=torch.float32)
 
 
 class StepSampler(Sampler[list[tuple[int, int]]]):
@@ -203,5 +210,77 @@ def to_model_space(segments: list[xr.DataArray], transform: Transform) -> list[n
         for i in range(t):
             frame = np.asarray(seg.isel(time=i).values, dtype=np.float32)
             arr[i] = transform.forward(frame).reshape(shape[1:])
+        out.append(arr)
+    return out
+
+
+def lagrangian_window(frames: np.ndarray, in_frames: int, transform: Transform) -> np.ndarray:
+    """One window in the frame of its last input frame: (T, C, H, W) mm/h -> (T, C, H, W) float16 model space.
+
+    Motion: ``motion.motion_field`` of the input frames (what the model will see at inference). Input
+    frame ``in_frames - 1 - j`` is advected j steps forward; target frame ``in_frames - 1 + k`` is
+    advected k steps backward (along the reversed motion), so a forecast advected k steps forward
+    lands on it. NaN where the source lies outside the data or has none.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(transform.forward(frames), dtype=np.float32))  # (T, C, H, W)
+    velocity = torch.from_numpy(motion_field(frames[:in_frames]))[None]  # (1, 2, H, W)
+    out = torch.empty_like(x)
+    n_out = x.shape[0] - in_frames
+    back = displacements(velocity, in_frames - 1)  # (1, in-1, 2, H, W)
+    ahead = displacements(-velocity, n_out)  # (1, out, 2, H, W)
+    out[in_frames - 1] = x[in_frames - 1]
+    for j in range(1, in_frames):
+        out[in_frames - 1 - j] = warp(x[in_frames - 1 - j][None], back[:, j - 1])[0]
+    for k in range(1, n_out + 1):
+        out[in_frames - 1 + k] = warp(x[in_frames - 1 + k][None], ahead[:, k - 1])[0]
+    return out.numpy().astype(np.float16)
+
+
+def lagrangian_windows(
+    segments: list[np.ndarray],
+    windows: list[Window],
+    in_frames: int,
+    out_frames: int,
+    transform: Transform,
+    *,
+    keys: Sequence[str] | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+) -> list[np.ndarray]:
+    """``lagrangian_window`` of every window, one (in + out, C, H, W) float16 array each.
+
+    segments: (T, C, H, W) float32 mm/h. With ``cache_dir``, each window is stored there as ``.npy``
+    under a name hashed from ``keys[window.segment]`` (what identifies the segment: file, first time),
+    its start, the frame counts and the transform, and read back by later runs (the motion costs about
+    a second per window on a CPU).
+    """
+    n = in_frames + out_frames
+    cache = Path(cache_dir) if cache_dir else None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+    it: Sequence[Window] | Iterator[Window] = windows
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(windows, desc="motion", unit="window", leave=False)
+    out = []
+    for w in it:
+        path = None
+        if cache is not None and keys is not None:
+            ident = f"{keys[w.segment]}|{w.start}|{in_frames}|{out_frames}|{transform!r}|v1"
+            path = cache / f"lag-{hashlib.sha256(ident.encode()).hexdigest()[:24]}.npy"
+            if path.is_file():
+                try:
+                    arr = np.load(path)
+                    if arr.shape[0] == n:
+                        out.append(arr)
+                        continue
+                except (OSError, ValueError):
+                    pass
+        arr = lagrangian_window(segments[w.segment][w.start : w.start + n], in_frames, transform)
+        if path is not None:
+            tmp = path.with_suffix(f".{np.random.randint(1 << 30)}.tmp.npy")
+            np.save(tmp, arr)
+            tmp.replace(path)
         out.append(arr)
     return out

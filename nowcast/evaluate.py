@@ -308,7 +308,10 @@ def run_evaluation(
                 pred = None
                 if model is not None:
                     with timed(MODEL):
-                        pred = forecast_array(model, transform, inputs, steps, device=device, precision=precision)
+                        pred = forecast_array(
+                            model, transform, inputs, steps, device=device, precision=precision,
+                            time_step=archive.time_step,
+                        )
                 for i, a in enumerate(chunk):
                     fc: dict[str, np.ndarray] = {}
                     if pred is not None:
@@ -546,20 +549,6 @@ def format_table(ev: Evaluation, out_dir: str | Path | None = None) -> str:
 # the command
 
 
-def _data_time_step(inputs: Sequence[str], variable: str | None) -> int | None:
-    """Time step (s) of the first usable file named by ``inputs`` (globs expanded, sorted); None if none is."""
-    from nowcast.errors import InputError
-
-    for item in inputs:
-        text = str(item)
-        for path in sorted(glob.glob(text)) if any(c in text for c in "*?[") else [text]:
-            try:
-                return int(open_radar(path, variable=variable, scan=False).attrs["time_step"])
-            except InputError:
-                continue
-    return None
-
-
 def _load_model(model: str | Path) -> tuple[Any, Any, dict[str, Any]]:
     """(model, config, facts about the checkpoint) of a path or ``"default"`` (the shipped model)."""
     from nowcast.checkpoint import default_model_path, model_from_checkpoint, sha256_file
@@ -606,6 +595,7 @@ def evaluate_files(
     """
     from nowcast.baselines import get_method
     from nowcast.config import Config
+    from nowcast.predict import data_time_step
 
     if not inputs:
         raise NowcastError("evaluate: expected at least one radar file, found none")
@@ -623,10 +613,12 @@ def evaluate_files(
         torch_device = select_device(device)
         dev, prec = str(torch_device), resolve_precision(precision, torch_device)
         net = net.to(torch_device)
-        time_step = cfg.data.time_step
+        time_step = cfg.data.time_step or data_time_step([str(p) for p in inputs], variable or cfg.data.variable)
+        if time_step is None:
+            raise NowcastError(f"{inputs[0]}: expected a radar file whose time step can be read, found none")
     else:
         cfg = Config()  # without a model: the default frames; the data's own time step
-        time_step = _data_time_step([str(p) for p in inputs], variable) or cfg.data.time_step
+        time_step = data_time_step([str(p) for p in inputs], variable) or cfg.data.time_step
     d = cfg.data
     steps = int(steps if steps is not None else d.out_frames)
     in_frames = d.in_frames
@@ -661,6 +653,9 @@ def evaluate_files(
         "precision": prec if net is not None else None,
         "extrapolation": "pysteps Lucas-Kanade on the last 3 frames in dBR, semi-Lagrangian advection of mm/h"
         if "extrapolation" in [b.lower() for b in baselines]
+        else None,
+        "sprog": "pysteps S-PROG in dBR on the same motion, 6 cascade levels, AR(2)"
+        if "sprog" in [b.lower() for b in baselines]
         else None,
     }
     show_bar = sys.stderr.isatty() and logging.getLogger("nowcast").getEffectiveLevel() <= logging.INFO

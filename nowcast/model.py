@@ -195,11 +195,14 @@ class EncoderForecaster(nn.Module):
         self.patch = cfg.patch
         self.channels = cfg.channels
         self.batched_input = cfg.batched_input
+        self.residual = cfg.residual
+        self.step_input = cfg.step_input
         folded = cfg.channels * cfg.patch**2
+        folded_in = (cfg.channels + int(cfg.step_input)) * cfg.patch**2
         self.stem = (
-            nn.Sequential(nn.Conv2d(folded, cfg.stem, 3, padding=1), nn.LeakyReLU(0.2)) if cfg.stem else None
+            nn.Sequential(nn.Conv2d(folded_in, cfg.stem, 3, padding=1), nn.LeakyReLU(0.2)) if cfg.stem else None
         )
-        widths = [cfg.stem or folded, *cfg.hidden]  # input channels of level k: widths[k]
+        widths = [cfg.stem or folded_in, *cfg.hidden]  # input channels of level k: widths[k]
         self.down = nn.ModuleList(_down(widths[k], cfg.downsample[k]) for k in range(n))
         self.encoder = nn.ModuleList(
             ConvLSTMCell(widths[k], cfg.hidden[k], cfg.kernels[k], cfg.peephole) for k in range(n)
@@ -214,6 +217,9 @@ class EncoderForecaster(nn.Module):
             head += [nn.Conv2d(cfg.hidden[0], cfg.stem, 3, padding=1), nn.LeakyReLU(0.2)]
         head.append(nn.Conv2d(cfg.stem or cfg.hidden[0], folded, 1))
         self.head = nn.Sequential(*head)
+        if cfg.residual:  # start as "no change": the untrained forecast is the last frame
+            nn.init.zeros_(head[-1].weight)
+            nn.init.zeros_(head[-1].bias)
 
     @property
     def total_stride(self) -> int:
@@ -280,23 +286,37 @@ class EncoderForecaster(nn.Module):
             outs.append(self.head(inp))
         return outs
 
-    def forward(self, frames: Tensor, steps: int) -> Tensor:
-        """frames (B, T_in, C, H, W) in model space -> forecast (B, steps, C, H, W), any H and W."""
+    def forward(self, frames: Tensor, steps: int, time_step: float | Tensor | None = None) -> Tensor:
+        """frames (B, T_in, C, H, W) in model space -> forecast (B, steps, C, H, W), any H and W.
+
+        time_step: seconds between frames, a number or (B,) tensor; needed when the model was built
+        with ``step_input`` (it enters as a constant channel of value minutes / 10).
+        With ``residual`` the network's output is added to the last input frame.
+        """
         if frames.dim() != 5 or frames.shape[2] != self.channels:
             raise ValueError(f"frames: expected (B, T, {self.channels}, H, W), found {tuple(frames.shape)}")
         if steps < 1:
             raise ValueError(f"steps: expected a positive number, found {steps}")
         B, T, C, H, W = frames.shape
+        x = frames
+        if self.step_input:
+            if time_step is None:
+                raise ValueError("time_step: expected the data's step in seconds (model.step_input), found None")
+            minutes = torch.as_tensor(time_step, dtype=frames.dtype, device=frames.device).reshape(-1) / 60.0
+            plane = (minutes / 10.0).expand(B).view(B, 1, 1, 1, 1).expand(B, T, 1, H, W)
+            x = torch.cat([x, plane.to(x.dtype)], dim=2)
         s = self.total_stride
         ph, pw = -H % s, -W % s
-        x = frames
         if ph or pw:  # replicate the last row/column; the padding is cropped off the forecast
             x = F.pad(x.flatten(0, 1), (0, pw, 0, ph), mode="replicate").unflatten(0, (B, T))
         states = self.encode(x)  # per level (B, hk, Hk, Wk)
         out = torch.stack(self.forecast(states, steps), 1).flatten(0, 1)  # (B*steps, C*p*p, H0, W0)
         out = F.pixel_shuffle(out, self.patch) if self.patch > 1 else out  # (B*steps, C, Hp, Wp)
         out = out.unflatten(0, (B, steps))  # (B, steps, C, Hp, Wp)
-        return out[..., :H, :W] if (ph or pw) else out
+        out = out[..., :H, :W] if (ph or pw) else out
+        if self.residual:
+            out = out + frames[:, -1:].to(out.dtype)
+        return out
 
 
 def build_model(cfg: ModelConfig) -> EncoderForecaster:

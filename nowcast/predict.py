@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import glob
 import logging
 import os
 import time
@@ -27,9 +29,11 @@ from nowcast import __version__
 from nowcast.checkpoint import default_model_path, model_from_checkpoint, sha256_file
 from nowcast.config import Config
 from nowcast.errors import CheckpointError, InputError, NowcastError, OutputError, StaleInputError
+from nowcast.motion import displacements, motion_field, warp
 from nowcast.io import (
     FORECAST_REFERENCES,
     open_archive,
+    open_radar,
     output_lock,
     remove_stale_temporaries,
     write_forecast,
@@ -52,30 +56,63 @@ def forecast_array(
     *,
     device: torch.device | str = "cpu",
     precision: str = "fp32",
+    time_step: float | None = None,
 ) -> np.ndarray:
     """Forecast ``steps`` frames from observed rain rates.
 
-    frames: (B, T_in, C, H, W) mm/h, NaN = no data. Returns (B, steps, C, H, W) float32 mm/h, NaN
-    wherever the last input frame has no data. The model runs in inference mode on ``device``.
-    On the CPU the encoder steps through time with one fused convolution per step
-    (``batched_input=False``): as fast there, and it does not keep every frame's gate
-    pre-activations alive (about 0.5 GB per 785x785 sample with 12 frames in).
+    frames: (B, T_in, C, H, W) mm/h, NaN = no data; ``time_step``: seconds between them (used by
+    models with ``step_input``). Returns (B, steps, C, H, W) float32 mm/h, NaN wherever the last input
+    frame has no data (and, for a Lagrangian model, where the forecast's source lies outside the data).
+    The model runs in inference mode on ``device``. On the CPU the encoder steps through time with one
+    fused convolution per step (``batched_input=False``): as fast there, and it does not keep every
+    frame's gate pre-activations alive.
+
+    Lagrangian models (``model.frame``): motion from ``motion.motion_field`` on each sample's input
+    frames; input frame t_last - j is advected j steps forward into the frame of the last observation,
+    the network forecasts there, and its forecast k (in mm/h) is advected k steps forward.
     """
     device = torch.device(device)
-    x = np.nan_to_num(transform.forward(frames), nan=0.0)
+    cfg = getattr(model, "cfg", None)
+    lagrangian = getattr(cfg, "frame", "eulerian") == "lagrangian"
+    x = transform.forward(frames)  # (B, T, C, H, W) model space, NaN = no data
     batched = getattr(model, "batched_input", None)
     if batched is not None:
         model.batched_input = device.type != "cpu"
     try:
-        with torch.inference_mode(), autocast(device, precision):
-            xt = torch.from_numpy(x).to(device)
-            out = model(xt, steps)
+        with torch.inference_mode():
+            xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+            if lagrangian:
+                velocity = torch.from_numpy(np.stack([motion_field(f) for f in frames])).to(device)  # (B, 2, H, W)
+                xt = to_lagrangian_inputs(xt, velocity)
+            xt = torch.nan_to_num(xt, nan=0.0)
+            with autocast(device, precision):
+                out = model(xt, steps, time_step)
+            pred = torch.from_numpy(transform.inverse(out.float().cpu().numpy()))  # (B, steps, C, H, W)
+            if lagrangian:  # no data where the last frame has none, then carried along with the rain
+                last_ok = torch.from_numpy(np.isfinite(frames[:, -1:]))  # (B, 1, C, H, W)
+                pred = torch.where(last_ok, pred, torch.full((), float("nan")))
+                disp = displacements(velocity.float(), steps).cpu()  # (B, steps, 2, H, W)
+                pred = torch.stack([warp(pred[:, k], disp[:, k]) for k in range(steps)], 1)
     finally:
         if batched is not None:
             model.batched_input = batched
-    pred = transform.inverse(out.float().cpu().numpy())  # (B, steps, C, H, W)
+    pred_np = pred.numpy()
     nodata = ~np.isfinite(frames[:, -1:])  # (B, 1, C, H, W)
-    return np.where(nodata, np.float32(np.nan), pred).astype(np.float32)
+    return np.where(nodata, np.float32(np.nan), pred_np).astype(np.float32)
+
+
+def to_lagrangian_inputs(frames: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:
+    """Input frames (B, T, C, H, W) warped into the frame of the last one along ``velocity`` (B, 2, H, W).
+
+    Frame T-1-j is advected j steps forward (NaN where its source lies outside the data); the last
+    frame is unchanged.
+    """
+    T = frames.shape[1]
+    if T < 2:
+        return frames
+    disp = displacements(velocity.to(frames.dtype), T - 1)  # (B, T-1, 2, H, W)
+    out = [warp(frames[:, T - 1 - j], disp[:, j - 1]) for j in range(T - 1, 0, -1)]
+    return torch.stack([*out, frames[:, -1]], 1)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -261,7 +298,10 @@ def forecast(
     t_ref = int(_times_ns(rate)[idx[-1]])
 
     started = time.perf_counter()
-    out = forecast_array(model, Transform.from_config(config), frames[None], steps, device=device, precision=precision)
+    out = forecast_array(
+        model, Transform.from_config(config), frames[None], steps, device=device, precision=precision,
+        time_step=d.time_step,
+    )
     log.debug(
         "model forward: %d x %s frames -> %d steps in %.2f s", frames.shape[0], "x".join(map(str, frames.shape[1:])),
         steps, time.perf_counter() - started,
@@ -386,6 +426,21 @@ def _check_age(newest: int, max_age_min: float, now: datetime | None, src: str) 
         )
 
 
+def data_time_step(inputs: Sequence[str | Path], variable: str | None, *, newest: bool = False) -> int | None:
+    """Time step (s) of the first (``newest``: the last) usable file named by ``inputs`` (globs expanded,
+    sorted); None if no file is usable."""
+    paths = []
+    for item in inputs:
+        text = str(item)
+        paths += sorted(glob.glob(text)) if any(c in text for c in "*?[") else [text]
+    for path in reversed(paths) if newest else paths:
+        try:
+            return int(open_radar(path, variable=variable, scan=False).attrs["time_step"])
+        except InputError:
+            continue
+    return None
+
+
 def predict_to_file(
     inputs: Sequence[str | Path],
     *,
@@ -443,9 +498,15 @@ def predict_to_file(
     started = time.perf_counter()
     loaded = load_model(model)
     cfg = loaded.config
-    d = cfg.data
     if steps is not None and steps < 1:
         raise NowcastError(f"--steps: expected a positive number of lead times, found {steps}")
+    if cfg.data.time_step == 0:  # a model for any step: the newest input file's
+        step = data_time_step([str(p) for p in inputs], variable or cfg.data.variable, newest=True)
+        if step is None:
+            open_archive([str(p) for p in inputs], time_step=1, variable=variable or cfg.data.variable, scan=False)
+            raise InputError(f"{inputs[0]}: expected a radar file whose time step can be read, found none")
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, time_step=step))
+    d = cfg.data
     archive = open_archive(
         [str(p) for p in inputs], time_step=d.time_step, variable=variable or d.variable, units=d.units,
         zr_a=d.zr_a, zr_b=d.zr_b, scan=False,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import glob
 import logging
 import math
 import os
@@ -29,13 +30,13 @@ from nowcast import metrics
 from nowcast.checkpoint import load_checkpoint, save_checkpoint
 from nowcast.config import Config, config_to_dict, save_config
 from nowcast.data import (
-    StepSampler, TrainWindows, Window, all_windows, segment_frames, split_windows, to_model_space,
-    window_rain_fraction,
+    StepSampler, TrainWindows, Window, all_windows, lagrangian_windows, segment_frames, split_windows,
+    to_model_space, window_rain_fraction,
 )
 from nowcast.errors import ConfigError, InputError, TrainingDivergedError
 from nowcast.io import Archive, open_archive
 from nowcast.model import build_model
-from nowcast.predict import forecast_array
+from nowcast.predict import data_time_step, forecast_array
 from nowcast.runtime import autocast, available_cores, resolve_precision, select_device, set_threads
 from nowcast.transforms import Transform
 
@@ -213,19 +214,54 @@ class _MetricsLog:
 
 
 def _open_data(cfg: Config) -> tuple[Archive, Archive | None]:
+    """Training (and validation) archives; with ``data.time_step`` 0 each file at its own step."""
     d = cfg.data
     if not d.files:
         raise ConfigError("data.files: expected at least one radar file or glob, found none (use --set data.files=[a.nc])")
     n = d.in_frames + d.out_frames
-    kw = dict(time_step=d.time_step, variable=d.variable, units=d.units, zr_a=d.zr_a, zr_b=d.zr_b, min_frames=n)
-    train_arc = open_archive(list(d.files), **kw)
-    val_arc = open_archive(list(d.val_files), **kw) if d.val_files else None
+    kw = dict(variable=d.variable, units=d.units, zr_a=d.zr_a, zr_b=d.zr_b, min_frames=n)
+
+    def one(files: tuple[str, ...]) -> Archive:
+        if d.time_step:
+            return open_archive(list(files), time_step=d.time_step, **kw)
+        parts = []
+        for f in sorted({p for item in files for p in (glob.glob(item) if glob.has_magic(item) else [item])}):
+            step = data_time_step([f], d.variable)
+            if step is None:
+                raise InputError(f"{f}: expected a radar file whose time step can be read, found none")
+            try:
+                parts.append(open_archive([f], time_step=step, **kw))
+            except InputError as exc:
+                if len(files) == 1 and not glob.has_magic(files[0]):
+                    raise
+                log.warning("skipped %s", exc)
+        if not parts:
+            raise InputError(f"{', '.join(files)}: expected at least one usable radar file, found none")
+        return Archive(
+            segments=[s for a in parts for s in a.segments], files=[f for a in parts for f in a.files],
+            skipped=[x for a in parts for x in a.skipped], time_step=0,
+        )
+
+    train_arc = one(d.files)
+    val_arc = one(d.val_files) if d.val_files else None
     return train_arc, val_arc
+
+
+def _segment_key(seg: Any) -> str:
+    """What identifies a segment for the Lagrangian window cache: file, size, mtime, first time, step."""
+    src = str(seg.attrs.get("source_file", "?"))
+    try:
+        st = os.stat(src)
+        stamp = f"{st.st_size}-{int(st.st_mtime)}"
+    except OSError:
+        stamp = "?"
+    return f"{os.path.abspath(src)}|{stamp}|{seg['time'].values[0]}|{seg.sizes['time']}|{seg.attrs.get('time_step')}"
 
 
 def _validate(
     model: torch.nn.Module,
     val_frames: list[np.ndarray],
+    val_steps: list[int],
     windows: list[Window],
     cfg: Config,
     transform: Transform,
@@ -241,7 +277,9 @@ def _validate(
         seg = val_frames[w.segment]  # (T, C, H, W) mm/h
         obs_in = seg[w.start : w.start + d.in_frames][None]
         obs_out = seg[w.start + d.in_frames : w.start + d.in_frames + d.out_frames][None]
-        pred = forecast_array(model, transform, obs_in, d.out_frames, device=device, precision=precision)
+        pred = forecast_array(
+            model, transform, obs_in, d.out_frames, device=device, precision=precision, time_step=val_steps[w.segment]
+        )
         metrics.accumulate(scores, pred, obs_out)
         target = torch.from_numpy(transform.forward(obs_out))
         pred_model = torch.from_numpy(np.nan_to_num(transform.forward(pred), nan=0.0))
@@ -316,8 +354,9 @@ def run_training(
     transform = Transform.from_config(cfg)
     window = d.in_frames + d.out_frames
     train_arc, val_arc = _open_data(cfg)
-    train_frames = to_model_space(train_arc.segments, transform)
-    lengths = [f.shape[0] for f in train_frames]
+    lagrangian = cfg.model.frame == "lagrangian"
+    train_frames = [] if lagrangian else to_model_space(train_arc.segments, transform)
+    lengths = [s.sizes["time"] for s in train_arc.segments]
     if val_arc is None:
         train_windows, val_windows = split_windows(
             lengths, window, val_fraction=d.val_fraction, val_block=d.val_block, val_stride=d.val_stride
@@ -336,6 +375,20 @@ def run_training(
     if not val_windows:
         log.warning("no validation windows (segments too short for data.val_block=%d); best.pt will be the final weights", d.val_block)
     val_rates = _val_rates(val_source, val_windows)
+    val_steps = [int(seg.attrs["time_step"]) for seg in val_source.segments]
+    seg_steps = [float(seg.attrs["time_step"]) for seg in train_arc.segments]
+    if lagrangian:  # each training window in the frame of its last input frame, once (and cached)
+        started = time.perf_counter()
+        rates = [segment_frames(seg) for seg in train_arc.segments]
+        train_frames = lagrangian_windows(
+            rates, train_windows, d.in_frames, d.out_frames, transform,
+            keys=[_segment_key(seg) for seg in train_arc.segments], cache_dir=d.cache_dir,
+            progress=info.main and sys.stderr.isatty(),
+        )
+        seg_steps = [seg_steps[w.segment] for w in train_windows]
+        train_windows = [Window(i, 0) for i in range(len(train_windows))]
+        del rates
+        log.info("%d Lagrangian training windows ready in %.0f s", len(train_windows), time.perf_counter() - started)
 
     rain_level = transform.threshold(d.rain_threshold)
     weights = None
@@ -379,7 +432,7 @@ def run_training(
     crop = max(core.total_stride, d.crop // core.total_stride * core.total_stride)
     dataset = TrainWindows(
         train_frames, train_windows, d.in_frames, d.out_frames, crop,
-        augment=d.augment, min_rain=d.min_rain_fraction, rain_level=rain_level,
+        augment=d.augment, min_rain=d.min_rain_fraction, rain_level=rain_level, time_steps=seg_steps,
     )
     if t.batch_size % info.world:
         raise ConfigError(f"train.batch_size: expected a multiple of the {info.world} DDP ranks, found {t.batch_size}")
@@ -408,12 +461,13 @@ def run_training(
     tick, frames_done, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
     with _StopFlag() as stop:
         model.train()
-        for step, (x, y) in enumerate(loader, start=start_step):
+        for step, (x, y, dts) in enumerate(loader, start=start_step):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # (B, T, C, h, w)
+            dts = dts.to(device)  # (B,) seconds
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, cfg)
             with autocast(device, precision):
-                pred = fwd(x, d.out_frames).float()  # losses in fp32 under bf16 autocast
+                pred = fwd(x, d.out_frames, dts).float()  # losses in fp32 under bf16 autocast
             loss = loss_fn(pred, y, t.loss, level_w if t.balanced else None, levels if t.balanced else None)
             if t.csi_weight > 0:
                 loss = loss + t.csi_weight * soft_csi_loss(pred, y, csi_levels)
@@ -449,7 +503,9 @@ def run_training(
                 }
                 if validate_now and val_windows:
                     model.eval()
-                    val_loss, scores = _validate(core, val_rates, val_windows, cfg, transform, device, precision, info)
+                    val_loss, scores = _validate(
+                        core, val_rates, val_steps, val_windows, cfg, transform, device, precision, info
+                    )
                     model.train()
                     res = metrics.compute(scores)
                     csi = np.nanmean(res["CSI"], axis=0)  # mean over leads, per threshold

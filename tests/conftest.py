@@ -221,3 +221,37 @@ def make_tiny_checkpoint(path: Path, *overrides: str) -> Path:
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """Path of an untrained tiny checkpoint shared by a test module."""
     return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+def moving_rain(frames: int, size: tuple[int, int] = (40, 48), shift: tuple[int, int] = (0, 1), seed: int = 0) -> np.ndarray:
+    """(frames, H, W) mm/h: Gaussian rain cells moving ``shift`` = (rows, cols) pixels per frame.
+
+    Frame t is a window of a larger fixed field, moved by ``t * shift`` (no wrap-around: rain enters
+    from outside the domain on the upwind side). About a tenth of the pixels have >= 1 mm/h.
+    """
+    h, w = size
+    dy, dx = shift
+    pad = frames * max(abs(dy), abs(dx)) + 8
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0 : h + 2 * pad, 0 : w + 2 * pad]
+    big = np.zeros(rows.shape)
+    n_cells = max(4, big.size // 500)
+    for r, c, sigma, peak in zip(
+        rng.uniform(0, rows.shape[0], n_cells), rng.uniform(0, cols.shape[1], n_cells),
+        rng.uniform(1.5, 3.5, n_cells), rng.uniform(2.0, 30.0, n_cells),
+    ):  # fmt: skip
+        big += peak * np.exp(-((rows - r) ** 2 + (cols - c) ** 2) / (2 * sigma**2))
+    big = np.round(np.where(big < 0.05, 0.0, big), 2)
+    return np.stack([big[pad - t * dy : pad - t * dy + h, pad - t * dx : pad - t * dx + w] for t in range(frames)])
+
+
+@pytest.fixture
+def pysteps_installed() -> None:
+    """Skip when pysteps or OpenCV is missing (imports pysteps without its stdout banner)."""
+    from nowcast.errors import MissingDependencyError
+    from nowcast.motion import pysteps_methods
+
+    try:
+        pysteps_methods()
+    except MissingDependencyError as exc:
+        pytest.skip(str(exc))

@@ -9,37 +9,7 @@ import pytest
 
 from nowcast import baselines, metrics
 from nowcast.errors import MissingDependencyError, NowcastError
-
-
-def moving_rain(frames: int, size: tuple[int, int] = (40, 48), shift: tuple[int, int] = (0, 1), seed: int = 0) -> np.ndarray:
-    """(frames, H, W) mm/h: Gaussian rain cells moving ``shift`` = (rows, cols) pixels per frame.
-
-    Frame t is a window of a larger fixed field, moved by ``t * shift`` (no wrap-around: rain enters
-    from outside the domain on the upwind side). About a tenth of the pixels have >= 1 mm/h.
-    """
-    h, w = size
-    dy, dx = shift
-    pad = frames * max(abs(dy), abs(dx)) + 8
-    rng = np.random.default_rng(seed)
-    rows, cols = np.mgrid[0 : h + 2 * pad, 0 : w + 2 * pad]
-    big = np.zeros(rows.shape)
-    n_cells = max(4, big.size // 500)
-    for r, c, sigma, peak in zip(
-        rng.uniform(0, rows.shape[0], n_cells), rng.uniform(0, cols.shape[1], n_cells),
-        rng.uniform(1.5, 3.5, n_cells), rng.uniform(2.0, 30.0, n_cells),
-    ):  # fmt: skip
-        big += peak * np.exp(-((rows - r) ** 2 + (cols - c) ** 2) / (2 * sigma**2))
-    big = np.round(np.where(big < 0.05, 0.0, big), 2)
-    return np.stack([big[pad - t * dy : pad - t * dy + h, pad - t * dx : pad - t * dx + w] for t in range(frames)])
-
-
-@pytest.fixture
-def pysteps_installed() -> None:
-    """Skip when the ``baselines`` extra is missing (imports pysteps without its stdout banner)."""
-    try:
-        baselines.get_method("extrapolation")
-    except MissingDependencyError as exc:
-        pytest.skip(str(exc))
+from tests.conftest import moving_rain
 
 
 def test_persistence_repeats_the_last_frame_with_its_no_data() -> None:
@@ -115,14 +85,45 @@ def test_to_dbr_follows_pysteps_db_transform(pysteps_installed: None) -> None:
 
 
 def test_get_method_lists_the_valid_names_for_an_unknown_one() -> None:
-    assert baselines.names() == ("persistence", "extrapolation")
+    assert baselines.names() == ("persistence", "extrapolation", "sprog")
     assert baselines.get_method(" Persistence ") is baselines.persistence
-    with pytest.raises(NowcastError, match="expected one of persistence, extrapolation"):
+    with pytest.raises(NowcastError, match="expected one of persistence, extrapolation, sprog"):
         baselines.get_method("optical-flow")
 
 
 def test_missing_pysteps_gives_the_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pysteps", None)  # "import pysteps" now raises ImportError
-    with pytest.raises(MissingDependencyError, match=r'pip install "nowcast\[baselines\]"'):
-        baselines.get_method("extrapolation")
+    for name in ("extrapolation", "sprog"):
+        with pytest.raises(MissingDependencyError, match=r"pip install pysteps opencv-python-headless"):
+            baselines.get_method(name)
     assert baselines.get_method("persistence") is baselines.persistence  # always available
+
+
+def test_sprog_follows_the_motion_and_smooths_small_scales_with_lead_time(pysteps_installed) -> None:
+    seq = moving_rain(10, size=(64, 64), shift=(0, 2))
+    x, truth = seq[:4].copy(), seq[4:]  # the same cells 1..6 steps later
+    x[-1, :4, :4] = np.nan
+    out = baselines.sprog(x, 6)
+    assert out.shape == (6, 64, 64) and out.dtype == np.float32
+    assert np.isnan(out[:, :4, :4]).all()  # no data in the last frame: none in the forecast
+    assert np.isnan(out[:, :, :2]).all()  # the upwind edge: its source lies outside the domain
+    scores = metrics.init_scores(6, (1.0,))
+    metrics.accumulate(scores, out[None, :, None], truth[None, :, None])
+    csi = metrics.compute(scores)["CSI"][:, 0]
+    assert csi[0] > 0.8  # it moves the rain with the motion
+
+    def roughness(f: np.ndarray) -> float:  # mean absolute difference of horizontal neighbours, mm/h
+        a, b = f[:, :-1], f[:, 1:]
+        ok = np.isfinite(a) & np.isfinite(b)
+        return float(np.mean(np.abs(a - b)[ok]))
+
+    rough = [roughness(out[k]) for k in range(6)]
+    assert all(later < earlier for earlier, later in zip(rough, rough[1:]))  # small scales damped with lead
+    assert rough[-1] < 0.7 * roughness(x[-1])
+
+
+def test_sprog_of_dry_frames_is_dry_and_needs_three_frames(pysteps_installed) -> None:
+    dry = baselines.sprog(np.zeros((3, 16, 16), np.float32), 2)
+    assert dry.shape == (2, 16, 16) and np.nanmax(dry) == 0.0
+    with pytest.raises(ValueError, match="at least 3 frames"):
+        baselines.sprog(moving_rain(2), 2)

@@ -21,7 +21,7 @@ from nowcast.io import open_archive
 from nowcast.predict import forecast_array
 from nowcast.transforms import Transform
 
-from test_baselines import moving_rain
+from tests.conftest import moving_rain
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (32, 40)  # multiples of the tiny model's total stride (8)
