@@ -176,7 +176,8 @@ def predict(
 ) -> None:
     """Forecast from the latest frames and write a CF-conventions NetCDF on the input's grid.
 
-    Written atomically under a lock (.NAME.lock next to it): overlapping cron runs never interleave.
+    Written atomically under a lock (.nowcast.lock, one per output directory): overlapping cron runs
+    never interleave.
     """
     with _errors():
         from nowcast.predict import predict_to_file

@@ -10,7 +10,7 @@ archive larger than memory is never loaded whole.
 - ``open_archive``: many files and glob patterns -> an ``Archive`` of segments; unusable files skipped.
 - ``describe_radar``: the lines ``nowcast info`` prints for radar files.
 - ``atomic_output``: write-to-temporary-then-rename for every output file.
-- ``output_lock`` / ``remove_stale_temporaries``: one writer per output file at a time (cron safety).
+- ``output_lock`` / ``remove_stale_temporaries``: one writer per output directory at a time (cron safety).
 - ``forecast_dataset`` / ``write_forecast``: a forecast DataArray as a CF-1.10 NetCDF (DESIGN section 7).
 """
 
@@ -700,20 +700,28 @@ def remove_stale_temporaries(path: str | Path, *, suffix: str = ".tmp", min_age_
     return removed
 
 
+LOCK_NAME = ".nowcast.lock"
+"""The one lock file ``output_lock`` keeps in each output directory."""
+
+
 def lock_path(path: str | Path) -> Path:
-    """The lock file ``output_lock`` uses for ``path``: ``.{name}.lock`` next to it."""
-    target = Path(path)
-    return target.parent / f".{target.name}.lock"
+    """The lock file ``output_lock`` uses for ``path``: ``.nowcast.lock`` in its directory.
+
+    One lock per directory, not per output: a templated output such as ``fc_{reference_time}.nc``
+    written every 5 minutes for years then leaves one lock file in all, not one per forecast.
+    """
+    return Path(path).parent / LOCK_NAME
 
 
 @contextlib.contextmanager
 def output_lock(path: str | Path, timeout_s: float = 60.0, poll_s: float = 0.1) -> Iterator[Path]:
-    """Hold an exclusive ``flock`` on ``.{name}.lock`` next to ``path`` while writing ``path``.
+    """Hold an exclusive ``flock`` on the output directory's ``.nowcast.lock`` while writing ``path``.
 
-    Two runs writing the same output (overlapping cron jobs) thus never interleave: the second waits,
-    polling every ``poll_s`` seconds, up to ``timeout_s`` seconds, then raises ``OutputError``. The
-    kernel releases the lock when its holder exits, even on SIGKILL, so a killed run never leaves a
-    stale lock. The lock file itself is left in place (deleting it would race with a waiting run).
+    Two runs writing into the same directory (overlapping cron jobs) thus never interleave: the second
+    waits, polling every ``poll_s`` seconds, up to ``timeout_s`` seconds, then raises ``OutputError``.
+    The kernel releases the lock when its holder exits, even on SIGKILL, so a killed run never leaves a
+    stale lock. The lock file is left in place (deleting it would race with a waiting run), but there is
+    only one per directory. The lock is not re-entrant: do not nest two locks on one directory.
     Yields the lock file's path. On platforms without ``fcntl`` no lock is taken.
     """
     target = Path(path)
@@ -739,7 +747,7 @@ def output_lock(path: str | Path, timeout_s: float = 60.0, poll_s: float = 0.1) 
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise OutputError(
-                        f"{target}: expected to lock {lock.name} for writing, found it held by another run "
+                        f"{target}: expected to lock {lock} for writing, found it held by another run "
                         f"for {timeout_s:g} s (raise --lock-timeout, or look for a stuck nowcast process)"
                     ) from None
                 if not waited:

@@ -380,7 +380,7 @@ def test_lock_waits_for_the_holder(tmp_path):
         assert waiter.is_alive()  # waiting, not failing
     waiter.join(5)
     assert got == [True]
-    assert lock_path(out) == tmp_path / ".fc.nc.lock"
+    assert lock_path(out) == tmp_path / ".nowcast.lock"
     with pytest.raises(OutputError, match="held by another run"):
         with output_lock(out):
             with output_lock(out, timeout_s=0.1):
