@@ -95,3 +95,72 @@ def test_other_netcdf_write_failure_names_the_library_error(radar_file, ckpt, tm
     line = _one_error_line(_runner().invoke(app, ["predict", str(src), "--model", str(ckpt), "-o", str(out)]))
     assert str(out) in line and "NetCDF: HDF error" in line and "no space" not in line
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == [".nowcast.lock", "radar.nc"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# checkpoint errors in our own words
+
+
+def _truncated(ckpt: Path, path: Path) -> None:
+    data = ckpt.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _damaged(ckpt: Path, path: Path) -> None:
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)  # a flipped block inside a tensor
+    path.write_bytes(bytes(data))
+
+
+def _foreign(ckpt: Path, path: Path) -> None:
+    import collections
+    import fractions
+
+    import torch
+
+    torch.save({"format": "nowcast-checkpoint", "weights": collections.OrderedDict(), "x": fractions.Fraction(1, 3)}, path)
+
+
+def _zip_of_other_files(ckpt: Path, path: Path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("notes/readme.txt", "not a model")
+
+
+def _other_shapes(ckpt: Path, path: Path) -> None:
+    import torch
+
+    payload = torch.load(ckpt, weights_only=True)
+    payload["config"]["model"]["hidden"] = [12, 8]  # weights of an 8-wide first level under a 12-wide config
+    torch.save(payload, path)
+
+
+CHECKPOINTS = {
+    "truncated": (_truncated, "found a truncated or damaged archive"),
+    "damaged": (_damaged, "found a damaged archive (member"),
+    "foreign object": (_foreign, "found an object of type fractions.Fraction that only running code could rebuild"),
+    "zip of other files": (_zip_of_other_files, "found a zip archive of 1 other file(s)"),
+    "weights of other shapes": (_other_shapes, "of another shape ("),
+}
+
+
+@pytest.mark.parametrize("command", ["info", "predict"])
+@pytest.mark.parametrize("case", list(CHECKPOINTS))
+def test_checkpoint_errors_in_our_words(case, command, ckpt, radar_file, tmp_path):
+    make, expected = CHECKPOINTS[case]
+    bad = tmp_path / "bad.pt"
+    make(ckpt, bad)
+    if command == "info":
+        args = ["info", str(bad)]
+    else:
+        args = ["predict", str(radar_file(frames=5, size=SIZE)), "--model", str(bad), "-o", str(tmp_path / "fc" / "fc.nc")]
+
+    line = _one_error_line(_runner().invoke(app, args))
+
+    assert line.startswith(f"nowcast: error: {bad}: expected "), line
+    assert expected in line, line
+    for torch_words in ("weights_only", "torch.load", "trust", "safe_globals", "PytorchStreamReader", "enforce fail"):
+        assert torch_words not in line, line  # no quote of torch, never advice to load unsafely
+    assert len(line) < 300
+    assert not (tmp_path / "fc").exists()

@@ -303,7 +303,7 @@ ERRORS = {
     "checkpoint for another step": ({"step": 600}, [], None, "expected a time step that divides the model's time step of 300 s, found 600 s"),
     "step not a divisor": ({"step": 420}, [], None, "of 300 s, found 420 s"),
     "corrupt checkpoint": ({}, [], _random_ckpt, "random.pt: expected a nowcast checkpoint"),
-    "truncated checkpoint": ({}, [], _truncated_ckpt, "expected a nowcast checkpoint, found a file torch cannot read safely"),
+    "truncated checkpoint": ({}, [], _truncated_ckpt, "expected a nowcast checkpoint, found a truncated or damaged archive"),
     "no frame at --at": ({}, ["--at", "2021-06-01T12:07:00"], None, "expected a frame at the reference time 2021-06-01T12:07:00Z, found none"),
     "bad --at": ({}, ["--at", "yesterday-ish"], None, "expected an ISO 8601 time"),
     "channels": ({"dims": ("time", "channel", "y", "x"), "channels": 3}, [], None, "expected 1 channel(s) for model 'tiny', found 3"),
