@@ -164,3 +164,68 @@ def test_checkpoint_errors_in_our_words(case, command, ckpt, radar_file, tmp_pat
         assert torch_words not in line, line  # no quote of torch, never advice to load unsafely
     assert len(line) < 300
     assert not (tmp_path / "fc").exists()
+
+
+# ---------------------------------------------------------------------------------------------------
+# training failures leave no debris
+
+TINY = REPO / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def synth_file(tmp_path_factory) -> Path:
+    from nowcast.synth import write_synthetic
+
+    path = tmp_path_factory.mktemp("synth") / "s.nc"
+    write_synthetic(path, frames=24, size=(64, 64), seed=1)
+    return path
+
+
+def _train(*args: str | Path):
+    return _runner().invoke(app, ["train", *map(str, args)])
+
+
+@pytest.mark.parametrize("data", ["missing", "not netcdf", "too short"])
+def test_training_on_unusable_data_creates_no_run_directory(data, tmp_path, radar_file):
+    if data == "missing":
+        path = tmp_path / "missing.nc"
+    elif data == "not netcdf":
+        path = tmp_path / "notes.nc"
+        path.write_text("not a radar file")
+    else:
+        path = radar_file("short.nc", frames=5)  # tiny needs windows of 8 frames
+    run = tmp_path / "runs" / "r1"
+
+    line = _one_error_line(_train("--config", TINY, "--set", f"data.files=[{path}]", "--run-dir", run))
+
+    assert str(path) in line
+    assert not run.exists() and not (tmp_path / "runs").exists()
+
+
+def test_resume_removes_stale_checkpoint_temporaries(synth_file, tmp_path):
+    run = tmp_path / "run"
+    common = ["--set", "train.threads=1", "--set", "train.val_every=1000", "--set", "train.ckpt_every=1000"]
+    result = _train("--config", TINY, "--set", f"data.files=[{synth_file}]", "--set", "train.steps=2", *common, "--run-dir", run)
+    assert result.exit_code == 0, result.stderr
+    stale = [run / ".last.pt.abcd1234.pt", run / ".best.pt.zz_9yy8x.pt"]  # a run killed while saving
+    for p in stale:
+        p.write_bytes(b"PK\x03\x04 partial")
+    keep = run / ".notes.abcd1234.pt"
+    keep.write_bytes(b"not ours")
+
+    result = _train("--resume", run, "--set", "train.steps=3", *common)
+
+    assert result.exit_code == 0, result.stderr
+    assert not any(p.exists() for p in stale)
+    assert keep.exists()
+    assert sorted(p.name for p in run.glob(".*")) == [".notes.abcd1234.pt"]
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n"])
+def test_empty_config_file_is_an_error_naming_it(text, tmp_path):
+    config = tmp_path / "empty.yaml"
+    config.write_text(text)
+    run = tmp_path / "run"
+    line = _one_error_line(_train("--config", config, "--run-dir", run))
+    assert f"{config}: expected a mapping of sections" in line and "found an empty file" in line
+    assert not run.exists()
