@@ -229,3 +229,38 @@ def test_empty_config_file_is_an_error_naming_it(text, tmp_path):
     line = _one_error_line(_train("--config", config, "--run-dir", run))
     assert f"{config}: expected a mapping of sections" in line and "found an empty file" in line
     assert not run.exists()
+
+
+# ---------------------------------------------------------------------------------------------------
+# predict checks its input before any side effect
+
+
+@pytest.fixture(scope="module")
+def ckpt_six(tmp_path_factory) -> Path:
+    """A tiny checkpoint reading 6 frames."""
+    from conftest import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt6") / "tiny6.pt", "data.in_frames=6")
+
+
+def test_all_nan_input_is_refused_before_the_output_directory_or_lock(radar_file, ckpt_six, tmp_path):
+    src = radar_file("allnan.nc", frames=8, size=SIZE, nan_mask=np.ones(SIZE, bool))
+    out_dir = tmp_path / "fc" / "today"
+
+    line = _one_error_line(_runner().invoke(app, [
+        "predict", str(src), "--model", str(ckpt_six), "-o", str(out_dir / "fc.nc"), "--plot", str(out_dir / "fc.png"),
+    ]))  # fmt: skip
+
+    assert str(src) in line
+    assert "found 6 frame(s) with no data at all: 2021-06-01T12:10:00Z, 2021-06-01T12:15:00Z, 2021-06-01T12:20:00Z and 3 more" in line
+    assert not (tmp_path / "fc").exists()  # neither the directory nor a lock
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["allnan.nc"]
+
+
+def test_a_few_empty_frames_are_all_listed(radar_file, ckpt_six, tmp_path):
+    empty = np.zeros((8, *SIZE), bool)
+    empty[[3, 6]] = True
+    src = radar_file("gaps.nc", frames=8, size=SIZE, nan_mask=empty)
+    line = _one_error_line(_runner().invoke(app, ["predict", str(src), "--model", str(ckpt_six), "-o", str(tmp_path / "fc" / "fc.nc")]))
+    assert line.endswith("found 2 frame(s) with no data at all: 2021-06-01T12:15:00Z, 2021-06-01T12:30:00Z")
+    assert not (tmp_path / "fc").exists()
