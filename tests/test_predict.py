@@ -107,8 +107,11 @@ def test_forecast_file_is_cf_and_matches_the_input(radar_file, ckpt, tmp_path, m
         assert da.attrs["units"] == "mm h-1" and da.attrs["standard_name"] == "rainfall_rate"
         assert da.attrs["grid_mapping"] == "crs" and "long_name" in da.attrs
         # grid and grid mapping exactly the input's
-        for name in ("x", "y", "crs"):  # values, dims and attrs (the scalar reference time aside)
+        for name in ("x", "y"):  # values, dims and attrs (the scalar reference time aside)
             xr.testing.assert_identical(ds[name].variable, inp[name].variable)
+        assert ds["crs"].values == inp["crs"].values  # the grid mapping: every input attribute kept, ...
+        assert {k: v for k, v in ds["crs"].attrs.items() if k in inp["crs"].attrs} == inp["crs"].attrs
+        assert ds["crs"].attrs["reference_ellipsoid_name"] == "WGS 84"  # ... completed from its proj4
         # no data exactly where the last input frame has none, in every lead time
         last_nan = np.isnan(inp["rainfall_rate"].values[-1])
         values = da.values
@@ -116,11 +119,13 @@ def test_forecast_file_is_cf_and_matches_the_input(radar_file, ckpt, tmp_path, m
         assert (values[:, ~last_nan] >= 0).all()
         # global attributes
         g = ds.attrs
-        assert g["Conventions"] == "CF-1.10"
+        assert g["Conventions"] == "CF-1.11"
         assert g["institution"] == "nowcast test suite"
         assert "Shi" in g["references"] and "Convolutional LSTM Network" in g["references"]
         assert _sha(ckpt) in g["source"] and "tiny" in g["source"] and "nowcast" in g["source"]
-        assert g["history"].endswith(f"nowcast predict {src} --model {ckpt} -o {out} --steps 6") and "title" in g
+        command, completed = g["history"].split("; ")
+        assert command.endswith(f"nowcast predict {src} --model {ckpt} -o {out} --steps 6") and "title" in g
+        assert completed.startswith("grid mapping 'crs' completed from its CRS: ") and "reference_ellipsoid_name" in completed
         # round trip through xarray
         again = tmp_path / "again.nc"
         ds.to_netcdf(again)
