@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -75,16 +77,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if magic != b"PK\x03\x04":  # torch.save writes a zip archive
         found = "an empty file" if not magic else "another kind of file"
         raise CheckpointError(f"{p}: expected a nowcast checkpoint (a torch zip archive), found {found}")
+    _check_archive(p)
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        first = " ".join(str(exc).split())[:160]
+    except pickle.UnpicklingError as exc:  # weights_only refused an object; torch's text advises unsafe loading
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f"an object of type {found.group(1)}" if found else "an object"
         raise CheckpointError(
-            f"{p}: expected a nowcast checkpoint, found a file torch cannot read safely (corrupt, truncated or not a checkpoint: {first})"
+            f"{p}: expected a nowcast checkpoint of plain dicts, lists, numbers, strings and tensors, found "
+            f"{what} that only running code could rebuild (not a nowcast checkpoint; it is not loaded)"
         ) from None
-    except Exception as exc:  # unpickling refused a foreign object (weights_only)
-        first = " ".join(str(exc).split())[:160]
-        raise CheckpointError(f"{p}: expected a nowcast checkpoint of plain tensors, found foreign content ({first})") from None
+    except Exception:  # noqa: BLE001 - torch raises RuntimeError, OSError, EOFError, ValueError, ... here
+        raise CheckpointError(
+            f"{p}: expected a nowcast checkpoint, found a torch archive whose contents cannot be read "
+            "(corrupt, or written by an incompatible program)"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         found = ckpt.get("format", "no 'format' key") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{p}: expected format '{FORMAT}', found {found!r} (not a nowcast checkpoint)")
@@ -98,6 +105,46 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         if not isinstance(ckpt.get(key), dict):
             raise CheckpointError(f"{p}: expected a '{key}' mapping in the checkpoint, found {type(ckpt.get(key)).__name__}")
     return ckpt
+
+
+def _check_archive(p: Path) -> None:
+    """Raise CheckpointError unless ``p`` is a whole zip archive as ``torch.save`` writes (checksums read)."""
+    try:
+        with zipfile.ZipFile(p) as archive:
+            names = archive.namelist()
+            if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+                raise CheckpointError(
+                    f"{p}: expected a nowcast checkpoint (a torch archive holding data.pkl), found a zip archive "
+                    f"of {len(names)} other file(s)"
+                )
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError):
+        raise CheckpointError(
+            f"{p}: expected a nowcast checkpoint, found a truncated or damaged archive ({p.stat().st_size:,} bytes "
+            "without a readable zip directory; was the copy cut short?)"
+        ) from None
+    if damaged is not None:
+        raise CheckpointError(
+            f"{p}: expected a nowcast checkpoint, found a damaged archive (member {damaged.split('/', 1)[-1]!r} "
+            "fails its checksum)"
+        )
+
+
+def _mismatch(expected: dict[str, torch.Tensor], found: dict[str, Any]) -> str:
+    """What differs between a model's state_dict and a checkpoint's, in a few words."""
+    missing = [k for k in expected if k not in found]
+    extra = [k for k in found if k not in expected]
+    shapes = [
+        f"{k}: expected {tuple(v.shape)}, found {tuple(found[k].shape)}"
+        for k, v in expected.items()
+        if k in found and isinstance(found[k], torch.Tensor) and tuple(found[k].shape) != tuple(v.shape)
+    ]
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", extra), ("of another shape", shapes)):
+        if items:
+            more = f" and {len(items) - 2} more" if len(items) > 2 else ""
+            parts.append(f"{len(items)} {label} ({', '.join(items[:2])}{more})")
+    return "; ".join(parts) or "tensors that do not load"
 
 
 def checkpoint_config(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> Config:
@@ -117,9 +164,11 @@ def model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, Config, di
     model = build_model(cfg.model)
     try:
         model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as exc:
-        first = " ".join(str(exc).split())[:200]
-        raise CheckpointError(f"{path}: expected weights matching its stored model config, found a mismatch ({first})") from None
+    except RuntimeError:
+        raise CheckpointError(
+            f"{path}: expected the {len(model.state_dict())} weight tensors of its stored model config "
+            f"('{cfg.model.name}'), found {_mismatch(model.state_dict(), ckpt['state_dict'])}"
+        ) from None
     model.eval()
     return model, cfg, ckpt
 

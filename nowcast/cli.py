@@ -17,12 +17,63 @@ from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from nowcast import __version__
 from nowcast.errors import NowcastError
 
+_click_errors = sys.modules[typer.BadParameter.__module__]  # click.exceptions, or the copy newer Typer vendors
+_NoArgsIsHelp: type[BaseException] = getattr(_click_errors, "NoArgsIsHelpError", ())  # type: ignore[assignment]
+
+
+class _OneLineErrors(TyperGroup):
+    """The command group, with usage errors (bad option value, unknown option, missing argument) as one
+    stderr line and exit 2, instead of Click's usage line and box (DESIGN section 2)."""
+
+    def main(self, *args: object, standalone_mode: bool = True, **extra: object) -> object:  # type: ignore[override]
+        try:
+            rv = super().main(*args, standalone_mode=False, **extra)  # type: ignore[arg-type]
+        except _NoArgsIsHelp as exc:  # `nowcast` alone: the help, exit 2
+            if not standalone_mode:
+                raise
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+        except _click_errors.UsageError as exc:
+            if not standalone_mode:
+                raise
+            typer.echo(f"nowcast: error: {_usage_message(exc)}", err=True)
+            sys.exit(exc.exit_code)
+        except _click_errors.ClickException as exc:
+            if not standalone_mode:
+                raise
+            typer.echo(f"nowcast: error: {' '.join(exc.format_message().split())}", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            typer.echo("nowcast: aborted", err=True)
+            sys.exit(1)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _usage_message(exc: Exception) -> str:
+    """Click's usage error as one line, with the value it refused and where to look for help."""
+    message = " ".join(exc.format_message().split()).rstrip(".")  # type: ignore[attr-defined]
+    errors = getattr(exc.__cause__, "errors", None)  # Typer's pydantic coercion does not quote the value
+    if callable(errors):
+        try:
+            message += f", found {errors()[0]['input']!r}"
+        except (LookupError, TypeError, ValueError):
+            pass
+    ctx = getattr(exc, "ctx", None)
+    return f"{message} (see '{ctx.command_path if ctx is not None else 'nowcast'} --help')"
+
+
 app = typer.Typer(
     name="nowcast",
+    cls=_OneLineErrors,
     help="Precipitation nowcasting from weather-radar sequences with a ConvLSTM encoder-forecaster.",
     no_args_is_help=True,
     add_completion=False,
@@ -176,7 +227,8 @@ def predict(
 ) -> None:
     """Forecast from the latest frames and write a CF-conventions NetCDF on the input's grid.
 
-    Written atomically under a lock (.NAME.lock next to it): overlapping cron runs never interleave.
+    Written atomically under a lock (.nowcast.lock, one per output directory): overlapping cron runs
+    never interleave.
     """
     with _errors():
         from nowcast.predict import predict_to_file

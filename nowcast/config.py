@@ -337,9 +337,11 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ConfigError(f"{p}: expected YAML, found a syntax error ({first})") from None
-        if loaded is not None and not isinstance(loaded, dict):
+        if loaded is None:  # an empty file (or comments only) is a mistake, not "all defaults"
+            raise ConfigError(f"{p}: expected a mapping of sections (data, model, train, ...), found an empty file")
+        if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: expected a mapping of sections, found {type(loaded).__name__}")
-        raw = loaded or {}
+        raw = loaded
     for text in overrides:
         keys, value = parse_override(text)
         node = raw

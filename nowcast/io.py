@@ -10,18 +10,20 @@ archive larger than memory is never loaded whole.
 - ``open_archive``: many files and glob patterns -> an ``Archive`` of segments; unusable files skipped.
 - ``describe_radar``: the lines ``nowcast info`` prints for radar files.
 - ``atomic_output``: write-to-temporary-then-rename for every output file.
-- ``output_lock`` / ``remove_stale_temporaries``: one writer per output file at a time (cron safety).
-- ``forecast_dataset`` / ``write_forecast``: a forecast DataArray as a CF-1.10 NetCDF (DESIGN section 7).
+- ``output_lock`` / ``remove_stale_temporaries``: one writer per output directory at a time (cron safety).
+- ``forecast_dataset`` / ``write_forecast``: a forecast DataArray as a CF-1.11 NetCDF (DESIGN section 7).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import glob
 import logging
 import os
 import re
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -344,6 +346,9 @@ def _open_rate(
     for key in ("title", "institution"):
         if key in ds.attrs:
             attrs[f"input_{key}"] = str(ds.attrs[key])
+    licence = ds.attrs.get("licence", ds.attrs.get("license"))
+    if licence is not None:
+        attrs["input_license"] = str(licence)
 
     gm = str(in_attrs.get("grid_mapping") or var.encoding.get("grid_mapping") or "").split(":")[0].strip()
     if gm and gm in ds.variables and ds[gm].ndim == 0:
@@ -432,7 +437,7 @@ def open_radar(
         ``(time, channel, y, x)`` (lat/lon, latitude/longitude, rows/cols renamed to y/x). NaN = no data;
         negative values become NaN. Keeps x/y (and lat/lon) coordinates and the grid-mapping variable
         as a scalar coordinate. ``attrs``: source_file, variable, standard_name, long_name, units
-        (mm h-1), time_step (s, int), grid_mapping, cell_methods, input_title, input_institution,
+        (mm h-1), time_step (s, int), grid_mapping, cell_methods, input_title, input_institution, input_license,
         input_units / input_standard_name when converted.
 
     Raises
@@ -633,27 +638,68 @@ def describe_radar(paths: Sequence[str], variable: str | None = None) -> list[st
 # output
 
 
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _free_bytes(directory: Path) -> int | None:
+    """Bytes free to an unprivileged user on ``directory``'s file system, None if unknown."""
+    try:
+        return int(shutil.disk_usage(directory).free)
+    except OSError:
+        return None
+
+
+def write_error(target: Path, exc: BaseException, need_bytes: int = 1 << 20) -> OutputError:
+    """A one-line ``OutputError`` for a failed write of ``target`` that names the cause.
+
+    A full disk (or quota) is named as such: by the error number when the writer reports one, and by
+    the free space left (under ``need_bytes``) when it does not, as the netCDF library, which says
+    only ``NetCDF: HDF error``. Anything else is quoted.
+    """
+    why = _first_line(exc)
+    free = _free_bytes(target.parent)
+    if getattr(exc, "errno", None) in _NO_SPACE or (free is not None and free < need_bytes):
+        left = "" if free is None else f"{free:,} bytes free in {target.parent}"
+        said = "" if "no space" in why.lower() or "quota" in why.lower() else why
+        detail = "; ".join(x for x in (left, said) if x)
+        return OutputError(
+            f"{target}: expected room to write it, found no space left on the device"
+            + (f" ({detail})" if detail else "")
+            + "; the previous file, if any, is untouched"
+        )
+    return OutputError(f"{target}: expected a writable output file, found {why}")
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path in the target's directory; on success fsync and rename it onto ``path``.
 
     The target is therefore either absent, the previous complete file, or the new complete file.
-    On any exception the temporary file is removed and the target left as it was.
+    On any exception the temporary file is removed and the target left as it was; an ``OSError`` for
+    a full disk or quota (while writing, flushing or renaming) becomes a one-line ``OutputError``.
     Temporary names start with ``.`` and end with ``suffix`` so that globs of outputs skip them.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    except OSError as exc:
+        raise write_error(target, exc, need_bytes=0) from None
     os.close(fd)
     tmp = Path(tmp_name)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the target the usual permissions
     try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        try:
+            yield tmp
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except OSError as exc:
+            if exc.errno in _NO_SPACE:
+                raise write_error(target, exc) from None
+            raise
         with contextlib.suppress(OSError):  # make the rename durable where the platform allows
             dir_fd = os.open(target.parent, os.O_RDONLY)
             try:
@@ -700,20 +746,28 @@ def remove_stale_temporaries(path: str | Path, *, suffix: str = ".tmp", min_age_
     return removed
 
 
+LOCK_NAME = ".nowcast.lock"
+"""The one lock file ``output_lock`` keeps in each output directory."""
+
+
 def lock_path(path: str | Path) -> Path:
-    """The lock file ``output_lock`` uses for ``path``: ``.{name}.lock`` next to it."""
-    target = Path(path)
-    return target.parent / f".{target.name}.lock"
+    """The lock file ``output_lock`` uses for ``path``: ``.nowcast.lock`` in its directory.
+
+    One lock per directory, not per output: a templated output such as ``fc_{reference_time}.nc``
+    written every 5 minutes for years then leaves one lock file in all, not one per forecast.
+    """
+    return Path(path).parent / LOCK_NAME
 
 
 @contextlib.contextmanager
 def output_lock(path: str | Path, timeout_s: float = 60.0, poll_s: float = 0.1) -> Iterator[Path]:
-    """Hold an exclusive ``flock`` on ``.{name}.lock`` next to ``path`` while writing ``path``.
+    """Hold an exclusive ``flock`` on the output directory's ``.nowcast.lock`` while writing ``path``.
 
-    Two runs writing the same output (overlapping cron jobs) thus never interleave: the second waits,
-    polling every ``poll_s`` seconds, up to ``timeout_s`` seconds, then raises ``OutputError``. The
-    kernel releases the lock when its holder exits, even on SIGKILL, so a killed run never leaves a
-    stale lock. The lock file itself is left in place (deleting it would race with a waiting run).
+    Two runs writing into the same directory (overlapping cron jobs) thus never interleave: the second
+    waits, polling every ``poll_s`` seconds, up to ``timeout_s`` seconds, then raises ``OutputError``.
+    The kernel releases the lock when its holder exits, even on SIGKILL, so a killed run never leaves a
+    stale lock. The lock file is left in place (deleting it would race with a waiting run), but there is
+    only one per directory. The lock is not re-entrant: do not nest two locks on one directory.
     Yields the lock file's path. On platforms without ``fcntl`` no lock is taken.
     """
     target = Path(path)
@@ -739,7 +793,7 @@ def output_lock(path: str | Path, timeout_s: float = 60.0, poll_s: float = 0.1) 
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise OutputError(
-                        f"{target}: expected to lock {lock.name} for writing, found it held by another run "
+                        f"{target}: expected to lock {lock} for writing, found it held by another run "
                         f"for {timeout_s:g} s (raise --lock-timeout, or look for a stuck nowcast process)"
                     ) from None
                 if not waited:
@@ -765,7 +819,90 @@ _PACK_SCALE = 0.01
 _PACK_FILL = -32768
 _PACK_MAX = 327.67  # mm/h, the largest value int16 with scale_factor 0.01 holds
 _TIME_UNITS = "seconds since 1970-01-01 00:00:00"
-_INTERNAL_ATTRS = ("source_file", "variable", "time_step", "input_title", "input_institution")
+_INTERNAL_ATTRS = ("source_file", "variable", "time_step", "input_title", "input_institution", "input_license")
+_TIME_UNITS_METADATA = "leap_seconds: none"  # CF-1.11: POSIX seconds, as the radar files' times are
+_CRS_TEXT_ATTRS = ("crs_wkt", "spatial_ref", "proj4", "proj4_params")
+
+
+def _parse_crs(attrs: Mapping[str, object]) -> tuple[object, str] | None:
+    """The CRS a grid-mapping variable describes, read by pyproj from crs_wkt, spatial_ref or proj4
+    (the first that parses), with the attribute's name; None without pyproj or a readable CRS."""
+    try:
+        import pyproj
+    except ImportError:
+        return None
+    for key in _CRS_TEXT_ATTRS:
+        if attrs.get(key):
+            try:
+                return pyproj.CRS.from_user_input(str(attrs[key])), key
+            except pyproj.exceptions.CRSError:
+                continue
+    return None
+
+
+def complete_grid_mapping(attrs: Mapping[str, object]) -> tuple[dict[str, object] | None, list[str]]:
+    """A grid mapping's attributes completed from the CRS it describes (CF-1.11 Appendix F).
+
+    Real radar files often carry a ``crs_wkt``/``proj4`` but leave out attributes CF requires (KNMI's
+    polar stereographic has no ``latitude_of_projection_origin``). The attributes pyproj derives from
+    the CRS (``CRS.to_cf``) are added where missing; present ones are not changed, except a
+    ``crs_wkt`` that PROJ cannot read, rewritten from the ``proj4`` text that it can.
+
+    Returns
+    -------
+    attrs, added
+        The completed attributes and the names added; ``attrs`` is None when the CRS has no CF grid
+        mapping at all (e.g. an equidistant cylindrical "plate carree" with a true-scale latitude):
+        then the caller writes latitude/longitude coordinates instead.
+    """
+    import warnings
+
+    out = dict(attrs)
+    parsed = _parse_crs(attrs)
+    cf: dict[str, object] = {}
+    params: dict[str, object] = {}
+    if parsed is not None:
+        crs = parsed[0]
+        with warnings.catch_warnings():  # pyproj warns that a WKT-only result loses information
+            warnings.simplefilter("ignore")
+            cf = dict(crs.to_cf())  # type: ignore[attr-defined]
+            params = dict(crs.to_dict())  # type: ignore[attr-defined]
+    name = out.get("grid_mapping_name") or cf.get("grid_mapping_name")
+    if not name:
+        return None, []
+    added = [k for k in cf if k not in out]
+    out.update({k: cf[k] for k in added})
+    if parsed is not None and "crs_wkt" in attrs and parsed[1] != "crs_wkt":  # the input's WKT did not parse
+        out["crs_wkt"] = parsed[0].to_wkt()  # type: ignore[attr-defined]
+        added.append(f"crs_wkt (from {parsed[1]}; the input's could not be read)")
+    if name == "polar_stereographic" and "latitude_of_projection_origin" not in out:
+        lat0 = params.get("lat_0")
+        if lat0 is None and out.get("standard_parallel") is not None:
+            lat0 = 90.0 if float(np.ravel(out["standard_parallel"])[0]) >= 0 else -90.0
+        if lat0 is not None:
+            out["latitude_of_projection_origin"] = float(lat0)  # type: ignore[arg-type]
+            added.append("latitude_of_projection_origin")
+    if name == "oblique_mercator":
+        if "azimuth_of_central_line" not in out and (params.get("alpha") is not None or params.get("proj") == "somerc"):
+            out["azimuth_of_central_line"] = float(params.get("alpha", 90.0))  # type: ignore[arg-type]
+            added.append("azimuth_of_central_line")
+        if "azimuth_of_central_line" in out and "azimuth" not in out:
+            out["azimuth"] = out["azimuth_of_central_line"]  # compliance-checker <= 6.1 asks for this name
+            added.append("azimuth")
+    return out, added
+
+
+def _latitude_longitude(crs_attrs: Mapping[str, object], x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """2-D latitude and longitude (degrees, (y, x)) of the pixel centres, from the grid's CRS."""
+    parsed = _parse_crs(crs_attrs)
+    if parsed is None:
+        return None
+    import pyproj
+
+    to_lonlat = pyproj.Transformer.from_crs(parsed[0], "EPSG:4326", always_xy=True)
+    xx, yy = np.meshgrid(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+    lon, lat = to_lonlat.transform(xx, yy)
+    return np.asarray(lat), np.asarray(lon)
 
 
 def _lead_seconds(fp: xr.DataArray) -> np.ndarray:
@@ -786,7 +923,10 @@ def forecast_dataset(
     global_attrs: Mapping[str, object] | None = None,
     packed: bool = True,
 ) -> xr.Dataset:
-    """The CF-1.10 Dataset (with encodings) that ``write_forecast`` writes.
+    """The CF-1.11 Dataset (with encodings) that ``write_forecast`` writes.
+
+    The input's grid mapping is completed from its CRS (``complete_grid_mapping``), or left out with
+    latitude/longitude coordinates where CF has none for it; ``history`` says which.
 
     Parameters
     ----------
@@ -811,6 +951,25 @@ def forecast_dataset(
     name = str(a.get("variable") or fc.name or "rainfall_rate")
     gm = str(a.get("grid_mapping") or "")
     gm_var = fc.coords[gm].variable.copy() if gm and gm in fc.coords and fc.coords[gm].ndim == 0 else None
+    notes: list[str] = []  # what was completed, for the history attribute
+    latlon: tuple[np.ndarray, np.ndarray] | None = None
+    if gm_var is not None:
+        completed, added = complete_grid_mapping(gm_var.attrs)
+        if completed is None:  # no CF grid mapping describes this CRS: locate pixels by latitude/longitude
+            has_latlon = {str(c.attrs.get("standard_name")) for c in fc.coords.values()} >= {"latitude", "longitude"}
+            if not has_latlon and "x" in fc.coords and "y" in fc.coords:
+                latlon = _latitude_longitude(gm_var.attrs, fc["x"].values, fc["y"].values)
+            what = "existing" if has_latlon else "2-D" if latlon is not None else "no"
+            log.info(
+                "grid mapping '%s' has no CF equivalent (%s): written without it, with %s latitude/longitude coordinates",
+                gm, str(gm_var.attrs.get("proj4") or gm_var.attrs.get("proj4_params") or "no grid_mapping_name").strip(),
+                what,
+            )
+            notes.append(f"grid mapping '{gm}' has no CF equivalent: left out, pixels located by {what} latitude/longitude")
+            gm_var = None
+        elif added:
+            gm_var.attrs = completed
+            notes.append(f"grid mapping '{gm}' completed from its CRS: {', '.join(added)}")
 
     # the data variable
     long_name = str(a.get("long_name", "rain rate"))
@@ -864,6 +1023,10 @@ def forecast_dataset(
         coords[cname] = coord.variable.copy()
         if cname not in fc.dims:
             aux.append(cname)
+    if latlon is not None:
+        coords["lat"] = xr.Variable(("y", "x"), latlon[0], {"standard_name": "latitude", "units": "degrees_north", "long_name": "latitude of pixel centre"})
+        coords["lon"] = xr.Variable(("y", "x"), latlon[1], {"standard_name": "longitude", "units": "degrees_east", "long_name": "longitude of pixel centre"})
+        aux += ["lat", "lon"]
     ds = xr.Dataset({name: var}, coords=coords)
     if gm_var is not None:
         ds[gm] = gm_var
@@ -872,6 +1035,8 @@ def forecast_dataset(
     enc_time = {"units": _TIME_UNITS, "calendar": "standard", "dtype": "int64"}
     ds["time"].encoding = dict(enc_time)
     ds["forecast_reference_time"].encoding = dict(enc_time)
+    for tname in ("time", "forecast_reference_time"):
+        ds[tname].attrs["units_metadata"] = _TIME_UNITS_METADATA
     ds["forecast_period"].encoding = {"dtype": "int32", "_FillValue": None}
     for cname in ds.coords:
         if cname not in ("time", "forecast_reference_time", "forecast_period"):
@@ -891,12 +1056,16 @@ def forecast_dataset(
         ds[gm].encoding = {"coordinates": None}  # a grid mapping has no coordinates of its own
 
     # global attributes
-    g: dict[str, object] = {"Conventions": "CF-1.10", "title": f"nowcast of {long_name}"}
+    g: dict[str, object] = {"Conventions": "CF-1.11", "title": f"nowcast of {long_name}"}
     if a.get("input_institution"):
         g["institution"] = str(a["input_institution"])
+    if a.get("input_license"):
+        g["license"] = str(a["input_license"])  # the data's usage terms travel with the product
     g["source"] = "nowcast"
     g["references"] = FORECAST_REFERENCES
     g.update(global_attrs or {})
+    if notes:
+        g["history"] = "; ".join(([str(g["history"])] if g.get("history") else []) + notes)
     ds.attrs = {k: v for k, v in g.items() if v is not None}
     return ds
 
@@ -908,19 +1077,20 @@ def write_forecast(
     global_attrs: Mapping[str, object] | None = None,
     packed: bool = True,
 ) -> Path:
-    """Write a forecast as a CF-1.10 NetCDF (``forecast_dataset``) atomically; return the path.
+    """Write a forecast as a CF-1.11 NetCDF (``forecast_dataset``) atomically; return the path.
 
     The file appears complete under ``path`` or not at all (temporary file in the same directory, fsync,
     rename); a previous file at ``path`` stays intact until then. Take ``output_lock(path)`` around this
-    when other processes may write the same path. Raises ``OutputError`` when the directory or file
-    cannot be written.
+    when other processes may write the same path. Raises ``OutputError`` (one line naming the cause,
+    e.g. no space left on the device) when the directory or file cannot be written.
     """
     target = Path(path)
     ds = forecast_dataset(forecast, global_attrs=global_attrs, packed=packed)
+    need = (1 << 20) + sum(int(v.size) * (2 if packed else 4) for v in ds.data_vars.values())
     try:
         with atomic_output(target) as tmp:
             ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
-    except OSError as exc:
-        raise OutputError(f"{target}: expected a writable output file, found {_first_line(exc)}") from None
+    except (OSError, RuntimeError) as exc:  # a full disk surfaces as RuntimeError('NetCDF: HDF error')
+        raise write_error(target, exc, need_bytes=need) from None
     log.debug("wrote %s", target)
     return target

@@ -222,10 +222,11 @@ def _checked_frames(rate: xr.DataArray, idx: np.ndarray, time_step: int) -> np.n
     empty = ~np.isfinite(frames).reshape(frames.shape[0], -1).any(axis=1)
     if empty.any():
         t = _times_ns(rate)[idx]
-        listed = ", ".join(_iso(x) for x in t[empty][:3])
+        n_empty = int(empty.sum())
+        listed = ", ".join(_iso(x) for x in t[empty][:3]) + (f" and {n_empty - 3} more" if n_empty > 3 else "")
         raise InputError(
             f"{_source(rate)}: expected data in each of the {len(idx)} input frames ({time_step} s apart up to "
-            f"{_iso(t[-1])}), found {int(empty.sum())} frame(s) with no data at all: {listed}"
+            f"{_iso(t[-1])}), found {n_empty} frame(s) with no data at all: {listed}"
         )
     return frames
 
@@ -517,8 +518,9 @@ def predict_to_file(
         _check_age(newest, float(max_age_min), now, _source(newest_seg))
     t_ref = newest if at is None else parse_time(at)
     rate = _window(archive.segments, t_ref, d.in_frames, d.time_step)
-    check_input(rate, cfg)  # fail on bad or short input before waiting for a lock
-    select_frames(rate, d.in_frames, d.time_step, t_ref)
+    check_input(rate, cfg)  # fail on bad or short input before creating anything or waiting for a lock
+    rate = rate.isel(time=select_frames(rate, d.in_frames, d.time_step, t_ref)).load()  # read once, here
+    _checked_frames(rate, np.arange(rate.sizes["time"]), d.time_step)  # frames without data: refuse now
     out_path = _output_path(output, t_ref, archive.files[0], archive.files)
     plot_path = None
     if plot is not None:

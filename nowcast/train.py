@@ -34,7 +34,7 @@ from nowcast.data import (
     to_model_space, window_rain_fraction,
 )
 from nowcast.errors import ConfigError, InputError, TrainingDivergedError
-from nowcast.io import Archive, open_archive
+from nowcast.io import Archive, open_archive, remove_stale_temporaries
 from nowcast.model import build_model
 from nowcast.predict import data_time_step, forecast_array
 from nowcast.runtime import autocast, available_cores, resolve_precision, select_device, set_threads
@@ -346,9 +346,6 @@ def run_training(
         out = Path(run_dir)
     else:
         out = Path("runs") / f"{config_name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    if info.main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
 
     d, t = cfg.data, cfg.train
     transform = Transform.from_config(cfg)
@@ -400,6 +397,10 @@ def run_training(
         weights = keep.astype(np.float64)
         log.info("%d of %d training windows meet min_rain_fraction", int(keep.sum()), len(keep))
 
+    if info.main:  # the data are usable: only now the run directory is created
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+
     torch.manual_seed(t.seed)
     model = build_model(cfg.model).to(device)
     if device.type == "cuda":
@@ -408,6 +409,10 @@ def run_training(
     start_step, best_val, earlier = 0, math.inf, None
     if resume is not None:
         last = out / "last.pt"
+        if info.main:  # temporaries of checkpoints a killed run was writing
+            for name in ("last.pt", "best.pt", "model.pt"):
+                for stale in remove_stale_temporaries(out / name, suffix=".pt", min_age_s=0.0):
+                    log.info("removed %s, left by an interrupted write", stale)
         ckpt = load_checkpoint(last)
         if "training" not in ckpt:
             raise InputError(f"{last}: expected a resumable training checkpoint, found an inference-only one")

@@ -102,3 +102,48 @@ def test_info_prints_a_good_file(radar_file):
     assert result.exit_code == 0, result.stderr
     assert f"file:            {path}" in result.stdout
     assert "time step:       300 s (5 min)" in result.stdout
+
+
+USAGE_ERRORS = {
+    "steps not a number": (["predict", "in.nc", "--steps", "abc"], "'--steps'", "'abc'"),
+    "unknown option": (["predict", "in.nc", "--bogus"], "No such option: --bogus", "nowcast predict --help"),
+    "thresholds not numbers": (["evaluate", "in.nc", "--thresholds", "a,b"], "--thresholds", "'a,b'"),
+    "unknown command": (["forecast", "in.nc"], "No such command 'forecast'", "nowcast --help"),
+    "missing argument": (["predict"], "Missing argument", "nowcast predict --help"),
+    "train without config": (["train"], "--config", "--resume"),
+}
+
+
+@pytest.mark.parametrize("case", list(USAGE_ERRORS))
+def test_usage_errors_are_one_line_exit_2(case):
+    args, *expected = USAGE_ERRORS[case]
+    result = _runner().invoke(app, args, prog_name="nowcast")
+
+    assert result.exit_code == 2, (result.output, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr  # no usage line, no box
+    assert lines[0].startswith("nowcast: error: ")
+    assert all(text in lines[0] for text in expected), lines[0]
+    assert "Traceback" not in result.stderr and "╭" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_usage_error_through_python_m_is_one_line():
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-m", "nowcast", "predict", "in.nc", "--steps", "abc"],
+        capture_output=True, text=True, env=env, cwd=repo, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert len(proc.stderr.strip().splitlines()) == 1 and "'--steps'" in proc.stderr and "'abc'" in proc.stderr
+
+
+def test_no_arguments_prints_the_help():
+    result = _runner().invoke(app, [], prog_name="nowcast")
+    assert "Usage:" in result.output and "predict" in result.output

@@ -107,8 +107,13 @@ def test_forecast_file_is_cf_and_matches_the_input(radar_file, ckpt, tmp_path, m
         assert da.attrs["units"] == "mm h-1" and da.attrs["standard_name"] == "rainfall_rate"
         assert da.attrs["grid_mapping"] == "crs" and "long_name" in da.attrs
         # grid and grid mapping exactly the input's
-        for name in ("x", "y", "crs"):  # values, dims and attrs (the scalar reference time aside)
+        for name in ("x", "y"):  # values, dims and attrs (the scalar reference time aside)
             xr.testing.assert_identical(ds[name].variable, inp[name].variable)
+        assert ds["crs"].values == inp["crs"].values  # the grid mapping: every input attribute kept, ...
+        kept = {k: v for k, v in inp["crs"].attrs.items() if k != "crs_wkt"}  # the fixture's WKT is unreadable
+        assert {k: v for k, v in ds["crs"].attrs.items() if k in kept} == kept
+        assert ds["crs"].attrs["reference_ellipsoid_name"] == "WGS 84"  # ... completed from its proj4
+        assert ds["crs"].attrs["crs_wkt"].startswith("PROJCRS[")  # rewritten from the proj4 PROJ can read
         # no data exactly where the last input frame has none, in every lead time
         last_nan = np.isnan(inp["rainfall_rate"].values[-1])
         values = da.values
@@ -116,11 +121,14 @@ def test_forecast_file_is_cf_and_matches_the_input(radar_file, ckpt, tmp_path, m
         assert (values[:, ~last_nan] >= 0).all()
         # global attributes
         g = ds.attrs
-        assert g["Conventions"] == "CF-1.10"
+        assert g["Conventions"] == "CF-1.11"
         assert g["institution"] == "nowcast test suite"
         assert "Shi" in g["references"] and "Convolutional LSTM Network" in g["references"]
         assert _sha(ckpt) in g["source"] and "tiny" in g["source"] and "nowcast" in g["source"]
-        assert g["history"].endswith(f"nowcast predict {src} --model {ckpt} -o {out} --steps 6") and "title" in g
+        command, completed = g["history"].split("; ", 1)
+        assert command.endswith(f"nowcast predict {src} --model {ckpt} -o {out} --steps 6") and "title" in g
+        assert completed.startswith("grid mapping 'crs' completed from its CRS: ") and "reference_ellipsoid_name" in completed
+        assert "crs_wkt (from proj4; the input's could not be read)" in completed
         # round trip through xarray
         again = tmp_path / "again.nc"
         ds.to_netcdf(again)
@@ -303,7 +311,7 @@ ERRORS = {
     "checkpoint for another step": ({"step": 600}, [], None, "expected a time step that divides the model's time step of 300 s, found 600 s"),
     "step not a divisor": ({"step": 420}, [], None, "of 300 s, found 420 s"),
     "corrupt checkpoint": ({}, [], _random_ckpt, "random.pt: expected a nowcast checkpoint"),
-    "truncated checkpoint": ({}, [], _truncated_ckpt, "expected a nowcast checkpoint, found a file torch cannot read safely"),
+    "truncated checkpoint": ({}, [], _truncated_ckpt, "expected a nowcast checkpoint, found a truncated or damaged archive"),
     "no frame at --at": ({}, ["--at", "2021-06-01T12:07:00"], None, "expected a frame at the reference time 2021-06-01T12:07:00Z, found none"),
     "bad --at": ({}, ["--at", "yesterday-ish"], None, "expected an ISO 8601 time"),
     "channels": ({"dims": ("time", "channel", "y", "x"), "channels": 3}, [], None, "expected 1 channel(s) for model 'tiny', found 3"),
@@ -380,7 +388,7 @@ def test_lock_waits_for_the_holder(tmp_path):
         assert waiter.is_alive()  # waiting, not failing
     waiter.join(5)
     assert got == [True]
-    assert lock_path(out) == tmp_path / ".fc.nc.lock"
+    assert lock_path(out) == tmp_path / ".nowcast.lock"
     with pytest.raises(OutputError, match="held by another run"):
         with output_lock(out):
             with output_lock(out, timeout_s=0.1):

@@ -137,3 +137,39 @@ def test_overlapping_runs_both_finish_and_leave_a_complete_file(radar_file, ckpt
     assert waited > 1.0  # the second run waited for the first instead of interleaving
     _valid(out, "2021-06-01T12:20")
     assert _temporaries(out) == []
+
+
+def test_templated_forecasts_leave_only_their_outputs_and_one_lock(radar_file, ckpt, tmp_path):
+    src = radar_file("radar.nc", frames=13, size=SIZE)
+    out_dir = tmp_path / "fc"
+    template = str(out_dir / "fc_{reference_time:%Y%m%d%H%M}.nc")
+    expected = []
+    for k in range(10):  # ten cron runs, five minutes apart
+        ref = np.datetime64("2021-06-01T12:15") + np.timedelta64(5 * k, "m")
+        result = _runner().invoke(app, ["predict", str(src), "--model", str(ckpt), "-o", template, "--at", str(ref)])
+        assert result.exit_code == 0, result.stderr
+        expected.append(f"fc_{str(ref).replace('-', '').replace('T', '').replace(':', '')}.nc")
+
+    names = sorted(p.name for p in out_dir.iterdir())
+    assert [n for n in names if not n.startswith(".")] == sorted(expected)
+    assert [n for n in names if n.startswith(".")] == [".nowcast.lock"]  # one lock per directory, no litter
+
+
+def test_overlapping_runs_into_one_directory_serialize(radar_file, ckpt, tmp_path):
+    src = radar_file("radar.nc", frames=6, size=SIZE)
+    out_dir = tmp_path / "fc"
+    template = str(out_dir / "fc_{reference_time:%Y%m%d%H%M}.nc")
+
+    first = _slow_run(3, src, "--model", ckpt, "-o", template, "--at", "2021-06-01T12:20", "--lock-timeout", 60)
+    _wait_for_write(first)  # the first run holds the directory's lock, its file not yet renamed
+    started = time.monotonic()
+    second = _runner().invoke(app, ["predict", str(src), "--model", str(ckpt), "-o", template, "--lock-timeout", "60"])
+    waited = time.monotonic() - started
+    first.wait(60)
+
+    assert first.returncode == 0, first.stderr.read()
+    assert second.exit_code == 0, second.stderr
+    assert waited > 1.0  # another output in the same directory: the second run still waited
+    _valid(out_dir / "fc_202106011220.nc", "2021-06-01T12:20")
+    _valid(out_dir / "fc_202106011225.nc", "2021-06-01T12:25")
+    assert sorted(p.name for p in out_dir.iterdir()) == [".nowcast.lock", "fc_202106011220.nc", "fc_202106011225.nc"]
