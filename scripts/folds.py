@@ -1,0 +1,167 @@
+"""Cross-radar folds: score fold models on the events they never saw, and tabulate the folds.
+
+The shared events are split by radar network into two folds (docs/default-model.md, "Selection rule",
+written before the runs). A model trained on one fold is scored on the other fold's whole events with
+``nowcast evaluate`` (model, persistence, pySTEPS extrapolation and S-PROG on the same cases and
+pixels), each event at its own time step with lead times up to 60 minutes (see ``LEADS``).
+
+    python scripts/folds.py evaluate --fold A --model runs/foldA-r1/model.pt --out evaluation/folds/r1
+    python scripts/folds.py evaluate --fold B --model runs/foldB-r1/model.pt --out evaluation/folds/r1
+    python scripts/folds.py table evaluation/folds/r1            # per event, per fold, and the targets
+
+``--fold A`` means "trained on fold A's training events", so it is scored on fold B's events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "radar"
+
+FOLD_EVENTS = {
+    "A": ("knmi_netherlands_20100826", "mch_switzerland_20150515", "mch_switzerland_20160711", "opera_cirrus_europe_20241126"),
+    "B": ("bom_brisbane_20201031", "bom_melbourne_20180616", "opera_europe_20180824", "mrms_conus_20190610"),
+}
+"""Training events of each fold: A = KNMI, MeteoSwiss x2, OPERA CIRRUS; B = BoM x2, OPERA, MRMS."""
+
+LEADS = {
+    "knmi_netherlands_20100826": 12, "mch_switzerland_20150515": 12, "mch_switzerland_20160711": 12,
+    "opera_cirrus_europe_20241126": 7, "bom_brisbane_20201031": 6, "bom_melbourne_20180616": 10,
+    "opera_europe_20180824": 4, "mrms_conus_20190610": 15,
+}
+"""Lead times scored per event, at its own step: 60 minutes, except CIRRUS (13 frames: 7 leads, one
+case) and MRMS (2-minute step, 36 frames: 15 leads = 30 minutes, 6 cases; 60 minutes would allow one)."""
+
+IN_FRAMES, STRIDE, THRESHOLDS = 6, 3, "0.5,1,5,10"
+METHODS = ("model", "extrapolation", "sprog", "persistence")
+
+
+def held_out(fold: str) -> tuple[str, ...]:
+    """Events a model trained on ``fold`` is scored on: the other fold's."""
+    other = {"A": "B", "B": "A"}[fold]
+    return FOLD_EVENTS[other]
+
+
+def evaluate(fold: str, model: str, out: Path, events: list[str] | None = None) -> None:
+    """``nowcast evaluate`` of ``model`` and the baselines on each held-out event into ``out/EVENT``."""
+    for event in events or held_out(fold):
+        target = out / event
+        if (target / "metrics.csv").is_file():
+            print(f"{event}: already scored in {target}", file=sys.stderr)
+            continue
+        cmd = [
+            sys.executable, "-m", "nowcast", "-q", "evaluate", str(DATA / f"{event}.nc"), "--model", model,
+            "--baselines", "persistence,extrapolation,sprog", "--thresholds", THRESHOLDS,
+            "--stride", str(STRIDE), "--steps", str(LEADS[event]), "--out", str(target),
+        ]
+        print(" ".join(cmd), file=sys.stderr)
+        subprocess.run(cmd, check=True)
+
+
+def _read(path: Path) -> dict[tuple[str, str, str], list[tuple[float, float]]]:
+    """(method, score, threshold) -> [(lead_min, value)] from an evaluate metrics.csv."""
+    table: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            thr = row["threshold"] and f"{float(row['threshold']):g}"
+            table[(row["method"], row["score"], thr)].append((float(row["lead_min"]), float(row["value"])))
+    return table
+
+
+def _mean(values: list[float]) -> float:
+    ok = [v for v in values if not math.isnan(v)]
+    return sum(ok) / len(ok) if ok else math.nan
+
+
+def table(root: Path) -> str:
+    """Markdown tables: per event (CSI at 1 and 5 mm/h, POD, FAR, bias at 1 mm/h, MSE), per fold, targets."""
+    lines: list[str] = []
+    fold_rows: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for fold_trained, scored in (("A", held_out("A")), ("B", held_out("B"))):
+        per_method: dict[str, dict[str, list[float]]] = {m: defaultdict(list) for m in METHODS}
+        lines += [f"### Trained on fold {fold_trained}, scored on {', '.join(scored)}", ""]
+        for event in scored:
+            path = root / event / "metrics.csv"
+            if not path.is_file():
+                lines += [f"{event}: not scored yet", ""]
+                continue
+            t = _read(path)
+            leads = [lead for lead, _ in sorted(t[("model", "CSI", "1")])]
+            lines += [f"**{event}** (leads {leads[0]:g}-{leads[-1]:g} min)", ""]
+            lines += ["| method | CSI>=1 by lead | mean CSI>=1 | mean CSI>=5 | POD/FAR/bias >=1 (mean) | MSE (mean) |",
+                      "|---|---|---|---|---|---|"]  # fmt: skip
+            for m in METHODS:
+                csi1 = [v for _, v in sorted(t[(m, "CSI", "1")])]
+                csi5 = [v for _, v in sorted(t[(m, "CSI", "5")])]
+                pod = _mean([v for _, v in t[(m, "POD", "1")]])
+                far = _mean([v for _, v in t[(m, "FAR", "1")]])
+                bias_by_lead = [v for _, v in sorted(t[(m, "BIAS", "1")])]
+                mse = _mean([v for _, v in t[(m, "MSE", "")]])
+                lines.append(
+                    f"| {m} | {' '.join(f'{v:.2f}' for v in csi1)} | {_mean(csi1):.3f} | {_mean(csi5):.3f} | "
+                    f"{pod:.2f}/{far:.2f}/{_mean(bias_by_lead):.2f} | {mse:.3f} |"
+                )
+                pm = per_method[m]
+                pm["csi1"].append(_mean(csi1))
+                pm["csi5"].append(_mean(csi5))
+                pm["bias"].append(_mean(bias_by_lead))
+                pm["bias_min"].append(min(bias_by_lead))
+                pm["bias_max"].append(max(bias_by_lead))
+                pm["mse"].append(mse)
+                pm["csi1_by_lead"].append(csi1)  # type: ignore[arg-type]
+            lines.append("")
+        fold_rows[fold_trained] = per_method
+    lines += ["### Fold means (mean over each fold's events of the per-event means)", ""]
+    lines += ["| scored on events of | method | CSI>=1 | CSI>=5 | bias>=1 (min-max over leads) | MSE |", "|---|---|---|---|---|---|"]
+    verdict = []
+    for fold_trained, per_method in fold_rows.items():
+        other = {"A": "B", "B": "A"}[fold_trained]
+        for m in METHODS:
+            pm = per_method[m]
+            if not pm["csi1"]:
+                continue
+            lines.append(
+                f"| fold {other} | {m} | {_mean(pm['csi1']):.3f} | {_mean(pm['csi5']):.3f} | "
+                f"{_mean(pm['bias']):.2f} ({min(pm['bias_min']):.2f}-{max(pm['bias_max']):.2f}) | {_mean(pm['mse']):.3f} |"
+            )
+        mod, ext, spr = per_method["model"], per_method["extrapolation"], per_method["sprog"]
+        if mod["csi1"]:
+            every_lead = all(
+                a >= b - 1e-9 for ms, es in zip(mod["csi1_by_lead"], ext["csi1_by_lead"]) for a, b in zip(ms, es)  # type: ignore[arg-type]
+            )
+            verdict.append(
+                f"- fold {other}: model/S-PROG CSI>=1 = {_mean(mod['csi1']) / _mean(spr['csi1']):.3f} (target >= 1.10); "
+                f"model/extrapolation = {_mean(mod['csi1']) / _mean(ext['csi1']):.3f}; CSI >= extrapolation's at every "
+                f"lead of every event: {'yes' if every_lead else 'no'}; bias at 1 mm/h in 0.8-1.25 at every lead: "
+                f"{'yes' if min(mod['bias_min']) >= 0.8 and max(mod['bias_max']) <= 1.25 else 'no'}; "
+                f"MSE below extrapolation's: {'yes' if _mean(mod['mse']) < _mean(ext['mse']) else 'no'}"
+            )
+    lines += ["", "Targets:", *verdict]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("evaluate", help="score a fold model on the events it never saw")
+    e.add_argument("--fold", choices=("A", "B"), required=True, help="the fold the model was trained on")
+    e.add_argument("--model", required=True)
+    e.add_argument("--out", type=Path, required=True)
+    e.add_argument("--events", nargs="*", help="only these held-out events (default: all)")
+    t = sub.add_parser("table", help="tabulate the scored folds")
+    t.add_argument("root", type=Path)
+    a = p.parse_args()
+    if a.cmd == "evaluate":
+        evaluate(a.fold, a.model, a.out, a.events)
+    else:
+        print(table(a.root))
+
+
+if __name__ == "__main__":
+    main()
