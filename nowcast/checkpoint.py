@@ -179,6 +179,7 @@ def describe_checkpoint(path: str | Path) -> list[str]:
     n_params = sum(p.numel() for p in model.parameters())
     m, d = cfg.model, cfg.data
     prov = ckpt.get("provenance", {})
+    step = f"{d.time_step} s" if d.time_step else "the data's own"
     lines = [
         f"checkpoint: {path}",
         f"  format: {ckpt['format']} v{ckpt['format_version']}, written by nowcast {ckpt.get('nowcast_version', '?')}",
@@ -186,8 +187,11 @@ def describe_checkpoint(path: str | Path) -> list[str]:
         f"  kind: {'training (resumable)' if 'training' in ckpt else 'inference'}",
         f"  model: {m.name}, patch {m.patch}, levels {list(m.hidden)}, kernels {list(m.kernels)}, "
         f"downsample {list(m.downsample)}, peephole {m.peephole}, {n_params:,} parameters",
-        f"  input: {m.channels} channel(s), {d.in_frames} frames in, {d.out_frames} out, "
-        f"time step {d.time_step} s, variable {d.variable or '(auto)'}, units {d.units or '(from file)'}",
+        f"  frame: {m.frame}" + (", forecasts the change from the last frame" if m.residual else "")
+        + (", sees the time step" if m.step_input else ""),
+        f"  input: {m.channels} channel(s), {d.in_frames} frames in, {d.out_frames} out, time step "
+        f"{step}, variable {d.variable or '(auto)'}, "
+        f"units {d.units or '(from file)'}",
         f"  transform: {cfg.transform.kind}",
     ]
     if "training" in ckpt:

@@ -2,7 +2,7 @@
 
 Usage: python scripts/export_default_model.py RUN_DIR/model.pt --test-files mch_switzerland_20150515.nc
        [--recipe "configs/default.yaml ..."] [--skill evaluation/summary.json]
-       [--validation validation/summary.json] [--train-files FILE.nc ...]
+       [--validation validation/summary.json] [--train-files FILE.nc ...] [--folds evaluation/folds/r1]
 
 The package never imports this script. It writes an inference-only checkpoint (no optimizer state)
 to nowcast/models/default.pt with file names instead of local paths in its provenance.
@@ -38,6 +38,24 @@ def skill(summary_path: Path) -> dict:
     }
 
 
+def fold_scores(root: Path) -> dict:
+    """Per fold: its training events, the held-out events, and each method's fold means (CSI >= 1 and
+    >= 5 mm/h, frequency bias at 1 mm/h, MSE) from ``scripts/folds.py`` evaluations under ``root``."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import folds
+
+    out = {}
+    for fold in ("A", "B"):
+        per = folds.fold_means(root, fold)
+        out[f"trained_on_{fold}"] = {
+            "train_events": list(folds.FOLD_EVENTS[fold]), "scored_on": list(folds.held_out(fold)),
+            **{m: {k: round(v, 4) for k, v in scores.items()} for m, scores in per.items()},
+        }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path)
@@ -46,6 +64,7 @@ def main() -> None:
     parser.add_argument("--skill", type=Path, help="summary.json of `nowcast evaluate` on the held-out events.")
     parser.add_argument("--validation", type=Path, help="summary.json of `nowcast evaluate` on the validation events.")
     parser.add_argument("--train-files", nargs="*", type=Path, help="Every file trained on (replaces the checkpoint's list).")
+    parser.add_argument("--folds", type=Path, help="Root of scripts/folds.py evaluations: fold scores into the provenance.")
     args = parser.parse_args()
 
     ckpt = load_checkpoint(args.checkpoint)
@@ -54,7 +73,7 @@ def main() -> None:
     for key in ("train_files", "val_files"):
         if key in prov:
             prov[key] = [Path(p).name for p in prov[key]]
-    if args.train_files:
+    if args.train_files and cfg.data.time_step:
         arc = open_archive(args.train_files, time_step=cfg.data.time_step, variable=cfg.data.variable, units=cfg.data.units)
         if arc.skipped:
             raise SystemExit(f"--train-files: expected every file to be usable, found {len(arc.skipped)} skipped: {arc.skipped[0][1]}")
@@ -67,6 +86,8 @@ def main() -> None:
     if args.validation:
         prov["validation_files"] = [Path(f).name for f in json.loads(args.validation.read_text())["files"]]
         prov["validation_skill"] = skill(args.validation)
+    if args.folds:
+        prov["folds"] = fold_scores(args.folds)
     out = save_checkpoint(default_model_path(), config=cfg, state_dict=ckpt["state_dict"], provenance=prov)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
 

@@ -79,6 +79,29 @@ def _mean(values: list[float]) -> float:
     return sum(ok) / len(ok) if ok else math.nan
 
 
+def event_means(path: Path) -> dict[str, dict[str, float]]:
+    """Per method, the means over lead times of one event's metrics.csv: CSI >= 1 and >= 5 mm/h,
+    POD, FAR and frequency bias at 1 mm/h, MSE."""
+    t = _read(path)
+    out = {}
+    for m in METHODS:
+        out[m] = {
+            "csi1": _mean([v for _, v in t[(m, "CSI", "1")]]),
+            "csi5": _mean([v for _, v in t[(m, "CSI", "5")]]),
+            "pod1": _mean([v for _, v in t[(m, "POD", "1")]]),
+            "far1": _mean([v for _, v in t[(m, "FAR", "1")]]),
+            "bias1": _mean([v for _, v in t[(m, "BIAS", "1")]]),
+            "mse": _mean([v for _, v in t[(m, "MSE", "")]]),
+        }
+    return out
+
+
+def fold_means(root: Path, fold: str) -> dict[str, dict[str, float]]:
+    """Per method, the mean over the events held out from ``fold`` of each event's means (``event_means``)."""
+    per_event = [event_means(root / e / "metrics.csv") for e in held_out(fold) if (root / e / "metrics.csv").is_file()]
+    return {m: {k: _mean([ev[m][k] for ev in per_event]) for k in per_event[0][m]} for m in METHODS} if per_event else {}
+
+
 def table(root: Path) -> str:
     """Markdown tables: per event (CSI at 1 and 5 mm/h, POD, FAR, bias at 1 mm/h, MSE), per fold, targets."""
     lines: list[str] = []
