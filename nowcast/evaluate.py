@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
-import glob
 import json
 import logging
 import math
@@ -40,7 +39,7 @@ import xarray as xr
 
 from nowcast import __version__, metrics
 from nowcast.errors import CheckpointError, NowcastError
-from nowcast.io import Archive, atomic_output, open_archive, open_radar
+from nowcast.io import Archive, atomic_output, open_archive
 
 log = logging.getLogger(__name__)
 

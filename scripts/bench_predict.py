@@ -194,7 +194,7 @@ def main() -> None:
 
     # nowcast --help and what importing the CLI loads
     help_times = [_wall([sys.executable, "-m", "nowcast", "--help"], env) for _ in range(3)]
-    probe = "import sys, nowcast.cli; print(','.join(m for m in %r if m in sys.modules))" % (HEAVY,)
+    probe = f"import sys, nowcast.cli; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True).stdout.strip()
     ok = "ok" if min(help_times) < 1.5 else "MISSED"
     print(f"nowcast --help: {_best(help_times)}   target < 1.5 s: {ok}; heavy modules imported by nowcast.cli: {loaded or 'none'}")
@@ -234,7 +234,7 @@ def main() -> None:
 
     print("\nsummary (best times, s)")
     print(f"{'grid':9} {'(a) nowcast':>12} {'(c) LK+extrap':>14} {'(c) LK+S-PROG':>14} {'(a)/S-PROG':>11} {'target (a) <= S-PROG':>21}")
-    for grid, a, parts, ce, cs in rows:
+    for grid, a, _parts, ce, cs in rows:
         print(f"{grid:9} {a:12.2f} {ce:14.2f} {cs:14.2f} {a / cs:11.2f} {'ok' if a <= cs else 'MISSED':>21}")
     print("(a)/S-PROG < 1: the whole nowcast predict command is faster than a whole pySTEPS S-PROG command on the same file.")
 
