@@ -94,21 +94,25 @@ def motion_field(frames: np.ndarray) -> np.ndarray:
         raise ValueError(f"frames: expected (T >= 2, [C,] H, W) to estimate motion, found {np.shape(frames)}")
     recent = np.ascontiguousarray(x[-MOTION_FRAMES:])
     key = (recent.shape, hashlib.blake2b(recent.tobytes(), digest_size=16).hexdigest())
-    if _LAST_MOTION and _LAST_MOTION[0] == key:  # the same frames again (evaluate: model and baselines)
-        return _LAST_MOTION[1].copy()
+    if key in _RECENT_MOTION:  # the same frames again (evaluate: the model, then each baseline)
+        return _RECENT_MOTION[key].copy()
     ps = pysteps_methods()
     with warnings.catch_warnings():  # few tracked features: numpy/pysteps warn in the outlier test; harmless
         warnings.simplefilter("ignore", RuntimeWarning)
         warnings.simplefilter("ignore", UserWarning)
         velocity = ps.lk(to_dbr(recent))
     velocity = np.nan_to_num(np.asarray(velocity, dtype=np.float32), nan=0.0)
-    _LAST_MOTION[:] = [key, velocity]
+    _RECENT_MOTION[key] = velocity
+    while len(_RECENT_MOTION) > _MOTION_CACHE_SIZE:
+        _RECENT_MOTION.pop(next(iter(_RECENT_MOTION)))
     return velocity.copy()
 
 
-_LAST_MOTION: list = []
-"""[key, velocity] of the last ``motion_field`` call: every method of an evaluation case asks for the
-motion of the same frames, and Lucas-Kanade costs about a second on a 512 x 512 grid."""
+_MOTION_CACHE_SIZE = 16
+_RECENT_MOTION: dict[tuple, np.ndarray] = {}
+"""Motion of the last ``_MOTION_CACHE_SIZE`` frame sets, by (shape, hash of the frames): in ``evaluate``
+the model (a batch of cases) and then each baseline ask for the motion of the same frames, and
+Lucas-Kanade costs about a second on a 512 x 512 grid."""
 
 
 def _pixel_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tensor:

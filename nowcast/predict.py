@@ -44,6 +44,9 @@ from nowcast.transforms import Transform
 log = logging.getLogger(__name__)
 
 _NS = 1_000_000_000
+TRAINED_STEPS = (120, 900)
+"""Seconds between frames of the radars a model for any step (``data.time_step`` 0) is trained on
+(the shared events: 2 to 15 minutes); other steps work, with a warning."""
 DEFAULT_OUTPUT = "{stem}_nowcast_{reference_time:%Y%m%d%H%M}.nc"
 """Output name when ``-o`` is not given, in the directory of the first input file."""
 
@@ -507,6 +510,10 @@ def predict_to_file(
             open_archive([str(p) for p in inputs], time_step=1, variable=variable or cfg.data.variable, scan=False)
             raise InputError(f"{inputs[0]}: expected a radar file whose time step can be read, found none")
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, time_step=step))
+        lo, hi = TRAINED_STEPS
+        if not lo <= step <= hi:
+            log.warning("%s: a step of %d s is outside the %d-%d s the model was trained on; expect less skill",
+                        inputs[0], step, lo, hi)  # fmt: skip
     d = cfg.data
     archive = open_archive(
         [str(p) for p in inputs], time_step=d.time_step, variable=variable or d.variable, units=d.units,

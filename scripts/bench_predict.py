@@ -146,9 +146,9 @@ def _breakdown(m, src: Path, steps: int, out: Path, repeat: int) -> dict[str, fl
         x = torch.from_numpy(transform.forward(frames[None, :, None]))
         lagrangian = cfg.model.frame == "lagrangian"
         if lagrangian:
-            from nowcast.motion import _LAST_MOTION
+            from nowcast.motion import _RECENT_MOTION
 
-            _LAST_MOTION.clear()
+            _RECENT_MOTION.clear()
             v = torch.from_numpy(timed("motion", lambda: motion_field(frames)))[None]
             x = timed("warping", lambda: to_lagrangian_inputs(x, v))
         x = torch.nan_to_num(x, nan=0.0)
