@@ -181,14 +181,16 @@ def plot_forecast(
         mostly empty composite grid).
 
     Each panel's title gives the lead time and the valid time (UTC); one discrete colour bar
-    (``RAIN_LEVELS``) with keys for no data (grey) and no rain (white) serves all panels.
+    (``RAIN_LEVELS``) with keys for no data (grey) and no rain (white) serves all panels. A forecast of
+    exactly 3 channels is an image sequence: drawn as RGB (``rgb_panels``), ``channel`` is ignored.
     """
-    if "channel" in forecast.dims:
+    rgb = forecast.sizes.get("channel", 1) == 3
+    if "channel" in forecast.dims and not rgb:
         forecast = forecast.isel(channel=channel)
-    if "channel" in observed.dims:
+    if "channel" in observed.dims and not rgb:
         observed = observed.isel(channel=channel)
     if crop:
-        window = _coverage_window(observed)
+        window = _coverage_window(observed.isel(channel=0) if rgb else observed)
         observed, forecast = observed.isel(window), forecast.isel(window)
     leads = _lead_minutes(forecast)
     ref = forecast["forecast_reference_time"].values
@@ -200,9 +202,44 @@ def plot_forecast(
         titles.append(f"+{leads[i]:g} min\nvalid {_utc(forecast['time'].values[i])}")
     if title is None:
         name = str(forecast.attrs.get("long_name", forecast.name or "rain rate"))
-        chan = f", channel {channel}" if "channel" in forecast.coords else ""
+        chan = f", channel {channel}" if "channel" in forecast.coords and not rgb else ""
         title = f"nowcast of {name}{chan} from {_utc(ref)}" + (f" (model '{model}')" if model else "")
+    if rgb:
+        return rgb_panels(fields, titles, path, title)
     return rain_panels(fields, titles, path, title)
+
+
+def rgb_panels(fields: Sequence[xr.DataArray], titles: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """A PNG of 3-channel frames (channel, y, x) side by side as RGB images, e.g. an image sequence.
+
+    All panels share one scale: [0, 1] when the first field's values stay within it, [0, 255] when they
+    stay within that (8-bit images), else [0, its maximum]. No data (NaN) is drawn grey.
+    """
+    if not fields or len(fields) != len(titles):
+        raise ValueError(f"rgb_panels: expected as many titles as fields (>= 1), found {len(titles)} and {len(fields)}")
+    from matplotlib.colors import to_rgb
+
+    first = np.asarray(fields[0].values, dtype=np.float32)
+    high = float(np.nanmax(first)) if np.isfinite(first).any() else 1.0
+    top = 1.0 if high <= 1.0 else 255.0 if high <= 255.0 else high
+    ny, nx = fields[0].shape[-2:]
+    panel_w = 3.2
+    fig = _new_figure(panel_w * len(fields) + 0.4, panel_w * ny / nx + 0.9)
+    axes = fig.subplots(1, len(fields), sharex=True, sharey=True, squeeze=False)[0]
+    for k, (ax, field, text) in enumerate(zip(axes, fields, titles)):
+        extent, origin, label = _extent(field)
+        rgb = np.moveaxis(np.asarray(field.transpose("channel", ...).values, dtype=np.float32), 0, -1) / top
+        nodata = ~np.isfinite(rgb).all(axis=-1)
+        rgb = np.clip(np.nan_to_num(rgb, nan=0.0), 0.0, 1.0)
+        rgb[nodata] = to_rgb(NO_DATA_COLOUR)
+        ax.imshow(rgb, extent=extent, origin=origin, interpolation="nearest")
+        ax.set_aspect("equal")
+        ax.tick_params(labelsize=7, labelleft=k == 0)
+        ax.set_xlabel(label, fontsize=7)
+        ax.set_title(text, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
 
 
 def rain_panels(fields: Sequence[xr.DataArray], titles: Sequence[str], path: str | Path, title: str = "") -> Path:
