@@ -107,6 +107,47 @@ def test_train_config_by_name_from_any_directory(synth_file: Path, tmp_path: Pat
     assert not (tmp_path / "bad").exists()
 
 
+# import name -> distribution name, where they differ
+_DISTRIBUTIONS = {"cv2": "opencv-python-headless", "yaml": "pyyaml", "netCDF4": "netcdf4"}
+
+
+def _requirement_names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].strip().lower() for r in requirements}
+
+
+def test_every_import_is_declared() -> None:
+    """Third-party modules imported at module level need a core dependency; those imported inside a
+    function (optional features) at least an extra. A core-only install must never die of an import."""
+    import ast
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = _requirement_names(project["dependencies"])
+    extras = set().union(*(_requirement_names(v) for v in project.get("optional-dependencies", {}).values()))
+    stdlib = set(sys.stdlib_module_names)
+    missing = []
+    for path in sorted((ROOT / "nowcast").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        top_level = {id(n) for n in tree.body}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                root = name.split(".")[0]
+                if root in stdlib or root == "nowcast":
+                    continue
+                dist = _DISTRIBUTIONS.get(root, root).lower()
+                allowed = core if id(node) in top_level else core | extras
+                if dist not in allowed:
+                    missing.append(f"{path.name}: {name} ({dist})")
+    assert not missing, missing
+    assert "scipy" in core  # metrics.py imports it at module level
+
+
 def test_shipped_configs_are_package_data() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"configs/*.yaml"' in pyproject
