@@ -86,7 +86,8 @@ ThreadsOption = Annotated[
     int,
     typer.Option(
         "--threads", metavar="N",
-        help="CPU threads for torch (default 0: $OMP_NUM_THREADS when set, else the cores not already busy).",
+        help="CPU threads for torch; 0: automatic (predict, evaluate: $OMP_NUM_THREADS, else the free cores; "
+        "train: train.threads, else all cores).",
     ),
 ]
 
@@ -156,7 +157,9 @@ def _command_line() -> str:
 def synth(
     out: Annotated[Path, typer.Argument(metavar="OUT.nc", help="NetCDF file to write.")],
     frames: Annotated[int, typer.Option(metavar="N", help="Number of frames.")] = 36,
-    size: Annotated[tuple[int, int], typer.Option(metavar="H W", help="Frame height and width in pixels.")] = (256, 256),
+    size: Annotated[
+        tuple[int, int], typer.Option(metavar="H W", help="Frame height and width in pixels.")
+    ] = (256, 256),
     step: Annotated[int, typer.Option(metavar="SECONDS", help="Time step in seconds.")] = 300,
     seed: Annotated[int, typer.Option(metavar="S", help="Random seed; the same seed gives the same file.")] = 0,
 ) -> None:
@@ -170,7 +173,9 @@ def synth(
 
 @app.command()
 def info(
-    files: Annotated[list[Path], typer.Argument(metavar="FILE", help="A radar NetCDF file (or several, as one archive), or a checkpoint .pt.")],
+    files: Annotated[
+        list[Path], typer.Argument(metavar="FILE", help="A radar NetCDF file (or several, as one archive), or a checkpoint .pt.")
+    ],
     variable: Annotated[Optional[str], typer.Option(metavar="NAME", help="Data variable to describe.")] = None,
 ) -> None:
     """Describe a radar file, an archive of several files, or a checkpoint."""
@@ -194,10 +199,18 @@ def train(
         typer.Option("--config", "-c", metavar="NAME|FILE", help="A shipped config (nowcast config list) or a YAML file."),
     ] = None,
     set_: Annotated[
-        Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a config value: section.key=value (repeatable; keys: nowcast config show).")
+        Optional[list[str]],
+        typer.Option(
+            "--set", metavar="KEY=VALUE",
+            help="Override a config value: section.key=value (repeatable; keys: nowcast config show).",
+        ),
     ] = None,
-    resume: Annotated[Optional[Path], typer.Option(metavar="RUN_DIR", help="Continue the run in this directory exactly.")] = None,
-    run_dir: Annotated[Optional[Path], typer.Option(metavar="DIR", help="Run directory (default: runs/<config>-<time>).")] = None,
+    resume: Annotated[
+        Optional[Path], typer.Option(metavar="RUN_DIR", help="Continue the run in this directory exactly.")
+    ] = None,
+    run_dir: Annotated[
+        Optional[Path], typer.Option(metavar="DIR", help="Run directory (default: runs/<config>-<time>).")
+    ] = None,
     threads: ThreadsOption = 0,
 ) -> None:
     """Train a ConvLSTM encoder-forecaster (CPU, one GPU, or several through torchrun)."""
@@ -218,10 +231,18 @@ def train(
 
 @app.command()
 def predict(
-    inputs: Annotated[list[Path], typer.Argument(metavar="INPUT.nc", help="Radar NetCDF file(s) holding the latest frames.")],
-    model: Annotated[Optional[Path], typer.Option(metavar="CKPT", help="Checkpoint (default: the model shipped with nowcast).")] = None,
-    steps: Annotated[Optional[int], typer.Option(metavar="N", help="Lead times to forecast (default: as trained).")] = None,
-    at: Annotated[Optional[str], typer.Option(metavar="ISO_TIME", help="Reference time (ISO 8601); default: the last frame.")] = None,
+    inputs: Annotated[
+        list[Path], typer.Argument(metavar="INPUT.nc", help="Radar NetCDF file(s) holding the latest frames.")
+    ],
+    model: Annotated[
+        Optional[Path], typer.Option(metavar="CKPT", help="Checkpoint (default: the model shipped with nowcast).")
+    ] = None,
+    steps: Annotated[
+        Optional[int], typer.Option(metavar="N", help="Lead times to forecast (default: as trained).")
+    ] = None,
+    at: Annotated[
+        Optional[str], typer.Option(metavar="ISO_TIME", help="Reference time (ISO 8601); default: the last frame.")
+    ] = None,
     output: Annotated[
         Optional[str],
         typer.Option("--output", "-o", metavar="OUT.nc", help="Output NetCDF; may use {reference_time:%Y%m%d%H%M} and {stem}."),
@@ -234,7 +255,9 @@ def predict(
         Optional[float], typer.Option(metavar="MINUTES", help="Fail (exit 2) if the newest frame is older than this many minutes.")
     ] = None,
     variable: Annotated[Optional[str], typer.Option(metavar="NAME", help="Input data variable.")] = None,
-    lock_timeout: Annotated[float, typer.Option(metavar="SECONDS", help="Seconds to wait for another run writing the same output.")] = 60.0,
+    lock_timeout: Annotated[
+        float, typer.Option(metavar="SECONDS", help="Seconds to wait for another run writing the same output.")
+    ] = 60.0,
     threads: ThreadsOption = 0,
 ) -> None:
     """Forecast from the latest frames and write a CF-conventions NetCDF on the input's grid.
@@ -262,17 +285,29 @@ def predict(
 @app.command()
 def evaluate(
     inputs: Annotated[list[Path], typer.Argument(metavar="DATA.nc", help="Radar NetCDF file(s) to verify on.")],
-    model: Annotated[Optional[Path], typer.Option(metavar="CKPT", help="Checkpoint (default: the model shipped with nowcast).")] = None,
-    baselines: Annotated[str, typer.Option(metavar="LIST", help="Comma-separated baselines: persistence, extrapolation.")] = "persistence,extrapolation",
+    model: Annotated[
+        Optional[Path], typer.Option(metavar="CKPT", help="Checkpoint (default: the model shipped with nowcast).")
+    ] = None,
+    baselines: Annotated[
+        str, typer.Option(metavar="LIST", help="Comma-separated baselines: persistence, extrapolation.")
+    ] = "persistence,extrapolation",
     thresholds: Annotated[str, typer.Option(metavar="LIST", help="Comma-separated thresholds in mm/h.")] = "0.1,1,5,10",
-    strict: Annotated[bool, typer.Option("--strict", help="Events are value > threshold (pySTEPS) instead of >=.")] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Events are value > threshold (pySTEPS) instead of >=.")
+    ] = False,
     stride: Annotated[int, typer.Option(metavar="N", help="Frames between forecast times.")] = 1,
-    steps: Annotated[Optional[int], typer.Option(metavar="N", help="Lead times to verify (default: as trained).")] = None,
+    steps: Annotated[
+        Optional[int], typer.Option(metavar="N", help="Lead times to verify (default: as trained).")
+    ] = None,
     out: Annotated[Path, typer.Option(metavar="DIR", help="Report directory.")] = Path("evaluation"),
     variable: Annotated[Optional[str], typer.Option(metavar="NAME", help="Input data variable.")] = None,
     no_model: Annotated[bool, typer.Option("--no-model", help="Score the baselines only.")] = False,
     fss_scales: Annotated[
-        str, typer.Option(metavar="LIST", help="Comma-separated FSS window sizes in pixels, at 1 mm/h (e.g. 5,21,61); default: no FSS (slow).")
+        str,
+        typer.Option(
+            metavar="LIST",
+            help="Comma-separated FSS window sizes in pixels, at 1 mm/h (e.g. 5,21,61); default: no FSS (slow).",
+        ),
     ] = "",
     common_mask: Annotated[
         bool,
@@ -327,10 +362,14 @@ def config_list() -> None:
 @config_app.command("show")
 def config_show(
     config: Annotated[
-        Optional[str], typer.Argument(metavar="[NAME|FILE]", help="Shipped config or YAML file (default: all defaults).")
+        Optional[str], typer.Argument(metavar="NAME|FILE", help="Shipped config or YAML file (default: all defaults).")
     ] = None,
     set_: Annotated[
-        Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a config value: section.key=value (repeatable; keys: nowcast config show).")
+        Optional[list[str]],
+        typer.Option(
+            "--set", metavar="KEY=VALUE",
+            help="Override a config value: section.key=value (repeatable; keys: nowcast config show).",
+        ),
     ] = None,
 ) -> None:
     """Print a config resolved (defaults, file, --set) as YAML, each key with its type and meaning.

@@ -654,7 +654,8 @@ def describe_radar(paths: Sequence[str], variable: str | None = None) -> list[st
         total = {key: sum(st[key] for st in kept) for key in ("n", "valid", "rainy", "frames")}
         lines += [
             "",
-            f"archive:         {len(kept)} file{'s' if len(kept) != 1 else ''} at {base} s, {int(total['frames'])} frames, rainy fraction "
+            f"archive:         {len(kept)} file{'s' if len(kept) != 1 else ''} at {base} s, "
+            f"{int(total['frames'])} frames, rainy fraction "
             f"{total['rainy'] / total['valid']:.3f}, NaN fraction {1 - total['valid'] / total['n']:.3f}, "
             f"maximum {max(st['max'] for st in kept):.2f} mm/h",
         ]
