@@ -322,3 +322,22 @@ def test_info_on_mixed_steps_warns_like_the_archive_reader(radar_file, tmp_path:
     assert f"left out:        1 file(s) at another time step: {c}" in result.stdout
     same = _runner().invoke(app, ["info", str(a), str(b)])
     assert "skipped" not in same.stderr and "left out" not in same.stdout
+
+
+# ----------------------------------------------------------------------------------------------------
+# maps
+
+
+def test_forecast_plot_draws_latitude_longitude_lines(synth_file: Path, tmp_path: Path) -> None:
+    """The synthetic grid is azimuthal equidistant about 50N 10E (its grid mapping), so the lines through
+    the grid's centre (x = y = 0) must be 50N and 10E."""
+    result = _runner().invoke(app, ["predict", str(synth_file), "-o", str(tmp_path / "fc.nc"),
+                                    "--plot", str(tmp_path / "fc.png"), "-v"])
+    assert result.exit_code == 0, result.output
+    found = re.findall(r"graticule: latitudes \[([^\]]*)\], longitudes \[([^\]]*)\]", result.stderr)
+    assert len(found) == 5  # the observed frame and four lead times
+    lats = [float(v) for v in found[0][0].split(",")]
+    lons = [float(v) for v in found[0][1].split(",")]
+    assert 50.0 in lats and 10.0 in lons
+    assert all(49.5 < v < 50.5 for v in lats) and all(9.5 < v < 10.5 for v in lons)
+    assert (tmp_path / "fc.png").stat().st_size > 0
