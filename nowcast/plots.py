@@ -381,13 +381,26 @@ def _save(fig: Any, path: str | Path, dpi: int = 100) -> Path:
 
 
 def _lead_lines(ax: Any, lead_min: Sequence[float], values: dict[str, np.ndarray]) -> None:
-    """One line per method (values: method -> (leads,)), lead time in minutes on x."""
+    """One line per method (values: method -> (leads,)), lead time in minutes on x, ticks on multiples
+    of the step. A method whose score is undefined (NaN: an empty denominator, e.g. no event observed
+    or forecast) at some or all leads is named in a note in the panel, so a missing line is explained."""
+    from matplotlib.ticker import MultipleLocator
+
+    notes = []
     for i, (method, v) in enumerate(values.items()):
         ax.plot(lead_min, v, label=method, markersize=4, linewidth=1.6, **method_style(method, i))
+        undefined = int(np.isnan(np.asarray(v, dtype=np.float64)).sum())
+        if undefined:
+            where = "every lead" if undefined == len(lead_min) else f"{undefined} of {len(lead_min)} leads"
+            notes.append(f"{method}: undefined at {where}")
+    if notes:
+        ax.text(0.02, 0.02, "\n".join(notes) + "\n(no event in the score's denominator)", transform=ax.transAxes,
+                fontsize=6, color="0.35", va="bottom", ha="left")  # fmt: skip
     ax.set_xlabel("lead time (min)", fontsize=8)
     ax.grid(True, color="0.88", linewidth=0.6)
     ax.tick_params(labelsize=7)
     step = float(lead_min[1] - lead_min[0]) if len(lead_min) > 1 else float(lead_min[0])
+    ax.xaxis.set_major_locator(MultipleLocator(step * max(1, math.ceil(len(lead_min) / 6))))
     ax.set_xlim(0, float(lead_min[-1]) + step / 2)
 
 

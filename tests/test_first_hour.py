@@ -341,3 +341,35 @@ def test_forecast_plot_draws_latitude_longitude_lines(synth_file: Path, tmp_path
     assert 50.0 in lats and 10.0 in lons
     assert all(49.5 < v < 50.5 for v in lats) and all(9.5 < v < 10.5 for v in lons)
     assert (tmp_path / "fc.png").stat().st_size > 0
+
+
+def test_evaluation_plots_name_the_run_explain_missing_lines_and_tick_on_the_step(
+    synth_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nowcast import plots
+
+    figures: dict[str, object] = {}
+    save = plots._save
+
+    def keep(fig: object, path: str | Path, dpi: int = 100) -> Path:
+        figures[Path(path).name] = fig
+        return save(fig, path, dpi)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    synth_file = write_synthetic(tmp_path / "rainy.nc", frames=16, size=(64, 64), seed=0)  # rain >= 1 mm/h
+    run = tmp_path / "tiny-run"
+    trained = _runner().invoke(app, ["train", "--config", "tiny", "--set", f"data.files=[{synth_file}]",
+                                     "--set", "train.steps=1", "--set", "train.val_every=100", "--run-dir", str(run)])
+    assert trained.exit_code == 0, trained.output
+    result = _runner().invoke(app, ["evaluate", str(synth_file), "--model", str(run / "model.pt"), "--baselines",
+                                    "persistence", "--thresholds", "1,500", "--out", str(tmp_path / "ev")])
+    assert result.exit_code == 0, result.output
+    csi = figures["csi_by_lead.png"]
+    assert "model 'tiny' (tiny-run/model.pt)" in csi._suptitle.get_text()  # the run, not "model model.pt"
+    panel_1, panel_500 = csi.axes[0], csi.axes[1]
+    notes = " ".join(t.get_text() for t in panel_500.texts)
+    assert "model: undefined at every lead" in notes and "persistence: undefined at every lead" in notes
+    assert not any("undefined" in t.get_text() for t in panel_1.texts), [t.get_text() for t in panel_1.texts]
+    ticks = [t for t in panel_1.get_xticks() if 0 < t <= 20]
+    assert ticks and all(t % 5 == 0 for t in ticks)  # the step is 5 min (4 leads: a tick on every step)
+    assert ticks == [5.0, 10.0, 15.0, 20.0]
