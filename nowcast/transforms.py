@@ -89,13 +89,17 @@ class Transform:
         return float("inf")
 
     def _check_range(self, r: np.ndarray) -> None:
-        """Warn once per transform when ``r`` holds values above ``max_value`` (they are capped)."""
+        """Warn once per transform when ``r`` holds values above ``max_value`` (or, for ``minmax``, below
+        ``value_min``): they are capped."""
         top = self.max_value
-        if self._warned or not np.isfinite(top) or r.size == 0:
+        if self._warned or not np.isfinite(top) or r.size == 0 or not np.isfinite(r).any():
             return
-        with np.errstate(invalid="ignore"):
-            high = float(np.nanmax(r)) if np.isfinite(r).any() else -np.inf
-        if high > top * (1 + 1e-6) + 1e-6:
+        high = float(np.nanmax(r))
+        if self.kind == "minmax" and float(np.nanmin(r)) < float(self.value_min) - 1e-6 * (1 + abs(self.value_min)):
+            self._warned.append(True)
+            log.warning("data exceed the range of the minmax transform: found values down to %.4g, below "
+                        "transform.value_min=%g; they are capped there", float(np.nanmin(r)), self.value_min)
+        elif high > top * (1 + 1e-6) + 1e-6:
             self._warned.append(True)
             key = "transform.value_max" if self.kind == "minmax" else "transform.dbz_max"
             limit = f"{self.value_max:g}" if self.kind == "minmax" else f"{self.dbz_max:g} dBZ = {top:.4g} mm/h"
@@ -114,10 +118,12 @@ class Transform:
             return float(self.log_eps)
         return 0.0
 
-    def forward(self, rate: np.ndarray) -> np.ndarray:
-        """Model-space values (float32) of rain rates (mm/h); NaN stays NaN."""
+    def forward(self, rate: np.ndarray, check: bool = True) -> np.ndarray:
+        """Model-space values (float32) of rain rates (mm/h); NaN stays NaN. ``check``: warn (once) about
+        data outside the representable range (off for thresholds, which are settings, not data)."""
         r = np.asarray(rate, dtype=np.float32)
-        self._check_range(r)
+        if check:
+            self._check_range(r)
         if self.kind == "dbz":
             with np.errstate(invalid="ignore"):
                 dbz = rate_to_dbz(np.maximum(r, 0.0), self.zr_a, self.zr_b)
@@ -157,4 +163,4 @@ class Transform:
 
     def threshold(self, rate: float) -> float:
         """Model-space value of the rain rate ``rate`` (mm/h), e.g. for intensity-balanced loss weights."""
-        return float(self.forward(np.array([rate], dtype=np.float32))[0])
+        return float(self.forward(np.array([rate], dtype=np.float32), check=False)[0])

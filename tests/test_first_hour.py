@@ -291,6 +291,12 @@ def test_image_sequence_trains_with_a_one_channel_config_and_plots_rgb(tmp_path:
     assert fc["frames"].sizes["channel"] == 3
     step = (fc["time"].values[1] - fc["time"].values[0]) / np.timedelta64(1, "s")
     assert step == 60  # data.time_step of the image config
+    darker = tmp_path / "darker.nc"
+    ds["frames"] = ds["frames"] / 1.02 * 0.5  # 5 to 125: below the trained range's 10
+    ds.to_netcdf(darker)
+    result = _runner().invoke(app, ["predict", str(darker), "--model", str(mm / "model.pt"), "-o", str(tmp_path / "d.nc")])
+    assert result.exit_code == 0, result.output
+    assert "found values down to 5, below transform.value_min=10" in result.stderr
     # --plot draws RGB: the green square is green (the old plot showed channel 0 on a rain scale: white)
     import matplotlib.image
 
