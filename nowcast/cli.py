@@ -14,10 +14,11 @@ import shlex
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Any, Iterator, Optional
 
 import typer
 from typer.core import TyperGroup
+import typer.core
 
 from nowcast import __version__
 from nowcast.errors import NowcastError
@@ -71,17 +72,74 @@ def _usage_message(exc: Exception) -> str:
     return f"{message} (see '{ctx.command_path if ctx is not None else 'nowcast'} --help')"
 
 
+GLOBAL_FLAGS = ("-v", "--verbose", "-q", "--quiet")
+"""Global options also accepted after the command name (``nowcast predict x.nc -v``)."""
+
+
+class _Group(_OneLineErrors):
+    """The top-level group: global flags given after the command are moved before it, and every
+    command's help ends with a note on them."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        names = set(self.commands)
+        at = next((i for i, a in enumerate(args) if a in names), None)
+        if at is not None:
+            end = args.index("--") if "--" in args[at:] else len(args)
+            moved = [a for a in args[at + 1 : end] if a in GLOBAL_FLAGS]
+            if moved:
+                rest = [a for a in args[at + 1 : end] if a not in GLOBAL_FLAGS]
+                args = moved + args[:at + 1] + rest + args[end:]
+        return super().parse_args(ctx, args)
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        cmd = super().get_command(ctx, name)
+        if cmd is not None and not cmd.epilog:
+            cmd.epilog = "Global options -v/--verbose and -q/--quiet may also follow the command."
+        return cmd
+
+
 app = typer.Typer(
     name="nowcast",
-    cls=_OneLineErrors,
+    cls=_Group,
     help="Precipitation nowcasting from weather-radar sequences with a ConvLSTM encoder-forecaster.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    rich_markup_mode=None,  # plain help like git's or pip's: no boxes, no <bool> after flags
     pretty_exceptions_enable=False,
 )
+config_app = typer.Typer(
+    help="List the shipped configs, or print one resolved with every key's type and meaning.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(config_app, name="config")
 
 _state = {"verbose": False}
 log = logging.getLogger("nowcast")
+
+
+class _TqdmHandler(logging.StreamHandler):
+    """Log records written through ``tqdm.write``: an open progress bar is cleared, the line printed and
+    the bar redrawn below it, so log lines never land on the bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+ThreadsOption = Annotated[
+    int,
+    typer.Option(
+        "--threads", metavar="N",
+        help="CPU threads for torch; 0: automatic (predict, evaluate: $OMP_NUM_THREADS, else the free cores; "
+        "train: train.threads, else all cores).",
+    ),
+]
 
 
 def _version(value: bool) -> None:
@@ -103,7 +161,7 @@ def _main(
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     root = logging.getLogger("nowcast")
     root.handlers.clear()
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _TqdmHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
     root.addHandler(handler)
     root.setLevel(level)
@@ -147,11 +205,13 @@ def _command_line() -> str:
 
 @app.command()
 def synth(
-    out: Annotated[Path, typer.Argument(help="NetCDF file to write.")],
-    frames: Annotated[int, typer.Option(help="Number of frames.")] = 36,
-    size: Annotated[tuple[int, int], typer.Option(help="Frame height and width in pixels.")] = (256, 256),
-    step: Annotated[int, typer.Option(help="Time step in seconds.")] = 300,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same file.")] = 0,
+    out: Annotated[Path, typer.Argument(metavar="OUT.nc", help="NetCDF file to write.")],
+    frames: Annotated[int, typer.Option(metavar="N", help="Number of frames.")] = 36,
+    size: Annotated[
+        tuple[int, int], typer.Option(metavar="H W", help="Frame height and width in pixels.")
+    ] = (256, 256),
+    step: Annotated[int, typer.Option(metavar="SECONDS", help="Time step in seconds.")] = 300,
+    seed: Annotated[int, typer.Option(metavar="S", help="Random seed; the same seed gives the same file.")] = 0,
 ) -> None:
     """Write a synthetic radar sequence of moving, growing and decaying rain cells."""
     with _errors():
@@ -163,8 +223,10 @@ def synth(
 
 @app.command()
 def info(
-    files: Annotated[list[Path], typer.Argument(help="A radar NetCDF file (or several, as one archive), or a checkpoint .pt.")],
-    variable: Annotated[Optional[str], typer.Option(help="Data variable to describe.")] = None,
+    files: Annotated[
+        list[Path], typer.Argument(metavar="FILE", help="A radar NetCDF file (or several, as one archive), or a checkpoint .pt.")
+    ],
+    variable: Annotated[Optional[str], typer.Option(metavar="NAME", help="Data variable to describe.")] = None,
 ) -> None:
     """Describe a radar file, an archive of several files, or a checkpoint."""
     with _errors():
@@ -182,48 +244,71 @@ def info(
 
 @app.command()
 def train(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (see configs/).")] = None,
-    set_: Annotated[
-        Optional[list[str]], typer.Option("--set", help="Override a config value: section.key=value (repeatable).")
+    config: Annotated[
+        Optional[str],
+        typer.Option("--config", "-c", metavar="NAME|FILE", help="A shipped config (nowcast config list) or a YAML file."),
     ] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory exactly.")] = None,
-    run_dir: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/<config>-<time>).")] = None,
+    set_: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--set", metavar="KEY=VALUE",
+            help="Override a config value: section.key=value (repeatable; keys: nowcast config show).",
+        ),
+    ] = None,
+    resume: Annotated[
+        Optional[Path], typer.Option(metavar="RUN_DIR", help="Continue the run in this directory exactly.")
+    ] = None,
+    run_dir: Annotated[
+        Optional[Path], typer.Option(metavar="DIR", help="Run directory (default: runs/<config>-<time>).")
+    ] = None,
+    threads: ThreadsOption = 0,
 ) -> None:
     """Train a ConvLSTM encoder-forecaster (CPU, one GPU, or several through torchrun)."""
     with _errors():
-        from nowcast.config import load_config
+        from nowcast.config import load_config, resolve_config
         from nowcast.train import run_training
 
         if resume is not None:
-            base = config if config is not None else resume / "config.yaml"
+            base = resolve_config(config) if config is not None else resume / "config.yaml"
         elif config is None:
-            raise typer.BadParameter("expected --config FILE (or --resume RUN_DIR)", param_hint="--config")
+            raise typer.BadParameter("expected --config NAME|FILE (or --resume RUN_DIR)", param_hint="--config")
         else:
-            base = config
-        cfg = load_config(base, set_ or [])
-        out = run_training(cfg, config_name=Path(base).stem, run_dir=run_dir, resume=resume)
-        log.info("run directory: %s", out)
+            base = resolve_config(config)
+        overrides = list(set_ or []) + ([f"train.threads={threads}"] if threads > 0 else [])
+        cfg = load_config(base, overrides)
+        run_training(cfg, config_name=Path(base).stem, run_dir=run_dir, resume=resume)
 
 
 @app.command()
 def predict(
-    inputs: Annotated[list[Path], typer.Argument(help="Radar NetCDF file(s) holding the latest frames.")],
-    model: Annotated[Optional[Path], typer.Option(help="Checkpoint (default: the model shipped with nowcast).")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Lead times to forecast (default: as trained).")] = None,
-    at: Annotated[Optional[str], typer.Option(help="Reference time (ISO 8601); default: the last frame.")] = None,
+    inputs: Annotated[
+        list[Path], typer.Argument(metavar="INPUT.nc", help="Radar NetCDF file(s) holding the latest frames.")
+    ],
+    model: Annotated[
+        Optional[Path], typer.Option(metavar="CKPT", help="Checkpoint (default: the model shipped with nowcast).")
+    ] = None,
+    steps: Annotated[
+        Optional[int], typer.Option(metavar="N", help="Lead times to forecast (default: as trained).")
+    ] = None,
+    at: Annotated[
+        Optional[str], typer.Option(metavar="ISO_TIME", help="Reference time (ISO 8601); default: the last frame.")
+    ] = None,
     output: Annotated[
         Optional[str],
-        typer.Option("--output", "-o", help="Output NetCDF; may use {reference_time:%Y%m%d%H%M} and {stem}."),
+        typer.Option("--output", "-o", metavar="OUT.nc", help="Output NetCDF; may use {reference_time:%Y%m%d%H%M} and {stem}."),
     ] = None,
     plot: Annotated[
         Optional[Path],
-        typer.Option(help="Also write a PNG: the last observed frame and four lead times; same templates as -o."),
+        typer.Option(metavar="OUT.png", help="Also write a PNG: the last observed frame and four lead times; same templates as -o."),
     ] = None,
     max_age: Annotated[
-        Optional[float], typer.Option(help="Fail (exit 2) if the newest frame is older than this many minutes.")
+        Optional[float], typer.Option(metavar="MINUTES", help="Fail (exit 2) if the newest frame is older than this many minutes.")
     ] = None,
-    variable: Annotated[Optional[str], typer.Option(help="Input data variable.")] = None,
-    lock_timeout: Annotated[float, typer.Option(help="Seconds to wait for another run writing the same output.")] = 60.0,
+    variable: Annotated[Optional[str], typer.Option(metavar="NAME", help="Input data variable.")] = None,
+    lock_timeout: Annotated[
+        float, typer.Option(metavar="SECONDS", help="Seconds to wait for another run writing the same output.")
+    ] = 60.0,
+    threads: ThreadsOption = 0,
 ) -> None:
     """Forecast from the latest frames and write a CF-conventions NetCDF on the input's grid.
 
@@ -244,23 +329,36 @@ def predict(
             variable=variable,
             lock_timeout_s=lock_timeout,
             history=_command_line(),
+            threads=threads,
         )
 
 
 @app.command()
 def evaluate(
-    inputs: Annotated[list[Path], typer.Argument(help="Radar NetCDF file(s) to verify on.")],
-    model: Annotated[Optional[Path], typer.Option(help="Checkpoint (default: the model shipped with nowcast).")] = None,
-    baselines: Annotated[str, typer.Option(help="Comma-separated baselines: persistence, extrapolation, sprog (pySTEPS S-PROG).")] = "persistence,extrapolation",
-    thresholds: Annotated[str, typer.Option(help="Comma-separated thresholds in mm/h.")] = "0.1,1,5,10",
-    strict: Annotated[bool, typer.Option("--strict", help="Events are value > threshold (pySTEPS) instead of >=.")] = False,
-    stride: Annotated[int, typer.Option(help="Frames between forecast times.")] = 1,
-    steps: Annotated[Optional[int], typer.Option(help="Lead times to verify (default: as trained).")] = None,
-    out: Annotated[Path, typer.Option(help="Report directory.")] = Path("evaluation"),
-    variable: Annotated[Optional[str], typer.Option(help="Input data variable.")] = None,
+    inputs: Annotated[list[Path], typer.Argument(metavar="DATA.nc", help="Radar NetCDF file(s) to verify on.")],
+    model: Annotated[
+        Optional[Path], typer.Option(metavar="CKPT", help="Checkpoint (default: the model shipped with nowcast).")
+    ] = None,
+    baselines: Annotated[
+        str, typer.Option(metavar="LIST", help="Comma-separated baselines: persistence, extrapolation, sprog (pySTEPS S-PROG).")
+    ] = "persistence,extrapolation",
+    thresholds: Annotated[str, typer.Option(metavar="LIST", help="Comma-separated thresholds in mm/h.")] = "0.1,1,5,10",
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Events are value > threshold (pySTEPS) instead of >=.")
+    ] = False,
+    stride: Annotated[int, typer.Option(metavar="N", help="Frames between forecast times.")] = 1,
+    steps: Annotated[
+        Optional[int], typer.Option(metavar="N", help="Lead times to verify (default: as trained).")
+    ] = None,
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Report directory.")] = Path("evaluation"),
+    variable: Annotated[Optional[str], typer.Option(metavar="NAME", help="Input data variable.")] = None,
     no_model: Annotated[bool, typer.Option("--no-model", help="Score the baselines only.")] = False,
     fss_scales: Annotated[
-        str, typer.Option(help="Comma-separated FSS window sizes in pixels, at 1 mm/h (e.g. 5,21,61); default: no FSS (slow).")
+        str,
+        typer.Option(
+            metavar="LIST",
+            help="Comma-separated FSS window sizes in pixels, at 1 mm/h (e.g. 5,21,61); default: no FSS (slow).",
+        ),
     ] = "",
     common_mask: Annotated[
         bool,
@@ -269,6 +367,7 @@ def evaluate(
             help="Score every method on the pixels where all forecasts have data (fair), or each on its own.",
         ),
     ] = True,
+    threads: ThreadsOption = 0,
 ) -> None:
     """Score the model against persistence and optical-flow extrapolation per threshold and lead time."""
 
@@ -295,13 +394,51 @@ def evaluate(
             variable=variable,
             fss_scales=scales,
             common_mask=common_mask,
+            threads=threads,
         )
         typer.echo(table)
 
 
+@config_app.command("list")
+def config_list() -> None:
+    """List the configs shipped with nowcast (usable as --config NAME)."""
+    from nowcast.config import config_summary, shipped_configs
+
+    shipped = shipped_configs()
+    width = max((len(n) for n in shipped), default=0)
+    for name, path in shipped.items():
+        typer.echo(f"{name:<{width}}  {config_summary(path)}")
+
+
+@config_app.command("show")
+def config_show(
+    config: Annotated[
+        Optional[str], typer.Argument(metavar="NAME|FILE", help="Shipped config or YAML file (default: all defaults).")
+    ] = None,
+    set_: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--set", metavar="KEY=VALUE",
+            help="Override a config value: section.key=value (repeatable; keys: nowcast config show).",
+        ),
+    ] = None,
+) -> None:
+    """Print a config resolved (defaults, file, --set) as YAML, each key with its type and meaning.
+
+    The output is a valid config: save it, edit it and pass it to nowcast train --config.
+    """
+    with _errors():
+        from nowcast.config import describe_config, load_config, resolve_config
+
+        path = resolve_config(config) if config is not None else None
+        cfg = load_config(path, set_ or [])
+        title = f"{config} ({path}), resolved" if path is not None else "defaults"
+        typer.echo(describe_config(cfg, title + (" with --set " + " ".join(set_) if set_ else "")), nl=False)
+
+
 def main() -> None:
     """Console-script entry point."""
-    app()
+    app(prog_name="nowcast")
 
 
 if __name__ == "__main__":

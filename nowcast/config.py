@@ -70,7 +70,8 @@ class TransformConfig:
     """Mapping of rain rate (mm/h) to the network's model space and back."""
 
     kind: str = "dbz"
-    """dbz: Z-R relation, dBZ scaled to [0, 1] over [dbz_min, dbz_max]; log: log10(R + eps); linear: R / scale."""
+    """dbz: Z-R relation, dBZ scaled to [0, 1] over [dbz_min, dbz_max]; log: log10(R + eps); linear: R / scale;
+    minmax: values scaled to [0, 1] over [value_min, value_max], for data that are not rain (images)."""
     dbz_min: float = 0.0
     """dBZ mapped to 0 (rates below it map to 0 and back to 0 mm/h)."""
     dbz_max: float = 60.0
@@ -79,6 +80,10 @@ class TransformConfig:
     """Offset of the log transform in mm/h."""
     linear_scale: float = 10.0
     """Divisor of the linear transform in mm/h."""
+    value_min: float | None = None
+    """Value mapped to 0 by the minmax transform; null: the training data's minimum (stored in the run's config)."""
+    value_max: float | None = None
+    """Value mapped to 1 by the minmax transform; null: the training data's maximum (stored in the run's config)."""
 
 
 @dataclass(frozen=True)
@@ -186,7 +191,7 @@ class Config:
 
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("transform", "kind"): ("dbz", "log", "linear"),
+    ("transform", "kind"): ("dbz", "log", "linear", "minmax"),
     ("model", "frame"): ("eulerian", "lagrangian"),
     ("train", "loss"): ("mse", "mae", "mse+mae"),
     ("train", "precision"): ("auto", "fp32", "bf16"),
@@ -296,6 +301,9 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append(f"train.csi_thresholds: expected positive rain rates, found {list(t.csi_thresholds)}")
     if cfg.transform.dbz_max <= cfg.transform.dbz_min:
         problems.append("transform.dbz_max: expected > transform.dbz_min")
+    lo, hi = cfg.transform.value_min, cfg.transform.value_max
+    if lo is not None and hi is not None and hi <= lo:
+        problems.append(f"transform.value_max: expected > transform.value_min, found {hi} <= {lo}")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -369,3 +377,102 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (loadable again by ``load_config``)."""
     Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+# ----------------------------------------------------------------------------------------------------
+# shipped configs and self-description (``nowcast config list/show``, ``--config NAME``)
+
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
+"""Folder of the configs shipped as package data (``configs/`` of the source tree)."""
+
+
+def shipped_configs() -> dict[str, Path]:
+    """Shipped configs by name (file stem), sorted by name."""
+    return {p.stem: p for p in sorted(SHIPPED_CONFIGS.glob("*.yaml"))}
+
+
+def resolve_config(name_or_path: str | Path) -> Path:
+    """Path of a config given as a file path or as the name of a shipped config (``tiny``, ``tiny.yaml``).
+
+    An existing file wins over a shipped config of the same name. Raises ConfigError listing the
+    shipped configs when neither exists.
+    """
+    p = Path(name_or_path)
+    if p.exists():
+        return p
+    shipped = shipped_configs()
+    stem = p.name[: -len(".yaml")] if p.name.endswith(".yaml") else p.name
+    if p.parent == Path(".") and stem in shipped:
+        return shipped[stem]
+    raise ConfigError(
+        f"{name_or_path}: expected a YAML config file or the name of a shipped config "
+        f"({', '.join(shipped) or 'none found'}), found neither"
+    )
+
+
+def config_summary(path: Path) -> str:
+    """A config file's leading comment block (its description) on one line, or ''."""
+    words: list[str] = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        words += line.lstrip("#").split()
+    return " ".join(words)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Docstrings of a dataclass's fields (the string literal under each field), whitespace collapsed.
+
+    Read from the source with ``ast``, so the docstrings in this module are the only description of
+    every key.
+    """
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:]):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _type_name(annotation: Any) -> str:
+    """Readable type of a field annotation: ``int``, ``list of float``, ``str or null``."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        inner = [_type_name(a) for a in args if a is not type(None)]
+        return " or ".join(inner) + (" or null" if type(None) in args else "")
+    if origin is tuple:
+        return f"list of {_type_name(args[0])}"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def describe_config(cfg: Config, title: str = "") -> str:
+    """The resolved ``cfg`` as YAML that ``load_config`` reads back, every key preceded by a comment
+    giving its type, its meaning (the field docstring) and, for a few keys, the valid choices."""
+    lines = [f"# {title}"] if title else []
+    values = config_to_dict(cfg)
+    hints = typing.get_type_hints(Config)
+    for section in dataclasses.fields(Config):
+        cls = hints[section.name]
+        lines.append(f"{section.name}:  # {' '.join((cls.__doc__ or '').split())}")
+        docs = field_docs(cls)
+        section_hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            kind = _type_name(section_hints[f.name])
+            choices = _CHOICES.get((section.name, f.name))
+            if choices:
+                kind += f", one of {', '.join(choices)}"
+            lines.append(f"  # {f.name} ({kind}): {docs.get(f.name, '')}")
+            dumped = yaml.safe_dump({f.name: values[section.name][f.name]}, default_flow_style=True, width=10**6)
+            lines.append("  " + dumped.strip()[1:-1])
+    return "\n".join(lines) + "\n"

@@ -471,8 +471,10 @@ def _write_plots(ev: Evaluation, out: Path) -> list[Path]:
     thresholds, comparison = first.thresholds, first.comparison
     subtitle = f"{ev.n_cases} forecast times ({_period(ev)}) from {len(ev.files)} file(s)"
     model = ev.settings.get("model") or {}
-    if model.get("checkpoint"):
-        subtitle += f"; model {Path(model['checkpoint']).name}"
+    if model.get("checkpoint"):  # the run: its directory and file, e.g. model 'tiny' (tiny-20261202/model.pt)
+        ckpt = Path(model["checkpoint"])
+        run = f"{ckpt.parent.name}/{ckpt.name}" if ckpt.parent.name else ckpt.name
+        subtitle += f"\nmodel '{model.get('name', ckpt.stem)}' ({run})"
     written = []
     for score in ("CSI", "POD", "FAR"):
         values = {m: res[m][score] for m in ev.methods}

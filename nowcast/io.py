@@ -16,6 +16,7 @@ archive larger than memory is never loaded whole.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import functools
@@ -199,6 +200,25 @@ def _arrange(var: xr.DataArray, path: Path) -> xr.DataArray:
     return arranged.rename(rename) if rename else arranged
 
 
+def _index_as_time(da: xr.DataArray, path: Path, time_step: int | None) -> xr.DataArray:
+    """``da`` with a time coordinate of frame numbers (integers counting by 1, no time units) replaced by
+    datetimes ``time_step`` seconds apart from 1970-01-01; unchanged otherwise or without ``time_step``.
+
+    Image sequences often number their frames instead of dating them; the model's step then says how
+    far apart they are.
+    """
+    if not time_step or "time" not in da.coords:
+        return da
+    values = da["time"].values
+    if not np.issubdtype(values.dtype, np.integer) or values.size < 2 or np.diff(values).min() != 1:
+        return da
+    if str(da["time"].attrs.get("units", "1")).strip().lower() not in ("1", "frame", "frames", "index", ""):
+        return da
+    log.debug("%s: time is a frame index; frames read as %d s apart from 1970-01-01", path, time_step)
+    start = np.datetime64("1970-01-01T00:00:00", "ns")
+    return da.assign_coords(time=start + values.astype(np.int64) * np.timedelta64(int(time_step), "s"))
+
+
 def _times_ns(da: xr.DataArray, path: Path) -> np.ndarray:
     """Times of ``da`` as int64 nanoseconds since 1970, checked to be datetimes and strictly increasing."""
     if "time" not in da.coords:
@@ -209,6 +229,8 @@ def _times_ns(da: xr.DataArray, path: Path) -> np.ndarray:
         found = f"{values.dtype} values " + (f"with units '{units}'" if units else "without units")
         if values.dtype == object:
             found = "non-standard-calendar dates (cftime)"
+        elif np.issubdtype(values.dtype, np.integer):
+            found += " (a frame index 0, 1, 2, ... is read as time only at a model time step: data.time_step)"
         raise InputError(f"{path}: expected a time coordinate of datetimes (units 'seconds since ...'), found {found}")
     if np.isnat(values).any():
         i = int(np.flatnonzero(np.isnat(values))[0])
@@ -306,7 +328,7 @@ def _open_rate(
     where = f"{p}: variable '{name}'"
     if not np.issubdtype(var.dtype, np.number) or var.dtype == bool:
         raise InputError(f"{where}: expected numeric values, found {var.dtype}")
-    da = _arrange(var, p)
+    da = _index_as_time(_arrange(var, p), p, time_step)
     t = _times_ns(da, p)
     step = _time_step(t, ds, p, time_step)
 
@@ -604,6 +626,7 @@ def _describe_file(path: str, variable: str | None) -> tuple[list[str], dict[str
         lines.append(f"negative values: {int(stats['negative'])} (treated as no data)")
     lines.append(f"maximum:         {stats['max']:.2f} mm/h")
     stats["frames"] = float(t.size)
+    stats["step"] = float(step)
     return lines, stats
 
 
@@ -611,26 +634,38 @@ def describe_radar(paths: Sequence[str], variable: str | None = None) -> list[st
     """Lines describing radar files for ``nowcast info``: variable, units, shape, period, step, gaps,
     rainy and NaN fractions, maximum. Statistics stream over frames (dask), so no file is loaded whole.
 
-    Several files (or glob patterns) give one block per file and a last line summing them up.
+    Several files (or glob patterns) give one block per file and a last line summing them up. As
+    ``open_archive`` would at the step of most files, that line leaves out (with one warning each) the
+    files whose time step does not divide it.
     """
     files = _expand(paths)
     if not files:
         raise InputError("nowcast info: expected at least one radar file, found none")
     lines: list[str] = []
-    total = {"n": 0.0, "valid": 0.0, "rainy": 0.0, "max": -np.inf, "frames": 0.0}
-    for i, f in enumerate(files):
-        block, stats = _describe_file(f, variable)
+    described = [_describe_file(f, variable) for f in files]
+    for i, (block, _) in enumerate(described):
         lines.extend(([""] if i else []) + block)
-        for key in ("n", "valid", "rainy", "frames"):
-            total[key] += stats[key]
-        total["max"] = max(total["max"], stats["max"])
     if len(files) > 1:
+        steps = [int(stats["step"]) for _, stats in described]
+        base = collections.Counter(steps).most_common(1)[0][0]  # on a tie, the first file's
+        kept, off = [], []
+        for f, step, (_, stats) in zip(files, steps, described):
+            if base % step:
+                log.warning("skipped %s: expected a time step that divides the archive's time step of %d s "
+                            "(that of most files), found %d s", f, base, step)  # fmt: skip
+                off.append(f)
+            else:
+                kept.append(stats)
+        total = {key: sum(st[key] for st in kept) for key in ("n", "valid", "rainy", "frames")}
         lines += [
             "",
-            f"archive:         {len(files)} files, {int(total['frames'])} frames, rainy fraction "
+            f"archive:         {len(kept)} file{'s' if len(kept) != 1 else ''} at {base} s, "
+            f"{int(total['frames'])} frames, rainy fraction "
             f"{total['rainy'] / total['valid']:.3f}, NaN fraction {1 - total['valid'] / total['n']:.3f}, "
-            f"maximum {total['max']:.2f} mm/h",
+            f"maximum {max(st['max'] for st in kept):.2f} mm/h",
         ]
+        if off:
+            lines.append(f"left out:        {len(off)} file(s) at another time step: {', '.join(off)}")
     return lines
 
 

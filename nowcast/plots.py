@@ -11,6 +11,8 @@ Shared helpers for every rain map: ``rain_colour_scale`` (the discrete radar-sty
 
 from __future__ import annotations
 
+import logging
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -20,6 +22,8 @@ from nowcast.io import atomic_output
 
 if TYPE_CHECKING:
     import xarray as xr
+
+log = logging.getLogger(__name__)
 
 RAIN_LEVELS: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
 """Class boundaries of the rain colour scale in mm/h (below the first: no rain)."""
@@ -71,11 +75,81 @@ def _extent(field: xr.DataArray) -> tuple[list[float] | None, str, str]:
     return [left, right, min(first, last), max(first, last)], origin, label
 
 
+GRATICULE_STEPS: tuple[float, ...] = (0.1, 0.2, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0, 15.0, 30.0)
+"""Candidate spacings (degrees) of latitude/longitude lines: the finest giving at most 5 lines is used."""
+
+
+def _grid_crs(field: xr.DataArray) -> Any:
+    """The pyproj CRS of ``field``'s CF grid mapping (its proj4 string, CF attributes or WKT), or None."""
+    name = field.attrs.get("grid_mapping")
+    if not name or name not in field.coords:
+        return None
+    try:
+        from pyproj import CRS
+    except ImportError:  # pragma: no cover - a core dependency
+        return None
+    attrs = dict(field.coords[name].attrs)
+    makers = (
+        lambda: CRS.from_proj4(str(attrs.get("proj4") or attrs["proj4_params"])),
+        lambda: CRS.from_cf(attrs),
+        lambda: CRS.from_wkt(str(attrs["crs_wkt"])),
+    )
+    for make in makers:
+        try:
+            crs = make()
+        except Exception:  # noqa: BLE001 - pyproj raises several kinds; try the next description
+            continue
+        if crs.is_projected:
+            return crs
+    return None
+
+
+def _nice_levels(values: np.ndarray) -> np.ndarray:
+    """Round-numbered levels (degrees) inside the range of ``values``, at most 5 of them."""
+    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+    step = next((d for d in GRATICULE_STEPS if (hi - lo) / d <= 5), GRATICULE_STEPS[-1])
+    levels = np.arange(math.ceil(lo / step) * step, hi, step)
+    return np.round(levels, 6)
+
+
+def draw_graticule(ax: Any, field: xr.DataArray) -> tuple[list[float], list[float]]:
+    """Dotted latitude and longitude lines, labelled in degrees, over a map of ``field`` (y, x) whose
+    1-D ``x``/``y`` are projected metres and whose CF grid mapping pyproj understands (offline: PROJ's
+    own database, nothing downloaded). Axes in km as drawn by ``draw_rain``.
+
+    Returns the latitudes and longitudes drawn (empty lists when the grid has no usable mapping;
+    longitude lines are left out when the grid spans more than 180 degrees of longitude, e.g. a pole).
+    """
+    crs = _grid_crs(field)
+    extent, _, label = _extent(field)
+    if crs is None or extent is None or label != "km":
+        return [], []
+    from pyproj import Transformer
+
+    x, y = field["x"].values.astype(np.float64), field["y"].values.astype(np.float64)
+    xs, ys = x[:: max(1, x.size // 120)], y[:: max(1, y.size // 120)]  # a coarse grid is enough for lines
+    gx, gy = np.meshgrid(xs, ys)
+    lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(gx, gy)
+    if not (np.isfinite(lat).all() and np.isfinite(lon).all()):
+        return [], []
+    drawn: list[list[float]] = []
+    for values, hemispheres, skip in ((lat, "NS", False), (lon, "EW", np.ptp(lon) > 180)):
+        levels = [] if skip else _nice_levels(values)
+        if len(levels):
+            lines = ax.contour(gx * 1e-3, gy * 1e-3, values, levels=levels, colors="0.3", linewidths=0.6,
+                               linestyles="dotted")  # fmt: skip
+            ax.clabel(lines, fmt=lambda v, h=hemispheres: f"{abs(v):g}°{h[0] if v >= 0 else h[1]}", fontsize=6)
+        drawn.append([float(v) for v in levels])
+    log.debug("graticule: latitudes %s, longitudes %s", drawn[0], drawn[1])
+    return drawn[0], drawn[1]
+
+
 def draw_rain(ax: Any, field: xr.DataArray, title: str = "") -> Any:
     """Draw one rain field (y, x) in mm/h on ``ax`` with the rain colour scale; returns the image.
 
     NaN is drawn as no data (grey), rates below 0.1 mm/h as the white background. Axes are in km for
-    projected coordinates in metres, else in the coordinates' units or pixels.
+    projected coordinates in metres, else in the coordinates' units or pixels; with a grid mapping,
+    latitude/longitude lines are drawn over the map (``draw_graticule``).
     """
     cmap, norm = rain_colour_scale()
     extent, origin, label = _extent(field)
@@ -84,6 +158,7 @@ def draw_rain(ax: Any, field: xr.DataArray, title: str = "") -> Any:
         np.asarray(field.values, dtype=np.float32),
         cmap=cmap, norm=norm, extent=extent, origin=origin, interpolation="nearest",
     )  # fmt: skip
+    draw_graticule(ax, field)
     ax.set_aspect("equal")
     ax.tick_params(labelsize=7)
     ax.set_xlabel(label, fontsize=7)
@@ -181,14 +256,16 @@ def plot_forecast(
         mostly empty composite grid).
 
     Each panel's title gives the lead time and the valid time (UTC); one discrete colour bar
-    (``RAIN_LEVELS``) with keys for no data (grey) and no rain (white) serves all panels.
+    (``RAIN_LEVELS``) with keys for no data (grey) and no rain (white) serves all panels. A forecast of
+    exactly 3 channels is an image sequence: drawn as RGB (``rgb_panels``), ``channel`` is ignored.
     """
-    if "channel" in forecast.dims:
+    rgb = forecast.sizes.get("channel", 1) == 3
+    if "channel" in forecast.dims and not rgb:
         forecast = forecast.isel(channel=channel)
-    if "channel" in observed.dims:
+    if "channel" in observed.dims and not rgb:
         observed = observed.isel(channel=channel)
     if crop:
-        window = _coverage_window(observed)
+        window = _coverage_window(observed.isel(channel=0) if rgb else observed)
         observed, forecast = observed.isel(window), forecast.isel(window)
     leads = _lead_minutes(forecast)
     ref = forecast["forecast_reference_time"].values
@@ -200,9 +277,45 @@ def plot_forecast(
         titles.append(f"+{leads[i]:g} min\nvalid {_utc(forecast['time'].values[i])}")
     if title is None:
         name = str(forecast.attrs.get("long_name", forecast.name or "rain rate"))
-        chan = f", channel {channel}" if "channel" in forecast.coords else ""
+        chan = f", channel {channel}" if "channel" in forecast.coords and not rgb else ""
         title = f"nowcast of {name}{chan} from {_utc(ref)}" + (f" (model '{model}')" if model else "")
+    if rgb:
+        return rgb_panels(fields, titles, path, title)
     return rain_panels(fields, titles, path, title)
+
+
+def rgb_panels(fields: Sequence[xr.DataArray], titles: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """A PNG of 3-channel frames (channel, y, x) side by side as RGB images, e.g. an image sequence.
+
+    All panels share one scale: [0, 1] when the first field's values stay within it, [0, 255] when they
+    stay within that (8-bit images), else [0, its maximum]. No data (NaN) is drawn grey.
+    """
+    if not fields or len(fields) != len(titles):
+        raise ValueError(f"rgb_panels: expected as many titles as fields (>= 1), found {len(titles)} and {len(fields)}")
+    from matplotlib.colors import to_rgb
+
+    first = np.asarray(fields[0].values, dtype=np.float32)
+    high = float(np.nanmax(first)) if np.isfinite(first).any() else 1.0
+    top = 1.0 if high <= 1.0 else 255.0 if high <= 255.0 else high
+    ny, nx = fields[0].shape[-2:]
+    panel_w = 3.2
+    fig = _new_figure(panel_w * len(fields) + 0.4, panel_w * ny / nx + 0.9)
+    axes = fig.subplots(1, len(fields), sharex=True, sharey=True, squeeze=False)[0]
+    for k, (ax, field, text) in enumerate(zip(axes, fields, titles)):
+        extent, origin, label = _extent(field)
+        rgb = np.moveaxis(np.asarray(field.transpose("channel", ...).values, dtype=np.float32), 0, -1) / top
+        nodata = ~np.isfinite(rgb).all(axis=-1)
+        rgb = np.clip(np.nan_to_num(rgb, nan=0.0), 0.0, 1.0)
+        rgb[nodata] = to_rgb(NO_DATA_COLOUR)
+        ax.imshow(rgb, extent=extent, origin=origin, interpolation="nearest")
+        draw_graticule(ax, field)
+        ax.set_aspect("equal")
+        ax.tick_params(labelsize=7, labelleft=k == 0)
+        ax.set_xlabel(label, fontsize=7)
+        ax.set_title(text, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
 
 
 def rain_panels(fields: Sequence[xr.DataArray], titles: Sequence[str], path: str | Path, title: str = "") -> Path:
@@ -268,13 +381,26 @@ def _save(fig: Any, path: str | Path, dpi: int = 100) -> Path:
 
 
 def _lead_lines(ax: Any, lead_min: Sequence[float], values: dict[str, np.ndarray]) -> None:
-    """One line per method (values: method -> (leads,)), lead time in minutes on x."""
+    """One line per method (values: method -> (leads,)), lead time in minutes on x, ticks on multiples
+    of the step. A method whose score is undefined (NaN: an empty denominator, e.g. no event observed
+    or forecast) at some or all leads is named in a note in the panel, so a missing line is explained."""
+    from matplotlib.ticker import MultipleLocator
+
+    notes = []
     for i, (method, v) in enumerate(values.items()):
         ax.plot(lead_min, v, label=method, markersize=4, linewidth=1.6, **method_style(method, i))
+        undefined = int(np.isnan(np.asarray(v, dtype=np.float64)).sum())
+        if undefined:
+            where = "every lead" if undefined == len(lead_min) else f"{undefined} of {len(lead_min)} leads"
+            notes.append(f"{method}: undefined at {where}")
+    if notes:
+        ax.text(0.02, 0.02, "\n".join(notes) + "\n(no event in the score's denominator)", transform=ax.transAxes,
+                fontsize=6, color="0.35", va="bottom", ha="left")  # fmt: skip
     ax.set_xlabel("lead time (min)", fontsize=8)
     ax.grid(True, color="0.88", linewidth=0.6)
     ax.tick_params(labelsize=7)
     step = float(lead_min[1] - lead_min[0]) if len(lead_min) > 1 else float(lead_min[0])
+    ax.xaxis.set_major_locator(MultipleLocator(step * max(1, math.ceil(len(lead_min) / 6))))
     ax.set_xlim(0, float(lead_min[-1]) + step / 2)
 
 

@@ -9,6 +9,7 @@ continues exactly.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import glob
 import logging
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import dask
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -258,6 +260,45 @@ def _segment_key(seg: Any) -> str:
     return f"{os.path.abspath(src)}|{stamp}|{seg['time'].values[0]}|{seg.sizes['time']}|{seg.attrs.get('time_step')}"
 
 
+def _data_range(arc: Archive) -> tuple[float, float]:
+    """Minimum and maximum over the valid (finite, >= 0) values of every segment, streamed by dask."""
+    lows, highs = [], []
+    for seg in arc.segments:
+        valid = seg.where(seg >= 0)
+        lows.append(valid.min())
+        highs.append(valid.max())
+    lo, hi = dask.compute(lows, highs)
+    return float(np.nanmin([float(v) for v in lo])), float(np.nanmax([float(v) for v in hi]))
+
+
+def _fit_to_data(cfg: Config, arc: Archive, resumed: bool) -> Config:
+    """``cfg`` with what it leaves to the data filled in from the training archive.
+
+    From scratch, ``model.channels`` follows the data's channel count (logged when it differs from the
+    config's); a resumed run must match (ConfigError naming the key). A ``minmax`` transform without a
+    range gets the data's minimum and maximum.
+    """
+    channels = int(arc.segments[0].sizes.get("channel", 1))
+    if channels != cfg.model.channels:
+        if resumed:
+            raise ConfigError(
+                f"model.channels: expected {cfg.model.channels} channel(s) as in the resumed run, found "
+                f"{channels} in {arc.files[0]}"
+            )
+        log.info("model.channels: %d from the data (the config said %d)", channels, cfg.model.channels)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, channels=channels))
+    tr = cfg.transform
+    if tr.kind == "minmax" and (tr.value_min is None or tr.value_max is None):
+        lo, hi = _data_range(arc)
+        lo = lo if tr.value_min is None else tr.value_min
+        hi = hi if tr.value_max is None else tr.value_max
+        if not hi > lo:
+            raise ConfigError(f"transform.value_min/value_max: expected a data range, found all values equal to {lo:g}")
+        log.info("minmax transform range from the training data: %g to %g", lo, hi)
+        cfg = dataclasses.replace(cfg, transform=dataclasses.replace(tr, value_min=lo, value_max=hi))
+    return cfg
+
+
 def _validate(
     model: torch.nn.Module,
     val_frames: list[np.ndarray],
@@ -346,11 +387,12 @@ def run_training(
         out = Path(run_dir)
     else:
         out = Path("runs") / f"{config_name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    train_arc, val_arc = _open_data(cfg)
+    cfg = _fit_to_data(cfg, train_arc, resume is not None)
 
     d, t = cfg.data, cfg.train
     transform = Transform.from_config(cfg)
     window = d.in_frames + d.out_frames
-    train_arc, val_arc = _open_data(cfg)
     lagrangian = cfg.model.frame == "lagrangian"
     train_frames = [] if lagrangian else to_model_space(train_arc.segments, transform)
     lengths = [s.sizes["time"] for s in train_arc.segments]
@@ -397,9 +439,10 @@ def run_training(
         weights = keep.astype(np.float64)
         log.info("%d of %d training windows meet min_rain_fraction", int(keep.sum()), len(keep))
 
-    if info.main:  # the data are usable: only now the run directory is created
+    if info.main:  # the data and the config fit: only now the run directory is created
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
+        log.info("run directory: %s", out)
 
     torch.manual_seed(t.seed)
     model = build_model(cfg.model).to(device)
@@ -549,6 +592,8 @@ def run_training(
                             provenance=_provenance(cfg, train_arc, val_arc, last_scores, earlier))
         save_checkpoint(out / "model.pt", config=cfg, state_dict=core.state_dict(),
                         provenance=_provenance(cfg, train_arc, val_arc, last_scores, earlier))
+        log.info("done: %s is the model to use (nowcast predict FILE --model %s); best.pt has the lowest "
+                 "validation loss, last.pt resumes (--resume %s)", out / "model.pt", out / "model.pt", out)
     if info.world > 1:
         dist.barrier()
     return out

@@ -5,18 +5,28 @@ Model space (DESIGN section 4):
   clipped there. Rates whose dBZ is at or below ``dbz_min`` map to 0 and come back as 0 mm/h.
 - ``log``: log10(R + eps); the inverse gives 0 below the lowest representable rate.
 - ``linear``: R / scale.
+- ``minmax``: (v - value_min) / (value_max - value_min), clipped to [0, 1]; for data that are not rain
+  (e.g. image intensities 0-255). ``nowcast train`` takes the range from the training data when it is
+  not configured and stores it in the resolved config, so checkpoints carry it.
+Values above the top of a bounded model space (``dbz``: the rate at ``dbz_max``; ``minmax``:
+``value_max``) are capped; ``forward`` logs one warning per transform when that happens.
 NaN (no data) stays NaN in both directions; ``fill_nodata`` replaces it before a network sees it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from nowcast.errors import ConfigError
+
 if TYPE_CHECKING:
     from nowcast.config import Config
+
+log = logging.getLogger(__name__)
 
 
 def rate_to_dbz(rate: np.ndarray, a: float = 200.0, b: float = 1.6) -> np.ndarray:
@@ -53,12 +63,51 @@ class Transform:
     linear_scale: float = 10.0
     zr_a: float = 200.0
     zr_b: float = 1.6
+    value_min: float | None = None
+    value_max: float | None = None
+    _warned: list[bool] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
     def from_config(cls, cfg: Config) -> Transform:
         """The transform of a full ``Config`` (Z-R constants come from its data section)."""
         t = cfg.transform
-        return cls(t.kind, t.dbz_min, t.dbz_max, t.log_eps, t.linear_scale, cfg.data.zr_a, cfg.data.zr_b)
+        if t.kind == "minmax" and (t.value_min is None or t.value_max is None):
+            raise ConfigError(
+                "transform.value_min/value_max: expected numbers for transform.kind=minmax (nowcast train "
+                f"takes them from the training data), found {t.value_min}, {t.value_max}"
+            )
+        return cls(t.kind, t.dbz_min, t.dbz_max, t.log_eps, t.linear_scale, cfg.data.zr_a, cfg.data.zr_b,
+                   t.value_min, t.value_max)  # fmt: skip
+
+    @property
+    def max_value(self) -> float:
+        """Highest value (mm/h, or data units for ``minmax``) the model space represents; inf if unbounded."""
+        if self.kind == "dbz":
+            return float(dbz_to_rate(self.dbz_max, self.zr_a, self.zr_b))
+        if self.kind == "minmax":
+            return float(self.value_max)  # type: ignore[arg-type]
+        return float("inf")
+
+    def _check_range(self, r: np.ndarray) -> None:
+        """Warn once per transform when ``r`` holds values above ``max_value`` (or, for ``minmax``, below
+        ``value_min``): they are capped."""
+        top = self.max_value
+        if self._warned or not np.isfinite(top) or r.size == 0 or not np.isfinite(r).any():
+            return
+        high = float(np.nanmax(r))
+        if self.kind == "minmax" and float(np.nanmin(r)) < float(self.value_min) - 1e-6 * (1 + abs(self.value_min)):
+            self._warned.append(True)
+            log.warning("data exceed the range of the minmax transform: found values down to %.4g, below "
+                        "transform.value_min=%g; they are capped there", float(np.nanmin(r)), self.value_min)
+        elif high > top * (1 + 1e-6) + 1e-6:
+            self._warned.append(True)
+            key = "transform.value_max" if self.kind == "minmax" else "transform.dbz_max"
+            limit = f"{self.value_max:g}" if self.kind == "minmax" else f"{self.dbz_max:g} dBZ = {top:.4g} mm/h"
+            log.warning(
+                "data exceed the range of the %s transform: found values up to %.4g, above %s=%s; they are "
+                "capped there (raise %s, or use transform.kind=minmax for data that are not rain)",
+                self.kind, high, key, limit, key,
+            )
 
     @property
     def min_rate(self) -> float:
@@ -69,9 +118,12 @@ class Transform:
             return float(self.log_eps)
         return 0.0
 
-    def forward(self, rate: np.ndarray) -> np.ndarray:
-        """Model-space values (float32) of rain rates (mm/h); NaN stays NaN."""
+    def forward(self, rate: np.ndarray, check: bool = True) -> np.ndarray:
+        """Model-space values (float32) of rain rates (mm/h); NaN stays NaN. ``check``: warn (once) about
+        data outside the representable range (off for thresholds, which are settings, not data)."""
         r = np.asarray(rate, dtype=np.float32)
+        if check:
+            self._check_range(r)
         if self.kind == "dbz":
             with np.errstate(invalid="ignore"):
                 dbz = rate_to_dbz(np.maximum(r, 0.0), self.zr_a, self.zr_b)
@@ -81,8 +133,11 @@ class Transform:
             x = np.log10(np.maximum(r, 0.0) + self.log_eps)
         elif self.kind == "linear":
             x = r / self.linear_scale
+        elif self.kind == "minmax":
+            lo, hi = float(self.value_min), float(self.value_max)  # type: ignore[arg-type]
+            x = np.where(np.isnan(r), np.nan, np.clip((r - lo) / max(hi - lo, 1e-12), 0.0, 1.0))
         else:
-            raise ValueError(f"transform kind: expected dbz, log or linear, found {self.kind!r}")
+            raise ValueError(f"transform kind: expected dbz, log, linear or minmax, found {self.kind!r}")
         return np.asarray(x, dtype=np.float32)
 
     def inverse(self, x: np.ndarray) -> np.ndarray:
@@ -98,11 +153,14 @@ class Transform:
             r = np.where(r < self.log_eps * 1e-3, np.float32(0.0), r)
         elif self.kind == "linear":
             r = np.maximum(x * np.float32(self.linear_scale), np.float32(0.0))
+        elif self.kind == "minmax":
+            lo, hi = np.float32(self.value_min), np.float32(self.value_max)
+            r = lo + np.clip(x, 0.0, 1.0) * (hi - lo)
         else:
-            raise ValueError(f"transform kind: expected dbz, log or linear, found {self.kind!r}")
+            raise ValueError(f"transform kind: expected dbz, log, linear or minmax, found {self.kind!r}")
         r = np.where(np.isnan(x), np.nan, r)
         return r.astype(np.float32)
 
     def threshold(self, rate: float) -> float:
         """Model-space value of the rain rate ``rate`` (mm/h), e.g. for intensity-balanced loss weights."""
-        return float(self.forward(np.array([rate], dtype=np.float32))[0])
+        return float(self.forward(np.array([rate], dtype=np.float32), check=False)[0])

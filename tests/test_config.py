@@ -58,7 +58,7 @@ def test_cross_field_checks() -> None:
         load_config(None, ["model.hidden=[8, 8, 8]"])
     with pytest.raises(ConfigError, match="expected odd sizes"):
         load_config(None, ["model.kernels=[2, 3]"])
-    with pytest.raises(ConfigError, match="transform.kind: expected one of dbz, log, linear, found 'sqrt'"):
+    with pytest.raises(ConfigError, match="transform.kind: expected one of dbz, log, linear, minmax, found 'sqrt'"):
         load_config(None, ["transform.kind=sqrt"])
 
 

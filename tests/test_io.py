@@ -344,9 +344,12 @@ def test_describe_radar_statistics(radar_file):
 def test_describe_radar_several_files(radar_file):
     a = radar_file("a.nc", values=np.full((6, 16, 20), 1.0))
     b = radar_file("b.nc", values=np.zeros((6, 16, 20)), step=600)
-    lines = describe_radar([str(a), str(b)])
-    assert sum(line.startswith("file:") for line in lines) == 2
-    assert lines[-1].startswith("archive:         2 files, 12 frames, rainy fraction 0.500")
+    c = radar_file("c.nc", values=np.zeros((6, 16, 20)), start="2021-06-02T12:00:00")
+    lines = describe_radar([str(a), str(b), str(c)])
+    assert sum(line.startswith("file:") for line in lines) == 3
+    # pooled at the step of most files (300 s); b, at 600 s, is left out as the archive reader would
+    assert lines[-2].startswith("archive:         2 files at 300 s, 12 frames, rainy fraction 0.500")
+    assert lines[-1] == f"left out:        1 file(s) at another time step: {b}"
 
 
 def test_single_frame_takes_the_step_from_the_file_attribute(radar_file):
