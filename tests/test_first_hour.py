@@ -190,9 +190,10 @@ def test_global_options_after_the_command(tmp_path: Path) -> None:
 
 def test_shell_completion_is_offered() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "nowcast", "--show-completion", "bash"], env=_env(), capture_output=True, text=True,
-        timeout=120,
-    )
+        [sys.executable, "-m", "nowcast", "--show-completion", "bash"],
+        env={**_env(), "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"},  # the shell named, not detected
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "_NOWCAST_COMPLETE" in result.stdout and "complete " in result.stdout
     assert "--install-completion" in _runner().invoke(app, ["--help"]).stdout
