@@ -119,7 +119,7 @@ def test_every_import_is_declared() -> None:
     """Third-party modules imported at module level need a core dependency; those imported inside a
     function (optional features) at least an extra. A core-only install must never die of an import."""
     import ast
-    import tomllib
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     core = _requirement_names(project["dependencies"])
@@ -380,3 +380,21 @@ def test_evaluation_plots_name_the_run_explain_missing_lines_and_tick_on_the_ste
     ticks = [t for t in panel_1.get_xticks() if 0 < t <= 20]
     assert ticks and all(t % 5 == 0 for t in ticks)  # the step is 5 min (4 leads: a tick on every step)
     assert ticks == [5.0, 10.0, 15.0, 20.0]
+
+
+def test_distribution_name_is_free_of_the_unrelated_nowcast_package() -> None:
+    """`pip install nowcast` installs an unrelated project: ours is `nowcast-convlstm`, with the
+    `nowcast` command and import package."""
+    import importlib.metadata as md
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    from tests.conftest import REPO_ROOT
+
+    name = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["name"]
+    assert name == "nowcast-convlstm"
+    try:
+        dist = md.distribution(name)
+    except md.PackageNotFoundError:
+        pytest.skip(f"{name} is not installed (run from a source tree)")
+    scripts = {ep.name: ep.value for ep in dist.entry_points if ep.group == "console_scripts"}
+    assert scripts == {"nowcast": "nowcast.cli:main"}
