@@ -242,19 +242,23 @@ def info(
             typer.echo(line)
 
 
+_SetOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--set", metavar="KEY=VALUE",
+        help="Override a config value: section.key=value (repeatable; keys: nowcast config show).",
+    ),
+]
+"""``--set`` of ``train`` and ``config show``."""
+
+
 @app.command()
 def train(
     config: Annotated[
         Optional[str],
         typer.Option("--config", "-c", metavar="NAME|FILE", help="A shipped config (nowcast config list) or a YAML file."),
     ] = None,
-    set_: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--set", metavar="KEY=VALUE",
-            help="Override a config value: section.key=value (repeatable; keys: nowcast config show).",
-        ),
-    ] = None,
+    set_: _SetOption = None,
     resume: Annotated[
         Optional[Path], typer.Option(metavar="RUN_DIR", help="Continue the run in this directory exactly.")
     ] = None,
@@ -415,13 +419,7 @@ def config_show(
     config: Annotated[
         Optional[str], typer.Argument(metavar="NAME|FILE", help="Shipped config or YAML file (default: all defaults).")
     ] = None,
-    set_: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--set", metavar="KEY=VALUE",
-            help="Override a config value: section.key=value (repeatable; keys: nowcast config show).",
-        ),
-    ] = None,
+    set_: _SetOption = None,
 ) -> None:
     """Print a config resolved (defaults, file, --set) as YAML, each key with its type and meaning.
 

@@ -39,7 +39,7 @@ import xarray as xr
 
 from nowcast import __version__, metrics
 from nowcast.errors import CheckpointError, NowcastError
-from nowcast.io import Archive, atomic_output, open_archive
+from nowcast.io import Archive, atomic_output, data_time_step, open_archive
 
 log = logging.getLogger(__name__)
 
@@ -596,7 +596,6 @@ def evaluate_files(
     """
     from nowcast.baselines import get_method
     from nowcast.config import Config
-    from nowcast.predict import data_time_step
 
     if not inputs:
         raise NowcastError("evaluate: expected at least one radar file, found none")

@@ -509,8 +509,8 @@ class Archive:
     """Files that contributed segments."""
     skipped: list[tuple[str, str]]
     """(file, reason) of each file that could not be used."""
-    time_step: int
-    """Seconds between consecutive frames of a segment."""
+    time_step: int | None
+    """Seconds between consecutive frames of a segment; None: each file's own (``attrs["time_step"]``)."""
 
     def periods(self) -> list[str]:
         """One ``"file.nc: YYYY-MM-DDTHH:MM to YYYY-MM-DDTHH:MM"`` per segment (UTC), for provenance."""
@@ -524,7 +524,7 @@ class Archive:
 def open_archive(
     paths: Sequence[str | Path],
     *,
-    time_step: int,
+    time_step: int | None,
     variable: str | None = None,
     units: str | None = None,
     zr_a: float = 200.0,
@@ -532,7 +532,8 @@ def open_archive(
     min_frames: int = 1,
     scan: bool = True,
 ) -> Archive:
-    """Open files and glob patterns (sorted) as one archive of segments at ``time_step``.
+    """Open files and glob patterns (sorted) as one archive of segments at ``time_step`` (None: each
+    file at its own step, carried by each segment's ``attrs["time_step"]``).
 
     A file that cannot be used (unreadable, no variable, a step that does not divide ``time_step``,
     no run of ``min_frames`` frames) is skipped with one warning naming it and why; but when exactly one
@@ -545,7 +546,7 @@ def open_archive(
     if not files:
         raise InputError("radar archive: expected at least one file or glob pattern, found none")
     strict = len(paths) == 1 and not _is_pattern(str(paths[0]))
-    archive = Archive(segments=[], files=[], skipped=[], time_step=int(time_step))
+    archive = Archive(segments=[], files=[], skipped=[], time_step=None if time_step is None else int(time_step))
     for f in files:
         try:
             da = open_radar(f, variable=variable, units=units, zr_a=zr_a, zr_b=zr_b, time_step=time_step, scan=scan)
@@ -553,7 +554,8 @@ def open_archive(
             if not runs:
                 longest = max(s.sizes["time"] for s in segments(da))
                 raise InputError(
-                    f"{f}: expected a run of at least {min_frames} frames {time_step} s apart, found at most {longest}"
+                    f"{f}: expected a run of at least {min_frames} frames {da.attrs['time_step']} s apart, "
+                    f"found at most {longest}"
                 )
         except InputError as exc:
             if strict:
@@ -567,6 +569,18 @@ def open_archive(
         why = "; ".join(f"{f}: {r}" for f, r in archive.skipped)
         raise InputError(f"radar archive: expected at least one usable file among {len(files)}, found none ({why})")
     return archive
+
+
+def data_time_step(paths: Sequence[str | Path], variable: str | None = None, *, newest: bool = False) -> int | None:
+    """Time step (s) of the first (``newest``: the last) usable file named by ``paths`` (globs expanded,
+    sorted), read from its metadata; None if no file is usable."""
+    files = _expand(paths)
+    for path in reversed(files) if newest else files:
+        try:
+            return int(open_radar(path, variable=variable, scan=False).attrs["time_step"])
+        except InputError:
+            continue
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------

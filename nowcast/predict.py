@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import dataclasses
-import glob
 import logging
 import os
 import time
@@ -32,8 +31,8 @@ from nowcast.errors import CheckpointError, InputError, NowcastError, OutputErro
 from nowcast.motion import displacements, motion_field, warp
 from nowcast.io import (
     FORECAST_REFERENCES,
+    data_time_step,
     open_archive,
-    open_radar,
     output_lock,
     remove_stale_temporaries,
     write_forecast,
@@ -430,21 +429,6 @@ def _check_age(newest: int, max_age_min: float, now: datetime | None, src: str) 
         )
 
 
-def data_time_step(inputs: Sequence[str | Path], variable: str | None, *, newest: bool = False) -> int | None:
-    """Time step (s) of the first (``newest``: the last) usable file named by ``inputs`` (globs expanded,
-    sorted); None if no file is usable."""
-    paths = []
-    for item in inputs:
-        text = str(item)
-        paths += sorted(glob.glob(text)) if any(c in text for c in "*?[") else [text]
-    for path in reversed(paths) if newest else paths:
-        try:
-            return int(open_radar(path, variable=variable, scan=False).attrs["time_step"])
-        except InputError:
-            continue
-    return None
-
-
 def predict_to_file(
     inputs: Sequence[str | Path],
     *,
@@ -506,8 +490,8 @@ def predict_to_file(
         raise NowcastError(f"--steps: expected a positive number of lead times, found {steps}")
     if cfg.data.time_step == 0:  # a model for any step: the newest input file's
         step = data_time_step([str(p) for p in inputs], variable or cfg.data.variable, newest=True)
-        if step is None:
-            open_archive([str(p) for p in inputs], time_step=1, variable=variable or cfg.data.variable, scan=False)
+        if step is None:  # no usable file: the archive reader names each one and why
+            open_archive([str(p) for p in inputs], time_step=None, variable=variable or cfg.data.variable, scan=False)
             raise InputError(f"{inputs[0]}: expected a radar file whose time step can be read, found none")
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, time_step=step))
         lo, hi = TRAINED_STEPS

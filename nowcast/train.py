@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as dt
-import glob
 import logging
 import math
 import os
@@ -38,7 +37,7 @@ from nowcast.data import (
 from nowcast.errors import ConfigError, InputError, TrainingDivergedError
 from nowcast.io import Archive, open_archive, remove_stale_temporaries
 from nowcast.model import build_model
-from nowcast.predict import data_time_step, forecast_array
+from nowcast.predict import forecast_array
 from nowcast.runtime import autocast, available_cores, resolve_precision, select_device, set_threads
 from nowcast.transforms import Transform
 
@@ -222,30 +221,9 @@ def _open_data(cfg: Config) -> tuple[Archive, Archive | None]:
         raise ConfigError("data.files: expected at least one radar file or glob, found none (use --set data.files=[a.nc])")
     n = d.in_frames + d.out_frames
     kw = dict(variable=d.variable, units=d.units, zr_a=d.zr_a, zr_b=d.zr_b, min_frames=n)
-
-    def one(files: tuple[str, ...]) -> Archive:
-        if d.time_step:
-            return open_archive(list(files), time_step=d.time_step, **kw)
-        parts = []
-        for f in sorted({p for item in files for p in (glob.glob(item) if glob.has_magic(item) else [item])}):
-            step = data_time_step([f], d.variable)
-            if step is None:
-                raise InputError(f"{f}: expected a radar file whose time step can be read, found none")
-            try:
-                parts.append(open_archive([f], time_step=step, **kw))
-            except InputError as exc:
-                if len(files) == 1 and not glob.has_magic(files[0]):
-                    raise
-                log.warning("skipped %s", exc)
-        if not parts:
-            raise InputError(f"{', '.join(files)}: expected at least one usable radar file, found none")
-        return Archive(
-            segments=[s for a in parts for s in a.segments], files=[f for a in parts for f in a.files],
-            skipped=[x for a in parts for x in a.skipped], time_step=0,
-        )
-
-    train_arc = one(d.files)
-    val_arc = one(d.val_files) if d.val_files else None
+    step = d.time_step or None  # 0: each file at its own step
+    train_arc = open_archive(list(d.files), time_step=step, **kw)
+    val_arc = open_archive(list(d.val_files), time_step=step, **kw) if d.val_files else None
     return train_arc, val_arc
 
 

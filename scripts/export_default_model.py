@@ -73,8 +73,8 @@ def main() -> None:
     for key in ("train_files", "val_files"):
         if key in prov:
             prov[key] = [Path(p).name for p in prov[key]]
-    if args.train_files and cfg.data.time_step:
-        arc = open_archive(args.train_files, time_step=cfg.data.time_step, variable=cfg.data.variable, units=cfg.data.units)
+    if args.train_files:
+        arc = open_archive(args.train_files, time_step=cfg.data.time_step or None, variable=cfg.data.variable, units=cfg.data.units)
         if arc.skipped:
             raise SystemExit(f"--train-files: expected every file to be usable, found {len(arc.skipped)} skipped: {arc.skipped[0][1]}")
         prov["train_files"] = [Path(p).name for p in arc.files]
