@@ -119,6 +119,10 @@ class ModelConfig:
     step_input: bool = False
     """Feed the data's time step (minutes / 10) to the network as a constant extra input channel, so
     one model serves radars at different steps."""
+    probmatching: str = "none"
+    """none: the network's values as they are. cdf: each forecast frame keeps the network's pattern
+    (rank order) but takes the distribution of the last observed frame (``probmatch.match_cdf``), as
+    pySTEPS S-PROG does; a forecast then neither grows nor loses rain overall."""
 
 
 @dataclass(frozen=True)
@@ -193,6 +197,7 @@ class Config:
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("transform", "kind"): ("dbz", "log", "linear", "minmax"),
     ("model", "frame"): ("eulerian", "lagrangian"),
+    ("model", "probmatching"): ("none", "cdf"),
     ("train", "loss"): ("mse", "mae", "mse+mae"),
     ("train", "precision"): ("auto", "fp32", "bf16"),
     ("eval", "comparison"): (">=", ">"),

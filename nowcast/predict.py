@@ -29,6 +29,7 @@ from nowcast.checkpoint import default_model_path, model_from_checkpoint, sha256
 from nowcast.config import Config
 from nowcast.errors import CheckpointError, InputError, NowcastError, OutputError, StaleInputError
 from nowcast.motion import displacements, motion_field, warp
+from nowcast.probmatch import match_forecast
 from nowcast.io import (
     FORECAST_REFERENCES,
     data_time_step,
@@ -69,6 +70,9 @@ def forecast_array(
     fused convolution per step (``batched_input=False``): as fast there, and it does not keep every
     frame's gate pre-activations alive.
 
+    With ``model.probmatching: cdf`` each forecast frame then takes the last frame's distribution
+    (``probmatch.match_forecast``).
+
     Lagrangian models (``model.frame``): motion from ``motion.motion_field`` on each sample's input
     frames; input frame t_last - j is advected j steps forward into the frame of the last observation,
     the network forecasts there, and its forecast k (in mm/h) is advected k steps forward.
@@ -98,9 +102,11 @@ def forecast_array(
     finally:
         if batched is not None:
             model.batched_input = batched
-    pred_np = pred.numpy()
     nodata = ~np.isfinite(frames[:, -1:])  # (B, 1, C, H, W)
-    return np.where(nodata, np.float32(np.nan), pred_np).astype(np.float32)
+    pred_np = np.where(nodata, np.float32(np.nan), pred.numpy()).astype(np.float32)
+    if getattr(cfg, "probmatching", "none") == "cdf":
+        pred_np = match_forecast(pred_np, frames[:, -1])
+    return pred_np
 
 
 def to_lagrangian_inputs(frames: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:

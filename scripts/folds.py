@@ -8,6 +8,8 @@ pixels), each event at its own time step with lead times up to 60 minutes (see `
     python scripts/folds.py evaluate --fold A --model runs/foldA-r1/model.pt --out evaluation/folds/r1
     python scripts/folds.py evaluate --fold B --model runs/foldB-r1/model.pt --out evaluation/folds/r1
     python scripts/folds.py table evaluation/folds/r1            # per event, per fold, and the targets
+    python scripts/folds.py derive runs/foldA-r1/model.pt runs/foldA-r3a.pt --set model.probmatching=cdf
+    python scripts/folds.py evaluate ... --baselines persistence --reuse-baselines evaluation/folds/r1
 
 ``--fold A`` means "trained on fold A's training events", so it is scored on fold B's events.
 """
@@ -48,8 +50,10 @@ def held_out(fold: str) -> tuple[str, ...]:
     return FOLD_EVENTS[other]
 
 
-def evaluate(fold: str, model: str, out: Path, events: list[str] | None = None) -> None:
-    """``nowcast evaluate`` of ``model`` and the baselines on each held-out event into ``out/EVENT``."""
+def evaluate(
+    fold: str, model: str, out: Path, events: list[str] | None = None, baselines: str = "persistence,extrapolation,sprog"
+) -> None:
+    """``nowcast evaluate`` of ``model`` and ``baselines`` on each held-out event into ``out/EVENT``."""
     for event in events or held_out(fold):
         target = out / event
         if (target / "metrics.csv").is_file():
@@ -57,21 +61,46 @@ def evaluate(fold: str, model: str, out: Path, events: list[str] | None = None) 
             continue
         cmd = [
             sys.executable, "-m", "nowcast", "-q", "evaluate", str(DATA / f"{event}.nc"), "--model", model,
-            "--baselines", "persistence,extrapolation,sprog", "--thresholds", THRESHOLDS,
+            "--baselines", baselines, "--thresholds", THRESHOLDS,
             "--stride", str(STRIDE), "--steps", str(LEADS[event]), "--out", str(target),
         ]
         print(" ".join(cmd), file=sys.stderr)
         subprocess.run(cmd, check=True)
 
 
+REUSE: Path | None = None
+"""Where ``table`` takes the rows of methods a run did not score (``--reuse-baselines``)."""
+
+
 def _read(path: Path) -> dict[tuple[str, str, str], list[tuple[float, float]]]:
-    """(method, score, threshold) -> [(lead_min, value)] from an evaluate metrics.csv."""
+    """(method, score, threshold) -> [(lead_min, value)] from an evaluate metrics.csv; methods missing
+    there come from the same event's metrics.csv under ``REUSE`` (scored on the same cases: the
+    persistence rows of both files must agree, or this raises)."""
     table: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
     with open(path, newline="") as fh:
         for row in csv.DictReader(fh):
             thr = row["threshold"] and f"{float(row['threshold']):g}"
             table[(row["method"], row["score"], thr)].append((float(row["lead_min"]), float(row["value"])))
+    if REUSE is not None and (REUSE / path.parent.name / "metrics.csv").is_file():
+        global_ = _read_plain(REUSE / path.parent.name / "metrics.csv")
+        for key in (k for k in global_ if k[0] == "persistence" and k[1] == "CSI"):
+            mine, theirs = sorted(table.get(key, [])), sorted(global_[key])
+            if mine and any(abs(a[1] - b[1]) > 2e-3 for a, b in zip(mine, theirs)):
+                raise SystemExit(f"{path}: persistence {key[1]} {key[2]} differs from {REUSE}: not the same cases")
+        for key, rows in global_.items():
+            if key[0] not in {k[0] for k in table}:
+                table[key] = rows
     return table
+
+
+def _read_plain(path: Path) -> dict[tuple[str, str, str], list[tuple[float, float]]]:
+    """``_read`` without borrowing rows."""
+    global REUSE
+    saved, REUSE = REUSE, None
+    try:
+        return _read(path)
+    finally:
+        REUSE = saved
 
 
 def _mean(values: list[float]) -> float:
@@ -169,6 +198,27 @@ def table(root: Path) -> str:
     return "\n".join(lines)
 
 
+def derive(source: Path, target: Path, overrides: list[str]) -> None:
+    """Write ``target``: ``source``'s weights and provenance with its stored config changed by
+    ``overrides`` (``SECTION.KEY=VALUE``, as ``nowcast train --set``), e.g. a fold model with
+    probability matching, scored without retraining."""
+    from nowcast.checkpoint import load_checkpoint, save_checkpoint
+    from nowcast.config import config_from_dict, parse_override
+
+    ckpt = load_checkpoint(source)
+    raw = ckpt["config"]
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for k in keys[:-1]:
+            node = node[k]
+        node[keys[-1]] = value
+    cfg = config_from_dict(raw, f"{source} (config) with {' '.join(overrides)}")
+    provenance = {**ckpt.get("provenance", {}), "derived_from": str(source), "derived_with": " ".join(overrides)}
+    save_checkpoint(target, config=cfg, state_dict=ckpt["state_dict"], provenance=provenance)
+    print(f"{target}: {source} with {' '.join(overrides)}", file=sys.stderr)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -177,12 +227,22 @@ def main() -> None:
     e.add_argument("--model", required=True)
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--events", nargs="*", help="only these held-out events (default: all)")
+    e.add_argument("--baselines", default="persistence,extrapolation,sprog", help="baselines scored beside the model")
     t = sub.add_parser("table", help="tabulate the scored folds")
     t.add_argument("root", type=Path)
+    t.add_argument("--reuse-baselines", type=Path, help="take methods a run did not score from this folds root")
+    d = sub.add_parser("derive", help="copy a checkpoint with config values changed (e.g. model.probmatching)")
+    d.add_argument("source", type=Path)
+    d.add_argument("target", type=Path)
+    d.add_argument("--set", dest="overrides", action="append", default=[], help="SECTION.KEY=VALUE (YAML value)")
     a = p.parse_args()
     if a.cmd == "evaluate":
-        evaluate(a.fold, a.model, a.out, a.events)
+        evaluate(a.fold, a.model, a.out, a.events, a.baselines)
+    elif a.cmd == "derive":
+        derive(a.source, a.target, a.overrides)
     else:
+        global REUSE
+        REUSE = a.reuse_baselines
         print(table(a.root))
 
 
