@@ -119,6 +119,10 @@ class ModelConfig:
     step_input: bool = False
     """Feed the data's time step (minutes / 10) to the network as a constant extra input channel, so
     one model serves radars at different steps."""
+    base: str = "last"
+    """What a ``residual`` model adds its output to. last: the last input frame (untrained: optical-flow
+    extrapolation). sprog: the S-PROG forecast in the Lagrangian frame (``cascade.sprog``; untrained:
+    pySTEPS S-PROG); needs frame=lagrangian, in_frames >= 3 and transform.kind=dbz."""
     probmatching: str = "none"
     """none: the network's values as they are. cdf: each forecast frame keeps the network's pattern
     (rank order) but takes the distribution of the last observed frame (``probmatch.match_cdf``), as
@@ -198,6 +202,7 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("transform", "kind"): ("dbz", "log", "linear", "minmax"),
     ("model", "frame"): ("eulerian", "lagrangian"),
     ("model", "probmatching"): ("none", "cdf"),
+    ("model", "base"): ("last", "sprog"),
     ("train", "loss"): ("mse", "mae", "mse+mae"),
     ("train", "precision"): ("auto", "fp32", "bf16"),
     ("eval", "comparison"): (">=", ">"),
@@ -276,6 +281,12 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append(
             f"data.time_step: expected a positive number of seconds (0, the data's own step, needs "
             f"model.frame=lagrangian), found {d.time_step}"
+        )
+    if m.base == "sprog" and (not m.residual or m.frame != "lagrangian" or d.in_frames < 3 or cfg.transform.kind != "dbz"):
+        problems.append(
+            "model.base: expected sprog only with model.residual=true, model.frame=lagrangian, data.in_frames >= 3 "
+            f"and transform.kind=dbz, found residual={m.residual}, frame={m.frame}, in_frames={d.in_frames}, "
+            f"transform.kind={cfg.transform.kind}"
         )
     if m.frame == "lagrangian" and d.in_frames < 2:
         problems.append(f"data.in_frames: expected >= 2 for a Lagrangian model (motion), found {d.in_frames}")

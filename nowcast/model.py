@@ -19,9 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nowcast import cascade
 from nowcast.config import ModelConfig
 
 State = tuple[Tensor, Tensor]  # (h, c), each (B, hidden, H, W)
+SPROG_WET = 1e-6
+"""Rain/no-rain limit of ``model.base: sprog`` in model space: a ``dbz`` transform maps everything at or
+below its ``dbz_min`` to 0, so anything above 0 is rain."""
 
 
 class ConvLSTMCell(nn.Module):
@@ -196,6 +200,7 @@ class EncoderForecaster(nn.Module):
         self.channels = cfg.channels
         self.batched_input = cfg.batched_input
         self.residual = cfg.residual
+        self.base = cfg.base
         self.step_input = cfg.step_input
         folded = cfg.channels * cfg.patch**2
         folded_in = (cfg.channels + int(cfg.step_input)) * cfg.patch**2
@@ -291,7 +296,8 @@ class EncoderForecaster(nn.Module):
 
         time_step: seconds between frames, a number or (B,) tensor; needed when the model was built
         with ``step_input`` (it enters as a constant channel of value minutes / 10).
-        With ``residual`` the network's output is added to the last input frame.
+        With ``residual`` the network's output is added to ``base_forecast`` (the last input frame, or
+        S-PROG in the frame of the inputs).
         """
         if frames.dim() != 5 or frames.shape[2] != self.channels:
             raise ValueError(f"frames: expected (B, T, {self.channels}, H, W), found {tuple(frames.shape)}")
@@ -315,8 +321,16 @@ class EncoderForecaster(nn.Module):
         out = out.unflatten(0, (B, steps))  # (B, steps, C, Hp, Wp)
         out = out[..., :H, :W] if (ph or pw) else out
         if self.residual:
-            out = out + frames[:, -1:].to(out.dtype)
+            out = out + self.base_forecast(frames, steps).to(out.dtype)
         return out
+
+    def base_forecast(self, frames: Tensor, steps: int) -> Tensor:
+        """What the residual is added to (``model.base``): the last frame (B, 1, C, H, W), or the S-PROG
+        forecast of the frames (B, steps, C, H, W; in model space, dry = 0)."""
+        if self.base == "last":
+            return frames[:, -1:]
+        fc = cascade.sprog(frames.detach().float().transpose(1, 2).flatten(0, 1), steps, SPROG_WET)  # (B*C, steps, H, W)
+        return fc.unflatten(0, (frames.shape[0], frames.shape[2])).transpose(1, 2)
 
 
 def build_model(cfg: ModelConfig) -> EncoderForecaster:

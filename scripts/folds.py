@@ -87,8 +87,9 @@ def _read(path: Path) -> dict[tuple[str, str, str], list[tuple[float, float]]]:
             mine, theirs = sorted(table.get(key, [])), sorted(global_[key])
             if mine and any(abs(a[1] - b[1]) > 2e-3 for a, b in zip(mine, theirs)):
                 raise SystemExit(f"{path}: persistence {key[1]} {key[2]} differs from {REUSE}: not the same cases")
+        scored = {k[0] for k in table}
         for key, rows in global_.items():
-            if key[0] not in {k[0] for k in table}:
+            if key[0] not in scored:
                 table[key] = rows
     return table
 

@@ -1,0 +1,100 @@
+"""S-PROG in the Lagrangian frame, in torch: the scale-dependent damping a learned residual starts from.
+
+Seed (2003), as pySTEPS ``nowcasts.sprog`` computes it once the input frames have been warped into the
+frame of the last one (``predict.to_lagrangian_inputs``): each of the last ``AR_ORDER + 1`` frames is
+split into ``LEVELS`` spatial scales by pySTEPS' Gaussian band-pass filters (FFT), each level is
+normalised by its mean and standard deviation, an AR(2) model per level (Yule-Walker from the lag-1
+and lag-2 correlations of the inputs, the lag-2 one adjusted for stationarity as pySTEPS does) carries
+it forward, and the levels are recombined with the last frame's statistics. Small scales decorrelate
+fastest, so they fade first as lead time grows. Each forecast frame then keeps the wet area of the
+last frame and takes its distribution (rank matching, ``cdf``). There is no advection here: it
+happens outside, in the frame the caller works in. Batched, on any device, without gradients.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+LEVELS = 6
+"""Cascade levels, as ``baselines.sprog``."""
+AR_ORDER = 2
+"""Order of the autoregressive model of each level; the forecast needs ``AR_ORDER + 1`` frames."""
+
+
+@functools.lru_cache(maxsize=8)
+def _bandpass(height: int, width: int, levels: int) -> np.ndarray:
+    """pySTEPS ``filter_gaussian`` weights for an (height, width) field: (levels, height, width // 2 + 1)."""
+    from pysteps.cascade.bandpass_filters import filter_gaussian
+
+    return np.asarray(filter_gaussian((height, width), levels)["weights_2d"], dtype=np.float32)
+
+
+def decompose(fields: torch.Tensor, levels: int = LEVELS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """fields (..., H, W) -> (normalised levels (..., L, H, W), means (..., L, 1, 1), stds (..., L, 1, 1))."""
+    h, w = fields.shape[-2:]
+    weights = torch.from_numpy(_bandpass(h, w, levels)).to(fields.device)
+    spectrum = torch.fft.rfft2(fields.double())
+    parts = torch.fft.irfft2(spectrum.unsqueeze(-3) * weights, s=(h, w))  # (..., L, H, W)
+    means = parts.mean((-2, -1), keepdim=True)
+    stds = parts.std((-2, -1), keepdim=True, unbiased=False)
+    return (parts - means) / stds.clamp_min(1e-12), means, stds
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation over the last two dims: (..., H, W) x2 -> (...)."""
+    a = a - a.mean((-2, -1), keepdim=True)
+    b = b - b.mean((-2, -1), keepdim=True)
+    return (a * b).sum((-2, -1)) / ((a * a).sum((-2, -1)) * (b * b).sum((-2, -1))).sqrt().clamp_min(1e-24)
+
+
+def ar2_parameters(gamma1: torch.Tensor, gamma2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(phi1, phi2) of AR(2) from lag-1/lag-2 correlations, gamma2 first adjusted for stationarity
+    (pySTEPS ``adjust_lag2_corrcoef2``), then Yule-Walker (``estimate_ar_params_yw``)."""
+    g1 = gamma1.clamp(-0.999999, 0.999999)
+    g2 = torch.maximum(gamma2, 2 * g1 * gamma2 - 1)
+    g2 = torch.maximum(g2, (3 * g1**2 - 2 + 2 * (1 - g1**2) ** 1.5) / g1**2)
+    phi1 = g1 * (1 - g2) / (1 - g1**2)
+    phi2 = (g2 - g1**2) / (1 - g1**2)
+    return phi1, phi2
+
+
+def _match_last(forecast: torch.Tensor, last: torch.Tensor, wet_threshold: float) -> torch.Tensor:
+    """Each (H, W) field of forecast (N, H, W) with the wet area ratio and distribution of last (N, H, W):
+    the top ``war`` fraction of its pixels get the last frame's values by rank, the rest its minimum."""
+    n, h, w = forecast.shape
+    flat_fc, flat_last = forecast.reshape(n, -1), last.reshape(n, -1)
+    ref = flat_last.sort(dim=1).values  # ascending
+    ranks = flat_fc.argsort(dim=1).argsort(dim=1)  # 0 = driest
+    out = torch.gather(ref, 1, ranks)
+    dry = ranks < (flat_last < wet_threshold).sum(1, keepdim=True)  # pySTEPS' percentile mask of the wet area
+    out = torch.where(dry, ref[:, :1].expand_as(out), out)
+    return out.reshape(n, h, w)
+
+
+@torch.no_grad()
+def sprog(frames: torch.Tensor, steps: int, wet_threshold: float, levels: int = LEVELS) -> torch.Tensor:
+    """S-PROG forecast of frames (N, T >= 3, H, W) already in one frame of reference -> (N, steps, H, W).
+
+    Values in a log-like space (dBR, or the model space of a ``dbz`` transform), finite (no-data filled
+    with the minimum beforehand); ``wet_threshold``: the rain/no-rain limit in those units. A field
+    without rain (nothing at or above the threshold in the last frame) is forecast unchanged.
+    """
+    if frames.shape[1] < AR_ORDER + 1:
+        raise ValueError(f"frames: S-PROG needs at least {AR_ORDER + 1} frames, found {frames.shape[1]}")
+    x = frames[:, -(AR_ORDER + 1) :]
+    z, means, stds = decompose(x, levels)  # (N, 3, L, H, W), (N, 3, L, 1, 1)
+    phi1, phi2 = ar2_parameters(_corr(z[:, 2], z[:, 1]), _corr(z[:, 2], z[:, 0]))  # (N, L)
+    phi1, phi2 = phi1[..., None, None], phi2[..., None, None]
+    prev, cur = z[:, 1], z[:, 2]
+    last = x[:, -1].double()
+    wet = (last >= wet_threshold).flatten(1).any(1)  # (N,)
+    out = []
+    for _ in range(steps):
+        prev, cur = cur, phi1 * cur + phi2 * prev
+        field = (cur * stds[:, 2] + means[:, 2]).sum(1)  # (N, H, W)
+        field = _match_last(field, last, wet_threshold)
+        out.append(torch.where(wet[:, None, None], field, last))
+    return torch.stack(out, 1).to(frames.dtype)
