@@ -230,15 +230,9 @@ def info(
 ) -> None:
     """Describe a radar file, an archive of several files, or a checkpoint."""
     with _errors():
-        if len(files) == 1 and files[0].suffix in (".pt", ".pth", ".ckpt"):
-            from nowcast.checkpoint import describe_checkpoint
+        from nowcast.io.info import describe
 
-            lines = describe_checkpoint(files[0])
-        else:
-            from nowcast.io import describe_radar
-
-            lines = describe_radar([str(f) for f in files], variable=variable)
-        for line in lines:
+        for line in describe(files, variable=variable):
             typer.echo(line)
 
 

@@ -24,7 +24,7 @@ import xarray as xr
 
 from nowcast import __version__
 from nowcast.errors import NowcastError
-from nowcast.io import atomic_output
+from nowcast.io.atomic import atomic_output
 
 log = logging.getLogger(__name__)
 
