@@ -23,6 +23,7 @@ from nowcast.config import load_config
 from nowcast.errors import ConfigError, TrainingDivergedError
 from nowcast.model import build_model
 from nowcast.synth import write_synthetic
+import nowcast.train
 from nowcast.train import lr_at, masked_loss, run_training, soft_csi_loss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,7 +181,7 @@ def test_resume_on_new_data_restarts_best_and_keeps_provenance(synth_file: Path,
     assert load_checkpoint(same / "model.pt")["provenance"]["train_files"] == [str(synth_file)]
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(synth_file: Path, tmp_path: Path) -> None:
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(synth_file: Path, tmp_path: Path, monkeypatch) -> None:
     calls = {"n": 0}
 
     def poisoned(*args: object) -> torch.Tensor:
@@ -190,7 +191,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(synth_file: Path, tmp_pat
 
     cfg = load_config(TINY, [f"data.files=[{synth_file}]", "train.threads=1", "train.steps=10", "train.ckpt_every=2", "train.val_every=1000"])
     with pytest.raises(TrainingDivergedError, match="step 3: expected a finite value, found nan"):
-        run_training(cfg, run_dir=tmp_path / "run", loss_fn=poisoned)
+        monkeypatch.setattr(nowcast.train, "masked_loss", poisoned)
+        run_training(cfg, run_dir=tmp_path / "run")
     last = load_checkpoint(tmp_path / "run" / "last.pt")
     assert last["training"]["step"] == 2
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
