@@ -104,7 +104,7 @@ def test_persistence_of_an_unchanging_sequence_scores_csi_one_at_every_lead(
     still = np.repeat(moving_rain(1, SIZE), 16, axis=0)
     data = radar_file("still.nc", frames=16, size=SIZE, values=still)
     out = tmp_path / "rep"
-    table = evaluate_files([data], model=None, baselines=("persistence",), steps=3, out_dir=out, plots=False)
+    table = evaluate_files([data], no_model=True, baselines=("persistence",), steps=3, out_dir=out, plots=False)
     assert "persistence" in table
     rows = _read_csv(out / "metrics.csv")
     assert {float(r["value"]) for r in rows if r["score"] in ("CSI", "POD")} == {1.0}
@@ -214,9 +214,9 @@ def test_cli_errors_exit_2_with_one_line(
     result = runner.invoke(app, ["evaluate", str(data), "--no-model", "--baselines", "persistence,optical"])
     assert result.exit_code == 2 and "expected one of persistence, extrapolation" in result.stderr
 
-    import nowcast.checkpoint
+    import nowcast.predict
 
-    monkeypatch.setattr(nowcast.checkpoint, "default_model_path", lambda: tmp_path / "missing" / "default.pt")
+    monkeypatch.setattr(nowcast.predict, "default_model_path", lambda: tmp_path / "missing" / "default.pt")
     result = runner.invoke(app, ["evaluate", str(data), "--baselines", "persistence"])
     assert result.exit_code == 2 and "--no-model" in result.stderr and "default.pt" in result.stderr
 

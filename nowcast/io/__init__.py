@@ -3,7 +3,8 @@
 No module here imports torch at import time.
 
 - ``nowcast.io.reading``: radar NetCDF files -> rain rate (``open_radar``, ``segments``, ``open_archive``,
-  ``Archive``, ``data_time_step``).
+  ``Archive``, ``data_time_step``; times as int64
+  nanoseconds: ``NS``, ``times_ns``, ``iso_time``).
 - ``nowcast.io.writing``: a forecast -> a CF-1.11 NetCDF (``forecast_dataset``, ``write_forecast``,
   ``complete_grid_mapping``).
 - ``nowcast.io.atomic``: how every output file is written (``atomic_output``, ``output_lock``,
@@ -20,13 +21,19 @@ import importlib
 from typing import Any
 
 _MODULE_OF = {
+    "NS": "reading",
     "RAIN_STANDARD_NAMES": "reading",
     "Archive": "reading",
     "data_time_step": "reading",
+    "iso_time": "reading",
     "open_archive": "reading",
     "open_radar": "reading",
     "segments": "reading",
+    "times_ns": "reading",
     "FORECAST_REFERENCES": "writing",
+    "PACKING": "writing",
+    "PACK_MAX": "writing",
+    "PACK_STEP": "writing",
     "complete_grid_mapping": "writing",
     "forecast_dataset": "writing",
     "write_forecast": "writing",

@@ -15,16 +15,18 @@ import dask.array
 import numpy as np
 import xarray as xr
 
+from nowcast.config import ZR_A, ZR_B
 from nowcast.errors import InputError
 from nowcast.io.reading import (
-    _NS,
+    NS,
     _expand,
-    _iso,
     _no_data_error,
     _open_rate,
     _read_error,
     _unit_kind,
+    iso_time,
     segments,
+    times_ns,
 )
 
 log = logging.getLogger("nowcast.io")
@@ -61,10 +63,10 @@ def _file_stats(rate: xr.DataArray) -> dict[str, float]:
 
 
 def _describe_file(path: str, variable: str | None) -> tuple[list[str], dict[str, float]]:
-    rate, step = _open_rate(path, variable=variable, units=None, zr_a=200.0, zr_b=1.6, time_step=None)
+    rate, step = _open_rate(path, variable=variable, units=None, zr_a=ZR_A, zr_b=ZR_B, time_step=None)
     stats = _file_stats(rate)
     a = rate.attrs
-    t = rate["time"].values.astype("datetime64[ns]").astype(np.int64)
+    t = times_ns(rate)
     shape_dims = ", ".join("t" if d == "time" else "c" if d == "channel" else str(d) for d in rate.dims)
     lines = [f"file:            {path}"]
     if "input_title" in a:
@@ -72,16 +74,16 @@ def _describe_file(path: str, variable: str | None) -> tuple[list[str], dict[str
     std = a.get("input_standard_name", a["standard_name"])
     lines.append(f"variable:        {a['variable']} (standard_name: {std})")
     units = a.get("input_units", "mm h-1")
-    how = {"dbz": ", converted to mm h-1 by Z = 200 R^1.6", "flux": ", converted to mm h-1 (x 3600)"}
+    how = {"dbz": f", converted to mm h-1 by Z = {ZR_A:g} R^{ZR_B:g}", "flux": ", converted to mm h-1 (x 3600)"}
     lines.append(f"units:           {units}{how.get(_unit_kind(units) or '', '')}")
     lines.append(f"shape ({shape_dims}): " + " x ".join(str(n) for n in rate.shape))
-    lines.append(f"period (UTC):    {_iso(t[0])} to {_iso(t[-1])}")
+    lines.append(f"period (UTC):    {iso_time(t[0])} to {iso_time(t[-1])}")
     lines.append(f"time step:       {step} s ({_minutes(step)})")
     runs = segments(rate)
     if len(runs) == 1:
         lines.append(f"gaps:            none (1 segment of {t.size} frames)")
     else:
-        longest_gap = int(np.diff(t).max() // _NS) - step
+        longest_gap = int(np.diff(t).max() // NS) - step
         sizes = [s.sizes["time"] for s in runs]
         lines.append(
             f"gaps:            {len(runs) - 1} (longest {_minutes(longest_gap)} missing); {len(runs)} segments "

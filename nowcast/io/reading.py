@@ -25,6 +25,7 @@ import dask
 import numpy as np
 import xarray as xr
 
+from nowcast.config import ZR_A, ZR_B
 from nowcast.errors import InputError, first_line
 from nowcast.transforms import dbz_to_rate
 
@@ -46,7 +47,8 @@ _SPATIAL_NAMES = {
 }  # fmt: skip
 _SCAN_LIMIT = 2**28
 """Variables up to this many values (1 GiB of float32) get an exact count of negative values at open."""
-_NS = 1_000_000_000
+NS = 1_000_000_000
+"""Nanoseconds per second: times are int64 nanoseconds since 1970 (UTC) throughout."""
 
 
 
@@ -54,9 +56,11 @@ _NS = 1_000_000_000
 # small helpers
 
 
-def _iso(t_ns: int | np.integer) -> str:
-    """UTC ISO 8601 text of a time in nanoseconds since 1970 (times are taken as UTC)."""
-    return str(np.datetime_as_string(np.datetime64(int(t_ns), "ns"), unit="s")) + "Z"
+def iso_time(t: int | np.integer | np.datetime64) -> str:
+    """UTC ISO 8601 text, to the second, of a time in nanoseconds since 1970 or a datetime64 (times
+    are taken as UTC)."""
+    t64 = t if isinstance(t, np.datetime64) else np.datetime64(int(t), "ns")
+    return str(np.datetime_as_string(t64, unit="s")) + "Z"
 
 
 
@@ -205,8 +209,12 @@ def _index_as_time(da: xr.DataArray, path: Path, time_step: int | None) -> xr.Da
     return da.assign_coords(time=start + values.astype(np.int64) * np.timedelta64(int(time_step), "s"))
 
 
-def _times_ns(da: xr.DataArray, path: Path) -> np.ndarray:
-    """Times of ``da`` as int64 nanoseconds since 1970, checked to be datetimes and strictly increasing."""
+def times_ns(da: xr.DataArray, path: str | Path | None = None) -> np.ndarray:
+    """Times of ``da`` as int64 nanoseconds since 1970, checked to be datetimes and strictly increasing.
+
+    ``path`` names the data in errors (default: ``attrs["source_file"]``).
+    """
+    path = path if path is not None else da.attrs.get("source_file", da.name)
     if "time" not in da.coords:
         raise InputError(f"{path}: expected a time coordinate of datetimes, found a time dimension without coordinate")
     values = da["time"].values
@@ -228,8 +236,8 @@ def _times_ns(da: xr.DataArray, path: Path) -> np.ndarray:
         i = int(bad[0]) + 1
         how = "repeats" if d[bad[0]] == 0 else "is before"
         raise InputError(
-            f"{path}: expected strictly increasing times, found time[{i}] = {_iso(t[i])} {how} "
-            f"time[{i - 1}] = {_iso(t[i - 1])}"
+            f"{path}: expected strictly increasing times, found time[{i}] = {iso_time(t[i])} {how} "
+            f"time[{i - 1}] = {iso_time(t[i - 1])}"
         )
     return t
 
@@ -247,16 +255,16 @@ def _time_step(t: np.ndarray, ds: xr.Dataset, path: Path, time_step: int | None)
         return step
     d = np.diff(t)
     step_ns = int(d.min())
-    if step_ns % _NS:
-        raise InputError(f"{path}: expected a time step of whole seconds, found {step_ns / _NS:g} s")
+    if step_ns % NS:
+        raise InputError(f"{path}: expected a time step of whole seconds, found {step_ns / NS:g} s")
     off = np.flatnonzero(d % step_ns)
     if off.size:
         i = int(off[0])
         raise InputError(
-            f"{path}: expected a regular time step (gaps as whole multiples of {step_ns // _NS} s), found "
-            f"{d[i] / _NS:g} s between time[{i}] = {_iso(t[i])} and time[{i + 1}] = {_iso(t[i + 1])}"
+            f"{path}: expected a regular time step (gaps as whole multiples of {step_ns // NS} s), found "
+            f"{d[i] / NS:g} s between time[{i}] = {iso_time(t[i])} and time[{i + 1}] = {iso_time(t[i + 1])}"
         )
-    return step_ns // _NS
+    return step_ns // NS
 
 
 def _subsample(da: xr.DataArray, t: np.ndarray, step: int, time_step: int, path: Path) -> xr.DataArray:
@@ -270,7 +278,7 @@ def _subsample(da: xr.DataArray, t: np.ndarray, step: int, time_step: int, path:
             f"{path}: expected a time step that divides the model's time step of {time_step} s, found {step} s"
         )
     k = time_step // step
-    phase = ((t - t[0]) // (step * _NS)) % k
+    phase = ((t - t[0]) // (step * NS)) % k
     counts = np.bincount(phase, minlength=k)
     best = max(range(k), key=lambda p: (counts[p], p == phase[-1]))
     keep = np.flatnonzero(phase == best)
@@ -315,7 +323,7 @@ def _open_rate(
     if not np.issubdtype(var.dtype, np.number) or var.dtype == bool:
         raise InputError(f"{where}: expected numeric values, found {var.dtype}")
     da = _index_as_time(_arrange(var, p), p, time_step)
-    t = _times_ns(da, p)
+    t = times_ns(da, p)
     step = _time_step(t, ds, p, time_step)
 
     declared = units if units is not None else var.attrs.get("units")
@@ -414,8 +422,8 @@ def open_radar(
     *,
     variable: str | None = None,
     units: str | None = None,
-    zr_a: float = 200.0,
-    zr_b: float = 1.6,
+    zr_a: float = ZR_A,
+    zr_b: float = ZR_B,
     time_step: int | None = None,
     scan: bool = True,
 ) -> xr.DataArray:
@@ -480,8 +488,8 @@ def segments(da: xr.DataArray, min_frames: int = 1) -> list[xr.DataArray]:
         raise InputError(f"{da.attrs.get('source_file', da.name)}: expected attrs['time_step'] in seconds, found none")
     if da.sizes["time"] == 0:
         return []
-    t = da["time"].values.astype("datetime64[ns]").astype(np.int64)
-    cuts = [0, *(np.flatnonzero(np.diff(t) != int(step) * _NS) + 1).tolist(), t.size]
+    t = times_ns(da)
+    cuts = [0, *(np.flatnonzero(np.diff(t) != int(step) * NS) + 1).tolist(), t.size]
     return [da.isel(time=slice(a, b)) for a, b in zip(cuts[:-1], cuts[1:]) if b - a >= min_frames]
 
 
@@ -513,8 +521,8 @@ def open_archive(
     time_step: int | None,
     variable: str | None = None,
     units: str | None = None,
-    zr_a: float = 200.0,
-    zr_b: float = 1.6,
+    zr_a: float = ZR_A,
+    zr_b: float = ZR_B,
     min_frames: int = 1,
     scan: bool = True,
 ) -> Archive:

@@ -26,11 +26,13 @@ FORECAST_REFERENCES = (
 )
 """The ``references`` global attribute of every forecast file."""
 
-_PACK_SCALE = 0.01
-_PACK_FILL = -32768
-_PACK_MAX = 327.67  # mm/h, the largest value int16 with scale_factor 0.01 holds
+PACKING = {"dtype": "int16", "scale_factor": np.float32(0.01), "add_offset": np.float32(0.0), "_FillValue": np.int16(-32768)}
+"""NetCDF encoding of rain rates packed as int16 in steps of 0.01 mm/h, as the radar files and ``synth`` write them."""
+PACK_STEP = 0.01
+"""The packing's resolution in mm/h (its scale_factor)."""
+PACK_MAX = 327.67
+"""The largest rate (mm/h) the packing holds: 32767 steps of 0.01."""
 _TIME_UNITS = "seconds since 1970-01-01 00:00:00"
-_INTERNAL_ATTRS = ("source_file", "variable", "time_step", "input_title", "input_institution", "input_license")
 _TIME_UNITS_METADATA = "leap_seconds: none"  # CF-1.11: POSIX seconds, as the radar files' times are
 _CRS_TEXT_ATTRS = ("crs_wkt", "spatial_ref", "proj4", "proj4_params")
 
@@ -197,10 +199,10 @@ def forecast_dataset(
     data = fc.data if isinstance(fc.data, np.ndarray) else np.asarray(fc.values)
     data = data.astype(np.float32, copy=False)
     if packed:
-        over = int(np.count_nonzero(data > _PACK_MAX))
+        over = int(np.count_nonzero(data > PACK_MAX))
         if over:
-            log.debug("%d forecast values above %.2f mm/h clipped to it (int16 packing)", over, _PACK_MAX)
-            data = np.minimum(data, np.float32(_PACK_MAX))
+            log.debug("%d forecast values above %.2f mm/h clipped to it (int16 packing)", over, PACK_MAX)
+            data = np.minimum(data, np.float32(PACK_MAX))
     var = xr.Variable(fc.dims, data, attrs)
 
     # coordinates
@@ -256,9 +258,7 @@ def forecast_dataset(
     chunks = tuple(1 if d in ("time", "channel") else ds.sizes[d] for d in fc.dims)
     enc: dict[str, object] = {"zlib": True, "complevel": 4, "shuffle": True, "chunksizes": chunks}
     if packed:
-        enc.update(
-            dtype="int16", scale_factor=np.float32(_PACK_SCALE), add_offset=np.float32(0.0), _FillValue=np.int16(_PACK_FILL)
-        )
+        enc.update(PACKING)
     else:
         enc.update(dtype="float32", _FillValue=np.float32(np.nan))
     enc["coordinates"] = " ".join(["forecast_period", "forecast_reference_time", *aux])
