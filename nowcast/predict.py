@@ -83,27 +83,20 @@ def forecast_array(
     cfg = getattr(model, "cfg", None)
     lagrangian = getattr(cfg, "frame", "eulerian") == "lagrangian"
     x = transform.forward(frames)  # (B, T, C, H, W) model space, NaN = no data
-    batched = getattr(model, "batched_input", None)
-    if batched is not None:
-        model.batched_input = device.type != "cpu"
-    try:
-        with torch.inference_mode():
-            xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
-            if lagrangian:
-                velocity = torch.from_numpy(np.stack([motion_field(f) for f in frames])).to(device)  # (B, 2, H, W)
-                xt = to_lagrangian_inputs(xt, velocity)
-            xt = torch.nan_to_num(xt, nan=0.0)
-            with autocast(device, precision):
-                out = model(xt, steps, time_step)
-            pred = torch.from_numpy(transform.inverse(out.float().cpu().numpy()))  # (B, steps, C, H, W)
-            if lagrangian:  # no data where the last frame has none, then carried along with the rain
-                last_ok = torch.from_numpy(np.isfinite(frames[:, -1:]))  # (B, 1, C, H, W)
-                pred = torch.where(last_ok, pred, torch.full((), float("nan")))
-                disp = displacements(velocity.float(), steps).cpu()  # (B, steps, 2, H, W)
-                pred = torch.stack([warp(pred[:, k], disp[:, k]) for k in range(steps)], 1)
-    finally:
-        if batched is not None:
-            model.batched_input = batched
+    with torch.inference_mode():
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+        if lagrangian:
+            velocity = torch.from_numpy(np.stack([motion_field(f) for f in frames])).to(device)  # (B, 2, H, W)
+            xt = to_lagrangian_inputs(xt, velocity)
+        xt = torch.nan_to_num(xt, nan=0.0)
+        with autocast(device, precision):
+            out = model(xt, steps, time_step, batched_input=device.type != "cpu")
+        pred = torch.from_numpy(transform.inverse(out.float().cpu().numpy()))  # (B, steps, C, H, W)
+        if lagrangian:  # no data where the last frame has none, then carried along with the rain
+            last_ok = torch.from_numpy(np.isfinite(frames[:, -1:]))  # (B, 1, C, H, W)
+            pred = torch.where(last_ok, pred, torch.full((), float("nan")))
+            disp = displacements(velocity.float(), steps).cpu()  # (B, steps, 2, H, W)
+            pred = torch.stack([warp(pred[:, k], disp[:, k]) for k in range(steps)], 1)
     nodata = ~np.isfinite(frames[:, -1:])  # (B, 1, C, H, W)
     pred_np = np.where(nodata, np.float32(np.nan), pred.numpy()).astype(np.float32)
     if getattr(cfg, "probmatching", "none") == "cdf":
@@ -290,14 +283,40 @@ def forecast(
         Wrong channel count for the model, a step other than the model's, no frame at ``at``, too few
         frames, a gap, or a needed frame without any data.
     """
+    frames, idx = input_frames(rate, config, at)
+    return _forecast_frames(frames, int(times_ns(rate)[idx[-1]]), rate, model, config, steps, device, precision)
+
+
+def input_frames(
+    rate: xr.DataArray, config: Config, at: str | np.datetime64 | datetime | int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The checked input of a forecast: the ``in_frames`` frames ending at ``at`` as float32
+    (T, C, H, W) mm/h, read once, and their indices along ``rate``'s time.
+
+    Raises InputError (``forecast``'s list) for input the model cannot use.
+    """
     d = config.data
-    steps = lead_times(steps, d.out_frames)
     check_input(rate, config)
     t_at = None if at is None else (int(at) if isinstance(at, (int, np.integer)) else parse_time(at))
     idx = select_frames(rate, d.in_frames, d.time_step, t_at)
-    frames = _checked_frames(rate, idx, d.time_step)  # (T, C, H, W)
-    t_ref = int(times_ns(rate)[idx[-1]])
+    return _checked_frames(rate, idx, d.time_step), idx
 
+
+def _forecast_frames(
+    frames: np.ndarray,
+    t_ref: int,
+    like: xr.DataArray,
+    model: torch.nn.Module,
+    config: Config,
+    steps: int | None,
+    device: torch.device | str,
+    precision: str,
+) -> xr.DataArray:
+    """``forecast`` of checked input ``frames`` (T, C, H, W) whose last is at ``t_ref`` (ns); dims,
+    grid coordinates, name and attrs as ``like``."""
+    d = config.data
+    rate = like
+    steps = lead_times(steps, d.out_frames)
     started = time.perf_counter()
     out = forecast_array(
         model, Transform.from_config(config), frames[None], steps, device=device, precision=precision,
@@ -506,9 +525,9 @@ def predict_to_file(
         _check_age(newest, float(max_age_min), now, _source(newest_seg))
     t_ref = newest if at is None else parse_time(at)
     rate = _window(archive.segments, t_ref, d.in_frames, d.time_step)
-    check_input(rate, cfg)  # fail on bad or short input before creating anything or waiting for a lock
-    rate = rate.isel(time=select_frames(rate, d.in_frames, d.time_step, t_ref)).load()  # read once, here
-    _checked_frames(rate, np.arange(rate.sizes["time"]), d.time_step)  # frames without data: refuse now
+    # the one check of the input, and its one read, before creating anything or waiting for a lock
+    frames, idx = input_frames(rate, cfg, t_ref)
+    rate = rate.isel(time=idx)
     out_path = _output_path(output, t_ref, archive.files[0], archive.files)
     plot_path = None
     if plot is not None:
@@ -522,7 +541,7 @@ def predict_to_file(
     with output_lock(out_path, lock_timeout_s):
         remove_stale_temporaries(out_path, min_age_s=0.0)  # under the lock: leftovers of killed runs
         net = loaded.model.to(dev)
-        fc = forecast(rate, net, cfg, steps=steps, at=t_ref, device=dev, precision=resolve_precision("auto", dev))
+        fc = _forecast_frames(frames, t_ref, rate, net, cfg, steps, dev, resolve_precision("auto", dev))
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         title = f"Nowcast of {rate.attrs.get('input_title') or rate.attrs.get('long_name', 'rain rate')}"
         attrs = {
@@ -540,7 +559,7 @@ def predict_to_file(
     if plot_path is not None:
         from nowcast.plots import plot_forecast
 
-        observed = rate.isel(time=-1).load()
+        observed = rate.isel(time=-1).copy(data=frames[-1] if "channel" in rate.dims else frames[-1, 0])
         with output_lock(plot_path, lock_timeout_s):
             remove_stale_temporaries(plot_path, min_age_s=0.0)
             plot_forecast(observed, fc, plot_path, model=cfg.model.name)

@@ -91,6 +91,26 @@ def test_batched_input_equals_per_step(peephole):
     torch.testing.assert_close(model(x, 3), per_step(x, 3), atol=1e-5, rtol=0)
 
 
+def test_batched_input_argument_chooses_the_encoder_path(monkeypatch):
+    model = build_model(TINY)  # configured batched
+    convolve = model.encoder[0].input_gates
+    frames_per_call = []
+
+    def spy(x):
+        frames_per_call.append(x.shape[0])
+        return convolve(x)
+
+    monkeypatch.setattr(model.encoder[0], "input_gates", spy)
+    x = torch.rand(1, 3, 1, 8, 8)  # 1 sample of 3 frames
+    with torch.inference_mode():
+        model(x, 2)  # as configured: the input convolutions of all 3 frames in one call
+        assert frames_per_call == [3]
+        frames_per_call.clear()
+        model(x, 2, batched_input=False)  # per step: only the first frame alone, the rest fused with the state
+        assert frames_per_call == [1]
+    assert model.batched_input is True
+
+
 @pytest.mark.parametrize(
     "cfg",
     [
