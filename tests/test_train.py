@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from nowcast.checkpoint import load_checkpoint
 from nowcast.cli import app
@@ -49,9 +48,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def test_cli_tiny_run_leaves_every_artifact(synth_file: Path, tmp_path: Path) -> None:
+def test_cli_tiny_run_leaves_every_artifact(cli_runner, synth_file: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    result = CliRunner().invoke(
+    result = cli_runner.invoke(
         app, ["train", "--config", str(TINY), "--set", f"data.files=[{synth_file}]", "--set", "train.steps=10",
               "--set", "train.val_every=5", "--set", "train.threads=1", "--run-dir", str(run)],
     )
@@ -65,7 +64,7 @@ def test_cli_tiny_run_leaves_every_artifact(synth_file: Path, tmp_path: Path) ->
     last = load_checkpoint(run / "last.pt")
     assert last["training"]["step"] == 10
     assert "training" not in load_checkpoint(run / "model.pt")
-    info = CliRunner().invoke(app, ["info", str(run / "model.pt")])
+    info = cli_runner.invoke(app, ["info", str(run / "model.pt")])
     assert info.exit_code == 0 and "20,320 parameters" in info.output and str(synth_file.name) in info.output
 
 
@@ -198,8 +197,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(synth_file: Path, tmp_pat
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
 
 
-def test_config_errors_listed_together_exit_2(synth_file: Path, tmp_path: Path) -> None:
-    result = CliRunner().invoke(
+def test_config_errors_listed_together_exit_2(cli_runner, synth_file: Path, tmp_path: Path) -> None:
+    result = cli_runner.invoke(
         app, ["train", "--config", str(TINY), "--set", "model.hiden=[4]", "--set", "train.lr=fast",
               "--run-dir", str(tmp_path / "r")],
     )
@@ -210,6 +209,7 @@ def test_config_errors_listed_together_exit_2(synth_file: Path, tmp_path: Path) 
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_sigint_leaves_loadable_last_checkpoint(synth_file: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "nowcast", "train", "--config", str(TINY), "--set", f"data.files=[{synth_file}]",
@@ -230,6 +230,7 @@ def test_sigint_leaves_loadable_last_checkpoint(synth_file: Path, tmp_path: Path
     assert not list(run.glob(".*.tmp")) and not list(run.glob(".*.pt"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 def test_ddp_two_gloo_ranks_match_single_process(synth_file: Path, tmp_path: Path) -> None:
     sets = [f"data.files=[{synth_file}]", "train.steps=4", "train.log_every=1", "train.val_every=4",
