@@ -274,7 +274,7 @@ def _build(cls: type, raw: Any, where: str, problems: list[str]) -> Any:
 
 def _validate(cfg: Config, problems: list[str]) -> None:
     """Cross-field and range checks that types alone cannot express."""
-    d, m, t = cfg.data, cfg.model, cfg.train
+    d, m, tr = cfg.data, cfg.model, cfg.train
     for name in ("in_frames", "out_frames", "crop", "val_block", "val_stride"):
         if getattr(d, name) < 1:
             problems.append(f"data.{name}: expected a positive integer, found {getattr(d, name)}")
@@ -302,14 +302,14 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append("model.patch/channels/downsample: expected integers >= 1")
     if any(h < 1 for h in m.hidden):
         problems.append(f"model.hidden: expected positive widths, found {list(m.hidden)}")
-    if t.steps < 1 or t.batch_size < 1:
-        problems.append(f"train.steps/batch_size: expected >= 1, found {t.steps}, {t.batch_size}")
-    if t.lr <= 0:
-        problems.append(f"train.lr: expected > 0, found {t.lr}")
-    if t.csi_weight < 0:
-        problems.append(f"train.csi_weight: expected >= 0, found {t.csi_weight}")
-    if t.csi_weight > 0 and (not t.csi_thresholds or any(r <= 0 for r in t.csi_thresholds)):
-        problems.append(f"train.csi_thresholds: expected positive rain rates, found {list(t.csi_thresholds)}")
+    if tr.steps < 1 or tr.batch_size < 1:
+        problems.append(f"train.steps/batch_size: expected >= 1, found {tr.steps}, {tr.batch_size}")
+    if tr.lr <= 0:
+        problems.append(f"train.lr: expected > 0, found {tr.lr}")
+    if tr.csi_weight < 0:
+        problems.append(f"train.csi_weight: expected >= 0, found {tr.csi_weight}")
+    if tr.csi_weight > 0 and (not tr.csi_thresholds or any(r <= 0 for r in tr.csi_thresholds)):
+        problems.append(f"train.csi_thresholds: expected positive rain rates, found {list(tr.csi_thresholds)}")
     if cfg.transform.dbz_max <= cfg.transform.dbz_min:
         problems.append("transform.dbz_max: expected > transform.dbz_min")
     lo, hi = cfg.transform.value_min, cfg.transform.value_max

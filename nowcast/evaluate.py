@@ -659,9 +659,7 @@ def evaluate_files(
 @contextlib.contextmanager
 def _torch_threads(device: str | None, threads: int = 0) -> Iterator[int | None]:
     """On the CPU, ``threads`` torch threads (0: the free cores, ``runtime.cpu_threads``) while inside;
-    the previous number is restored after.
-
-    On a 2-core machine with another busy process, 2 torch threads ran the model 2-3x slower than 1.
+    the previous number is restored after (why not all cores: ``docs/performance.md``).
     """
     if device is None or not device.startswith("cpu"):
         yield None

@@ -34,7 +34,7 @@ from nowcast.data import (
     StepSampler, TrainWindows, Window, all_windows, lagrangian_windows, segment_frames, split_windows,
     to_model_space, window_rain_fraction,
 )
-from nowcast.errors import ConfigError, InputError, TrainingDivergedError
+from nowcast.errors import CheckpointError, ConfigError, InputError, TrainingDivergedError
 from nowcast.io import Archive, open_archive, remove_stale_temporaries
 from nowcast.model import build_model
 from nowcast.predict import forecast_array
@@ -66,12 +66,12 @@ def _validation_signature(config: dict[str, Any]) -> dict[str, Any]:
 
 def lr_at(step: int, cfg: Config) -> float:
     """Learning rate of ``step``: linear warm-up to ``train.lr``, then cosine decay to ``lr * min_lr_ratio``."""
-    t = cfg.train
-    if step < t.warmup_steps:
-        return t.lr * (step + 1) / t.warmup_steps
-    span = max(1, t.steps - t.warmup_steps)
-    progress = min(1.0, (step - t.warmup_steps) / span)
-    return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    tr = cfg.train
+    if step < tr.warmup_steps:
+        return tr.lr * (step + 1) / tr.warmup_steps
+    span = max(1, tr.steps - tr.warmup_steps)
+    progress = min(1.0, (step - tr.warmup_steps) / span)
+    return tr.lr * (tr.min_lr_ratio + (1 - tr.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def masked_loss(
@@ -130,6 +130,8 @@ def soft_csi_loss(pred: torch.Tensor, target: torch.Tensor, levels: torch.Tensor
 
 @dataclass
 class DistInfo:
+    """This process's place in a DDP run: its rank and the number of ranks (1, 0 without torchrun)."""
+
     rank: int = 0
     world: int = 1
 
@@ -151,9 +153,9 @@ def _setup_distributed(device: torch.device) -> DistInfo:
 def _all_mean(value: float, info: DistInfo) -> float:
     if info.world == 1:
         return value
-    t = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(t)
-    return float(t.item()) / info.world
+    total = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(total)
+    return float(total.item()) / info.world
 
 
 class _StopFlag:
@@ -456,7 +458,7 @@ def _restore(run: _Run) -> None:
                 log.info("removed %s, left by an interrupted write", stale)
     ckpt = load_checkpoint(last)
     if "training" not in ckpt:
-        raise InputError(f"{last}: expected a resumable training checkpoint, found an inference-only one")
+        raise CheckpointError(f"{last}: expected a resumable training checkpoint, found an inference-only one")
     run.model.load_state_dict(ckpt["state_dict"])
     run.optimizer.load_state_dict(ckpt["training"]["optimizer"])
     run.start_step = int(ckpt["training"]["step"])

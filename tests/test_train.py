@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from nowcast.checkpoint import load_checkpoint
+from nowcast.checkpoint import load_checkpoint, save_checkpoint
 from nowcast.cli import app
 from nowcast.config import load_config
-from nowcast.errors import ConfigError, TrainingDivergedError
+from nowcast.errors import CheckpointError, ConfigError, TrainingDivergedError
 from nowcast.model import build_model
 from nowcast.synth import write_synthetic
 import nowcast.train
@@ -195,6 +195,14 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(synth_file: Path, tmp_pat
     last = load_checkpoint(tmp_path / "run" / "last.pt")
     assert last["training"]["step"] == 2
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
+
+
+def test_resume_from_an_inference_checkpoint_is_a_checkpoint_error(synth_file: Path, tmp_path: Path) -> None:
+    cfg = load_config(TINY, [f"data.files=[{synth_file}]", "train.threads=1"])
+    run = tmp_path / "run"
+    save_checkpoint(run / "last.pt", config=cfg, state_dict=build_model(cfg.model).state_dict())  # no training state
+    with pytest.raises(CheckpointError, match="last.pt: expected a resumable training checkpoint, found an inference-only one"):
+        run_training(cfg, resume=run)
 
 
 def test_config_errors_listed_together_exit_2(cli_runner, synth_file: Path, tmp_path: Path) -> None:
