@@ -19,7 +19,7 @@ import torch
 from nowcast import __version__
 from nowcast.config import Config, config_from_dict, config_to_dict
 from nowcast.errors import CheckpointError, ConfigError
-from nowcast.io import atomic_output
+from nowcast.io.atomic import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -171,46 +171,3 @@ def model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, Config, di
         ) from None
     model.eval()
     return model, cfg, ckpt
-
-
-def describe_checkpoint(path: str | Path) -> list[str]:
-    """Lines describing a checkpoint for ``nowcast info``: config, provenance, metrics, size, SHA-256."""
-    model, cfg, ckpt = model_from_checkpoint(path)
-    n_params = sum(p.numel() for p in model.parameters())
-    m, d = cfg.model, cfg.data
-    prov = ckpt.get("provenance", {})
-    step = f"{d.time_step} s" if d.time_step else "the data's own"
-    lines = [
-        f"checkpoint: {path}",
-        f"  format: {ckpt['format']} v{ckpt['format_version']}, written by nowcast {ckpt.get('nowcast_version', '?')}",
-        f"  sha256: {sha256_file(path)}",
-        f"  kind: {'training (resumable)' if 'training' in ckpt else 'inference'}",
-        f"  model: {m.name}, patch {m.patch}, levels {list(m.hidden)}, kernels {list(m.kernels)}, "
-        f"downsample {list(m.downsample)}, peephole {m.peephole}, {n_params:,} parameters",
-        f"  frame: {m.frame}" + (", forecasts the change from the last frame" if m.residual else "")
-        + (", sees the time step" if m.step_input else ""),
-        f"  input: {m.channels} channel(s), {d.in_frames} frames in, {d.out_frames} out, time step "
-        f"{step}, variable {d.variable or '(auto)'}, "
-        f"units {d.units or '(from file)'}",
-        f"  transform: {cfg.transform.kind}",
-    ]
-    if "training" in ckpt:
-        lines.append(f"  step: {ckpt['training'].get('step')}")
-    for key, value in prov.items():
-        if isinstance(value, dict):
-            inner = ", ".join(f"{k}={_short(v)}" for k, v in value.items())
-            lines.append(f"  {key}: {inner}")
-        elif isinstance(value, list):
-            lines.append(f"  {key}: {len(value)} item(s)")
-            lines.extend(f"    {_short(v)}" for v in value[:20])
-        else:
-            lines.append(f"  {key}: {_short(value)}")
-    return lines
-
-
-def _short(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k}: {_short(x)}" for k, x in v.items()) + "}"
-    return str(v)

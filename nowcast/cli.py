@@ -230,15 +230,9 @@ def info(
 ) -> None:
     """Describe a radar file, an archive of several files, or a checkpoint."""
     with _errors():
-        if len(files) == 1 and files[0].suffix in (".pt", ".pth", ".ckpt"):
-            from nowcast.checkpoint import describe_checkpoint
+        from nowcast.io.info import describe
 
-            lines = describe_checkpoint(files[0])
-        else:
-            from nowcast.io import describe_radar
-
-            lines = describe_radar([str(f) for f in files], variable=variable)
-        for line in lines:
+        for line in describe(files, variable=variable):
             typer.echo(line)
 
 
@@ -346,7 +340,10 @@ def evaluate(
     baselines: Annotated[
         str, typer.Option(metavar="LIST", help="Comma-separated baselines: persistence, extrapolation, sprog (pySTEPS S-PROG).")
     ] = "persistence,extrapolation",
-    thresholds: Annotated[str, typer.Option(metavar="LIST", help="Comma-separated thresholds in mm/h.")] = "0.1,1,5,10",
+    thresholds: Annotated[
+        Optional[str],
+        typer.Option(metavar="LIST", help="Comma-separated thresholds in mm/h (default: the model's eval.thresholds)."),
+    ] = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="Events are value > threshold (pySTEPS) instead of >=.")
     ] = False,
@@ -381,14 +378,15 @@ def evaluate(
         except ValueError:
             raise typer.BadParameter(f"expected numbers separated by commas, found {text!r}", param_hint=hint) from None
 
-    values = numbers(thresholds, float, "--thresholds")  # usage errors (exit 2) are raised outside _errors
+    values = None if thresholds is None else numbers(thresholds, float, "--thresholds")  # usage errors (exit 2) are raised outside _errors
     scales = numbers(fss_scales, int, "--fss-scales")
     with _errors():
         from nowcast.evaluate import evaluate_files
 
         table = evaluate_files(
             [str(p) for p in inputs],
-            model=None if no_model else (model or "default"),
+            model=model,
+            no_model=no_model,
             baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
             thresholds=values,
             comparison=">" if strict else ">=",

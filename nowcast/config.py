@@ -13,11 +13,27 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
-from nowcast.errors import ConfigError
+from nowcast.errors import ConfigError, NowcastError
+
+ZR_A = 200.0
+"""Marshall-Palmer Z-R relation Z = a R^b: the prefactor a (mm^6 m^-3 per (mm/h)^b), the default everywhere."""
+ZR_B = 1.6
+"""Marshall-Palmer Z-R relation: the exponent b."""
+
+# The valid values of the string settings, said once: by their types (``config show`` lists them,
+# ``load_config`` checks them).
+TransformKind = Literal["dbz", "log", "linear", "minmax"]
+Frame = Literal["eulerian", "lagrangian"]
+ProbMatching = Literal["none", "cdf"]
+Base = Literal["last", "sprog"]
+Loss = Literal["mse", "mae", "mse+mae"]
+Precision = Literal["auto", "fp32", "bf16"]
+Comparison = Literal[">=", ">"]
+"""Event definition: value >= threshold (HKO-7, SEVIR) or value > threshold (pySTEPS)."""
 
 
 @dataclass(frozen=True)
@@ -32,9 +48,9 @@ class DataConfig:
     """Data variable to read; None: chosen by standard_name or as the only candidate."""
     units: str | None = None
     """Override of the variable's units attribute (mm h-1, kg m-2 s-1 or dBZ)."""
-    zr_a: float = 200.0
+    zr_a: float = ZR_A
     """Z-R relation Z = a R^b, prefactor a (mm^6 m^-3 per (mm/h)^b); Marshall-Palmer by default."""
-    zr_b: float = 1.6
+    zr_b: float = ZR_B
     """Z-R relation exponent b."""
     time_step: int = 300
     """Model time step in seconds; finer input steps that divide it are subsampled. 0: each file at its
@@ -69,7 +85,7 @@ class DataConfig:
 class TransformConfig:
     """Mapping of rain rate (mm/h) to the network's model space and back."""
 
-    kind: str = "dbz"
+    kind: TransformKind = "dbz"
     """dbz: Z-R relation, dBZ scaled to [0, 1] over [dbz_min, dbz_max]; log: log10(R + eps); linear: R / scale;
     minmax: values scaled to [0, 1] over [value_min, value_max], for data that are not rain (images)."""
     dbz_min: float = 0.0
@@ -108,7 +124,7 @@ class ModelConfig:
     """Per-channel peephole terms on the cell state (Shi et al. 2015, eq. 3)."""
     batched_input: bool = True
     """Compute the input-to-state convolutions of all encoder frames in one call."""
-    frame: str = "eulerian"
+    frame: Frame = "eulerian"
     """eulerian: the network sees the frames as observed and learns motion too (Shi et al. 2015).
     lagrangian: motion comes from optical flow (``motion.motion_field``); the input frames are warped
     into the frame of the last observation, the network forecasts there, and forecast k is advected
@@ -119,11 +135,11 @@ class ModelConfig:
     step_input: bool = False
     """Feed the data's time step (minutes / 10) to the network as a constant extra input channel, so
     one model serves radars at different steps."""
-    base: str = "last"
+    base: Base = "last"
     """What a ``residual`` model adds its output to. last: the last input frame (untrained: optical-flow
     extrapolation). sprog: the S-PROG forecast in the Lagrangian frame (``cascade.sprog``; untrained:
     pySTEPS S-PROG); needs frame=lagrangian, in_frames >= 3 and transform.kind=dbz."""
-    probmatching: str = "none"
+    probmatching: ProbMatching = "none"
     """none: the network's values as they are. cdf: each forecast frame keeps the network's pattern
     (rank order) but takes the distribution of the last observed frame (``probmatch.match_cdf``), as
     pySTEPS S-PROG does; a forecast then neither grows nor loses rain overall."""
@@ -147,7 +163,7 @@ class TrainConfig:
     """Final learning rate as a fraction of lr."""
     grad_clip: float = 1.0
     """Gradient-norm clipping (0: off)."""
-    loss: str = "mse+mae"
+    loss: Loss = "mse+mae"
     """mse, mae or mse+mae, in model space, masked by valid pixels."""
     balanced: bool = False
     """Weight pixels by rain intensity (HKO-7: 1, 1, 2, 5, 10, 30 at 0.5, 2, 5, 10, 30 mm/h)."""
@@ -167,7 +183,7 @@ class TrainConfig:
     """Append a training row to metrics.csv every this many steps."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N."""
-    precision: str = "auto"
+    precision: Precision = "auto"
     """auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16."""
     compile: bool = False
     """Wrap the model in torch.compile."""
@@ -183,7 +199,7 @@ class EvalConfig:
 
     thresholds: tuple[float, ...] = (0.1, 1.0, 5.0, 10.0)
     """Event thresholds in mm/h."""
-    comparison: str = ">="
+    comparison: Comparison = ">="
     """Event definition: value >= threshold (HKO-7, SEVIR) or value > threshold (pySTEPS)."""
 
 
@@ -198,17 +214,6 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("transform", "kind"): ("dbz", "log", "linear", "minmax"),
-    ("model", "frame"): ("eulerian", "lagrangian"),
-    ("model", "probmatching"): ("none", "cdf"),
-    ("model", "base"): ("last", "sprog"),
-    ("train", "loss"): ("mse", "mae", "mse+mae"),
-    ("train", "precision"): ("auto", "fp32", "bf16"),
-    ("eval", "comparison"): (">=", ">"),
-}
-
-
 def _check_value(where: str, value: Any, annotation: Any, problems: list[str]) -> Any:
     """Coerce ``value`` to ``annotation`` (int -> float, list -> tuple) or record a problem."""
     origin = typing.get_origin(annotation)
@@ -218,6 +223,10 @@ def _check_value(where: str, value: Any, annotation: Any, problems: list[str]) -
             return None
         inner = [a for a in args if a is not type(None)]
         return _check_value(where, value, inner[0], problems)
+    if origin is Literal:
+        if value not in args or not isinstance(value, str):
+            problems.append(f"{where}: expected one of {', '.join(args)}, found {value!r}")
+        return value
     if origin is tuple:
         items = value if isinstance(value, (list, tuple)) else [value]
         if isinstance(value, str) or value is None:
@@ -262,9 +271,6 @@ def _build(cls: type, raw: Any, where: str, problems: list[str]) -> Any:
             kwargs[key] = _build(annotation, value, path, problems)
         else:
             kwargs[key] = _check_value(path, value, annotation, problems)
-            choices = _CHOICES.get((where, key))
-            if choices and kwargs[key] not in choices:
-                problems.append(f"{path}: expected one of {', '.join(choices)}, found {kwargs[key]!r}")
     try:
         return cls(**kwargs)
     except TypeError:  # a bad value already recorded above
@@ -273,7 +279,7 @@ def _build(cls: type, raw: Any, where: str, problems: list[str]) -> Any:
 
 def _validate(cfg: Config, problems: list[str]) -> None:
     """Cross-field and range checks that types alone cannot express."""
-    d, m, t = cfg.data, cfg.model, cfg.train
+    d, m, tr = cfg.data, cfg.model, cfg.train
     for name in ("in_frames", "out_frames", "crop", "val_block", "val_stride"):
         if getattr(d, name) < 1:
             problems.append(f"data.{name}: expected a positive integer, found {getattr(d, name)}")
@@ -307,19 +313,28 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append("model.patch/channels/downsample: expected integers >= 1")
     if any(h < 1 for h in m.hidden):
         problems.append(f"model.hidden: expected positive widths, found {list(m.hidden)}")
-    if t.steps < 1 or t.batch_size < 1:
-        problems.append(f"train.steps/batch_size: expected >= 1, found {t.steps}, {t.batch_size}")
-    if t.lr <= 0:
-        problems.append(f"train.lr: expected > 0, found {t.lr}")
-    if t.csi_weight < 0:
-        problems.append(f"train.csi_weight: expected >= 0, found {t.csi_weight}")
-    if t.csi_weight > 0 and (not t.csi_thresholds or any(r <= 0 for r in t.csi_thresholds)):
-        problems.append(f"train.csi_thresholds: expected positive rain rates, found {list(t.csi_thresholds)}")
+    if tr.steps < 1 or tr.batch_size < 1:
+        problems.append(f"train.steps/batch_size: expected >= 1, found {tr.steps}, {tr.batch_size}")
+    if tr.lr <= 0:
+        problems.append(f"train.lr: expected > 0, found {tr.lr}")
+    if tr.csi_weight < 0:
+        problems.append(f"train.csi_weight: expected >= 0, found {tr.csi_weight}")
+    if tr.csi_weight > 0 and (not tr.csi_thresholds or any(r <= 0 for r in tr.csi_thresholds)):
+        problems.append(f"train.csi_thresholds: expected positive rain rates, found {list(tr.csi_thresholds)}")
     if cfg.transform.dbz_max <= cfg.transform.dbz_min:
         problems.append("transform.dbz_max: expected > transform.dbz_min")
     lo, hi = cfg.transform.value_min, cfg.transform.value_max
     if lo is not None and hi is not None and hi <= lo:
         problems.append(f"transform.value_max: expected > transform.value_min, found {hi} <= {lo}")
+
+
+def lead_times(steps: int | None, out_frames: int) -> int:
+    """The number of lead times to forecast: ``steps`` (``--steps``), or None: the ``out_frames`` the
+    model was trained for. A NowcastError (exit 2) unless it is at least 1."""
+    n = out_frames if steps is None else int(steps)
+    if n < 1:
+        raise NowcastError(f"--steps: expected a positive number of lead times, found {n}")
+    return n
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -469,6 +484,8 @@ def _type_name(annotation: Any) -> str:
         return " or ".join(inner) + (" or null" if type(None) in args else "")
     if origin is tuple:
         return f"list of {_type_name(args[0])}"
+    if origin is Literal:
+        return f"str, one of {', '.join(args)}"
     return getattr(annotation, "__name__", str(annotation))
 
 
@@ -485,9 +502,6 @@ def describe_config(cfg: Config, title: str = "") -> str:
         section_hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             kind = _type_name(section_hints[f.name])
-            choices = _CHOICES.get((section.name, f.name))
-            if choices:
-                kind += f", one of {', '.join(choices)}"
             lines.append(f"  # {f.name} ({kind}): {docs.get(f.name, '')}")
             dumped = yaml.safe_dump({f.name: values[section.name][f.name]}, default_flow_style=True, width=10**6)
             lines.append("  " + dumped.strip()[1:-1])

@@ -28,10 +28,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Window:
-    """One sample: frames ``start .. start + length - 1`` of segment ``segment``."""
+    """One sample: the frames of segment ``segment`` from index ``start`` on; how many (in_frames +
+    out_frames) is for the caller to say."""
 
     segment: int
+    """Index into the list of segments (or, for Lagrangian training, of prepared windows)."""
     start: int
+    """Index of the window's first frame within its segment."""
 
 
 def segment_frames(segment: xr.DataArray) -> np.ndarray:

@@ -39,3 +39,9 @@ class MissingDependencyError(NowcastError):
 
 class TrainingDivergedError(NowcastError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def first_line(exc: BaseException) -> str:
+    """A short, one-line description of an exception raised by a reader or writer, for a message."""
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())

@@ -38,8 +38,9 @@ import numpy as np
 import xarray as xr
 
 from nowcast import __version__, metrics
-from nowcast.errors import CheckpointError, NowcastError
-from nowcast.io import Archive, atomic_output, data_time_step, open_archive
+from nowcast.config import EvalConfig, lead_times
+from nowcast.errors import NowcastError
+from nowcast.io import Archive, atomic_output, data_time_step, iso_time, open_archive
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +109,6 @@ class Evaluation:
             if m in self.fss:
                 out += [r for r in metrics.to_rows(self.fss[m], m, self.lead_min) if r["score"].startswith("FSS_")]
         return out
-
-
-def _iso(t: np.datetime64) -> str:
-    return str(np.datetime_as_string(np.datetime64(t, "s"), unit="s")) + "Z"
 
 
 def _lead_indices(steps: int, n: int, first: bool = False) -> list[int]:
@@ -192,7 +189,7 @@ def run_evaluation(
     model: Any = None,
     transform: Any = None,
     baselines: Sequence[str] = ("persistence", "extrapolation"),
-    thresholds: Sequence[float] = (0.1, 1.0, 5.0, 10.0),
+    thresholds: Sequence[float] = EvalConfig.thresholds,
     comparison: str = ">=",
     stride: int = 1,
     fss_scales: Sequence[int] = (),
@@ -241,8 +238,7 @@ def run_evaluation(
 
     if stride < 1:
         raise NowcastError(f"--stride: expected a positive number of frames, found {stride}")
-    if steps < 1:
-        raise NowcastError(f"--steps: expected a positive number of lead times, found {steps}")
+    steps = lead_times(steps, steps)  # the one --steps >= 1 check
     if not thresholds:
         raise NowcastError("--thresholds: expected at least one threshold in mm/h, found none")
     if model is None and not baselines:
@@ -320,7 +316,7 @@ def run_evaluation(
                             fc[name] = fn(inputs[i], steps)
                     with timed("scoring"):
                         _score_case(ev, fc, observed[i], common_mask)
-                    t0 = _iso(times[a + in_frames - 1])
+                    t0 = iso_time(times[a + in_frames - 1])
                     ev.first_t0, ev.last_t0 = ev.first_t0 or t0, t0
                     _keep_example(ev, t0, seg, inputs[i, -1, 0], observed[i], fc, show)
                     done += 1
@@ -550,27 +546,13 @@ def format_table(ev: Evaluation, out_dir: str | Path | None = None) -> str:
 # the command
 
 
-def _load_model(model: str | Path) -> tuple[Any, Any, dict[str, Any]]:
-    """(model, config, facts about the checkpoint) of a path or ``"default"`` (the shipped model)."""
-    from nowcast.checkpoint import default_model_path, model_from_checkpoint, sha256_file
-
-    path = default_model_path() if str(model) == "default" else Path(model)
-    if str(model) == "default" and not path.exists():
-        raise CheckpointError(
-            f"default model: expected the shipped checkpoint at {path}, found nothing; "
-            "pass --model CKPT, or --no-model to score the baselines only"
-        )
-    net, cfg, ckpt = model_from_checkpoint(path)
-    facts = {"checkpoint": str(path), "sha256": sha256_file(path), "name": cfg.model.name}
-    return net, cfg, facts
-
-
 def evaluate_files(
     inputs: Sequence[str | Path],
     *,
-    model: str | Path | None = "default",
+    model: str | Path | None = None,
+    no_model: bool = False,
     baselines: Sequence[str] = ("persistence", "extrapolation"),
-    thresholds: Sequence[float] = (0.1, 1.0, 5.0, 10.0),
+    thresholds: Sequence[float] | None = None,
     comparison: str = ">=",
     stride: int = 1,
     steps: int | None = None,
@@ -584,13 +566,14 @@ def evaluate_files(
     precision: str = "auto",
     threads: int = 0,
 ) -> str:
-    """Verify a checkpoint (``"default"``: the shipped model; None: baselines only) on radar files.
+    """Verify a checkpoint (None: the shipped model; ``no_model``: baselines only) on radar files.
 
     Opens ``inputs`` as one archive at the checkpoint's time step (without a model: the first file's),
     keeping only gap-free runs of at least in_frames + steps frames; runs ``run_evaluation``; writes
     the reports into ``out_dir`` (``write_reports``) and returns the table of ``format_table``.
-    ``steps`` defaults to the checkpoint's out_frames; in_frames, variable, units and the Z-R relation
-    come from the checkpoint (without a model: the ``Config`` defaults). FSS, when ``fss_scales`` are
+    ``steps`` defaults to the checkpoint's out_frames and ``thresholds`` to its ``eval.thresholds``;
+    in_frames, variable, units and the Z-R relation come from the checkpoint (without a model: the
+    ``Config`` defaults). FSS, when ``fss_scales`` are
     given, is computed at 1 mm/h (or the threshold closest to it). On the CPU the model runs on
     ``threads`` torch threads (0: as many as there are free cores, see ``runtime.cpu_threads``).
     """
@@ -604,11 +587,14 @@ def evaluate_files(
     facts: dict[str, Any] = {}
     net = transform = None
     dev, prec = "cpu", "fp32"
-    if model is not None:
+    if not no_model:
+        from nowcast.predict import load_model
         from nowcast.runtime import resolve_precision, select_device
         from nowcast.transforms import Transform
 
-        net, cfg, facts = _load_model(model)
+        loaded = load_model(model)
+        net, cfg = loaded.model, loaded.config
+        facts = {"checkpoint": str(loaded.path), "sha256": loaded.sha256, "name": cfg.model.name}
         transform = Transform.from_config(cfg)
         torch_device = select_device(device)
         dev, prec = str(torch_device), resolve_precision(precision, torch_device)
@@ -620,11 +606,10 @@ def evaluate_files(
         cfg = Config()  # without a model: the default frames; the data's own time step
         time_step = data_time_step([str(p) for p in inputs], variable) or cfg.data.time_step
     d = cfg.data
-    steps = int(steps if steps is not None else d.out_frames)
+    steps = lead_times(steps, d.out_frames)
     in_frames = d.in_frames
     variable = variable if variable is not None else d.variable
-    if steps < 1:
-        raise NowcastError(f"--steps: expected a positive number of lead times, found {steps}")
+    thresholds = cfg.eval.thresholds if thresholds is None else thresholds
     archive = open_archive(
         [str(p) for p in inputs],
         time_step=time_step,
@@ -674,9 +659,7 @@ def evaluate_files(
 @contextlib.contextmanager
 def _torch_threads(device: str | None, threads: int = 0) -> Iterator[int | None]:
     """On the CPU, ``threads`` torch threads (0: the free cores, ``runtime.cpu_threads``) while inside;
-    the previous number is restored after.
-
-    On a 2-core machine with another busy process, 2 torch threads ran the model 2-3x slower than 1.
+    the previous number is restored after (why not all cores: ``docs/performance.md``).
     """
     if device is None or not device.startswith("cpu"):
         yield None

@@ -31,12 +31,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 from scipy.ndimage import uniform_filter
 
-COMPARISONS = (">=", ">")
+from nowcast.config import Comparison
+
+COMPARISONS: tuple[str, ...] = get_args(Comparison)
+"""The event definitions, as ``EvalConfig.comparison`` declares them."""
 CATEGORICAL = ("CSI", "POD", "FAR", "HSS", "ETS", "BIAS")
 """Categorical scores per (lead, threshold), in the order ``to_rows`` writes them."""
 CONTINUOUS = ("MSE", "MAE", "ME", "CORR")
@@ -69,7 +72,7 @@ class Scores:
     """Event thresholds in mm/h."""
     leads: int
     """Number of lead times (the lead axis length of the fields passed to ``accumulate``)."""
-    comparison: str = ">="
+    comparison: Comparison = ">="
     """Event definition: ">=" (value >= threshold) or ">" (value > threshold)."""
     fss_scales: tuple[int, ...] = ()
     """FSS window sizes in pixels; empty: no FSS (it costs two filters per threshold and scale)."""

@@ -249,11 +249,14 @@ class EncoderForecaster(nn.Module):
         x = x.contiguous(memory_format=memory_format)
         return self.stem(x) if self.stem is not None else x
 
-    def encode(self, x: Tensor) -> list[State]:
-        """Padded frames (B, T, C, Hp, Wp) -> final (h, c) of each encoder level, bottom to top."""
+    def encode(self, x: Tensor, batched_input: bool | None = None) -> list[State]:
+        """Padded frames (B, T, C, Hp, Wp) -> final (h, c) of each encoder level, bottom to top.
+
+        ``batched_input``: the input-to-state convolutions of all frames in one call (None: as configured).
+        """
         B, T = x.shape[:2]
         fmt = self._memory_format()
-        if self.batched_input:
+        if self.batched_input if batched_input is None else batched_input:
             seq = self._fold(x.flatten(0, 1), fmt)  # (B*T, C0, H0, W0)
             states: list[State] = []
             for k, (down, cell) in enumerate(zip(self.down, self.encoder)):
@@ -291,11 +294,14 @@ class EncoderForecaster(nn.Module):
             outs.append(self.head(inp))
         return outs
 
-    def forward(self, frames: Tensor, steps: int, time_step: float | Tensor | None = None) -> Tensor:
+    def forward(
+        self, frames: Tensor, steps: int, time_step: float | Tensor | None = None, batched_input: bool | None = None
+    ) -> Tensor:
         """frames (B, T_in, C, H, W) in model space -> forecast (B, steps, C, H, W), any H and W.
 
         time_step: seconds between frames, a number or (B,) tensor; needed when the model was built
         with ``step_input`` (it enters as a constant channel of value minutes / 10).
+        batched_input: how the encoder runs (``encode``); None: as configured (``model.batched_input``).
         With ``residual`` the network's output is added to ``base_forecast`` (the last input frame, or
         S-PROG in the frame of the inputs).
         """
@@ -315,7 +321,7 @@ class EncoderForecaster(nn.Module):
         ph, pw = -H % s, -W % s
         if ph or pw:  # replicate the last row/column; the padding is cropped off the forecast
             x = F.pad(x.flatten(0, 1), (0, pw, 0, ph), mode="replicate").unflatten(0, (B, T))
-        states = self.encode(x)  # per level (B, hk, Hk, Wk)
+        states = self.encode(x, batched_input)  # per level (B, hk, Hk, Wk)
         out = torch.stack(self.forecast(states, steps), 1).flatten(0, 1)  # (B*steps, C*p*p, H0, W0)
         out = F.pixel_shuffle(out, self.patch) if self.patch > 1 else out  # (B*steps, C, Hp, Wp)
         out = out.unflatten(0, (B, steps))  # (B, steps, C, Hp, Wp)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from nowcast.io import atomic_output
+from nowcast.io.atomic import atomic_output
 
 if TYPE_CHECKING:
     import xarray as xr

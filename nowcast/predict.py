@@ -26,16 +26,19 @@ import xarray as xr
 
 from nowcast import __version__
 from nowcast.checkpoint import default_model_path, model_from_checkpoint, sha256_file
-from nowcast.config import Config
-from nowcast.errors import CheckpointError, InputError, NowcastError, OutputError, StaleInputError
+from nowcast.config import Config, lead_times
+from nowcast.errors import CheckpointError, InputError, OutputError, StaleInputError
 from nowcast.motion import displacements, motion_field, warp
 from nowcast.probmatch import match_forecast
 from nowcast.io import (
     FORECAST_REFERENCES,
+    NS,
     data_time_step,
+    iso_time,
     open_archive,
     output_lock,
     remove_stale_temporaries,
+    times_ns,
     write_forecast,
 )
 from nowcast.runtime import autocast, cpu_threads, resolve_precision, select_device, set_threads
@@ -43,7 +46,6 @@ from nowcast.transforms import Transform
 
 log = logging.getLogger(__name__)
 
-_NS = 1_000_000_000
 TRAINED_STEPS = (120, 900)
 """Seconds between frames of the radars a model for any step (``data.time_step`` 0) is trained on
 (the shared events: 2 to 15 minutes); other steps work, with a warning."""
@@ -81,27 +83,20 @@ def forecast_array(
     cfg = getattr(model, "cfg", None)
     lagrangian = getattr(cfg, "frame", "eulerian") == "lagrangian"
     x = transform.forward(frames)  # (B, T, C, H, W) model space, NaN = no data
-    batched = getattr(model, "batched_input", None)
-    if batched is not None:
-        model.batched_input = device.type != "cpu"
-    try:
-        with torch.inference_mode():
-            xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
-            if lagrangian:
-                velocity = torch.from_numpy(np.stack([motion_field(f) for f in frames])).to(device)  # (B, 2, H, W)
-                xt = to_lagrangian_inputs(xt, velocity)
-            xt = torch.nan_to_num(xt, nan=0.0)
-            with autocast(device, precision):
-                out = model(xt, steps, time_step)
-            pred = torch.from_numpy(transform.inverse(out.float().cpu().numpy()))  # (B, steps, C, H, W)
-            if lagrangian:  # no data where the last frame has none, then carried along with the rain
-                last_ok = torch.from_numpy(np.isfinite(frames[:, -1:]))  # (B, 1, C, H, W)
-                pred = torch.where(last_ok, pred, torch.full((), float("nan")))
-                disp = displacements(velocity.float(), steps).cpu()  # (B, steps, 2, H, W)
-                pred = torch.stack([warp(pred[:, k], disp[:, k]) for k in range(steps)], 1)
-    finally:
-        if batched is not None:
-            model.batched_input = batched
+    with torch.inference_mode():
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+        if lagrangian:
+            velocity = torch.from_numpy(np.stack([motion_field(f) for f in frames])).to(device)  # (B, 2, H, W)
+            xt = to_lagrangian_inputs(xt, velocity)
+        xt = torch.nan_to_num(xt, nan=0.0)
+        with autocast(device, precision):
+            out = model(xt, steps, time_step, batched_input=device.type != "cpu")
+        pred = torch.from_numpy(transform.inverse(out.float().cpu().numpy()))  # (B, steps, C, H, W)
+        if lagrangian:  # no data where the last frame has none, then carried along with the rain
+            last_ok = torch.from_numpy(np.isfinite(frames[:, -1:]))  # (B, 1, C, H, W)
+            pred = torch.where(last_ok, pred, torch.full((), float("nan")))
+            disp = displacements(velocity.float(), steps).cpu()  # (B, steps, 2, H, W)
+            pred = torch.stack([warp(pred[:, k], disp[:, k]) for k in range(steps)], 1)
     nodata = ~np.isfinite(frames[:, -1:])  # (B, 1, C, H, W)
     pred_np = np.where(nodata, np.float32(np.nan), pred.numpy()).astype(np.float32)
     if getattr(cfg, "probmatching", "none") == "cdf":
@@ -147,7 +142,7 @@ def load_model(path: str | Path | None = None) -> LoadedModel:
         if not path.is_file():
             raise CheckpointError(
                 f"{path}: expected the default model shipped with nowcast, found no file "
-                "(this installation has none); pass a checkpoint with --model CKPT"
+                "(this installation has none); pass a checkpoint with --model CKPT (evaluate: or --no-model)"
             )
     model, cfg, _ = model_from_checkpoint(path)
     return LoadedModel(model=model, config=cfg, path=Path(path), sha256=sha256_file(path))
@@ -155,14 +150,6 @@ def load_model(path: str | Path | None = None) -> LoadedModel:
 
 # ----------------------------------------------------------------------------------------------------
 # time helpers
-
-
-def _iso(t_ns: int | np.integer) -> str:
-    return str(np.datetime_as_string(np.datetime64(int(t_ns), "ns"), unit="s")) + "Z"
-
-
-def _times_ns(da: xr.DataArray) -> np.ndarray:
-    return da["time"].values.astype("datetime64[ns]").astype(np.int64)
 
 
 def parse_time(value: str | np.datetime64 | datetime) -> int:
@@ -197,26 +184,26 @@ def select_frames(rate: xr.DataArray, in_frames: int, time_step: int, at: int | 
     before it, a gap among them, or a frame among them without any data.
     """
     src = _source(rate)
-    t = _times_ns(rate)
+    t = times_ns(rate)
     if t.size == 0:
         raise InputError(f"{src}: expected {in_frames} frames {time_step} s apart, found none")
     t_ref = int(t[-1]) if at is None else int(at)
-    needed = t_ref - np.arange(in_frames - 1, -1, -1, dtype=np.int64) * int(time_step) * _NS
+    needed = t_ref - np.arange(in_frames - 1, -1, -1, dtype=np.int64) * int(time_step) * NS
     idx = np.searchsorted(t, needed)
     present = (idx < t.size) & (t[np.minimum(idx, t.size - 1)] == needed)
-    span = f"{in_frames} frames {time_step} s apart from {_iso(needed[0])} to {_iso(t_ref)}"
+    span = f"{in_frames} frames {time_step} s apart from {iso_time(needed[0])} to {iso_time(t_ref)}"
     if not present[-1]:
         before = t[t <= t_ref]
-        nearest = f"; the last frame before it is {_iso(before[-1])}" if before.size else ""
+        nearest = f"; the last frame before it is {iso_time(before[-1])}" if before.size else ""
         raise InputError(
-            f"{src}: expected a frame at the reference time {_iso(t_ref)}, found none "
-            f"(frames at {time_step} s from {_iso(t[0])} to {_iso(t[-1])}{nearest})"
+            f"{src}: expected a frame at the reference time {iso_time(t_ref)}, found none "
+            f"(frames at {time_step} s from {iso_time(t[0])} to {iso_time(t[-1])}{nearest})"
         )
     if not present.all():
         missing = needed[~present]
-        listed = ", ".join(_iso(m) for m in missing[:3]) + (f" and {missing.size - 3} more" if missing.size > 3 else "")
+        listed = ", ".join(iso_time(m) for m in missing[:3]) + (f" and {missing.size - 3} more" if missing.size > 3 else "")
         why = (
-            f"the input starts at {_iso(t[0])}" if missing.max() < t[0] else f"a gap in time: missing {listed}"
+            f"the input starts at {iso_time(t[0])}" if missing.max() < t[0] else f"a gap in time: missing {listed}"
         )
         raise InputError(f"{src}: expected {span}, found {int(present.sum())} ({why})")
     return idx
@@ -229,12 +216,12 @@ def _checked_frames(rate: xr.DataArray, idx: np.ndarray, time_step: int) -> np.n
         frames = frames[:, None]
     empty = ~np.isfinite(frames).reshape(frames.shape[0], -1).any(axis=1)
     if empty.any():
-        t = _times_ns(rate)[idx]
+        t = times_ns(rate)[idx]
         n_empty = int(empty.sum())
-        listed = ", ".join(_iso(x) for x in t[empty][:3]) + (f" and {n_empty - 3} more" if n_empty > 3 else "")
+        listed = ", ".join(iso_time(x) for x in t[empty][:3]) + (f" and {n_empty - 3} more" if n_empty > 3 else "")
         raise InputError(
             f"{_source(rate)}: expected data in each of the {len(idx)} input frames ({time_step} s apart up to "
-            f"{_iso(t[-1])}), found {n_empty} frame(s) with no data at all: {listed}"
+            f"{iso_time(t[-1])}), found {n_empty} frame(s) with no data at all: {listed}"
         )
     return frames
 
@@ -296,16 +283,40 @@ def forecast(
         Wrong channel count for the model, a step other than the model's, no frame at ``at``, too few
         frames, a gap, or a needed frame without any data.
     """
+    frames, idx = input_frames(rate, config, at)
+    return _forecast_frames(frames, int(times_ns(rate)[idx[-1]]), rate, model, config, steps, device, precision)
+
+
+def input_frames(
+    rate: xr.DataArray, config: Config, at: str | np.datetime64 | datetime | int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The checked input of a forecast: the ``in_frames`` frames ending at ``at`` as float32
+    (T, C, H, W) mm/h, read once, and their indices along ``rate``'s time.
+
+    Raises InputError (``forecast``'s list) for input the model cannot use.
+    """
     d = config.data
-    steps = d.out_frames if steps is None else int(steps)
-    if steps < 1:
-        raise NowcastError(f"--steps: expected a positive number of lead times, found {steps}")
     check_input(rate, config)
     t_at = None if at is None else (int(at) if isinstance(at, (int, np.integer)) else parse_time(at))
     idx = select_frames(rate, d.in_frames, d.time_step, t_at)
-    frames = _checked_frames(rate, idx, d.time_step)  # (T, C, H, W)
-    t_ref = int(_times_ns(rate)[idx[-1]])
+    return _checked_frames(rate, idx, d.time_step), idx
 
+
+def _forecast_frames(
+    frames: np.ndarray,
+    t_ref: int,
+    like: xr.DataArray,
+    model: torch.nn.Module,
+    config: Config,
+    steps: int | None,
+    device: torch.device | str,
+    precision: str,
+) -> xr.DataArray:
+    """``forecast`` of checked input ``frames`` (T, C, H, W) whose last is at ``t_ref`` (ns); dims,
+    grid coordinates, name and attrs as ``like``."""
+    d = config.data
+    rate = like
+    steps = lead_times(steps, d.out_frames)
     started = time.perf_counter()
     out = forecast_array(
         model, Transform.from_config(config), frames[None], steps, device=device, precision=precision,
@@ -319,7 +330,7 @@ def forecast(
 
     lead = np.arange(1, steps + 1, dtype=np.int64) * d.time_step
     coords: dict[str, object] = {
-        "time": ("time", (t_ref + lead * _NS).astype("datetime64[ns]"), {"standard_name": "time", "axis": "T"}),
+        "time": ("time", (t_ref + lead * NS).astype("datetime64[ns]"), {"standard_name": "time", "axis": "T"}),
         "forecast_period": (
             "time", lead.astype("timedelta64[s]").astype("timedelta64[ns]"), {"standard_name": "forecast_period"}
         ),
@@ -343,18 +354,18 @@ def _window(archive_segments: Sequence[xr.DataArray], t_ref: int, in_frames: int
     Frames of several files are one archive: the latest frames may span files. A time found in several
     files is taken from the file listed last. The files must share the grid.
     """
-    lo = t_ref - (in_frames - 1) * time_step * _NS
-    if not any(np.any(_times_ns(seg) == t_ref) for seg in archive_segments):
-        times = np.unique(np.concatenate([_times_ns(seg) for seg in archive_segments]))
+    lo = t_ref - (in_frames - 1) * time_step * NS
+    if not any(np.any(times_ns(seg) == t_ref) for seg in archive_segments):
+        times = np.unique(np.concatenate([times_ns(seg) for seg in archive_segments]))
         before = times[times < t_ref]
-        nearest = f"; the last frame before it is {_iso(before[-1])}" if before.size else ""
+        nearest = f"; the last frame before it is {iso_time(before[-1])}" if before.size else ""
         raise InputError(
-            f"{_source(archive_segments[-1])}: expected a frame at the reference time {_iso(t_ref)}, found none "
-            f"(the input covers {_iso(times[0])} to {_iso(times[-1])} at {time_step} s{nearest})"
+            f"{_source(archive_segments[-1])}: expected a frame at the reference time {iso_time(t_ref)}, found none "
+            f"(the input covers {iso_time(times[0])} to {iso_time(times[-1])} at {time_step} s{nearest})"
         )
     pieces = []
     for seg in archive_segments:
-        t = _times_ns(seg)
+        t = times_ns(seg)
         keep = np.flatnonzero((t >= lo) & (t <= t_ref))
         if keep.size:
             pieces.append(seg.isel(time=keep))
@@ -372,7 +383,7 @@ def _window(archive_segments: Sequence[xr.DataArray], t_ref: int, in_frames: int
             )
     latest: dict[int, tuple[int, int]] = {}
     for k, p in enumerate(pieces):
-        for i, t in enumerate(_times_ns(p)):
+        for i, t in enumerate(times_ns(p)):
             latest[int(t)] = (k, i)  # a later file wins
     order = [latest[t] for t in sorted(latest)]
     frames = [pieces[k].isel(time=[i]) for k, i in order]
@@ -385,7 +396,7 @@ def _window(archive_segments: Sequence[xr.DataArray], t_ref: int, in_frames: int
 
 def _expand(template: str, reference_time: int, stem: str, what: str) -> Path:
     """``template`` with ``{reference_time:...}`` and ``{stem}`` filled in; OutputError if it is malformed."""
-    ref = datetime.fromtimestamp(reference_time / _NS, tz=timezone.utc).replace(tzinfo=None)
+    ref = datetime.fromtimestamp(reference_time / NS, tz=timezone.utc).replace(tzinfo=None)
     try:
         text = template.format(reference_time=ref, stem=stem)
     except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
@@ -427,11 +438,11 @@ def _check_age(newest: int, max_age_min: float, now: datetime | None, src: str) 
     if now_dt.tzinfo is not None:
         now_dt = now_dt.astimezone(timezone.utc).replace(tzinfo=None)
     now_ns = int(np.datetime64(now_dt, "ns").astype(np.int64))
-    age_min = (now_ns - newest) / _NS / 60.0
+    age_min = (now_ns - newest) / NS / 60.0
     if age_min > max_age_min:
         raise StaleInputError(
-            f"{src}: expected a newest frame at most {max_age_min:g} min old (--max-age), found {_iso(newest)}, "
-            f"{age_min:.1f} min before now ({_iso(now_ns)})"
+            f"{src}: expected a newest frame at most {max_age_min:g} min old (--max-age), found {iso_time(newest)}, "
+            f"{age_min:.1f} min before now ({iso_time(now_ns)})"
         )
 
 
@@ -492,8 +503,7 @@ def predict_to_file(
     started = time.perf_counter()
     loaded = load_model(model)
     cfg = loaded.config
-    if steps is not None and steps < 1:
-        raise NowcastError(f"--steps: expected a positive number of lead times, found {steps}")
+    lead_times(steps, cfg.data.out_frames)  # before any file is read
     if cfg.data.time_step == 0:  # a model for any step: the newest input file's
         step = data_time_step([str(p) for p in inputs], variable or cfg.data.variable, newest=True)
         if step is None:  # no usable file: the archive reader names each one and why
@@ -509,15 +519,15 @@ def predict_to_file(
         [str(p) for p in inputs], time_step=d.time_step, variable=variable or d.variable, units=d.units,
         zr_a=d.zr_a, zr_b=d.zr_b, scan=False,
     )  # fmt: skip
-    newest_seg = max(archive.segments, key=lambda s: int(_times_ns(s)[-1]))
-    newest = int(_times_ns(newest_seg)[-1])
+    newest_seg = max(archive.segments, key=lambda s: int(times_ns(s)[-1]))
+    newest = int(times_ns(newest_seg)[-1])
     if max_age_min is not None:
         _check_age(newest, float(max_age_min), now, _source(newest_seg))
     t_ref = newest if at is None else parse_time(at)
     rate = _window(archive.segments, t_ref, d.in_frames, d.time_step)
-    check_input(rate, cfg)  # fail on bad or short input before creating anything or waiting for a lock
-    rate = rate.isel(time=select_frames(rate, d.in_frames, d.time_step, t_ref)).load()  # read once, here
-    _checked_frames(rate, np.arange(rate.sizes["time"]), d.time_step)  # frames without data: refuse now
+    # the one check of the input, and its one read, before creating anything or waiting for a lock
+    frames, idx = input_frames(rate, cfg, t_ref)
+    rate = rate.isel(time=idx)
     out_path = _output_path(output, t_ref, archive.files[0], archive.files)
     plot_path = None
     if plot is not None:
@@ -531,7 +541,7 @@ def predict_to_file(
     with output_lock(out_path, lock_timeout_s):
         remove_stale_temporaries(out_path, min_age_s=0.0)  # under the lock: leftovers of killed runs
         net = loaded.model.to(dev)
-        fc = forecast(rate, net, cfg, steps=steps, at=t_ref, device=dev, precision=resolve_precision("auto", dev))
+        fc = _forecast_frames(frames, t_ref, rate, net, cfg, steps, dev, resolve_precision("auto", dev))
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         title = f"Nowcast of {rate.attrs.get('input_title') or rate.attrs.get('long_name', 'rain rate')}"
         attrs = {
@@ -543,18 +553,18 @@ def predict_to_file(
             "date_created": stamp,
             "input_files": ", ".join(archive.files),
             "time_step_seconds": np.int32(d.time_step),
-            "forecast_reference_time": _iso(t_ref),
+            "forecast_reference_time": iso_time(t_ref),
         }
         write_forecast(fc, out_path, global_attrs=attrs, packed=packed)
     if plot_path is not None:
         from nowcast.plots import plot_forecast
 
-        observed = rate.isel(time=-1).load()
+        observed = rate.isel(time=-1).copy(data=frames[-1] if "channel" in rate.dims else frames[-1, 0])
         with output_lock(plot_path, lock_timeout_s):
             remove_stale_temporaries(plot_path, min_age_s=0.0)
             plot_forecast(observed, fc, plot_path, model=cfg.model.name)
     elapsed = time.perf_counter() - started
     lead_min = fc.sizes["time"] * d.time_step / 60
     extra = f" and {plot_path}" if plot_path is not None else ""
-    log.info("forecast from %s, +%g min: wrote %s%s in %.1f s", _iso(t_ref), lead_min, out_path, extra, elapsed)
+    log.info("forecast from %s, +%g min: wrote %s%s in %.1f s", iso_time(t_ref), lead_min, out_path, extra, elapsed)
     return out_path

@@ -45,10 +45,8 @@ def available_cores() -> int:
 
 def cpu_threads(requested: int = 0) -> int:
     """torch threads for inference: ``requested`` if > 0; else ``$OMP_NUM_THREADS`` when set; else the
-    free cores: the available cores minus the 1-minute load average, at least 1.
-
-    A second busy process on the same cores makes torch's threads wait on each other: on a loaded
-    2-core machine a 2-thread forecast of a small grid ran 10x slower than a 1-thread one.
+    free cores: the available cores minus the 1-minute load average, at least 1 (a second busy process
+    on the same cores makes torch's threads wait on each other: ``docs/performance.md``).
     """
     if requested > 0:
         return int(requested)

@@ -24,11 +24,11 @@ import xarray as xr
 
 from nowcast import __version__
 from nowcast.errors import NowcastError
-from nowcast.io import atomic_output
+from nowcast.io.atomic import atomic_output
+from nowcast.io.writing import PACK_MAX, PACKING
 
 log = logging.getLogger(__name__)
 
-MAX_RATE = 327.67  # mm/h, the largest value int16 with scale_factor 0.01 can hold
 RAIN_OFFSET = 0.1  # mm/h subtracted from the summed cells: rain edges fall smoothly to zero
 COVERAGE_RADIUS = 0.48  # radar coverage disc radius as a fraction of min(H, W)
 
@@ -271,7 +271,7 @@ def synthetic_sequence(frames: int = 36, size: tuple[int, int] = (256, 256), ste
     rain = np.empty((frames,) + shape, dtype=np.float32)
     for t in range(frames):
         field = _render(cols[t], rows[t], t, cells, shape) - RAIN_OFFSET
-        field = np.round(np.clip(field, 0.0, MAX_RATE), 2)  # the int16 packing's resolution
+        field = np.round(np.clip(field, 0.0, PACK_MAX), 2)  # the int16 packing's resolution (PACK_STEP)
         rain[t] = np.where(inside, field, np.nan)
 
     valid = rain[:, inside]
@@ -315,8 +315,7 @@ def _dataset(rain: np.ndarray, t_start: np.datetime64, step_s: int, pixel_m: flo
         "comment": "NaN/_FillValue: outside radar coverage; 0: no rain. Synthetic, instantaneous rate.",
     })
     rate.encoding = {
-        "dtype": "int16", "scale_factor": np.float32(0.01), "add_offset": np.float32(0.0),
-        "_FillValue": np.int16(-32768), "zlib": True, "shuffle": True, "complevel": 4,
+        **PACKING, "zlib": True, "shuffle": True, "complevel": 4,
         "chunksizes": (1, height, width),
     }
     coords = {

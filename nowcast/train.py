@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import dask
 import numpy as np
@@ -34,7 +34,7 @@ from nowcast.data import (
     StepSampler, TrainWindows, Window, all_windows, lagrangian_windows, segment_frames, split_windows,
     to_model_space, window_rain_fraction,
 )
-from nowcast.errors import ConfigError, InputError, TrainingDivergedError
+from nowcast.errors import CheckpointError, ConfigError, InputError, TrainingDivergedError
 from nowcast.io import Archive, open_archive, remove_stale_temporaries
 from nowcast.model import build_model
 from nowcast.predict import forecast_array
@@ -66,12 +66,12 @@ def _validation_signature(config: dict[str, Any]) -> dict[str, Any]:
 
 def lr_at(step: int, cfg: Config) -> float:
     """Learning rate of ``step``: linear warm-up to ``train.lr``, then cosine decay to ``lr * min_lr_ratio``."""
-    t = cfg.train
-    if step < t.warmup_steps:
-        return t.lr * (step + 1) / t.warmup_steps
-    span = max(1, t.steps - t.warmup_steps)
-    progress = min(1.0, (step - t.warmup_steps) / span)
-    return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    tr = cfg.train
+    if step < tr.warmup_steps:
+        return tr.lr * (step + 1) / tr.warmup_steps
+    span = max(1, tr.steps - tr.warmup_steps)
+    progress = min(1.0, (step - tr.warmup_steps) / span)
+    return tr.lr * (tr.min_lr_ratio + (1 - tr.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def masked_loss(
@@ -130,6 +130,8 @@ def soft_csi_loss(pred: torch.Tensor, target: torch.Tensor, levels: torch.Tensor
 
 @dataclass
 class DistInfo:
+    """This process's place in a DDP run: its rank and the number of ranks (1, 0 without torchrun)."""
+
     rank: int = 0
     world: int = 1
 
@@ -151,9 +153,9 @@ def _setup_distributed(device: torch.device) -> DistInfo:
 def _all_mean(value: float, info: DistInfo) -> float:
     if info.world == 1:
         return value
-    t = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(t)
-    return float(t.item()) / info.world
+    total = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(total)
+    return float(total.item()) / info.world
 
 
 class _StopFlag:
@@ -342,37 +344,34 @@ def _provenance(
     return prov
 
 
-def run_training(
-    cfg: Config,
-    *,
-    config_name: str = "run",
-    run_dir: str | Path | None = None,
-    resume: str | Path | None = None,
-    loss_fn: Callable[..., torch.Tensor] | None = None,
-) -> Path:
-    """Train ``cfg`` and return the run directory. ``resume``: a run directory to continue exactly."""
-    device = select_device(cfg.train.device)
-    info = _setup_distributed(device)
-    if device.type == "cpu":
-        threads = cfg.train.threads or max(1, available_cores() // info.world)
-        set_threads(threads)
-    precision = resolve_precision(cfg.train.precision, device)
-    loss_fn = loss_fn or masked_loss
+@dataclass
+class _Data:
+    """Everything training reads, prepared once by ``_prepare_data``."""
 
-    if resume is not None:
-        out = Path(resume)
-    elif run_dir is not None:
-        out = Path(run_dir)
-    else:
-        out = Path("runs") / f"{config_name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    train_arc, val_arc = _open_data(cfg)
-    cfg = _fit_to_data(cfg, train_arc, resume is not None)
+    train_arc: Archive
+    val_arc: Archive | None
+    train_frames: list[np.ndarray]
+    """Model-space frames per segment, or (Lagrangian) one warped window each, (T, C, H, W) float32."""
+    train_windows: list[Window]
+    train_steps: list[float]
+    """Time step (s) of each entry of ``train_frames``."""
+    weights: np.ndarray | None
+    """Sampling weight per training window (``data.min_rain_fraction``), None: uniform."""
+    rain_level: float
+    """``data.rain_threshold`` in model space."""
+    val_windows: list[Window]
+    val_rates: list[np.ndarray]
+    """Observed rain rates (mm/h) of the segments validation windows use."""
+    val_steps: list[int]
+    """Time step (s) of each validation segment."""
 
-    d, t = cfg.data, cfg.train
+
+def _prepare_data(cfg: Config, train_arc: Archive, val_arc: Archive | None, info: DistInfo) -> _Data:
+    """Windows, splits and frames of the archives ``_open_data`` opened (``cfg`` fitted to them)."""
+    d, tr = cfg.data, cfg.train
     transform = Transform.from_config(cfg)
     window = d.in_frames + d.out_frames
     lagrangian = cfg.model.frame == "lagrangian"
-    train_frames = [] if lagrangian else to_model_space(train_arc.segments, transform)
     lengths = [s.sizes["time"] for s in train_arc.segments]
     if val_arc is None:
         train_windows, val_windows = split_windows(
@@ -385,15 +384,15 @@ def run_training(
         val_source = val_arc
     if not train_windows:
         raise InputError(f"{', '.join(train_arc.files)}: expected at least one training window of {window} frames, found none")
-    if len(val_windows) > t.max_val_windows:
-        pick = np.linspace(0, len(val_windows) - 1, t.max_val_windows).round().astype(int)
+    if len(val_windows) > tr.max_val_windows:
+        pick = np.linspace(0, len(val_windows) - 1, tr.max_val_windows).round().astype(int)
         val_windows = [val_windows[i] for i in pick]
     log.info("%d training windows, %d validation windows of %d frames", len(train_windows), len(val_windows), window)
     if not val_windows:
         log.warning("no validation windows (segments too short for data.val_block=%d); best.pt will be the final weights", d.val_block)
     val_rates = _val_rates(val_source, val_windows)
     val_steps = [int(seg.attrs["time_step"]) for seg in val_source.segments]
-    seg_steps = [float(seg.attrs["time_step"]) for seg in train_arc.segments]
+    train_steps = [float(seg.attrs["time_step"]) for seg in train_arc.segments]
     if lagrangian:  # each training window in the frame of its last input frame, once (and cached)
         started = time.perf_counter()
         rates = [segment_frames(seg) for seg in train_arc.segments]
@@ -402,10 +401,12 @@ def run_training(
             keys=[_segment_key(seg) for seg in train_arc.segments], cache_dir=d.cache_dir,
             progress=info.main and sys.stderr.isatty(),
         )
-        seg_steps = [seg_steps[w.segment] for w in train_windows]
+        train_steps = [train_steps[w.segment] for w in train_windows]
         train_windows = [Window(i, 0) for i in range(len(train_windows))]
         del rates
         log.info("%d Lagrangian training windows ready in %.0f s", len(train_windows), time.perf_counter() - started)
+    else:
+        train_frames = to_model_space(train_arc.segments, transform)
 
     rain_level = transform.threshold(d.rain_threshold)
     weights = None
@@ -416,160 +417,257 @@ def run_training(
             raise InputError(f"data.min_rain_fraction={d.min_rain_fraction}: expected some rainy windows, found none")
         weights = keep.astype(np.float64)
         log.info("%d of %d training windows meet min_rain_fraction", int(keep.sum()), len(keep))
+    return _Data(train_arc, val_arc, train_frames, train_windows, train_steps, weights, rain_level, val_windows, val_rates, val_steps)
 
+
+@dataclass
+class _Run:
+    """The state of one training run that its phases share."""
+
+    cfg: Config
+    out: Path
+    info: DistInfo
+    device: torch.device
+    data: _Data
+    model: torch.nn.Module
+    """The bare model: its state_dict is what checkpoints hold (``fwd`` may wrap it in DDP or compile it)."""
+    optimizer: torch.optim.Optimizer
+    start_step: int = 0
+    best_val: float = math.inf
+    earlier: dict[str, Any] | None = None
+    """Provenance of the run resumed, if any."""
+    last_scores: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The latest validation's loss and CSI, for the provenance of best.pt and model.pt."""
+
+
+def _run_dir(config_name: str, run_dir: str | Path | None, resume: str | Path | None) -> Path:
+    """Where the run lives: the resumed one, the one asked for, or ``runs/<config>-<time>``."""
+    if resume is not None:
+        return Path(resume)
+    if run_dir is not None:
+        return Path(run_dir)
+    return Path("runs") / f"{config_name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+
+
+def _restore(run: _Run) -> None:
+    """Continue ``run`` from its ``last.pt``: weights, optimizer, step, best validation loss, RNG."""
+    last = run.out / "last.pt"
+    if run.info.main:  # temporaries of checkpoints a killed run was writing
+        for name in ("last.pt", "best.pt", "model.pt"):
+            for stale in remove_stale_temporaries(run.out / name, suffix=".pt", min_age_s=0.0):
+                log.info("removed %s, left by an interrupted write", stale)
+    ckpt = load_checkpoint(last)
+    if "training" not in ckpt:
+        raise CheckpointError(f"{last}: expected a resumable training checkpoint, found an inference-only one")
+    run.model.load_state_dict(ckpt["state_dict"])
+    run.optimizer.load_state_dict(ckpt["training"]["optimizer"])
+    run.start_step = int(ckpt["training"]["step"])
+    run.earlier = ckpt.get("provenance") or None
+    run.best_val = float(ckpt["training"].get("best_val", math.inf))
+    if _validation_signature(ckpt["config"]) != _validation_signature(config_to_dict(run.cfg)):
+        log.info("validation data or loss differ from the resumed run's; best.pt restarts from this run's first validation")
+        run.best_val = math.inf
+    torch.set_rng_state(ckpt["training"]["torch_rng"])
+    log.info("resuming %s at step %d", run.out, run.start_step)
+
+
+def _save(run: _Run, name: str, step: int | None = None) -> None:
+    """Write ``name`` (last.pt, best.pt or model.pt) into the run directory; with ``step``, resumable."""
+    if not run.info.main:
+        return
+    training = None
+    if step is not None:
+        training = {
+            "optimizer": run.optimizer.state_dict(), "step": step, "best_val": run.best_val,
+            "torch_rng": torch.get_rng_state(),
+        }
+    scores = {} if name == "last.pt" else run.last_scores
+    provenance = _provenance(run.cfg, run.data.train_arc, run.data.val_arc, scores, run.earlier)
+    save_checkpoint(run.out / name, config=run.cfg, state_dict=run.model.state_dict(), provenance=provenance, training=training)
+
+
+def _loss_levels(transform: Transform, cfg: Config, device: torch.device) -> dict[str, torch.Tensor]:
+    """Model-space thresholds of the balanced loss and the soft-CSI term, and the balanced weights."""
+    return {
+        "levels": torch.tensor([transform.threshold(r) for r in HKO7_THRESHOLDS], device=device),
+        "level_weights": torch.tensor(HKO7_WEIGHTS, device=device),
+        "csi_levels": torch.tensor([transform.threshold(r) for r in cfg.train.csi_thresholds], device=device),
+    }
+
+
+def _loader(run: _Run, crop: int) -> DataLoader:
+    """Batches of (input, target, time step) from the training windows, in a resumable order."""
+    d, tr, info = run.cfg.data, run.cfg.train, run.info
+    dataset = TrainWindows(
+        run.data.train_frames, run.data.train_windows, d.in_frames, d.out_frames, crop,
+        augment=d.augment, min_rain=d.min_rain_fraction, rain_level=run.data.rain_level, time_steps=run.data.train_steps,
+    )
+    if tr.batch_size % info.world:
+        raise ConfigError(f"train.batch_size: expected a multiple of the {info.world} DDP ranks, found {tr.batch_size}")
+    sampler = StepSampler(
+        len(run.data.train_windows), tr.batch_size, tr.steps, seed=tr.seed, start_step=run.start_step,
+        rank=info.rank, world=info.world, weights=run.data.weights,
+    )
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=d.workers, pin_memory=run.device.type == "cuda")
+
+
+def _train_step(
+    run: _Run,
+    fwd: torch.nn.Module,
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    step: int,
+    loss_levels: dict[str, torch.Tensor],
+    precision: str,
+) -> float:
+    """One optimizer step on ``batch``; the loss. A non-finite loss (on any rank) stops the run."""
+    cfg, tr, device = run.cfg, run.cfg.train, run.device
+    x, y, dts = batch
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # (B, T, C, h, w)
+    dts = dts.to(device)  # (B,) seconds
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr_at(step, cfg)
+    with autocast(device, precision):
+        pred = fwd(x, cfg.data.out_frames, dts).float()  # losses in fp32 under bf16 autocast
+    balanced = tr.balanced
+    loss = masked_loss(
+        pred, y, tr.loss, loss_levels["level_weights"] if balanced else None, loss_levels["levels"] if balanced else None
+    )
+    if tr.csi_weight > 0:
+        loss = loss + tr.csi_weight * soft_csi_loss(pred, y, loss_levels["csi_levels"])
+    finite = torch.isfinite(loss.detach()).float()
+    if run.info.world > 1:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if finite.item() == 0:
+        raise TrainingDivergedError(
+            f"training loss at step {step}: expected a finite value, found {loss.item()}; "
+            f"stopped, the last good checkpoint {run.out / 'last.pt'} is intact (lower train.lr?)"
+        )
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if tr.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), tr.grad_clip)
+    run.optimizer.step()
+    return float(loss.detach())
+
+
+def _validation(run: _Run, done: int, row: dict[str, Any], transform: Transform, precision: str) -> None:
+    """Validate at step ``done``: fill ``row``'s validation columns, log, keep the best in best.pt."""
+    cfg = run.cfg
+    val_loss, scores = _validate(
+        run.model, run.data.val_rates, run.data.val_steps, run.data.val_windows, cfg, transform, run.device,
+        precision, run.info,
+    )
+    csi = np.nanmean(metrics.compute(scores)["CSI"], axis=0)  # mean over leads, per threshold
+    row["val_loss"] = f"{val_loss:.6f}"
+    for thr, c in zip(cfg.eval.thresholds, csi):
+        row[f"val_csi_{thr:g}"] = f"{c:.4f}"
+    run.last_scores = {"step": done, "val_loss": val_loss}
+    run.last_scores.update({f"val_csi_{thr:g}": float(c) for thr, c in zip(cfg.eval.thresholds, csi)})
+    log.info("step %d: train loss %s, val loss %.5f, val CSI %s", done, row["train_loss"], val_loss,
+             ", ".join(f"{thr:g}:{c:.3f}" for thr, c in zip(cfg.eval.thresholds, csi)))
+    if val_loss < run.best_val:
+        run.best_val = val_loss
+        _save(run, "best.pt")
+
+
+def run_training(
+    cfg: Config,
+    *,
+    config_name: str = "run",
+    run_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+) -> Path:
+    """Train ``cfg`` and return the run directory. ``resume``: a run directory to continue exactly.
+
+    The phases: prepare the data (``_prepare_data``), build or restore the model (``_restore``), then
+    ``_train_step`` per batch, ``_validation`` every ``train.val_every`` steps and ``_save`` of last.pt,
+    best.pt and model.pt.
+    """
+    device = select_device(cfg.train.device)
+    info = _setup_distributed(device)
+    if device.type == "cpu":
+        set_threads(cfg.train.threads or max(1, available_cores() // info.world))
+    precision = resolve_precision(cfg.train.precision, device)
+    out = _run_dir(config_name, run_dir, resume)
+    train_arc, val_arc = _open_data(cfg)
+    cfg = _fit_to_data(cfg, train_arc, resume is not None)
+    data = _prepare_data(cfg, train_arc, val_arc, info)
+    d, tr = cfg.data, cfg.train
     if info.main:  # the data and the config fit: only now the run directory is created
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
         log.info("run directory: %s", out)
 
-    torch.manual_seed(t.seed)
+    torch.manual_seed(tr.seed)
     model = build_model(cfg.model).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    start_step, best_val, earlier = 0, math.inf, None
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tr.lr, weight_decay=tr.weight_decay)
+    run = _Run(cfg, out, info, device, data, model, optimizer)
     if resume is not None:
-        last = out / "last.pt"
-        if info.main:  # temporaries of checkpoints a killed run was writing
-            for name in ("last.pt", "best.pt", "model.pt"):
-                for stale in remove_stale_temporaries(out / name, suffix=".pt", min_age_s=0.0):
-                    log.info("removed %s, left by an interrupted write", stale)
-        ckpt = load_checkpoint(last)
-        if "training" not in ckpt:
-            raise InputError(f"{last}: expected a resumable training checkpoint, found an inference-only one")
-        model.load_state_dict(ckpt["state_dict"])
-        optimizer.load_state_dict(ckpt["training"]["optimizer"])
-        start_step = int(ckpt["training"]["step"])
-        earlier = ckpt.get("provenance") or None
-        best_val = float(ckpt["training"].get("best_val", math.inf))
-        if _validation_signature(ckpt["config"]) != _validation_signature(config_to_dict(cfg)):
-            log.info("validation data or loss differ from the resumed run's; best.pt restarts from this run's first validation")
-            best_val = math.inf
-        torch.set_rng_state(ckpt["training"]["torch_rng"])
-        log.info("resuming %s at step %d", out, start_step)
-    core = model
+        _restore(run)
+    wrapped = model
     if info.world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    fwd = torch.compile(model) if t.compile else model
+        wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    fwd = torch.compile(wrapped) if tr.compile else wrapped
 
-    levels = torch.tensor([transform.threshold(r) for r in HKO7_THRESHOLDS], device=device)
-    level_w = torch.tensor(HKO7_WEIGHTS, device=device)
-    csi_levels = torch.tensor([transform.threshold(r) for r in t.csi_thresholds], device=device)
-    crop = max(core.total_stride, d.crop // core.total_stride * core.total_stride)
-    dataset = TrainWindows(
-        train_frames, train_windows, d.in_frames, d.out_frames, crop,
-        augment=d.augment, min_rain=d.min_rain_fraction, rain_level=rain_level, time_steps=seg_steps,
-    )
-    if t.batch_size % info.world:
-        raise ConfigError(f"train.batch_size: expected a multiple of the {info.world} DDP ranks, found {t.batch_size}")
-    sampler = StepSampler(
-        len(train_windows), t.batch_size, t.steps, seed=t.seed, start_step=start_step,
-        rank=info.rank, world=info.world, weights=weights,
-    )
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=d.workers, pin_memory=device.type == "cuda")
-    mlog = _MetricsLog(out / "metrics.csv", cfg.eval.thresholds, start_step if resume else None, info.main)
-
-    def training_state(step: int) -> dict[str, Any]:
-        return {"optimizer": optimizer.state_dict(), "step": step, "best_val": best_val, "torch_rng": torch.get_rng_state()}
-
-    def save_last(step: int) -> None:
-        if info.main:
-            save_checkpoint(out / "last.pt", config=cfg, state_dict=core.state_dict(),
-                            provenance=_provenance(cfg, train_arc, val_arc, {}, earlier), training=training_state(step))
+    transform = Transform.from_config(cfg)
+    loss_levels = _loss_levels(transform, cfg, device)
+    crop = max(model.total_stride, d.crop // model.total_stride * model.total_stride)
+    loader = _loader(run, crop)
+    mlog = _MetricsLog(out / "metrics.csv", cfg.eval.thresholds, run.start_step if resume else None, info.main)
+    window = d.in_frames + d.out_frames
 
     progress = None
     if info.main and sys.stderr.isatty() and log.getEffectiveLevel() <= logging.INFO:
         from tqdm import tqdm
 
-        progress = tqdm(total=t.steps, initial=start_step, unit="step", dynamic_ncols=True)
-    last_scores: dict[str, Any] = {}
-    done = start_step
+        progress = tqdm(total=tr.steps, initial=run.start_step, unit="step", dynamic_ncols=True)
+    done = run.start_step
     tick, frames_done, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
-    with _StopFlag() as stop:
-        model.train()
-        for step, (x, y, dts) in enumerate(loader, start=start_step):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # (B, T, C, h, w)
-            dts = dts.to(device)  # (B,) seconds
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, cfg)
-            with autocast(device, precision):
-                pred = fwd(x, d.out_frames, dts).float()  # losses in fp32 under bf16 autocast
-            loss = loss_fn(pred, y, t.loss, level_w if t.balanced else None, levels if t.balanced else None)
-            if t.csi_weight > 0:
-                loss = loss + t.csi_weight * soft_csi_loss(pred, y, csi_levels)
-            finite = torch.isfinite(loss.detach()).float()
-            if info.world > 1:
-                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-            if finite.item() == 0:
+    try:
+        with _StopFlag() as stop:
+            wrapped.train()
+            for step, batch in enumerate(loader, start=run.start_step):
+                loss_sum += _train_step(run, fwd, batch, step, loss_levels, precision)
+                done = step + 1
+                loss_n += 1
+                frames_done += batch[0].shape[0] * window * info.world
                 if progress:
-                    progress.close()
-                raise TrainingDivergedError(
-                    f"training loss at step {step}: expected a finite value, found {loss.item()}; "
-                    f"stopped, the last good checkpoint {out / 'last.pt'} is intact (lower train.lr?)"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if t.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            optimizer.step()
-            done = step + 1
-            loss_sum += float(loss.detach())
-            loss_n += 1
-            frames_done += x.shape[0] * window * info.world
-            if progress:
-                progress.update(1)
-                progress.set_postfix(loss=f"{loss_sum / loss_n:.4f}")
-            validate_now = done % t.val_every == 0 or done == t.steps
-            if done % t.log_every == 0 or validate_now:
-                elapsed = time.perf_counter() - tick
-                row: dict[str, Any] = {
-                    "step": done, "epoch": f"{done * t.batch_size / len(train_windows):.3f}",
-                    "lr": f"{lr_at(step, cfg):.3e}", "train_loss": f"{_all_mean(loss_sum / loss_n, info):.6f}",
-                    "frames_per_s": f"{frames_done / max(elapsed, 1e-9):.1f}",
-                }
-                if validate_now and val_windows:
-                    model.eval()
-                    val_loss, scores = _validate(
-                        core, val_rates, val_steps, val_windows, cfg, transform, device, precision, info
-                    )
-                    model.train()
-                    res = metrics.compute(scores)
-                    csi = np.nanmean(res["CSI"], axis=0)  # mean over leads, per threshold
-                    row["val_loss"] = f"{val_loss:.6f}"
-                    for thr, c in zip(cfg.eval.thresholds, csi):
-                        row[f"val_csi_{thr:g}"] = f"{c:.4f}"
-                    last_scores = {"step": done, "val_loss": val_loss}
-                    last_scores.update({f"val_csi_{thr:g}": float(c) for thr, c in zip(cfg.eval.thresholds, csi)})
-                    log.info("step %d: train loss %s, val loss %.5f, val CSI %s", done, row["train_loss"], val_loss,
-                             ", ".join(f"{thr:g}:{c:.3f}" for thr, c in zip(cfg.eval.thresholds, csi)))
-                    if val_loss < best_val:
-                        best_val = val_loss
-                        if info.main:
-                            save_checkpoint(out / "best.pt", config=cfg, state_dict=core.state_dict(),
-                                            provenance=_provenance(cfg, train_arc, val_arc, last_scores, earlier))
-                elif not progress:
-                    log.info("step %d: train loss %s, lr %s", done, row["train_loss"], row["lr"])
-                mlog.append(row)
-                tick, frames_done, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
-            if done % t.ckpt_every == 0 or done == t.steps:
-                save_last(done)
-            if stop.signal is not None:
-                save_last(done)
-                if progress:
-                    progress.close()
-                log.warning("interrupted at step %d; resume with: nowcast train --resume %s", done, out)
-                raise KeyboardInterrupt
-    if progress:
-        progress.close()
-    if start_step >= t.steps:
-        log.info("nothing to do: the run is already at step %d of %d", start_step, t.steps)
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{loss_sum / loss_n:.4f}")
+                validate_now = done % tr.val_every == 0 or done == tr.steps
+                if done % tr.log_every == 0 or validate_now:
+                    elapsed = time.perf_counter() - tick
+                    row: dict[str, Any] = {
+                        "step": done, "epoch": f"{done * tr.batch_size / len(data.train_windows):.3f}",
+                        "lr": f"{lr_at(step, cfg):.3e}", "train_loss": f"{_all_mean(loss_sum / loss_n, info):.6f}",
+                        "frames_per_s": f"{frames_done / max(elapsed, 1e-9):.1f}",
+                    }
+                    if validate_now and data.val_windows:
+                        wrapped.eval()
+                        _validation(run, done, row, transform, precision)
+                        wrapped.train()
+                    elif not progress:
+                        log.info("step %d: train loss %s, lr %s", done, row["train_loss"], row["lr"])
+                    mlog.append(row)
+                    tick, frames_done, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
+                if done % tr.ckpt_every == 0 or done == tr.steps:
+                    _save(run, "last.pt", done)
+                if stop.signal is not None:
+                    _save(run, "last.pt", done)
+                    log.warning("interrupted at step %d; resume with: nowcast train --resume %s", done, out)
+                    raise KeyboardInterrupt
+    finally:
+        if progress:
+            progress.close()
+    if run.start_step >= tr.steps:
+        log.info("nothing to do: the run is already at step %d of %d", run.start_step, tr.steps)
     if info.main:
-        save_last(done)
+        _save(run, "last.pt", done)
         if not (out / "best.pt").exists():
-            save_checkpoint(out / "best.pt", config=cfg, state_dict=core.state_dict(),
-                            provenance=_provenance(cfg, train_arc, val_arc, last_scores, earlier))
-        save_checkpoint(out / "model.pt", config=cfg, state_dict=core.state_dict(),
-                        provenance=_provenance(cfg, train_arc, val_arc, last_scores, earlier))
+            _save(run, "best.pt")
+        _save(run, "model.pt")
         log.info("done: %s is the model to use (nowcast predict FILE --model %s); best.pt has the lowest "
                  "validation loss, last.pt resumes (--resume %s)", out / "model.pt", out / "model.pt", out)
     if info.world > 1:

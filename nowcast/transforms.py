@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from nowcast.config import ZR_A, ZR_B, TransformConfig
 from nowcast.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -29,14 +30,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def rate_to_dbz(rate: np.ndarray, a: float = 200.0, b: float = 1.6) -> np.ndarray:
+def rate_to_dbz(rate: np.ndarray, a: float = ZR_A, b: float = ZR_B) -> np.ndarray:
     """Reflectivity (dBZ) of rain rate ``rate`` (mm/h) by Z = a R^b; 0 mm/h gives -inf."""
     rate = np.asarray(rate, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         return 10.0 * np.log10(a) + 10.0 * b * np.log10(rate)
 
 
-def dbz_to_rate(dbz: np.ndarray, a: float = 200.0, b: float = 1.6) -> np.ndarray:
+def dbz_to_rate(dbz: np.ndarray, a: float = ZR_A, b: float = ZR_B) -> np.ndarray:
     """Rain rate (mm/h) of reflectivity ``dbz`` by R = (Z / a)^(1/b); NaN stays NaN."""
     dbz = np.asarray(dbz, dtype=np.float64)
     return np.power(10.0 ** (dbz / 10.0) / a, 1.0 / b)
@@ -52,19 +53,26 @@ def fill_nodata(x: np.ndarray, value: float = 0.0) -> np.ndarray:
     return np.where(np.isfinite(x), x, np.float32(value)).astype(np.float32, copy=False)
 
 
+_DEFAULT = TransformConfig()
+
+
 @dataclass(frozen=True)
 class Transform:
-    """Forward (mm/h -> model space) and inverse maps of one configured model space."""
+    """Forward (mm/h -> model space) and inverse maps of one configured model space.
 
-    kind: str = "dbz"
-    dbz_min: float = 0.0
-    dbz_max: float = 60.0
-    log_eps: float = 0.01
-    linear_scale: float = 10.0
-    zr_a: float = 200.0
-    zr_b: float = 1.6
-    value_min: float | None = None
-    value_max: float | None = None
+    The fields are those of ``TransformConfig`` (their meaning and defaults are documented there) and
+    the Z-R relation of ``DataConfig``; ``from_config`` builds one from a whole ``Config``.
+    """
+
+    kind: str = _DEFAULT.kind
+    dbz_min: float = _DEFAULT.dbz_min
+    dbz_max: float = _DEFAULT.dbz_max
+    log_eps: float = _DEFAULT.log_eps
+    linear_scale: float = _DEFAULT.linear_scale
+    zr_a: float = ZR_A
+    zr_b: float = ZR_B
+    value_min: float | None = _DEFAULT.value_min
+    value_max: float | None = _DEFAULT.value_max
     _warned: list[bool] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod

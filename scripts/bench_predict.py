@@ -153,8 +153,7 @@ def _breakdown(m, src: Path, steps: int, out: Path, repeat: int) -> dict[str, fl
             x = timed("warping", lambda: to_lagrangian_inputs(x, v))
         x = torch.nan_to_num(x, nan=0.0)
         with torch.inference_mode():
-            m.model.batched_input = False
-            y = timed("network", lambda: m.model(x, steps, float(step)))
+            y = timed("network", lambda: m.model(x, steps, float(step), batched_input=False))
         if lagrangian:
             pred = torch.from_numpy(transform.inverse(y.numpy()))
             timed("warping", lambda: [warp(pred[:, k], dk) for k, dk in enumerate(displacements(v, steps).unbind(1))])

@@ -246,6 +246,17 @@ def moving_rain(frames: int, size: tuple[int, int] = (40, 48), shift: tuple[int,
 
 
 @pytest.fixture
+def cli_runner():
+    """A Typer ``CliRunner`` whose result keeps stderr apart from stdout (``result.stderr``)."""
+    from typer.testing import CliRunner
+
+    try:
+        return CliRunner(mix_stderr=False)  # click < 8.2 mixes stderr into output unless told not to
+    except TypeError:
+        return CliRunner()  # click >= 8.2 keeps result.stderr separate
+
+
+@pytest.fixture
 def pysteps_installed() -> None:
     """Skip when pysteps or OpenCV is missing (imports pysteps without its stdout banner)."""
     from nowcast.errors import MissingDependencyError

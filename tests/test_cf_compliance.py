@@ -16,7 +16,6 @@ import netCDF4
 import numpy as np
 import pytest
 import xarray as xr
-from typer.testing import CliRunner
 
 from conftest import REAL_DATA, make_tiny_checkpoint
 from nowcast.cli import app
@@ -27,11 +26,6 @@ needs_checker = pytest.mark.skipif(CHECKER is None, reason="compliance-checker i
 REAL_FILES = sorted(REAL_DATA.glob("*.nc")) if (REAL_DATA / "README.md").is_file() else []
 
 
-def _runner() -> CliRunner:
-    try:
-        return CliRunner(mix_stderr=False)
-    except TypeError:
-        return CliRunner()
 
 
 def _check_cf(path: Path) -> None:
@@ -42,9 +36,9 @@ def _check_cf(path: Path) -> None:
     assert "All tests passed!" in proc.stdout, proc.stdout + proc.stderr
 
 
-def _predict(src: Path, ckpt: Path, out: Path, *extra: str) -> str:
+def _predict(cli_runner, src: Path, ckpt: Path, out: Path, *extra: str) -> str:
     """Run ``nowcast predict`` (2 lead times); return its log (stderr)."""
-    result = _runner().invoke(app, ["predict", str(src), "--model", str(ckpt), "-o", str(out), "--steps", "2", *extra])
+    result = cli_runner.invoke(app, ["predict", str(src), "--model", str(ckpt), "-o", str(out), "--steps", "2", *extra])
     assert result.exit_code == 0, result.stderr
     return result.stderr
 
@@ -64,12 +58,12 @@ def checkpoints(tmp_path_factory):
 
 
 @needs_checker
-def test_forecast_from_synth_passes_cf_1_11(checkpoints, tmp_path):
+def test_forecast_from_synth_passes_cf_1_11(cli_runner, checkpoints, tmp_path):
     src = tmp_path / "synth.nc"
-    result = _runner().invoke(app, ["synth", str(src), "--frames", "6", "--size", "64", "64"])
+    result = cli_runner.invoke(app, ["synth", str(src), "--frames", "6", "--size", "64", "64"])
     assert result.exit_code == 0, result.stderr
     out = tmp_path / "fc.nc"
-    _predict(src, checkpoints(300), out)
+    _predict(cli_runner, src, checkpoints(300), out)
     _check_cf(out)
     with xr.open_dataset(out, decode_times=False) as ds:
         assert ds.attrs["Conventions"] == "CF-1.11"
@@ -78,25 +72,25 @@ def test_forecast_from_synth_passes_cf_1_11(checkpoints, tmp_path):
 
 @needs_checker
 @pytest.mark.parametrize("src", REAL_FILES or [None], ids=[p.stem for p in REAL_FILES] or ["no real data"])
-def test_forecast_from_real_file_passes_cf_1_11(src, checkpoints, tmp_path):
+def test_forecast_from_real_file_passes_cf_1_11(cli_runner, src, checkpoints, tmp_path):
     if src is None:
         pytest.skip(f"real radar data not found at {REAL_DATA}")
     with netCDF4.Dataset(src) as nc:
         step, attrs = int(nc.time_step_seconds), nc.__dict__
     out = tmp_path / "fc.nc"
-    _predict(src, checkpoints(step), out)
+    _predict(cli_runner, src, checkpoints(step), out)
     _check_cf(out)
     with netCDF4.Dataset(out) as nc:
         assert nc.institution == attrs["institution"]
         assert nc.license == attrs.get("licence", attrs.get("license"))  # usage terms travel with the product
 
 
-def test_knmi_like_gap_is_completed_and_said_in_history(radar_file, checkpoints, tmp_path):
+def test_knmi_like_gap_is_completed_and_said_in_history(cli_runner, radar_file, checkpoints, tmp_path):
     src = radar_file(frames=5, size=(32, 40))
     with netCDF4.Dataset(src, "a") as nc:  # as KNMI's file: polar stereographic without its origin latitude
         nc["crs"].delncattr("latitude_of_projection_origin")
     out = tmp_path / "fc.nc"
-    _predict(src, checkpoints(300), out)
+    _predict(cli_runner, src, checkpoints(300), out)
     with netCDF4.Dataset(out) as nc:
         assert nc["crs"].latitude_of_projection_origin == 90.0
         assert nc["crs"].standard_parallel == 60.0  # present attributes unchanged
@@ -105,7 +99,7 @@ def test_knmi_like_gap_is_completed_and_said_in_history(radar_file, checkpoints,
         _check_cf(out)
 
 
-def test_crs_without_cf_grid_mapping_gets_latitude_longitude(radar_file, checkpoints, tmp_path):
+def test_crs_without_cf_grid_mapping_gets_latitude_longitude(cli_runner, radar_file, checkpoints, tmp_path):
     src = radar_file(frames=5, size=(32, 40), global_attrs={"license": "CC-BY 4.0"})
     with netCDF4.Dataset(src, "a") as nc:  # as MRMS: an equidistant cylindrical CRS, no grid_mapping_name
         crs = nc["crs"]
@@ -113,7 +107,7 @@ def test_crs_without_cf_grid_mapping_gets_latitude_longitude(radar_file, checkpo
             crs.delncattr(name)
         crs.proj4 = "+proj=eqc +lat_ts=45.44 +lat_0=0 +lon_0=-84.5 +x_0=0 +y_0=0 +R=6371000 +units=m +no_defs"
     out = tmp_path / "fc.nc"
-    said = [line for line in _predict(src, checkpoints(300), out).splitlines() if "no CF equivalent" in line]
+    said = [line for line in _predict(cli_runner, src, checkpoints(300), out).splitlines() if "no CF equivalent" in line]
     assert len(said) == 1 and " INFO grid mapping 'crs' has no CF equivalent (+proj=eqc" in said[0]
     with netCDF4.Dataset(out) as nc:
         assert "crs" not in nc.variables and "grid_mapping" not in nc["rainfall_rate"].ncattrs()

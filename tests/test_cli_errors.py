@@ -8,16 +8,10 @@ from typing import Callable
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from nowcast.cli import app
 
 
-def _runner() -> CliRunner:
-    try:
-        return CliRunner(mix_stderr=False)  # click < 8.2 mixes stderr into output unless told not to
-    except TypeError:
-        return CliRunner()  # click >= 8.2 keeps result.stderr separate
 
 
 def _random_bytes(tmp_path: Path, radar_file: Callable[..., Path]) -> Path:
@@ -79,11 +73,11 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_exits_2_with_one_line(case, tmp_path, radar_file):
+def test_bad_input_exits_2_with_one_line(cli_runner, case, tmp_path, radar_file):
     path = BAD_INPUTS[case](tmp_path, radar_file)
     before = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
-    result = _runner().invoke(app, ["info", str(path)])
+    result = cli_runner.invoke(app, ["info", str(path)])
 
     assert result.exit_code == 2, (result.output, result.stderr)
     lines = result.stderr.strip().splitlines()
@@ -96,9 +90,9 @@ def test_bad_input_exits_2_with_one_line(case, tmp_path, radar_file):
         assert hashlib.sha256(path.read_bytes()).hexdigest() == before
 
 
-def test_info_prints_a_good_file(radar_file):
+def test_info_prints_a_good_file(cli_runner, radar_file):
     path = radar_file(frames=4)
-    result = _runner().invoke(app, ["info", str(path)])
+    result = cli_runner.invoke(app, ["info", str(path)])
     assert result.exit_code == 0, result.stderr
     assert f"file:            {path}" in result.stdout
     assert "time step:       300 s (5 min)" in result.stdout
@@ -115,9 +109,9 @@ USAGE_ERRORS = {
 
 
 @pytest.mark.parametrize("case", list(USAGE_ERRORS))
-def test_usage_errors_are_one_line_exit_2(case):
+def test_usage_errors_are_one_line_exit_2(cli_runner, case):
     args, *expected = USAGE_ERRORS[case]
-    result = _runner().invoke(app, args, prog_name="nowcast")
+    result = cli_runner.invoke(app, args, prog_name="nowcast")
 
     assert result.exit_code == 2, (result.output, result.stderr)
     lines = result.stderr.strip().splitlines()
@@ -128,6 +122,7 @@ def test_usage_errors_are_one_line_exit_2(case):
     assert result.stdout == ""
 
 
+@pytest.mark.slow
 def test_usage_error_through_python_m_is_one_line():
     import os
     import subprocess
@@ -144,6 +139,41 @@ def test_usage_error_through_python_m_is_one_line():
     assert len(proc.stderr.strip().splitlines()) == 1 and "'--steps'" in proc.stderr and "'abc'" in proc.stderr
 
 
-def test_no_arguments_prints_the_help():
-    result = _runner().invoke(app, [], prog_name="nowcast")
+def test_no_arguments_prints_the_help(cli_runner):
+    result = cli_runner.invoke(app, [], prog_name="nowcast")
     assert "Usage:" in result.output and "predict" in result.output
+
+
+def test_version_prints_the_version_and_exits_0(cli_runner):
+    from nowcast import __version__
+
+    result = cli_runner.invoke(app, ["--version"], prog_name="nowcast")
+    assert result.exit_code == 0
+    assert result.stdout.strip().endswith(__version__)
+
+
+def test_quiet_silences_info_lines_and_verbose_adds_debug(cli_runner, tmp_path):
+    args = ["synth", "--frames", "3", "--size", "8", "8"]
+    normal = cli_runner.invoke(app, [args[0], str(tmp_path / "a.nc"), *args[1:]])
+    quiet = cli_runner.invoke(app, ["-q", args[0], str(tmp_path / "b.nc"), *args[1:]])
+    verbose = cli_runner.invoke(app, ["-v", args[0], str(tmp_path / "c.nc"), *args[1:]])
+    assert normal.exit_code == quiet.exit_code == verbose.exit_code == 0
+    assert "INFO wrote" in normal.stderr and "DEBUG" not in normal.stderr
+    assert quiet.stderr == ""
+    assert "INFO wrote" in verbose.stderr and "DEBUG" in verbose.stderr
+
+
+def test_an_unexpected_error_exits_1_with_one_line(cli_runner, tmp_path, monkeypatch):
+    import nowcast.synth
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(nowcast.synth, "write_synthetic", broken)
+    result = cli_runner.invoke(app, ["synth", str(tmp_path / "s.nc")])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        "nowcast: unexpected error: ZeroDivisionError: a bug (rerun with --verbose for the traceback)"
+    ]
+    verbose = cli_runner.invoke(app, ["-v", "synth", str(tmp_path / "s.nc")])
+    assert verbose.exit_code == 1 and "Traceback" in verbose.stderr

@@ -19,6 +19,19 @@ def test_shipped_configs_load(name: str) -> None:
     assert len(cfg.model.hidden) == len(cfg.model.kernels) == len(cfg.model.downsample)
 
 
+def test_shi2015_recipe_is_the_paper_s_model() -> None:
+    """DESIGN section 4: shi2015 is 4x4 patches and two ConvLSTM levels of 64 channels with 3x3 kernels."""
+    m = load_config(CONFIGS / "shi2015.yaml").model
+    assert (m.patch, m.hidden, m.kernels, m.downsample, m.frame) == (4, (64, 64), (3, 3), (1, 1), "eulerian")
+
+
+def test_hko7_recipe_is_the_benchmark_s_model() -> None:
+    """DESIGN section 4: hko7 has three levels of 64, 192 and 192 channels, downsampling between them."""
+    m = load_config(CONFIGS / "hko7.yaml").model
+    assert m.hidden == (64, 192, 192)
+    assert m.downsample[0] == 1 and all(s > 1 for s in m.downsample[1:])
+
+
 def test_defaults_without_file() -> None:
     assert load_config(None) == Config()
 

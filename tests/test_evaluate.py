@@ -10,7 +10,6 @@ from typing import Callable
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from nowcast import metrics
 from nowcast.checkpoint import model_from_checkpoint
@@ -28,11 +27,6 @@ SIZE = (32, 40)  # multiples of the tiny model's total stride (8)
 PLOTS = ("csi_by_lead.png", "pod_by_lead.png", "far_by_lead.png", "mse_mae_by_lead.png", "example_case.png")
 
 
-def _runner() -> CliRunner:
-    try:
-        return CliRunner(mix_stderr=False)  # click < 8.2 mixes stderr into output unless told not to
-    except TypeError:
-        return CliRunner()
 
 
 @pytest.fixture
@@ -56,12 +50,12 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def test_cli_writes_every_report_and_prints_the_table(
+def test_cli_writes_every_report_and_prints_the_table(cli_runner,
     radar_file: Callable[..., Path], tiny_checkpoint: Path, tmp_path: Path, need_pysteps: None
 ) -> None:
     data = _moving_file(radar_file, "event.nc", 12)
     out = tmp_path / "rep"
-    result = _runner().invoke(
+    result = cli_runner.invoke(
         app, ["evaluate", str(data), "--model", str(tiny_checkpoint), "--out", str(out), "--fss-scales", "1,5"]
     )
     assert result.exit_code == 0, result.output
@@ -104,7 +98,7 @@ def test_persistence_of_an_unchanging_sequence_scores_csi_one_at_every_lead(
     still = np.repeat(moving_rain(1, SIZE), 16, axis=0)
     data = radar_file("still.nc", frames=16, size=SIZE, values=still)
     out = tmp_path / "rep"
-    table = evaluate_files([data], model=None, baselines=("persistence",), steps=3, out_dir=out, plots=False)
+    table = evaluate_files([data], no_model=True, baselines=("persistence",), steps=3, out_dir=out, plots=False)
     assert "persistence" in table
     rows = _read_csv(out / "metrics.csv")
     assert {float(r["value"]) for r in rows if r["score"] in ("CSI", "POD")} == {1.0}
@@ -200,11 +194,11 @@ def test_windows_never_cross_a_gap_and_the_example_is_the_rainiest_t0(radar_file
     assert ev.example is not None and ev.example.t0 == "2021-06-01T13:00:00Z"  # frame 10, 12 steps after 12:00
 
 
-def test_cli_errors_exit_2_with_one_line(
+def test_cli_errors_exit_2_with_one_line(cli_runner,
     radar_file: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = radar_file("e.nc", frames=16, size=SIZE)
-    runner = _runner()
+    runner = cli_runner
     monkeypatch.setitem(sys.modules, "pysteps", None)  # "import pysteps" now raises ImportError
     result = runner.invoke(app, ["evaluate", str(data), "--no-model", "--out", str(tmp_path / "r1")])
     assert result.exit_code == 2
@@ -214,9 +208,9 @@ def test_cli_errors_exit_2_with_one_line(
     result = runner.invoke(app, ["evaluate", str(data), "--no-model", "--baselines", "persistence,optical"])
     assert result.exit_code == 2 and "expected one of persistence, extrapolation" in result.stderr
 
-    import nowcast.checkpoint
+    import nowcast.predict
 
-    monkeypatch.setattr(nowcast.checkpoint, "default_model_path", lambda: tmp_path / "missing" / "default.pt")
+    monkeypatch.setattr(nowcast.predict, "default_model_path", lambda: tmp_path / "missing" / "default.pt")
     result = runner.invoke(app, ["evaluate", str(data), "--baselines", "persistence"])
     assert result.exit_code == 2 and "--no-model" in result.stderr and "default.pt" in result.stderr
 

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import xarray as xr
 import yaml
-from typer.testing import CliRunner
 
 from nowcast.checkpoint import load_checkpoint
 from nowcast.cli import app
@@ -25,11 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ("synth", "info", "train", "predict", "evaluate", "config", "config list", "config show")
 
 
-def _runner() -> CliRunner:
-    try:
-        return CliRunner(mix_stderr=False)  # click < 8.2 mixes stderr into output unless told not to
-    except TypeError:
-        return CliRunner()  # click >= 8.2 keeps result.stderr separate
 
 
 def _env() -> dict[str, str]:
@@ -61,8 +55,8 @@ def _image_file(path: Path, frames: int = 16, size: int = 32, colour: int = 1) -
 # configs
 
 
-def test_config_list_names_every_shipped_config() -> None:
-    result = _runner().invoke(app, ["config", "list"])
+def test_config_list_names_every_shipped_config(cli_runner) -> None:
+    result = cli_runner.invoke(app, ["config", "list"])
     assert result.exit_code == 0, result.output
     names = [line.split()[0] for line in result.stdout.splitlines()]
     assert names == sorted(p.stem for p in (ROOT / "configs").glob("*.yaml"))
@@ -70,8 +64,8 @@ def test_config_list_names_every_shipped_config() -> None:
     assert "Tiny model for tests and demos" in result.stdout
 
 
-def test_config_show_prints_every_key_with_type_and_meaning_and_reads_back() -> None:
-    result = _runner().invoke(app, ["config", "show", "tiny", "--set", "train.steps=3"])
+def test_config_show_prints_every_key_with_type_and_meaning_and_reads_back(cli_runner) -> None:
+    result = cli_runner.invoke(app, ["config", "show", "tiny", "--set", "train.steps=3"])
     assert result.exit_code == 0, result.output
     text = result.stdout
     resolved = config_from_dict(yaml.safe_load(text))
@@ -87,11 +81,11 @@ def test_config_show_prints_every_key_with_type_and_meaning_and_reads_back() -> 
     assert "# variable (str or null):" in text
 
 
-def test_train_config_by_name_from_any_directory(synth_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_train_config_by_name_from_any_directory(cli_runner, synth_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # no configs/ folder here: the name must resolve to the shipped file
     args = ["train", "--config", "tiny", "--set", f"data.files=[{synth_file}]", "--set", "train.steps=2",
             "--set", "train.val_every=100", "--run-dir", "run", "--threads", "1"]
-    result = _runner().invoke(app, args)
+    result = cli_runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["model"]["name"] == "tiny" and saved["train"]["threads"] == 1
@@ -100,7 +94,7 @@ def test_train_config_by_name_from_any_directory(synth_file: Path, tmp_path: Pat
     assert "run directory: run" in err
     assert err.index("run directory: run") < err.index("model.pt is the model to use")
 
-    bad = _runner().invoke(app, ["train", "--config", "tinny", "--run-dir", "bad"])
+    bad = cli_runner.invoke(app, ["train", "--config", "tinny", "--run-dir", "bad"])
     assert bad.exit_code == 2
     assert len(bad.stderr.strip().splitlines()) == 1
     assert "tinny: expected a YAML config file or the name of a shipped config (default, hko7" in bad.stderr
@@ -160,35 +154,36 @@ def test_shipped_configs_are_package_data() -> None:
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_help_has_no_value_placeholder_on_flags(command: str) -> None:
-    result = _runner().invoke(app, [*command.split(), "--help"])
+def test_help_has_no_value_placeholder_on_flags(cli_runner, command: str) -> None:
+    result = cli_runner.invoke(app, [*command.split(), "--help"])
     assert result.exit_code == 0, result.output
     assert "<bool>" not in result.stdout
     assert re.search(r"--help\s+Show this message and exit", result.stdout)
 
 
-def test_help_names_values_like_a_mature_cli() -> None:
-    text = _runner().invoke(app, ["predict", "--help"]).stdout
+def test_help_names_values_like_a_mature_cli(cli_runner) -> None:
+    text = cli_runner.invoke(app, ["predict", "--help"]).stdout
     assert "--model CKPT" in text and "--steps N" in text and "-o, --output OUT.nc" in text and "--threads N" in text
     assert "-v/--verbose and -q/--quiet may also follow the command" in text
 
 
-def test_global_options_after_the_command(tmp_path: Path) -> None:
-    loud = _runner().invoke(app, ["synth", str(tmp_path / "a.nc"), "--frames", "3", "--size", "8", "8"])
-    quiet = _runner().invoke(app, ["synth", str(tmp_path / "b.nc"), "--frames", "3", "--size", "8", "8", "-q"])
+def test_global_options_after_the_command(cli_runner, tmp_path: Path) -> None:
+    loud = cli_runner.invoke(app, ["synth", str(tmp_path / "a.nc"), "--frames", "3", "--size", "8", "8"])
+    quiet = cli_runner.invoke(app, ["synth", str(tmp_path / "b.nc"), "--frames", "3", "--size", "8", "8", "-q"])
     assert loud.exit_code == quiet.exit_code == 0
     assert "wrote" in loud.stderr and "wrote" not in quiet.stderr
     missing = tmp_path / "missing.nc"
-    plain = _runner().invoke(app, ["info", str(missing)])
-    verbose = _runner().invoke(app, ["info", str(missing), "--verbose"])
+    plain = cli_runner.invoke(app, ["info", str(missing)])
+    verbose = cli_runner.invoke(app, ["info", str(missing), "--verbose"])
     assert plain.exit_code == verbose.exit_code == 2
     assert "Traceback" not in plain.stderr and "Traceback" in verbose.stderr
     # after "--" a "-v" is an argument, not an option
-    literal = _runner().invoke(app, ["info", "--", "-v"])
+    literal = cli_runner.invoke(app, ["info", "--", "-v"])
     assert literal.exit_code == 2 and "-v" in literal.stderr and "Traceback" not in literal.stderr
 
 
-def test_shell_completion_is_offered() -> None:
+@pytest.mark.slow
+def test_shell_completion_is_offered(cli_runner) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "nowcast", "--show-completion", "bash"],
         env={**_env(), "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"},  # the shell named, not detected
@@ -196,14 +191,14 @@ def test_shell_completion_is_offered() -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "_NOWCAST_COMPLETE" in result.stdout and "complete " in result.stdout
-    assert "--install-completion" in _runner().invoke(app, ["--help"]).stdout
+    assert "--install-completion" in cli_runner.invoke(app, ["--help"]).stdout
 
 
-def test_threads_option_reaches_torch(synth_file: Path, tmp_path: Path) -> None:
-    result = _runner().invoke(app, ["predict", str(synth_file), "-o", str(tmp_path / "fc.nc"), "--threads", "1", "-v"])
+def test_threads_option_reaches_torch(cli_runner, synth_file: Path, tmp_path: Path) -> None:
+    result = cli_runner.invoke(app, ["predict", str(synth_file), "-o", str(tmp_path / "fc.nc"), "--threads", "1", "-v"])
     assert result.exit_code == 0, result.output
     assert "1 thread(s)" in result.stderr
-    bad = _runner().invoke(app, ["evaluate", str(synth_file), "--threads", "many"])
+    bad = cli_runner.invoke(app, ["evaluate", str(synth_file), "--threads", "many"])
     assert bad.exit_code == 2 and "--threads" in bad.stderr
 
 
@@ -211,6 +206,7 @@ def test_threads_option_reaches_torch(synth_file: Path, tmp_path: Path) -> None:
 # progress bar and logs
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs a pseudo-terminal")
 def test_log_lines_never_land_on_the_progress_bar(synth_file: Path, tmp_path: Path) -> None:
     import fcntl
@@ -249,20 +245,20 @@ def test_log_lines_never_land_on_the_progress_bar(synth_file: Path, tmp_path: Pa
 # image sequences
 
 
-def test_image_sequence_trains_with_a_one_channel_config_and_plots_rgb(tmp_path: Path) -> None:
+def test_image_sequence_trains_with_a_one_channel_config_and_plots_rgb(cli_runner, tmp_path: Path) -> None:
     images = _image_file(tmp_path / "frames.nc")
     run = tmp_path / "run"
     common = ["--set", f"data.files=[{images}]", "--set", "data.units=mm h-1", "--set", "train.steps=2",
               "--set", "train.val_every=100", "--threads", "1"]
     # tiny: 1 channel, dbz transform: channels follow the data; 0-255 exceeds the dbz range (205 mm/h)
-    result = _runner().invoke(app, ["train", "--config", "tiny", *common, "--run-dir", str(run)])
+    result = cli_runner.invoke(app, ["train", "--config", "tiny", *common, "--run-dir", str(run)])
     assert result.exit_code == 0, result.output
     assert "model.channels: 3 from the data (the config said 1)" in result.stderr
     assert "data exceed the range of the dbz transform: found values up to 250" in result.stderr
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["channels"] == 3
 
     # resumed with a config of another channel count: one line naming the key, exit 2
-    again = _runner().invoke(app, ["train", "--resume", str(run), "--config", "tiny", "--set", f"data.files=[{images}]",
+    again = cli_runner.invoke(app, ["train", "--resume", str(run), "--config", "tiny", "--set", f"data.files=[{images}]",
                                    "--set", "data.units=mm h-1", "--set", "train.steps=4"])
     assert again.exit_code == 2 and len(again.stderr.strip().splitlines()) == 1
     assert "model.channels: expected 1 channel(s) as in the resumed run, found 3" in again.stderr
@@ -271,7 +267,7 @@ def test_image_sequence_trains_with_a_one_channel_config_and_plots_rgb(tmp_path:
     mm = tmp_path / "mm"
     small = ["--set", "data.in_frames=4", "--set", "data.out_frames=4", "--set", "data.crop=32",
              "--set", "model.hidden=[8,8]", "--set", "data.val_block=8"]
-    result = _runner().invoke(app, ["train", "--config", "images", *common, *small, "--run-dir", str(mm)])
+    result = cli_runner.invoke(app, ["train", "--config", "images", *common, *small, "--run-dir", str(mm)])
     assert result.exit_code == 0, result.output
     assert "exceed" not in result.stderr
     cfg = load_checkpoint(mm / "model.pt")["config"]
@@ -284,7 +280,7 @@ def test_image_sequence_trains_with_a_one_channel_config_and_plots_rgb(tmp_path:
     ds["frames"] = ds["frames"] * 1.02
     ds.to_netcdf(brighter)
     png = tmp_path / "fc.png"
-    result = _runner().invoke(app, ["predict", str(brighter), "--model", str(mm / "model.pt"), "-o",
+    result = cli_runner.invoke(app, ["predict", str(brighter), "--model", str(mm / "model.pt"), "-o",
                                     str(tmp_path / "fc.nc"), "--plot", str(png)])
     assert result.exit_code == 0, result.output
     assert "data exceed the range of the minmax transform: found values up to 255" in result.stderr
@@ -295,7 +291,7 @@ def test_image_sequence_trains_with_a_one_channel_config_and_plots_rgb(tmp_path:
     darker = tmp_path / "darker.nc"
     ds["frames"] = ds["frames"] / 1.02 * 0.5  # 5 to 125: below the trained range's 10
     ds.to_netcdf(darker)
-    result = _runner().invoke(app, ["predict", str(darker), "--model", str(mm / "model.pt"), "-o", str(tmp_path / "d.nc")])
+    result = cli_runner.invoke(app, ["predict", str(darker), "--model", str(mm / "model.pt"), "-o", str(tmp_path / "d.nc")])
     assert result.exit_code == 0, result.output
     assert "found values down to 5, below transform.value_min=10" in result.stderr
     # --plot draws RGB: the green square is green (the old plot showed channel 0 on a rain scale: white)
@@ -306,9 +302,9 @@ def test_image_sequence_trains_with_a_one_channel_config_and_plots_rgb(tmp_path:
     assert green.sum() > 100
 
 
-def test_frame_index_without_a_step_is_refused_with_a_hint(tmp_path: Path) -> None:
+def test_frame_index_without_a_step_is_refused_with_a_hint(cli_runner, tmp_path: Path) -> None:
     images = _image_file(tmp_path / "frames.nc")
-    result = _runner().invoke(app, ["info", str(images)])
+    result = cli_runner.invoke(app, ["info", str(images)])
     assert result.exit_code == 2
     assert "a frame index 0, 1, 2, ... is read as time only at a model time step: data.time_step" in result.stderr
 
@@ -317,17 +313,17 @@ def test_frame_index_without_a_step_is_refused_with_a_hint(tmp_path: Path) -> No
 # info on files at different steps
 
 
-def test_info_on_mixed_steps_warns_like_the_archive_reader(radar_file, tmp_path: Path) -> None:
+def test_info_on_mixed_steps_warns_like_the_archive_reader(cli_runner, radar_file, tmp_path: Path) -> None:
     a = radar_file("a.nc", frames=6, step=300)
     b = radar_file("b.nc", frames=6, step=300, start="2021-06-02T12:00:00")
     c = radar_file("c.nc", frames=6, step=420)
-    result = _runner().invoke(app, ["info", str(a), str(b), str(c)])
+    result = cli_runner.invoke(app, ["info", str(a), str(b), str(c)])
     assert result.exit_code == 0, result.output
     assert f"skipped {c}: expected a time step that divides the archive's time step of 300 s" in result.stderr
     assert "found 420 s" in result.stderr
     assert "archive:         2 files at 300 s, 12 frames" in result.stdout
     assert f"left out:        1 file(s) at another time step: {c}" in result.stdout
-    same = _runner().invoke(app, ["info", str(a), str(b)])
+    same = cli_runner.invoke(app, ["info", str(a), str(b)])
     assert "skipped" not in same.stderr and "left out" not in same.stdout
 
 
@@ -335,10 +331,10 @@ def test_info_on_mixed_steps_warns_like_the_archive_reader(radar_file, tmp_path:
 # maps
 
 
-def test_forecast_plot_draws_latitude_longitude_lines(synth_file: Path, tmp_path: Path) -> None:
+def test_forecast_plot_draws_latitude_longitude_lines(cli_runner, synth_file: Path, tmp_path: Path) -> None:
     """The synthetic grid is azimuthal equidistant about 50N 10E (its grid mapping), so the lines through
     the grid's centre (x = y = 0) must be 50N and 10E."""
-    result = _runner().invoke(app, ["predict", str(synth_file), "-o", str(tmp_path / "fc.nc"),
+    result = cli_runner.invoke(app, ["predict", str(synth_file), "-o", str(tmp_path / "fc.nc"),
                                     "--plot", str(tmp_path / "fc.png"), "-v"])
     assert result.exit_code == 0, result.output
     found = re.findall(r"graticule: latitudes \[([^\]]*)\], longitudes \[([^\]]*)\]", result.stderr)
@@ -350,7 +346,7 @@ def test_forecast_plot_draws_latitude_longitude_lines(synth_file: Path, tmp_path
     assert (tmp_path / "fc.png").stat().st_size > 0
 
 
-def test_evaluation_plots_name_the_run_explain_missing_lines_and_tick_on_the_step(
+def test_evaluation_plots_name_the_run_explain_missing_lines_and_tick_on_the_step(cli_runner,
     synth_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from nowcast import plots
@@ -365,10 +361,10 @@ def test_evaluation_plots_name_the_run_explain_missing_lines_and_tick_on_the_ste
     monkeypatch.setattr(plots, "_save", keep)
     synth_file = write_synthetic(tmp_path / "rainy.nc", frames=16, size=(64, 64), seed=0)  # rain >= 1 mm/h
     run = tmp_path / "tiny-run"
-    trained = _runner().invoke(app, ["train", "--config", "tiny", "--set", f"data.files=[{synth_file}]",
+    trained = cli_runner.invoke(app, ["train", "--config", "tiny", "--set", f"data.files=[{synth_file}]",
                                      "--set", "train.steps=1", "--set", "train.val_every=100", "--run-dir", str(run)])
     assert trained.exit_code == 0, trained.output
-    result = _runner().invoke(app, ["evaluate", str(synth_file), "--model", str(run / "model.pt"), "--baselines",
+    result = cli_runner.invoke(app, ["evaluate", str(synth_file), "--model", str(run / "model.pt"), "--baselines",
                                     "persistence", "--thresholds", "1,500", "--out", str(tmp_path / "ev")])
     assert result.exit_code == 0, result.output
     csi = figures["csi_by_lead.png"]

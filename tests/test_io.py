@@ -360,9 +360,9 @@ def test_single_frame_takes_the_step_from_the_file_attribute(radar_file):
 
 
 def test_big_variables_are_checked_without_a_full_pass(radar_file, monkeypatch):
-    import nowcast.io
+    import nowcast.io.reading
 
-    monkeypatch.setattr(nowcast.io, "_SCAN_LIMIT", 10)
+    monkeypatch.setattr(nowcast.io.reading, "_SCAN_LIMIT", 10)
     nan = np.zeros((12, 3, 3), bool)
     nan[:10] = True  # the first 10 frames hold no data: found in the second block of 8 frames
     values = np.where(np.arange(9).reshape(3, 3) == 4, -1.0, 2.0)[None].repeat(12, axis=0)

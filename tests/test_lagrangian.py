@@ -67,9 +67,8 @@ def test_native_step_needs_a_lagrangian_model() -> None:
 
 
 @pytest.mark.slow
-def test_one_model_trains_and_forecasts_at_each_file_s_own_step(radar_file, tmp_path: Path, pysteps_installed) -> None:
+def test_one_model_trains_and_forecasts_at_each_file_s_own_step(cli_runner, radar_file, tmp_path: Path, pysteps_installed) -> None:
     """Files at 5 and 10 minutes train one model; predict and evaluate then run at each file's step."""
-    from typer.testing import CliRunner
 
     from nowcast.cli import app
 
@@ -77,7 +76,7 @@ def test_one_model_trains_and_forecasts_at_each_file_s_own_step(radar_file, tmp_
     vals10 = moving_rain(30, size=(48, 48), shift=(1, 0), seed=1)
     f5 = radar_file("five.nc", frames=30, size=(48, 48), step=300, values=vals5)
     f10 = radar_file("ten.nc", frames=30, size=(48, 48), step=600, values=vals10)
-    runner = CliRunner()
+    runner = cli_runner
     run = tmp_path / "run"
     args = ["train", "--config", str(REPO_ROOT / "configs" / "tiny.yaml"), "--run-dir", str(run)]
     args += [x for s in LAGRANGIAN for x in ("--set", s)]

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from nowcast.config import ModelConfig
-from nowcast.model import ConvLSTMCell, EncoderForecaster, build_model, count_parameters
+from nowcast.model import ConvLSTMCell, build_model, count_parameters
 
 TINY = ModelConfig(channels=1, patch=2, hidden=(6, 8), kernels=(3, 3), downsample=(1, 2))
 
@@ -91,6 +91,26 @@ def test_batched_input_equals_per_step(peephole):
     torch.testing.assert_close(model(x, 3), per_step(x, 3), atol=1e-5, rtol=0)
 
 
+def test_batched_input_argument_chooses_the_encoder_path(monkeypatch):
+    model = build_model(TINY)  # configured batched
+    convolve = model.encoder[0].input_gates
+    frames_per_call = []
+
+    def spy(x):
+        frames_per_call.append(x.shape[0])
+        return convolve(x)
+
+    monkeypatch.setattr(model.encoder[0], "input_gates", spy)
+    x = torch.rand(1, 3, 1, 8, 8)  # 1 sample of 3 frames
+    with torch.inference_mode():
+        model(x, 2)  # as configured: the input convolutions of all 3 frames in one call
+        assert frames_per_call == [3]
+        frames_per_call.clear()
+        model(x, 2, batched_input=False)  # per step: only the first frame alone, the rest fused with the state
+        assert frames_per_call == [1]
+    assert model.batched_input is True
+
+
 @pytest.mark.parametrize(
     "cfg",
     [
@@ -114,9 +134,9 @@ def test_output_shape_any_frame_size(cfg, size):
 
 def test_frame_shape_errors():
     model = build_model(TINY)
-    with pytest.raises(ValueError, match="expected"):
+    with pytest.raises(ValueError, match=r"frames: expected \(B, T, 1, H, W\), found \(1, 3, 2, 8, 8\)"):
         model(torch.rand(1, 3, 2, 8, 8), 1)
-    with pytest.raises(ValueError, match="steps"):
+    with pytest.raises(ValueError, match="steps: expected a positive number, found 0"):
         model(torch.rand(1, 3, 1, 8, 8), 0)
 
 
@@ -166,7 +186,9 @@ def test_channels_last_same_forecast():
         torch.testing.assert_close(model(x, 2), ref, atol=1e-5, rtol=0)
 
 
-def test_is_module_from_config():
-    model = build_model(TINY)
-    assert isinstance(model, EncoderForecaster) and model.cfg == TINY
-    assert model.total_stride == 4
+def test_levels_follow_the_config():
+    model = build_model(TINY)  # patch 2, levels of 6 and 8 channels, 3x3 kernels, downsampling 2 into level 2
+    assert [cell.conv_h.out_channels for cell in model.encoder] == [4 * 6, 4 * 8]  # gates i, f, o, g
+    assert [cell.conv_h.kernel_size for cell in model.encoder] == [(3, 3), (3, 3)]
+    assert [cell.conv_h.padding for cell in model.encoder] == [(1, 1), (1, 1)]
+    assert model.total_stride == 4  # 2 (patch) x 2 (downsampling)

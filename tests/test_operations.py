@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-from typer.testing import CliRunner
 
 from nowcast.cli import app
 
@@ -22,11 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 SIZE = (64, 80)
 
 
-def _runner() -> CliRunner:
-    try:
-        return CliRunner(mix_stderr=False)  # click < 8.2
-    except TypeError:
-        return CliRunner()
 
 
 def _sha(path: Path) -> str:
@@ -68,19 +62,19 @@ class _Usage:
 
 
 @pytest.mark.parametrize("how", ["errno", "netcdf"])
-def test_disk_full_exits_2_and_keeps_the_old_forecast(how, radar_file, ckpt, tmp_path, monkeypatch):
+def test_disk_full_exits_2_and_keeps_the_old_forecast(cli_runner, how, radar_file, ckpt, tmp_path, monkeypatch):
     import shutil
 
     src = radar_file(frames=5, size=SIZE)
     out = tmp_path / "fc" / "forecast.nc"
     args = ["predict", str(src), "--model", str(ckpt), "-o", str(out)]
-    result = _runner().invoke(app, [*args, "--at", "2021-06-01T12:15"])  # the previous forecast
+    result = cli_runner.invoke(app, [*args, "--at", "2021-06-01T12:15"])  # the previous forecast
     assert result.exit_code == 0, result.stderr
     old = _sha(out)
 
     monkeypatch.setattr(xr.Dataset, "to_netcdf", _full_disk_writer(how))
     monkeypatch.setattr(shutil, "disk_usage", lambda path: _Usage(free=0))
-    line = _one_error_line(_runner().invoke(app, args))
+    line = _one_error_line(cli_runner.invoke(app, args))
 
     assert str(out) in line and "no space left on the device" in line
     assert "unexpected" not in line
@@ -88,11 +82,11 @@ def test_disk_full_exits_2_and_keeps_the_old_forecast(how, radar_file, ckpt, tmp
     assert sorted(p.name for p in out.parent.iterdir()) == [".nowcast.lock", "forecast.nc"]  # no temporary left
 
 
-def test_other_netcdf_write_failure_names_the_library_error(radar_file, ckpt, tmp_path, monkeypatch):
+def test_other_netcdf_write_failure_names_the_library_error(cli_runner, radar_file, ckpt, tmp_path, monkeypatch):
     src = radar_file(frames=5, size=SIZE)
     out = tmp_path / "forecast.nc"
     monkeypatch.setattr(xr.Dataset, "to_netcdf", _full_disk_writer("netcdf"))  # plenty of space: not a full disk
-    line = _one_error_line(_runner().invoke(app, ["predict", str(src), "--model", str(ckpt), "-o", str(out)]))
+    line = _one_error_line(cli_runner.invoke(app, ["predict", str(src), "--model", str(ckpt), "-o", str(out)]))
     assert str(out) in line and "NetCDF: HDF error" in line and "no space" not in line
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == [".nowcast.lock", "radar.nc"]
 
@@ -147,7 +141,7 @@ CHECKPOINTS = {
 
 @pytest.mark.parametrize("command", ["info", "predict"])
 @pytest.mark.parametrize("case", list(CHECKPOINTS))
-def test_checkpoint_errors_in_our_words(case, command, ckpt, radar_file, tmp_path):
+def test_checkpoint_errors_in_our_words(cli_runner, case, command, ckpt, radar_file, tmp_path):
     make, expected = CHECKPOINTS[case]
     bad = tmp_path / "bad.pt"
     make(ckpt, bad)
@@ -156,7 +150,7 @@ def test_checkpoint_errors_in_our_words(case, command, ckpt, radar_file, tmp_pat
     else:
         args = ["predict", str(radar_file(frames=5, size=SIZE)), "--model", str(bad), "-o", str(tmp_path / "fc" / "fc.nc")]
 
-    line = _one_error_line(_runner().invoke(app, args))
+    line = _one_error_line(cli_runner.invoke(app, args))
 
     assert line.startswith(f"nowcast: error: {bad}: expected "), line
     assert expected in line, line
@@ -181,12 +175,12 @@ def synth_file(tmp_path_factory) -> Path:
     return path
 
 
-def _train(*args: str | Path):
-    return _runner().invoke(app, ["train", *map(str, args)])
+def _train(cli_runner, *args: str | Path):
+    return cli_runner.invoke(app, ["train", *map(str, args)])
 
 
 @pytest.mark.parametrize("data", ["missing", "not netcdf", "too short"])
-def test_training_on_unusable_data_creates_no_run_directory(data, tmp_path, radar_file):
+def test_training_on_unusable_data_creates_no_run_directory(cli_runner, data, tmp_path, radar_file):
     if data == "missing":
         path = tmp_path / "missing.nc"
     elif data == "not netcdf":
@@ -196,16 +190,16 @@ def test_training_on_unusable_data_creates_no_run_directory(data, tmp_path, rada
         path = radar_file("short.nc", frames=5)  # tiny needs windows of 8 frames
     run = tmp_path / "runs" / "r1"
 
-    line = _one_error_line(_train("--config", TINY, "--set", f"data.files=[{path}]", "--run-dir", run))
+    line = _one_error_line(_train(cli_runner, "--config", TINY, "--set", f"data.files=[{path}]", "--run-dir", run))
 
     assert str(path) in line
     assert not run.exists() and not (tmp_path / "runs").exists()
 
 
-def test_resume_removes_stale_checkpoint_temporaries(synth_file, tmp_path):
+def test_resume_removes_stale_checkpoint_temporaries(cli_runner, synth_file, tmp_path):
     run = tmp_path / "run"
     common = ["--set", "train.threads=1", "--set", "train.val_every=1000", "--set", "train.ckpt_every=1000"]
-    result = _train("--config", TINY, "--set", f"data.files=[{synth_file}]", "--set", "train.steps=2", *common, "--run-dir", run)
+    result = _train(cli_runner, "--config", TINY, "--set", f"data.files=[{synth_file}]", "--set", "train.steps=2", *common, "--run-dir", run)
     assert result.exit_code == 0, result.stderr
     stale = [run / ".last.pt.abcd1234.pt", run / ".best.pt.zz_9yy8x.pt"]  # a run killed while saving
     for p in stale:
@@ -213,7 +207,7 @@ def test_resume_removes_stale_checkpoint_temporaries(synth_file, tmp_path):
     keep = run / ".notes.abcd1234.pt"
     keep.write_bytes(b"not ours")
 
-    result = _train("--resume", run, "--set", "train.steps=3", *common)
+    result = _train(cli_runner, "--resume", run, "--set", "train.steps=3", *common)
 
     assert result.exit_code == 0, result.stderr
     assert not any(p.exists() for p in stale)
@@ -222,11 +216,11 @@ def test_resume_removes_stale_checkpoint_temporaries(synth_file, tmp_path):
 
 
 @pytest.mark.parametrize("text", ["", "# only a comment\n"])
-def test_empty_config_file_is_an_error_naming_it(text, tmp_path):
+def test_empty_config_file_is_an_error_naming_it(cli_runner, text, tmp_path):
     config = tmp_path / "empty.yaml"
     config.write_text(text)
     run = tmp_path / "run"
-    line = _one_error_line(_train("--config", config, "--run-dir", run))
+    line = _one_error_line(_train(cli_runner, "--config", config, "--run-dir", run))
     assert f"{config}: expected a mapping of sections" in line and "found an empty file" in line
     assert not run.exists()
 
@@ -243,11 +237,11 @@ def ckpt_six(tmp_path_factory) -> Path:
     return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt6") / "tiny6.pt", "data.in_frames=6")
 
 
-def test_all_nan_input_is_refused_before_the_output_directory_or_lock(radar_file, ckpt_six, tmp_path):
+def test_all_nan_input_is_refused_before_the_output_directory_or_lock(cli_runner, radar_file, ckpt_six, tmp_path):
     src = radar_file("allnan.nc", frames=8, size=SIZE, nan_mask=np.ones(SIZE, bool))
     out_dir = tmp_path / "fc" / "today"
 
-    line = _one_error_line(_runner().invoke(app, [
+    line = _one_error_line(cli_runner.invoke(app, [
         "predict", str(src), "--model", str(ckpt_six), "-o", str(out_dir / "fc.nc"), "--plot", str(out_dir / "fc.png"),
     ]))  # fmt: skip
 
@@ -257,10 +251,10 @@ def test_all_nan_input_is_refused_before_the_output_directory_or_lock(radar_file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["allnan.nc"]
 
 
-def test_a_few_empty_frames_are_all_listed(radar_file, ckpt_six, tmp_path):
+def test_a_few_empty_frames_are_all_listed(cli_runner, radar_file, ckpt_six, tmp_path):
     empty = np.zeros((8, *SIZE), bool)
     empty[[3, 6]] = True
     src = radar_file("gaps.nc", frames=8, size=SIZE, nan_mask=empty)
-    line = _one_error_line(_runner().invoke(app, ["predict", str(src), "--model", str(ckpt_six), "-o", str(tmp_path / "fc" / "fc.nc")]))
+    line = _one_error_line(cli_runner.invoke(app, ["predict", str(src), "--model", str(ckpt_six), "-o", str(tmp_path / "fc" / "fc.nc")]))
     assert line.endswith("found 2 frame(s) with no data at all: 2021-06-01T12:15:00Z, 2021-06-01T12:30:00Z")
     assert not (tmp_path / "fc").exists()

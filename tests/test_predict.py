@@ -16,7 +16,6 @@ import netCDF4
 import numpy as np
 import pytest
 import xarray as xr
-from typer.testing import CliRunner
 
 from conftest import make_tiny_checkpoint
 from nowcast.cli import app
@@ -35,11 +34,6 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _runner() -> CliRunner:
-    try:
-        return CliRunner(mix_stderr=False)  # click < 8.2
-    except TypeError:
-        return CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +51,8 @@ def _coverage(frames: int) -> np.ndarray:
     return mask
 
 
-def _predict(*args: str):
-    result = _runner().invoke(app, ["predict", *map(str, args)])
+def _predict(cli_runner, *args: str):
+    result = cli_runner.invoke(app, ["predict", *map(str, args)])
     return result
 
 
@@ -71,7 +65,7 @@ def _ok(result):
 # the CF file
 
 
-def test_forecast_file_is_cf_and_matches_the_input(radar_file, ckpt, tmp_path, monkeypatch):
+def test_forecast_file_is_cf_and_matches_the_input(cli_runner, radar_file, ckpt, tmp_path, monkeypatch):
     frames = 6
     src = radar_file("radar.nc", frames=frames, size=SIZE, nan_mask=_coverage(frames))
     before = _sha(src)
@@ -79,7 +73,7 @@ def test_forecast_file_is_cf_and_matches_the_input(radar_file, ckpt, tmp_path, m
     args = [str(src), "--model", str(ckpt), "-o", str(out), "--steps", "6"]
     monkeypatch.setattr("sys.argv", ["nowcast", "predict", *args])  # what the CLI records as history
 
-    result = _ok(_predict(*args))
+    result = _ok(_predict(cli_runner, *args))
 
     # exactly one INFO line: reference time, output, wall time
     info = [line for line in result.stderr.splitlines() if " INFO " in line]
@@ -126,7 +120,8 @@ def test_forecast_file_is_cf_and_matches_the_input(radar_file, ckpt, tmp_path, m
         assert "Shi" in g["references"] and "Convolutional LSTM Network" in g["references"]
         assert _sha(ckpt) in g["source"] and "tiny" in g["source"] and "nowcast" in g["source"]
         command, completed = g["history"].split("; ", 1)
-        assert command.endswith(f"nowcast predict {src} --model {ckpt} -o {out} --steps 6") and "title" in g
+        assert command.endswith(f"nowcast predict {src} --model {ckpt} -o {out} --steps 6")
+        assert g["title"] == "Nowcast of Synthetic radar rainfall rate"  # "Nowcast of " + the input's title
         assert completed.startswith("grid mapping 'crs' completed from its CRS: ") and "reference_ellipsoid_name" in completed
         assert "crs_wkt (from proj4; the input's could not be read)" in completed
         # round trip through xarray
@@ -172,11 +167,11 @@ def test_forecast_in_memory_equals_the_array_forecast(radar_file, ckpt):
 # reference time, horizon, channels, several files, finer steps, templates
 
 
-def test_at_selects_an_earlier_reference_time_and_templates_expand(radar_file, ckpt, tmp_path):
+def test_at_selects_an_earlier_reference_time_and_templates_expand(cli_runner, radar_file, ckpt, tmp_path):
     src = radar_file("event.nc", frames=10, size=SIZE)
     template = str(tmp_path / "fc" / "{stem}_{reference_time:%Y%m%d%H%M}.nc")
 
-    _ok(_predict(src, "--model", ckpt, "--at", "2021-06-01T12:30:00Z", "-o", template))
+    _ok(_predict(cli_runner, src, "--model", ckpt, "--at", "2021-06-01T12:30:00Z", "-o", template))
 
     out = tmp_path / "fc" / "event_202106011230.nc"
     with xr.open_dataset(out) as ds:
@@ -185,59 +180,59 @@ def test_at_selects_an_earlier_reference_time_and_templates_expand(radar_file, c
         assert ds.sizes["time"] == 4  # as trained
 
 
-def test_at_with_an_offset_is_converted_to_utc(radar_file, ckpt, tmp_path):
+def test_at_with_an_offset_is_converted_to_utc(cli_runner, radar_file, ckpt, tmp_path):
     src = radar_file("event.nc", frames=8, size=SIZE)
-    _ok(_predict(src, "--model", ckpt, "--at", "2021-06-01T14:20:00+02:00", "-o", tmp_path / "o.nc"))
+    _ok(_predict(cli_runner, src, "--model", ckpt, "--at", "2021-06-01T14:20:00+02:00", "-o", tmp_path / "o.nc"))
     with xr.open_dataset(tmp_path / "o.nc") as ds:
         assert ds["forecast_reference_time"].values == np.datetime64("2021-06-01T12:20:00", "ns")
 
 
-def test_default_output_is_next_to_the_input(radar_file, ckpt, tmp_path):
+def test_default_output_is_next_to_the_input(cli_runner, radar_file, ckpt, tmp_path):
     src = radar_file("latest.nc", frames=5, size=SIZE)
-    _ok(_predict(src, "--model", ckpt, "--steps", 2))
+    _ok(_predict(cli_runner, src, "--model", ckpt, "--steps", 2))
     assert (tmp_path / "latest_nowcast_202106011220.nc").is_file()
 
 
-def test_output_directory_gets_the_default_name(radar_file, ckpt, tmp_path):
+def test_output_directory_gets_the_default_name(cli_runner, radar_file, ckpt, tmp_path):
     src = radar_file("latest.nc", frames=5, size=SIZE)
     (tmp_path / "srv").mkdir()
-    _ok(_predict(src, "--model", ckpt, "--steps", 1, "-o", tmp_path / "srv"))
+    _ok(_predict(cli_runner, src, "--model", ckpt, "--steps", 1, "-o", tmp_path / "srv"))
     assert (tmp_path / "srv" / "latest_nowcast_202106011220.nc").is_file()
 
 
-def test_more_steps_than_trained(radar_file, ckpt, tmp_path):
+def test_more_steps_than_trained(cli_runner, radar_file, ckpt, tmp_path):
     src = radar_file(frames=4, size=SIZE)
-    _ok(_predict(src, "--model", ckpt, "--steps", 13, "-o", tmp_path / "long.nc"))
+    _ok(_predict(cli_runner, src, "--model", ckpt, "--steps", 13, "-o", tmp_path / "long.nc"))
     with xr.open_dataset(tmp_path / "long.nc") as ds:
         assert ds.sizes["time"] == 13
         assert int(ds["forecast_period"].values[-1]) == 65
 
 
-def test_multichannel_sequence(radar_file, tmp_path):
+def test_multichannel_sequence(cli_runner, radar_file, tmp_path):
     ckpt3 = make_tiny_checkpoint(tmp_path / "rgb.pt", "model.channels=3")
     src = radar_file("rgb.nc", frames=5, size=SIZE, dims=("time", "channel", "y", "x"), channels=3)
 
-    _ok(_predict(src, "--model", ckpt3, "-o", tmp_path / "rgb_fc.nc"))
+    _ok(_predict(cli_runner, src, "--model", ckpt3, "-o", tmp_path / "rgb_fc.nc"))
 
     with xr.open_dataset(tmp_path / "rgb_fc.nc") as ds:
         assert ds["rainfall_rate"].dims == ("time", "channel", "y", "x")
         assert ds["rainfall_rate"].shape == (4, 3, *SIZE)
 
 
-def test_several_files_form_one_archive(radar_file, ckpt, tmp_path):
+def test_several_files_form_one_archive(cli_runner, radar_file, ckpt, tmp_path):
     a = radar_file("a.nc", frames=3, size=SIZE, seed=1)  # 12:00 - 12:10
     b = radar_file("b.nc", frames=3, size=SIZE, start="2021-06-01T12:10:00", seed=2)  # 12:10 - 12:20, overlaps
     out = tmp_path / "fc.nc"
-    _ok(_predict(a, b, "--model", ckpt, "-o", out))  # the 4 frames 12:05 - 12:20 span both files
+    _ok(_predict(cli_runner, a, b, "--model", ckpt, "-o", out))  # the 4 frames 12:05 - 12:20 span both files
     with xr.open_dataset(out) as ds:
         assert ds["forecast_reference_time"].values == np.datetime64("2021-06-01T12:20:00", "ns")
         assert "a.nc" in ds.attrs["input_files"] and "b.nc" in ds.attrs["input_files"]
 
 
-def test_files_on_other_grids_are_not_mixed(radar_file, ckpt, tmp_path):
+def test_files_on_other_grids_are_not_mixed(cli_runner, radar_file, ckpt, tmp_path):
     a = radar_file("a.nc", frames=3, size=SIZE)
     b = radar_file("b.nc", frames=3, size=(64, 81), start="2021-06-01T12:15:00")
-    result = _predict(a, b, "--model", ckpt, "-o", tmp_path / "fc.nc")
+    result = _predict(cli_runner, a, b, "--model", ckpt, "-o", tmp_path / "fc.nc")
     assert result.exit_code == 2
     assert "b.nc: expected the grid of" in result.stderr and "found 64 x 81" in result.stderr
 
@@ -264,23 +259,23 @@ def test_auxiliary_lat_lon_are_copied(ckpt, tmp_path):
         ]  # fmt: skip
 
 
-def test_finer_input_step_is_subsampled(radar_file, ckpt, tmp_path):
+def test_finer_input_step_is_subsampled(cli_runner, radar_file, ckpt, tmp_path):
     src = radar_file("fine.nc", frames=10, step=150, size=SIZE)  # 12:00 to 12:22:30
-    _ok(_predict(src, "--model", ckpt, "-o", tmp_path / "fc.nc"))
+    _ok(_predict(cli_runner, src, "--model", ckpt, "-o", tmp_path / "fc.nc"))
     with xr.open_dataset(tmp_path / "fc.nc") as ds:
         assert ds["forecast_reference_time"].values == np.datetime64("2021-06-01T12:22:30", "ns")
         np.testing.assert_array_equal(np.asarray(ds["forecast_period"].values), [5, 10, 15, 20])
 
 
-def test_fresh_input_passes_max_age(radar_file, ckpt, tmp_path):
+def test_fresh_input_passes_max_age(cli_runner, radar_file, ckpt, tmp_path):
     start = (datetime.now(timezone.utc) - timedelta(minutes=20)).strftime("%Y-%m-%dT%H:%M:%S")
     src = radar_file(frames=4, size=SIZE, start=start)  # newest frame 5 min old
-    _ok(_predict(src, "--model", ckpt, "--max-age", 10, "-o", tmp_path / "fc.nc"))
+    _ok(_predict(cli_runner, src, "--model", ckpt, "--max-age", 10, "-o", tmp_path / "fc.nc"))
 
 
-def test_plot_is_written(radar_file, ckpt, tmp_path):
+def test_plot_is_written(cli_runner, radar_file, ckpt, tmp_path):
     src = radar_file("r.nc", frames=4, size=SIZE, nan_mask=_coverage(4))
-    _ok(_predict(src, "--model", ckpt, "-o", tmp_path / "fc.nc", "--plot", tmp_path / "{stem}_{reference_time:%H%M}.png"))
+    _ok(_predict(cli_runner, src, "--model", ckpt, "-o", tmp_path / "fc.nc", "--plot", tmp_path / "{stem}_{reference_time:%H%M}.png"))
     png = tmp_path / "r_1215.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".r_1215.png.*.tmp"))
@@ -324,14 +319,14 @@ ERRORS = {
 
 
 @pytest.mark.parametrize("case", list(ERRORS))
-def test_bad_input_exits_2_with_one_line(case, radar_file, ckpt, tmp_path, monkeypatch):
+def test_bad_input_exits_2_with_one_line(cli_runner, case, radar_file, ckpt, tmp_path, monkeypatch):
     options, args, make_ckpt, expected = ERRORS[case]
     src = radar_file("radar.nc", size=SIZE, **options)
     model = make_ckpt(tmp_path, ckpt) if make_ckpt else ckpt
     before = _sha(src)
     monkeypatch.chdir(tmp_path)
 
-    result = _predict(src, "--model", model, *(args if "-o" in args else [*args, "-o", "out.nc"]))
+    result = _predict(cli_runner, src, "--model", model, *(args if "-o" in args else [*args, "-o", "out.nc"]))
 
     assert result.exit_code == 2, (result.stdout, result.stderr, result.exception)
     lines = result.stderr.strip().splitlines()
@@ -343,22 +338,22 @@ def test_bad_input_exits_2_with_one_line(case, radar_file, ckpt, tmp_path, monke
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_missing_default_model_says_pass_model(radar_file, tmp_path, monkeypatch):
+def test_missing_default_model_says_pass_model(cli_runner, radar_file, tmp_path, monkeypatch):
     monkeypatch.setattr("nowcast.predict.default_model_path", lambda: tmp_path / "models" / "default.pt")
     with pytest.raises(CheckpointError, match="pass a checkpoint with --model"):
         load_model(None)
     src = radar_file(size=SIZE)
-    result = _predict(src, "-o", tmp_path / "fc.nc")
+    result = _predict(cli_runner, src, "-o", tmp_path / "fc.nc")
     assert result.exit_code == 2 and "--model" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_default_model_forecasts(radar_file, tmp_path):
+def test_default_model_forecasts(cli_runner, radar_file, tmp_path):
     from nowcast.checkpoint import default_model_path
 
     if not default_model_path().is_file():
         pytest.skip(f"no shipped model at {default_model_path()}")
     src = radar_file(frames=12, size=SIZE)
-    _ok(_predict(src, "-o", tmp_path / "fc.nc", "--steps", 2))
+    _ok(_predict(cli_runner, src, "-o", tmp_path / "fc.nc", "--steps", 2))
     with xr.open_dataset(tmp_path / "fc.nc") as ds:
         assert ds.sizes["time"] == 2
 
@@ -367,11 +362,11 @@ def test_default_model_forecasts(radar_file, tmp_path):
 # locks and temporary files
 
 
-def test_held_lock_times_out_with_one_line(radar_file, ckpt, tmp_path):
+def test_held_lock_times_out_with_one_line(cli_runner, radar_file, ckpt, tmp_path):
     src = radar_file(frames=4, size=SIZE)
     out = tmp_path / "fc.nc"
     with output_lock(out):  # another run writing the same output
-        result = _predict(src, "--model", ckpt, "-o", out, "--lock-timeout", 0.3)
+        result = _predict(cli_runner, src, "--model", ckpt, "-o", out, "--lock-timeout", 0.3)
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "held by another run for 0.3 s" in lines[0] and str(out) in lines[0]

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-from typer.testing import CliRunner
 
 from nowcast.cli import app
 
@@ -47,11 +46,6 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _runner() -> CliRunner:
-    try:
-        return CliRunner(mix_stderr=False)
-    except TypeError:
-        return CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -91,12 +85,13 @@ def _valid(out: Path, reference: str) -> None:
         assert np.isfinite(ds["rainfall_rate"].values).any()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("previous", [False, True], ids=["no previous file", "previous file"])
-def test_killed_while_writing_leaves_old_file_or_none(previous, radar_file, ckpt, tmp_path):
+def test_killed_while_writing_leaves_old_file_or_none(cli_runner, previous, radar_file, ckpt, tmp_path):
     src = radar_file("radar.nc", frames=5, size=SIZE)
     out = tmp_path / "fc" / "forecast.nc"
     if previous:  # the forecast of five minutes earlier
-        result = _runner().invoke(app, ["predict", str(src), "--model", str(ckpt), "-o", str(out), "--at", "2021-06-01T12:15"])
+        result = cli_runner.invoke(app, ["predict", str(src), "--model", str(ckpt), "-o", str(out), "--at", "2021-06-01T12:15"])
         assert result.exit_code == 0, result.stderr
         old = _sha(out)
 
@@ -115,20 +110,21 @@ def test_killed_while_writing_leaves_old_file_or_none(previous, radar_file, ckpt
         assert not out.exists()  # never a partial file
 
     # the next run is not troubled by the leftover, removes it, and writes a complete file
-    result = _runner().invoke(app, ["predict", str(src), "--model", str(ckpt), "-o", str(out)])
+    result = cli_runner.invoke(app, ["predict", str(src), "--model", str(ckpt), "-o", str(out)])
     assert result.exit_code == 0, result.stderr
     _valid(out, "2021-06-01T12:20")
     assert _temporaries(out) == []
 
 
-def test_overlapping_runs_both_finish_and_leave_a_complete_file(radar_file, ckpt, tmp_path):
+@pytest.mark.slow
+def test_overlapping_runs_both_finish_and_leave_a_complete_file(cli_runner, radar_file, ckpt, tmp_path):
     src = radar_file("radar.nc", frames=5, size=SIZE)
     out = tmp_path / "forecast.nc"
 
     first = _slow_run(3, src, "--model", ckpt, "-o", out, "--lock-timeout", 60)
     _wait_for_write(first)  # the first run holds the lock, its file not yet renamed
     started = time.monotonic()
-    second = _runner().invoke(app, ["predict", str(src), "--model", str(ckpt), "-o", str(out), "--lock-timeout", "60"])
+    second = cli_runner.invoke(app, ["predict", str(src), "--model", str(ckpt), "-o", str(out), "--lock-timeout", "60"])
     waited = time.monotonic() - started
     first.wait(60)
 
@@ -139,14 +135,14 @@ def test_overlapping_runs_both_finish_and_leave_a_complete_file(radar_file, ckpt
     assert _temporaries(out) == []
 
 
-def test_templated_forecasts_leave_only_their_outputs_and_one_lock(radar_file, ckpt, tmp_path):
+def test_templated_forecasts_leave_only_their_outputs_and_one_lock(cli_runner, radar_file, ckpt, tmp_path):
     src = radar_file("radar.nc", frames=13, size=SIZE)
     out_dir = tmp_path / "fc"
     template = str(out_dir / "fc_{reference_time:%Y%m%d%H%M}.nc")
     expected = []
     for k in range(10):  # ten cron runs, five minutes apart
         ref = np.datetime64("2021-06-01T12:15") + np.timedelta64(5 * k, "m")
-        result = _runner().invoke(app, ["predict", str(src), "--model", str(ckpt), "-o", template, "--at", str(ref)])
+        result = cli_runner.invoke(app, ["predict", str(src), "--model", str(ckpt), "-o", template, "--at", str(ref)])
         assert result.exit_code == 0, result.stderr
         expected.append(f"fc_{str(ref).replace('-', '').replace('T', '').replace(':', '')}.nc")
 
@@ -155,7 +151,8 @@ def test_templated_forecasts_leave_only_their_outputs_and_one_lock(radar_file, c
     assert [n for n in names if n.startswith(".")] == [".nowcast.lock"]  # one lock per directory, no litter
 
 
-def test_overlapping_runs_into_one_directory_serialize(radar_file, ckpt, tmp_path):
+@pytest.mark.slow
+def test_overlapping_runs_into_one_directory_serialize(cli_runner, radar_file, ckpt, tmp_path):
     src = radar_file("radar.nc", frames=6, size=SIZE)
     out_dir = tmp_path / "fc"
     template = str(out_dir / "fc_{reference_time:%Y%m%d%H%M}.nc")
@@ -163,7 +160,7 @@ def test_overlapping_runs_into_one_directory_serialize(radar_file, ckpt, tmp_pat
     first = _slow_run(3, src, "--model", ckpt, "-o", template, "--at", "2021-06-01T12:20", "--lock-timeout", 60)
     _wait_for_write(first)  # the first run holds the directory's lock, its file not yet renamed
     started = time.monotonic()
-    second = _runner().invoke(app, ["predict", str(src), "--model", str(ckpt), "-o", template, "--lock-timeout", "60"])
+    second = cli_runner.invoke(app, ["predict", str(src), "--model", str(ckpt), "-o", template, "--lock-timeout", "60"])
     waited = time.monotonic() - started
     first.wait(60)
 

@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from nowcast.cli import app
 from nowcast.io import open_archive
@@ -36,9 +35,9 @@ TABLE = _readme_table(REAL_DATA) if (REAL_DATA / "README.md").is_file() else {}
 
 
 @pytest.mark.parametrize("name", sorted(TABLE) or ["(no real data)"])
-def test_info_matches_readme(real_data, name):
+def test_info_matches_readme(cli_runner, real_data, name):
     row = TABLE[name]
-    result = CliRunner().invoke(app, ["info", str(real_data / name)])
+    result = cli_runner.invoke(app, ["info", str(real_data / name)])
     assert result.exit_code == 0, result.output
     out = result.stdout
 

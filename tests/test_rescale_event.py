@@ -39,6 +39,7 @@ def test_centres_span_the_same_extent(rescale) -> None:
     np.testing.assert_allclose(rescale.centres(y, 2), [3000.0, 1000.0])
 
 
+@pytest.mark.slow
 def test_rescaled_event_reads_as_5_minutes_on_the_matched_grid(radar_file, tmp_path: Path) -> None:
     # a 10-minute event on 500 m pixels: per-step displacement matches 5 min at 1 km on 2 km pixels
     src = radar_file(frames=20, size=(64, 48), step=600, global_attrs={"pixel_size_x_m": 500.0})
@@ -54,6 +55,7 @@ def test_rescaled_event_reads_as_5_minutes_on_the_matched_grid(radar_file, tmp_p
     np.testing.assert_allclose(out.values, coarse, atol=0.006)  # int16 packing: 0.01 mm/h steps
 
 
+@pytest.mark.slow
 def test_refuses_to_invent_detail(radar_file, tmp_path: Path) -> None:
     src = radar_file(frames=5, step=120, global_attrs={"pixel_size_x_m": 1000.0})
     run = subprocess.run([sys.executable, str(SCRIPT), str(src), str(tmp_path / "o.nc")], capture_output=True, text=True)

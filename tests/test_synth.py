@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
-from typer.testing import CliRunner
 
 from nowcast.cli import app
 from nowcast.errors import NowcastError
@@ -180,9 +179,9 @@ def test_invalid_arguments_raise_a_project_error() -> None:
         synthetic_sequence(start="yesterday")
 
 
-def test_cli_synth_writes_the_file(tmp_path) -> None:
+def test_cli_synth_writes_the_file(cli_runner, tmp_path) -> None:
     out = tmp_path / "demo.nc"
-    result = CliRunner().invoke(app, ["synth", str(out), "--frames", "8", "--size", "64", "80", "--seed", "3"])
+    result = cli_runner.invoke(app, ["synth", str(out), "--frames", "8", "--size", "64", "80", "--seed", "3"])
     assert result.exit_code == 0, result.output
     with xr.open_dataset(out) as ds:
         assert ds["rainfall_rate"].shape == (8, 64, 80)
@@ -193,9 +192,9 @@ def test_cli_synth_writes_the_file(tmp_path) -> None:
         )
 
 
-def test_cli_synth_rejects_bad_arguments_with_exit_code_2(tmp_path) -> None:
+def test_cli_synth_rejects_bad_arguments_with_exit_code_2(cli_runner, tmp_path) -> None:
     out = tmp_path / "bad.nc"
-    result = CliRunner().invoke(app, ["synth", str(out), "--frames", "0"])
+    result = cli_runner.invoke(app, ["synth", str(out), "--frames", "0"])
     assert result.exit_code == 2
     assert "frames" in result.output
     assert not out.exists()

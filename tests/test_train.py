@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from nowcast.checkpoint import load_checkpoint
+from nowcast.checkpoint import load_checkpoint, save_checkpoint
 from nowcast.cli import app
 from nowcast.config import load_config
-from nowcast.errors import ConfigError, TrainingDivergedError
+from nowcast.errors import CheckpointError, ConfigError, TrainingDivergedError
 from nowcast.model import build_model
 from nowcast.synth import write_synthetic
+import nowcast.train
 from nowcast.train import lr_at, masked_loss, run_training, soft_csi_loss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,9 +48,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def test_cli_tiny_run_leaves_every_artifact(synth_file: Path, tmp_path: Path) -> None:
+def test_cli_tiny_run_leaves_every_artifact(cli_runner, synth_file: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    result = CliRunner().invoke(
+    result = cli_runner.invoke(
         app, ["train", "--config", str(TINY), "--set", f"data.files=[{synth_file}]", "--set", "train.steps=10",
               "--set", "train.val_every=5", "--set", "train.threads=1", "--run-dir", str(run)],
     )
@@ -64,7 +64,7 @@ def test_cli_tiny_run_leaves_every_artifact(synth_file: Path, tmp_path: Path) ->
     last = load_checkpoint(run / "last.pt")
     assert last["training"]["step"] == 10
     assert "training" not in load_checkpoint(run / "model.pt")
-    info = CliRunner().invoke(app, ["info", str(run / "model.pt")])
+    info = cli_runner.invoke(app, ["info", str(run / "model.pt")])
     assert info.exit_code == 0 and "20,320 parameters" in info.output and str(synth_file.name) in info.output
 
 
@@ -180,7 +180,7 @@ def test_resume_on_new_data_restarts_best_and_keeps_provenance(synth_file: Path,
     assert load_checkpoint(same / "model.pt")["provenance"]["train_files"] == [str(synth_file)]
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(synth_file: Path, tmp_path: Path) -> None:
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(synth_file: Path, tmp_path: Path, monkeypatch) -> None:
     calls = {"n": 0}
 
     def poisoned(*args: object) -> torch.Tensor:
@@ -190,14 +190,23 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(synth_file: Path, tmp_pat
 
     cfg = load_config(TINY, [f"data.files=[{synth_file}]", "train.threads=1", "train.steps=10", "train.ckpt_every=2", "train.val_every=1000"])
     with pytest.raises(TrainingDivergedError, match="step 3: expected a finite value, found nan"):
-        run_training(cfg, run_dir=tmp_path / "run", loss_fn=poisoned)
+        monkeypatch.setattr(nowcast.train, "masked_loss", poisoned)
+        run_training(cfg, run_dir=tmp_path / "run")
     last = load_checkpoint(tmp_path / "run" / "last.pt")
     assert last["training"]["step"] == 2
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
 
 
-def test_config_errors_listed_together_exit_2(synth_file: Path, tmp_path: Path) -> None:
-    result = CliRunner().invoke(
+def test_resume_from_an_inference_checkpoint_is_a_checkpoint_error(synth_file: Path, tmp_path: Path) -> None:
+    cfg = load_config(TINY, [f"data.files=[{synth_file}]", "train.threads=1"])
+    run = tmp_path / "run"
+    save_checkpoint(run / "last.pt", config=cfg, state_dict=build_model(cfg.model).state_dict())  # no training state
+    with pytest.raises(CheckpointError, match="last.pt: expected a resumable training checkpoint, found an inference-only one"):
+        run_training(cfg, resume=run)
+
+
+def test_config_errors_listed_together_exit_2(cli_runner, synth_file: Path, tmp_path: Path) -> None:
+    result = cli_runner.invoke(
         app, ["train", "--config", str(TINY), "--set", "model.hiden=[4]", "--set", "train.lr=fast",
               "--run-dir", str(tmp_path / "r")],
     )
@@ -208,6 +217,7 @@ def test_config_errors_listed_together_exit_2(synth_file: Path, tmp_path: Path) 
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_sigint_leaves_loadable_last_checkpoint(synth_file: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "nowcast", "train", "--config", str(TINY), "--set", f"data.files=[{synth_file}]",
@@ -228,6 +238,7 @@ def test_sigint_leaves_loadable_last_checkpoint(synth_file: Path, tmp_path: Path
     assert not list(run.glob(".*.tmp")) and not list(run.glob(".*.pt"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 def test_ddp_two_gloo_ranks_match_single_process(synth_file: Path, tmp_path: Path) -> None:
     sets = [f"data.files=[{synth_file}]", "train.steps=4", "train.log_every=1", "train.val_every=4",

@@ -1,0 +1,64 @@
+"""Files in and out, one module per job, in the manner of pySTEPS' ``io/importers`` / ``io/exporters``.
+
+No module here imports torch at import time.
+
+- ``nowcast.io.reading``: radar NetCDF files -> rain rate (``open_radar``, ``segments``, ``open_archive``,
+  ``Archive``, ``data_time_step``; times as int64
+  nanoseconds: ``NS``, ``times_ns``, ``iso_time``).
+- ``nowcast.io.writing``: a forecast -> a CF-1.11 NetCDF (``forecast_dataset``, ``write_forecast``,
+  ``complete_grid_mapping``).
+- ``nowcast.io.atomic``: how every output file is written (``atomic_output``, ``output_lock``,
+  ``remove_stale_temporaries``, ``write_error``).
+- ``nowcast.io.info``: what ``nowcast info`` prints for radar files and checkpoints (``describe``).
+
+The names below are importable from ``nowcast.io`` itself. Each is loaded from its module on first use,
+so that e.g. ``nowcast.checkpoint``, which needs only ``atomic_output``, does not import xarray.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_MODULE_OF = {
+    "NS": "reading",
+    "RAIN_STANDARD_NAMES": "reading",
+    "Archive": "reading",
+    "data_time_step": "reading",
+    "iso_time": "reading",
+    "open_archive": "reading",
+    "open_radar": "reading",
+    "segments": "reading",
+    "times_ns": "reading",
+    "FORECAST_REFERENCES": "writing",
+    "PACKING": "writing",
+    "PACK_MAX": "writing",
+    "PACK_STEP": "writing",
+    "complete_grid_mapping": "writing",
+    "forecast_dataset": "writing",
+    "write_forecast": "writing",
+    "LOCK_NAME": "atomic",
+    "atomic_output": "atomic",
+    "lock_path": "atomic",
+    "output_lock": "atomic",
+    "remove_stale_temporaries": "atomic",
+    "write_error": "atomic",
+    "describe": "info",
+    "describe_checkpoint": "info",
+    "describe_radar": "info",
+}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nowcast.io' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"nowcast.io.{module}"), name)
+    globals()[name] = value  # found directly from now on
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
