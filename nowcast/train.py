@@ -17,7 +17,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,7 +37,9 @@ from nowcast.errors import ConfigError, InputError, TrainingDivergedError
 from nowcast.io import Archive, open_archive, remove_stale_temporaries
 from nowcast.model import build_model
 from nowcast.predict import forecast_array
-from nowcast.runtime import autocast, available_cores, resolve_precision, select_device, set_threads
+from nowcast.runtime import (
+    DistInfo, autocast, available_cores, resolve_precision, select_device, set_threads, setup_distributed,
+)
 from nowcast.transforms import Transform
 
 log = logging.getLogger(__name__)
@@ -126,26 +127,6 @@ def soft_csi_loss(pred: torch.Tensor, target: torch.Tensor, levels: torch.Tensor
     if not has_event.any():
         return pred.sum() * 0.0
     return (1.0 - csi[has_event]).mean()
-
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _setup_distributed(device: torch.device) -> DistInfo:
-    """Join the process group when started by torchrun (WORLD_SIZE > 1): NCCL on CUDA, gloo on CPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size())
 
 
 def _all_mean(value: float, info: DistInfo) -> float:
@@ -352,7 +333,7 @@ def run_training(
 ) -> Path:
     """Train ``cfg`` and return the run directory. ``resume``: a run directory to continue exactly."""
     device = select_device(cfg.train.device)
-    info = _setup_distributed(device)
+    info = setup_distributed(device)
     if device.type == "cpu":
         threads = cfg.train.threads or max(1, available_cores() // info.world)
         set_threads(threads)
