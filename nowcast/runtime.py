@@ -48,6 +48,8 @@ class DistInfo:
 
     rank: int = 0
     world: int = 1
+    distributed: bool = False
+    """In a process group (under torchrun, even with one process): the model is wrapped in DDP."""
 
     @property
     def main(self) -> bool:
@@ -56,18 +58,19 @@ class DistInfo:
 
 
 def setup_distributed(device: torch.device) -> DistInfo:
-    """Join the process group when started by torchrun (WORLD_SIZE > 1): NCCL on CUDA, gloo on CPU.
+    """Join the process group when started by torchrun (even ``--nproc_per_node 1``, so that one GPU
+    exercises the DDP path) or with WORLD_SIZE > 1: NCCL on CUDA, gloo on the CPU.
 
     On CUDA the process's current device is set to ``device`` first, as NCCL collectives expect.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if world <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
         return DistInfo()
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size())
+    return DistInfo(dist.get_rank(), dist.get_world_size(), distributed=True)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

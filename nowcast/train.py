@@ -429,8 +429,9 @@ def run_training(
         torch.set_rng_state(ckpt["training"]["torch_rng"])
         log.info("resuming %s at step %d", out, start_step)
     core = model
-    if info.world > 1:
+    if info.distributed:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        log.info("DistributedDataParallel over %d process(es), %s backend", info.world, dist.get_backend())
     fwd = torch.compile(model) if t.compile else model
 
     levels = torch.tensor([transform.threshold(r) for r in HKO7_THRESHOLDS], device=device)
