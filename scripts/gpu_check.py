@@ -188,9 +188,19 @@ def variants(device: torch.device) -> dict[str, dict[str, Any]]:
 
 
 def _command(args: list[str], env: dict[str, str], timeout: float) -> tuple[float, subprocess.CompletedProcess]:
+    """Run ``args`` in a session of its own; on a timeout (or the part's guard) kill the whole session,
+    so that torchrun's workers do not outlive their agent."""
     start = time.perf_counter()
-    proc = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=max(timeout, 1))
-    return time.perf_counter() - start, proc
+    with subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as popen:  # fmt: skip
+        try:
+            out, err = popen.communicate(timeout=max(timeout, 1))
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(popen.pid, signal.SIGKILL)
+            popen.communicate()
+            raise
+    return time.perf_counter() - start, subprocess.CompletedProcess(args, popen.returncode, out, err)
 
 
 def _failure(proc: subprocess.CompletedProcess) -> str:
@@ -621,7 +631,8 @@ def main() -> int:
     started = time.perf_counter()
     info = machine(device)
     out = Path(args.out)
-    print(f"gpu_check on {info.get('gpu', info['cpu'])} ({device}), torch {info['torch']}, budget {args.budget:.0f} s")
+    print(f"gpu_check on {info.get('gpu', info['cpu'])} ({device}), torch {info['torch']}, budget {args.budget:.0f} s",
+          flush=True)
     parts: list[Part] = []
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as work:
         args.work = work

@@ -104,3 +104,20 @@ def test_torchrun_two_gloo_ranks_give_the_counts_of_one_process(
     assert s1["n_cases"] == s2["n_cases"] == 7 and s2["settings"]["ranks"] == 2 and s1["settings"]["ranks"] == 1
     assert (s1["first_t0"], s1["last_t0"]) == (s2["first_t0"], s2["last_t0"])
     assert s2["scores_mean_over_leads"]["model"]["MSE"] == pytest.approx(s1["scores_mean_over_leads"]["model"]["MSE"])
+
+
+@pytest.mark.parametrize("device, found", [("cuda", "expected a CUDA GPU, found none"), ("gpu", "expected auto, cpu")])
+def test_device_that_is_not_there_is_a_one_line_error(radar_file: Callable[..., Path], tiny_checkpoint: Path,
+                                                      device: str, found: str) -> None:
+    import torch
+    from typer.testing import CliRunner
+
+    from nowcast.cli import app
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    data = radar_file("r.nc", frames=9, size=SIZE)
+    for command in (["predict", str(data)], ["evaluate", str(data), "--baselines", "persistence"]):
+        result = CliRunner().invoke(app, [*command, "--model", str(tiny_checkpoint), "--device", device])
+        assert result.exit_code == 2, result.output
+        assert f"--device {device}: {found}" in result.output and "Traceback" not in result.output
