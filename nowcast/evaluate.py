@@ -32,7 +32,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 import xarray as xr
@@ -40,6 +40,9 @@ import xarray as xr
 from nowcast import __version__, metrics
 from nowcast.errors import CheckpointError, NowcastError
 from nowcast.io import Archive, atomic_output, data_time_step, open_archive
+
+if TYPE_CHECKING:
+    from nowcast.runtime import DistInfo
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +391,7 @@ def merge_evaluations(parts: Sequence[Evaluation]) -> Evaluation:
     return ev
 
 
-def _gather_on_main(ev: Evaluation, info: Any) -> Evaluation | None:
+def _gather_on_main(ev: Evaluation, info: DistInfo) -> Evaluation | None:
     """Every rank's share merged on rank 0 (``merge_evaluations``); None on the other ranks."""
     if info.world == 1:
         return ev

@@ -441,8 +441,9 @@ def part_hko7(part: Part, device: torch.device, args: argparse.Namespace, left: 
         return
     model = models["bf16 channels-last"][0]
     for mode, shape in (("inference", (size, t_in, t_out)), ("training", (256, t_in, t_out))):
-        fits, rate, batch = 0, 0.0, 1
+        fits, rate, batch, stop = 0, 0.0, 1, "batch 1024 reached"
         while batch <= 1024 and left() > 15:
+            step = None
             try:
                 xb = torch.rand(batch, shape[1], 1, shape[0], shape[0], device=device)
                 if mode == "inference":
@@ -460,13 +461,17 @@ def part_hko7(part: Part, device: torch.device, args: argparse.Namespace, left: 
                 sec = seconds_of(step, device, 2)
                 fits, rate = batch, batch / sec
                 batch *= 2
-            except torch.cuda.OutOfMemoryError:
+            except RuntimeError as exc:  # torch.cuda.OutOfMemoryError, or cuDNN failing to allocate
+                stop = f"batch {batch}: {type(exc).__name__}: {' '.join(str(exc).split())[:120]}"
                 break
             finally:
-                xb = yb = None  # noqa: F841
+                xb = yb = step = None  # noqa: F841
+                model.zero_grad(set_to_none=True)
                 torch.cuda.empty_cache()
+        if stop == "batch 1024 reached" and batch <= 1024:
+            stop = f"the time guard, before batch {batch}"
         part.add(f"largest {mode} batch (powers of 2), {shape[0]}x{shape[0]}", fits,
-                 f"{rate:.1f} sequences/s, bf16 channels-last", fits > 0)  # fmt: skip
+                 f"{rate:.1f} sequences/s, bf16 channels-last; stopped at {stop}", fits > 0)  # fmt: skip
 
 
 def _radar_input(work: Path, cuda: bool, frames: int) -> tuple[Path, str]:
