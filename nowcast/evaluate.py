@@ -393,12 +393,13 @@ def merge_evaluations(parts: Sequence[Evaluation]) -> Evaluation:
 
 def _gather_on_main(ev: Evaluation, info: DistInfo) -> Evaluation | None:
     """Every rank's share merged on rank 0 (``merge_evaluations``); None on the other ranks."""
-    if info.world == 1:
-        return ev
     import torch.distributed as dist
 
+    if not info.distributed:
+        return ev
     parts: list[Any] = [None] * info.world
     dist.all_gather_object(parts, ev)  # as training validation does; NCCL and gloo alike
+    dist.destroy_process_group()
     return merge_evaluations(parts) if info.main else None
 
 

@@ -554,6 +554,7 @@ def run_training(
                         provenance=_provenance(cfg, train_arc, val_arc, last_scores, earlier))
         log.info("done: %s is the model to use (nowcast predict FILE --model %s); best.pt has the lowest "
                  "validation loss, last.pt resumes (--resume %s)", out / "model.pt", out / "model.pt", out)
-    if info.world > 1:
+    if info.distributed:  # leave the process group cleanly (NCCL warns at exit otherwise)
         dist.barrier()
+        dist.destroy_process_group()
     return out
