@@ -28,7 +28,7 @@ def select_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise NowcastError(f"--device: expected auto, cpu, cuda or cuda:N, found {name!r}") from None
+        raise NowcastError(f"--device {name}: expected auto, cpu, cuda or cuda:N, found {name!r}") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise NowcastError(
