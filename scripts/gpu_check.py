@@ -391,14 +391,14 @@ def part_speed(part: Part, device: torch.device, args: argparse.Namespace, left:
         ref = times.get("textbook fp32")
         flops = conv_flops(lambda: cases["ours fp32"][0](x, s.t_out)) if ref else 0
         part.add(f"{config} problem", f"{cfg.hidden} hidden, batch {s.batch}, {s.t_in} in + {s.t_out} out, "
-                 f"{s.size}x{s.size}; ours {flops / 1e9:.1f} GFLOP per forecast", "speed-up = textbook fp32 time / "
+                 f"{s.size}x{s.size}; ours {flops / 1e9:.3g} GFLOP per forecast", "speed-up = textbook fp32 time / "
                  "variant time (median)")  # fmt: skip
         for name, t in times.items():
             value = {k: f"{v * 1e3:.1f} ms" for k, v in t.items()}
             if ref:
                 value.update({f"{k} speed-up": f"{ref[k] / v:.2f}x" for k, v in t.items() if k in ref})
             if "infer" in t and flops and name.startswith("ours"):
-                value["infer TFLOP/s"] = f"{flops / t['infer'] / 1e12:.3f}"
+                value["infer TFLOP/s"] = f"{flops / t['infer'] / 1e12:.3g}"
             part.add(f"{config} {name}", value)
 
 
@@ -433,7 +433,7 @@ def part_hko7(part: Part, device: torch.device, args: argparse.Namespace, left: 
 
         sec = seconds_of(infer, device, 5 if cuda else 1)
         part.add(f"inference {name}, batch 1", f"{sec:.4f} s/sequence",
-                 f"{flops / sec / 1e12:.3f} TFLOP/s = {flops / sec / peak['gflops'] / 1e9:.1%} of the matmul peak; "
+                 f"{flops / sec / 1e12:.3g} TFLOP/s = {flops / sec / peak['gflops'] / 1e9:.1%} of the matmul peak; "
                  f"HKO-7 ConvLSTM: {HKO7_SEC_PER_SEQ} s")  # fmt: skip
     part.add("forecast FLOPs", f"{flops / 1e9:.1f} GFLOP", f"{size}x{size}, {t_in} in + {t_out} out")
     if not cuda:
