@@ -171,7 +171,7 @@ class Sizes:
 def sizes_for(device: torch.device, size: int | None) -> Sizes:
     if device.type == "cuda":
         return Sizes(batch=4, size=size or 256, t_in=5, t_out=10, repeat=5)
-    return Sizes(batch=1, size=size or 32, t_in=3, t_out=3, repeat=1)
+    return Sizes(batch=1, size=size or 32, t_in=3, t_out=3, repeat=3)
 
 
 def variants(device: torch.device) -> dict[str, dict[str, Any]]:
