@@ -80,7 +80,7 @@ def _counts(path: Path) -> dict[tuple[str, str, str, str], tuple[str, ...]]:
         }
 
 
-@pytest.mark.slow  # three processes importing torch: about a minute on a loaded 2-core machine
+@pytest.mark.slow  # three processes importing torch: 15 s on an idle 2-core machine, minutes on a loaded one
 def test_torchrun_two_gloo_ranks_give_the_counts_of_one_process(
     radar_file: Callable[..., Path], tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
