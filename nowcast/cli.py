@@ -141,6 +141,14 @@ ThreadsOption = Annotated[
     ),
 ]
 
+DeviceOption = Annotated[
+    str,
+    typer.Option(
+        "--device", metavar="DEVICE",
+        help="Where the model runs: auto (the GPU when there is one, else the CPU), cpu, cuda or cuda:N.",
+    ),
+]
+
 
 def _version(value: bool) -> None:
     if value:
@@ -307,6 +315,7 @@ def predict(
         float, typer.Option(metavar="SECONDS", help="Seconds to wait for another run writing the same output.")
     ] = 60.0,
     threads: ThreadsOption = 0,
+    device: DeviceOption = "auto",
 ) -> None:
     """Forecast from the latest frames and write a CF-conventions NetCDF on the input's grid.
 
@@ -328,6 +337,7 @@ def predict(
             lock_timeout_s=lock_timeout,
             history=_command_line(),
             threads=threads,
+            device=device,
         )
 
 
@@ -369,8 +379,13 @@ def evaluate(
         ),
     ] = True,
     threads: ThreadsOption = 0,
+    device: DeviceOption = "auto",
 ) -> None:
-    """Score the model against persistence and optical-flow extrapolation per threshold and lead time."""
+    """Score the model against persistence and optical-flow extrapolation per threshold and lead time.
+
+    Scales out over processes: torchrun --nproc_per_node N -m nowcast evaluate ... splits the forecast
+    times among the ranks; rank 0 merges the counts and alone writes the reports.
+    """
 
     def numbers(text: str, kind: type, hint: str) -> tuple:
         try:
@@ -397,8 +412,10 @@ def evaluate(
             fss_scales=scales,
             common_mask=common_mask,
             threads=threads,
+            device=device,
         )
-        typer.echo(table)
+        if table:  # under torchrun only rank 0 reports
+            typer.echo(table)
 
 
 @config_app.command("list")

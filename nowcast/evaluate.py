@@ -32,7 +32,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 import xarray as xr
@@ -41,6 +41,9 @@ from nowcast import __version__, metrics
 from nowcast.config import EvalConfig, lead_times
 from nowcast.errors import NowcastError
 from nowcast.io import Archive, atomic_output, data_time_step, iso_time, open_archive
+
+if TYPE_CHECKING:
+    from nowcast.runtime import DistInfo
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +203,8 @@ def run_evaluation(
     precision: str = "fp32",
     progress: bool = False,
     settings: dict[str, Any] | None = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> Evaluation:
     """Verify the model (if given) and ``baselines`` on every case of ``archive``.
 
@@ -227,6 +232,9 @@ def run_evaluation(
         Where and how the model runs (``runtime.select_device`` / ``resolve_precision``).
     progress
         Show a tqdm bar (the caller decides: only when stderr is a terminal).
+    rank, world
+        Verify only this process's share of the cases (``rank_share``); ``merge_evaluations`` of the
+        ``world`` shares equals the evaluation of all cases.
 
     Returns
     -------
@@ -278,6 +286,11 @@ def run_evaluation(
         )
     log.info("verifying %s on %d forecast times (%d in, %d lead times of %g min) from %d file(s)",
              ", ".join(methods), total, in_frames, steps, archive.time_step / 60, len(archive.files))
+    if world > 1:
+        cases = rank_share(cases, rank, world)
+        share = sum(len(starts) for _, starts in cases)
+        log.info("rank %d of %d verifies %d of the %d forecast times", rank, world, share, total)
+        total = share
 
     bar = None
     if progress:
@@ -331,6 +344,59 @@ def run_evaluation(
     ev.n_cases = done
     ev.wall_s, ev.cpu_s = wall, cpu
     return ev
+
+
+def rank_share(cases: list[tuple[int, list[int]]], rank: int, world: int) -> list[tuple[int, list[int]]]:
+    """Rank ``rank``'s share of ``cases`` ((segment, window starts) pairs, in archive order).
+
+    The flattened cases are cut into ``world`` contiguous blocks whose sizes differ by at most one, so
+    each rank reads mostly its own frames and the blocks, in rank order, are the cases in order.
+    """
+    if not 0 <= rank < world:
+        raise ValueError(f"rank: expected 0 <= rank < {world}, found {rank}")
+    flat = [(s, a) for s, starts in cases for a in starts]
+    lo, hi = len(flat) * rank // world, len(flat) * (rank + 1) // world
+    out: dict[int, list[int]] = {}
+    for s, a in flat[lo:hi]:
+        out.setdefault(s, []).append(a)
+    return list(out.items())
+
+
+def merge_evaluations(parts: Sequence[Evaluation]) -> Evaluation:
+    """One evaluation from the shares of several ranks, given in rank order (``rank_share``).
+
+    Counts and sums add (``metrics.merge``); cases and times add (wall and CPU seconds are summed over
+    ranks); the period runs from the first share's first forecast time to the last share's last; the
+    example is the rainiest case, the earliest on a tie: all as one process over every case would give.
+    """
+    first = parts[0]
+    ev = Evaluation(first.methods, dict(first.scores), dict(first.fss), first.lead_min, first.settings,
+                    first.files, first.skipped, first.n_cases, first.first_t0, first.last_t0,
+                    dict(first.wall_s), dict(first.cpu_s), first.example)  # fmt: skip
+    for part in parts[1:]:
+        ev.scores = {m: metrics.merge(ev.scores[m], part.scores[m]) for m in ev.methods}
+        ev.fss = {m: metrics.merge(ev.fss[m], part.fss[m]) for m in ev.fss}
+        ev.n_cases += part.n_cases
+        ev.first_t0 = ev.first_t0 or part.first_t0
+        ev.last_t0 = part.last_t0 or ev.last_t0
+        for mine, theirs in ((ev.wall_s, part.wall_s), (ev.cpu_s, part.cpu_s)):
+            for k, v in theirs.items():
+                mine[k] = mine.get(k, 0.0) + v
+        if part.example is not None and (ev.example is None or part.example.rain > ev.example.rain):
+            ev.example = part.example
+    return ev
+
+
+def _gather_on_main(ev: Evaluation, info: DistInfo) -> Evaluation | None:
+    """Every rank's share merged on rank 0 (``merge_evaluations``); None on the other ranks."""
+    import torch.distributed as dist
+
+    if not info.distributed:
+        return ev
+    parts: list[Any] = [None] * info.world
+    dist.all_gather_object(parts, ev)  # as training validation does; NCCL and gloo alike
+    dist.destroy_process_group()
+    return merge_evaluations(parts) if info.main else None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -584,19 +650,23 @@ def evaluate_files(
         raise NowcastError("evaluate: expected at least one radar file, found none")
     for name in baselines:  # unknown names and missing optional packages fail before any work
         get_method(name)
+    import torch
+
+    from nowcast.runtime import resolve_precision, select_device, setup_distributed
+
     facts: dict[str, Any] = {}
     net = transform = None
     dev, prec = "cpu", "fp32"
+    torch_device = select_device(device) if not no_model else torch.device("cpu")
+    info = setup_distributed(torch_device)  # under torchrun: gloo on the CPU, NCCL on CUDA
     if not no_model:
         from nowcast.predict import load_model
-        from nowcast.runtime import resolve_precision, select_device
         from nowcast.transforms import Transform
 
         loaded = load_model(model)
         net, cfg = loaded.model, loaded.config
         facts = {"checkpoint": str(loaded.path), "sha256": loaded.sha256, "name": cfg.model.name}
         transform = Transform.from_config(cfg)
-        torch_device = select_device(device)
         dev, prec = str(torch_device), resolve_precision(precision, torch_device)
         net = net.to(torch_device)
         time_step = cfg.data.time_step or data_time_step([str(p) for p in inputs], variable or cfg.data.variable)
@@ -643,17 +713,25 @@ def evaluate_files(
         if "sprog" in [b.lower() for b in baselines]
         else None,
     }
-    show_bar = sys.stderr.isatty() and logging.getLogger("nowcast").getEffectiveLevel() <= logging.INFO
+    settings["ranks"] = info.world
+    show_bar = info.main and sys.stderr.isatty() and logging.getLogger("nowcast").getEffectiveLevel() <= logging.INFO
+    if info.world > 1 and threads <= 0:  # the free cores shared among the ranks
+        from nowcast.runtime import cpu_threads
+
+        threads = max(1, cpu_threads() // info.world)
     with _torch_threads(dev if net is not None else None, threads) as n_threads:
         settings["threads"] = n_threads
         ev = run_evaluation(
             archive, in_frames=in_frames, steps=steps, model=net, transform=transform, baselines=baselines,
             thresholds=thresholds, comparison=comparison, stride=stride, fss_scales=fss_scales,
             fss_thresholds=fss_thresholds, common_mask=common_mask, batch_size=batch_size, device=dev,
-            precision=prec, progress=show_bar, settings=settings,
+            precision=prec, progress=show_bar, settings=settings, rank=info.rank, world=info.world,
         )  # fmt: skip
-    write_reports(ev, out_dir, plots=plots)
-    return format_table(ev, out_dir)
+    merged = _gather_on_main(ev, info)
+    if merged is None:  # not rank 0: rank 0 alone writes the reports
+        return ""
+    write_reports(merged, out_dir, plots=plots)
+    return format_table(merged, out_dir)
 
 
 @contextlib.contextmanager

@@ -1,24 +1,76 @@
-"""Device, precision and thread selection shared by training, prediction and evaluation."""
+"""Device, precision, thread and process-group selection shared by training, prediction and evaluation."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+from dataclasses import dataclass
 from typing import ContextManager
 
 import torch
+import torch.distributed as dist
+
+from nowcast.errors import NowcastError
 
 log = logging.getLogger(__name__)
 
 
 def select_device(name: str = "auto") -> torch.device:
-    """``auto``: the local CUDA device when there is one (LOCAL_RANK under torchrun), else the CPU."""
+    """``auto``: the local CUDA device when there is one, else the CPU. ``cuda`` without an index is the
+    local one too (LOCAL_RANK under torchrun, else 0); ``cuda:N`` is taken as given.
+
+    Raises NowcastError (exit 2) for a name torch does not know, or CUDA asked for where there is none.
+    """
+    local = int(os.environ.get("LOCAL_RANK", 0))
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
-    return torch.device(name)
+        return torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise NowcastError(f"--device {name}: expected auto, cpu, cuda or cuda:N, found {name!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise NowcastError(
+                f"--device {name}: expected a CUDA GPU, found none (torch {torch.__version__}); use --device cpu"
+            )
+        if device.index is None:
+            device = torch.device("cuda", local)
+        if device.index >= torch.cuda.device_count():
+            raise NowcastError(f"--device {name}: expected one of {torch.cuda.device_count()} CUDA devices, "
+                               f"found index {device.index}")
+    return device
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place among the ``torchrun`` processes (rank 0 of 1 when not distributed)."""
+
+    rank: int = 0
+    world: int = 1
+    distributed: bool = False
+    """In a process group (under torchrun, even with one process): the model is wrapped in DDP."""
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one process that writes logs, checkpoints and reports."""
+        return self.rank == 0
+
+
+def setup_distributed(device: torch.device) -> DistInfo:
+    """Join the process group when started by torchrun (even ``--nproc_per_node 1``, so that one GPU
+    exercises the DDP path) or with WORLD_SIZE > 1: NCCL on CUDA, gloo on the CPU.
+
+    On CUDA the process's current device is set to ``device`` first, as NCCL collectives expect.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
+        return DistInfo()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), distributed=True)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

@@ -38,7 +38,9 @@ from nowcast.errors import CheckpointError, ConfigError, InputError, TrainingDiv
 from nowcast.io import Archive, open_archive, remove_stale_temporaries
 from nowcast.model import build_model
 from nowcast.predict import forecast_array
-from nowcast.runtime import autocast, available_cores, resolve_precision, select_device, set_threads
+from nowcast.runtime import (
+    DistInfo, autocast, available_cores, resolve_precision, select_device, set_threads, setup_distributed,
+)
 from nowcast.transforms import Transform
 
 log = logging.getLogger(__name__)
@@ -126,28 +128,6 @@ def soft_csi_loss(pred: torch.Tensor, target: torch.Tensor, levels: torch.Tensor
     if not has_event.any():
         return pred.sum() * 0.0
     return (1.0 - csi[has_event]).mean()
-
-
-@dataclass
-class DistInfo:
-    """This process's place in a DDP run: its rank and the number of ranks (1, 0 without torchrun)."""
-
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _setup_distributed(device: torch.device) -> DistInfo:
-    """Join the process group when started by torchrun (WORLD_SIZE > 1): NCCL on CUDA, gloo on CPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size())
 
 
 def _all_mean(value: float, info: DistInfo) -> float:
@@ -584,7 +564,7 @@ def run_training(
     best.pt and model.pt.
     """
     device = select_device(cfg.train.device)
-    info = _setup_distributed(device)
+    info = setup_distributed(device)
     if device.type == "cpu":
         set_threads(cfg.train.threads or max(1, available_cores() // info.world))
     precision = resolve_precision(cfg.train.precision, device)
@@ -607,8 +587,9 @@ def run_training(
     if resume is not None:
         _restore(run)
     wrapped = model
-    if info.world > 1:
+    if info.distributed:
         wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        log.info("DistributedDataParallel over %d process(es), %s backend", info.world, dist.get_backend())
     fwd = torch.compile(wrapped) if tr.compile else wrapped
 
     transform = Transform.from_config(cfg)
@@ -670,6 +651,7 @@ def run_training(
         _save(run, "model.pt")
         log.info("done: %s is the model to use (nowcast predict FILE --model %s); best.pt has the lowest "
                  "validation loss, last.pt resumes (--resume %s)", out / "model.pt", out / "model.pt", out)
-    if info.world > 1:
+    if info.distributed:  # leave the process group cleanly (NCCL warns at exit otherwise)
         dist.barrier()
+        dist.destroy_process_group()
     return out
