@@ -29,14 +29,14 @@ from torch.utils.data import DataLoader
 
 from nowcast import metrics
 from nowcast.checkpoint import load_checkpoint, save_checkpoint
-from nowcast.config import Config, config_to_dict, save_config
+from nowcast.config import FIXED_SIZE_KINDS, Config, config_to_dict, save_config
 from nowcast.data import (
     StepSampler, TrainWindows, Window, all_windows, lagrangian_windows, segment_frames, split_windows,
     to_model_space, window_rain_fraction,
 )
 from nowcast.errors import ConfigError, InputError, TrainingDivergedError
 from nowcast.io import Archive, open_archive, remove_stale_temporaries
-from nowcast.model import build_model
+from nowcast.model import build_model, model_stride
 from nowcast.predict import forecast_array
 from nowcast.runtime import autocast, available_cores, resolve_precision, select_device, set_threads
 from nowcast.transforms import Transform
@@ -277,6 +277,44 @@ def _fit_to_data(cfg: Config, arc: Archive, resumed: bool) -> Config:
     return cfg
 
 
+def _crop(cfg: Config) -> int:
+    """Training crop in pixels: ``data.crop`` rounded down to a multiple of the model's stride (at least one)."""
+    s = model_stride(cfg.model)
+    return max(s, cfg.data.crop // s * s)
+
+
+def _fix_frame_size(cfg: Config) -> Config:
+    """``cfg`` with ``model.frame_size`` set to the training crop for the kinds whose weights depend on it
+    (fc_lstm, cnn_lstm); such a model trains on crops of exactly that size (square, a multiple of its
+    stride) and validates on the centre of the validation frames."""
+    m = cfg.model
+    if m.kind not in FIXED_SIZE_KINDS:
+        return cfg
+    crop = _crop(cfg)
+    if not m.frame_size:
+        log.info("model.frame_size: %d x %d, the training crop (model.kind %s flattens each frame)", crop, crop, m.kind)
+        return dataclasses.replace(cfg, model=dataclasses.replace(m, frame_size=(crop, crop)))
+    h, w = m.frame_size
+    if h != w or h % model_stride(m):
+        raise ConfigError(
+            f"model.frame_size: expected a square size, a multiple of {model_stride(m)}, to train model.kind "
+            f"{m.kind} on crops, found {h} x {w}"
+        )
+    return cfg
+
+
+def _centre(frames: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """The central ``size`` (H, W) of frames (..., H, W); as they are when ``size`` is empty."""
+    if not size or frames.ndim < 2:
+        return frames
+    H, W = frames.shape[-2:]
+    h, w = size
+    if H < h or W < w:
+        raise InputError(f"validation frames of {H} x {W} pixels: expected at least model.frame_size {h} x {w}")
+    top, left = (H - h) // 2, (W - w) // 2
+    return frames[..., top : top + h, left : left + w]
+
+
 def _validate(
     model: torch.nn.Module,
     val_frames: list[np.ndarray],
@@ -367,6 +405,7 @@ def run_training(
         out = Path("runs") / f"{config_name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     train_arc, val_arc = _open_data(cfg)
     cfg = _fit_to_data(cfg, train_arc, resume is not None)
+    cfg = _fix_frame_size(cfg)
 
     d, t = cfg.data, cfg.train
     transform = Transform.from_config(cfg)
@@ -391,7 +430,7 @@ def run_training(
     log.info("%d training windows, %d validation windows of %d frames", len(train_windows), len(val_windows), window)
     if not val_windows:
         log.warning("no validation windows (segments too short for data.val_block=%d); best.pt will be the final weights", d.val_block)
-    val_rates = _val_rates(val_source, val_windows)
+    val_rates = [_centre(r, cfg.model.frame_size) for r in _val_rates(val_source, val_windows)]
     val_steps = [int(seg.attrs["time_step"]) for seg in val_source.segments]
     seg_steps = [float(seg.attrs["time_step"]) for seg in train_arc.segments]
     if lagrangian:  # each training window in the frame of its last input frame, once (and cached)
@@ -423,7 +462,7 @@ def run_training(
         log.info("run directory: %s", out)
 
     torch.manual_seed(t.seed)
-    model = build_model(cfg.model).to(device)
+    model = build_model(cfg.model, cfg.data).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
@@ -455,7 +494,7 @@ def run_training(
     levels = torch.tensor([transform.threshold(r) for r in HKO7_THRESHOLDS], device=device)
     level_w = torch.tensor(HKO7_WEIGHTS, device=device)
     csi_levels = torch.tensor([transform.threshold(r) for r in t.csi_thresholds], device=device)
-    crop = max(core.total_stride, d.crop // core.total_stride * core.total_stride)
+    crop = cfg.model.frame_size[0] if cfg.model.frame_size else _crop(cfg)
     dataset = TrainWindows(
         train_frames, train_windows, d.in_frames, d.out_frames, crop,
         augment=d.augment, min_rain=d.min_rain_fraction, rain_level=rain_level, time_steps=seg_steps,
