@@ -283,14 +283,17 @@ def _crop(cfg: Config) -> int:
     return max(s, cfg.data.crop // s * s)
 
 
-def _fix_frame_size(cfg: Config) -> Config:
+def _fix_frame_size(cfg: Config, arc: Archive) -> Config:
     """``cfg`` with ``model.frame_size`` set to the training crop for the kinds whose weights depend on it
-    (fc_lstm, cnn_lstm); such a model trains on crops of exactly that size (square, a multiple of its
-    stride) and validates on the centre of the validation frames."""
+    (fc_lstm, cnn_lstm): ``data.crop``, or the smaller side of the smallest frame when that is smaller,
+    rounded down to the model's stride. Such a model trains on crops of exactly that size (square) and
+    validates on the centre of the validation frames."""
     m = cfg.model
     if m.kind not in FIXED_SIZE_KINDS:
         return cfg
-    crop = _crop(cfg)
+    s = model_stride(m)
+    side = min(min(seg.shape[-2:]) for seg in arc.segments)
+    crop = min(_crop(cfg), max(s, side // s * s))
     if not m.frame_size:
         log.info("model.frame_size: %d x %d, the training crop (model.kind %s flattens each frame)", crop, crop, m.kind)
         return dataclasses.replace(cfg, model=dataclasses.replace(m, frame_size=(crop, crop)))
@@ -405,7 +408,7 @@ def run_training(
         out = Path("runs") / f"{config_name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     train_arc, val_arc = _open_data(cfg)
     cfg = _fit_to_data(cfg, train_arc, resume is not None)
-    cfg = _fix_frame_size(cfg)
+    cfg = _fix_frame_size(cfg, train_arc)
 
     d, t = cfg.data, cfg.train
     transform = Transform.from_config(cfg)

@@ -48,7 +48,8 @@ def main() -> None:
                 if share < args.min_valid:
                     continue
                 tile = ds.isel(y=ys, x=xs)
-                tile.attrs = dict(ds.attrs) | {
+                attrs = {k: v for k, v in ds.attrs.items() if not k.startswith("geospatial_")}  # the whole grid's
+                tile.attrs = attrs | {
                     "history": f"{ds.attrs.get('history', '')}\nscripts/tile_event.py: rows {ys.start}-{ys.stop - 1}, "
                     f"columns {xs.start}-{xs.stop - 1} of {ny} x {nx}",
                 }

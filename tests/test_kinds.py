@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from nowcast import baselines
 from nowcast.cli import app
 from nowcast.config import ConfigError, DataConfig, ModelConfig, load_config
+from nowcast.evaluate import evaluate_files
 from nowcast.model import build_model, count_parameters
 from nowcast.predict import forecast_array
 from nowcast.transforms import Transform
@@ -95,7 +96,7 @@ def test_untrained_lagrangian_residual_model_of_every_kind_is_extrapolation(kind
     out = forecast_array(model, Transform.from_config(cfg), frames[None, :, None], 5, time_step=300.0)[0, :, 0]
     ref = baselines.extrapolation(frames, 5)
     both = np.isfinite(out) & np.isfinite(ref) & (ref >= 0.05)
-    assert both.mean() > 0.5
+    assert both.sum() > 1000  # of 5 x 32 x 48: the rainy pixels both have data for
     np.testing.assert_allclose(out[both], ref[both], rtol=1e-3, atol=0.01)
 
 
@@ -129,7 +130,7 @@ def event(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("kind", ["fc_lstm", "cnn_lstm", "unet"])
 def test_each_kind_trains_predicts_and_evaluates_through_the_cli(kind: str, event: Path, tmp_path: Path) -> None:
     run = tmp_path / kind
-    sets = [f"data.files=[{event}]", "data.crop=32", "train.steps=2", "train.val_every=2", "train.threads=1",
+    sets = [f"data.files=[{event}]", "data.crop=128", "train.steps=2", "train.val_every=2", "train.threads=1",
             "train.max_val_windows=2", *KINDS[kind]]
     result = _runner().invoke(app, ["train", "--config", str(TINY), *sum((["--set", s] for s in sets), []),
                                     "--run-dir", str(run)])
@@ -137,7 +138,7 @@ def test_each_kind_trains_predicts_and_evaluates_through_the_cli(kind: str, even
     assert len(_rows(run / "metrics.csv")) == 1  # the one validation at step 2
     stored = load_config(run / "config.yaml")
     assert stored.model.kind == kind
-    assert stored.model.frame_size == (() if kind == "unet" else (32, 32))  # the crop, for the flat kinds
+    assert stored.model.frame_size == (() if kind == "unet" else (32, 32))  # the crop, capped by the 32 x 32 frames
 
     fc = tmp_path / "fc.nc"
     result = _runner().invoke(app, ["predict", str(event), "--model", str(run / "model.pt"), "-o", str(fc),
@@ -225,9 +226,7 @@ def test_several_checkpoints_are_methods_named_after_their_runs_on_the_same_case
     rows = _rows(out / "metrics.csv")
     for ckpt, name in ((a, "convlstm-run"), (b, "flat-run")):
         alone = tmp_path / f"alone-{name}"
-        result = _runner().invoke(app, ["evaluate", str(data), "--model", str(ckpt), "--baselines", "persistence",
-                                        "--out", str(alone), "--threads", "1"])
-        assert result.exit_code == 0, result.output
+        evaluate_files([data], model=ckpt, baselines=("persistence",), out_dir=alone, plots=False, threads=1)
         single = _scores(_rows(alone / "metrics.csv"), "model")
         assert _scores(rows, name) == single and len(single) > 20
     assert _scores(rows, "convlstm-run") != _scores(rows, "flat-run")  # two different models
