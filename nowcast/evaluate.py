@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import sys
+import textwrap
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -486,7 +487,8 @@ def _write_plots(ev: Evaluation, out: Path) -> list[Path]:
     model = ev.settings.get("model") or {}
     several = ev.settings.get("models") or {}
     if len(several) > 1:  # each method and its run, e.g. convlstm (convlstm/model.pt)
-        subtitle += "\n" + ", ".join(f"{n} ({_run_label(f['checkpoint'])})" for n, f in several.items())
+        runs = ", ".join(f"{n} ({_run_label(f['checkpoint'])})" for n, f in several.items())
+        subtitle += "\n" + textwrap.fill(runs, 90)  # several lines rather than one wider than the figure
     elif model.get("checkpoint"):  # the run: its directory and file, e.g. model 'tiny' (tiny-20261202/model.pt)
         subtitle += f"\nmodel '{model.get('name', Path(model['checkpoint']).stem)}' ({_run_label(model['checkpoint'])})"
     written = []
