@@ -597,7 +597,7 @@ def _method_names(paths: Sequence[str | Path], names: Sequence[str]) -> list[str
     if twice:
         raise NowcastError(
             f"--model: expected a distinct name per checkpoint, found {', '.join(repr(n) for n in twice)} more than "
-            "once (checkpoints of runs with the same directory name); give each a --name"
+            + ("once; give distinct --name values" if names else "once (runs with the same directory name); give each a --name")
         )
     return out
 
