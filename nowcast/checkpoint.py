@@ -161,7 +161,7 @@ def model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, Config, di
 
     ckpt = load_checkpoint(path)
     cfg = checkpoint_config(ckpt, path)
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, cfg.data)
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError:

@@ -345,7 +345,16 @@ def predict(
 def evaluate(
     inputs: Annotated[list[Path], typer.Argument(metavar="DATA.nc", help="Radar NetCDF file(s) to verify on.")],
     model: Annotated[
-        Optional[Path], typer.Option(metavar="CKPT", help="Checkpoint (default: the model shipped with nowcast).")
+        Optional[list[Path]],
+        typer.Option(
+            metavar="CKPT",
+            help="Checkpoint (default: the model shipped with nowcast); repeat to score several side by side, "
+            "each named after its run directory.",
+        ),
+    ] = None,
+    name: Annotated[
+        Optional[list[str]],
+        typer.Option(metavar="NAME", help="Method name of each --model in the reports (one per --model, in order)."),
     ] = None,
     baselines: Annotated[
         str, typer.Option(metavar="LIST", help="Comma-separated baselines: persistence, extrapolation, sprog (pySTEPS S-PROG).")
@@ -400,7 +409,8 @@ def evaluate(
 
         table = evaluate_files(
             [str(p) for p in inputs],
-            model=model,
+            model=model or None,
+            names=tuple(name or ()),
             no_model=no_model,
             baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
             thresholds=values,

@@ -30,6 +30,7 @@ TransformKind = Literal["dbz", "log", "linear", "minmax"]
 Frame = Literal["eulerian", "lagrangian"]
 ProbMatching = Literal["none", "cdf"]
 Base = Literal["last", "sprog"]
+Kind = Literal["convlstm", "fc_lstm", "cnn_lstm", "unet"]
 Loss = Literal["mse", "mae", "mse+mae"]
 Precision = Literal["auto", "fp32", "bf16"]
 Comparison = Literal[">=", ">"]
@@ -104,10 +105,18 @@ class TransformConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """ConvLSTM encoder-forecaster architecture (DESIGN section 4)."""
+    """ConvLSTM encoder-forecaster architecture (DESIGN section 4), or a comparison model (``kind``)."""
 
     name: str = "convlstm"
     """A label stored in checkpoints and forecast metadata."""
+    kind: Kind = "convlstm"
+    """convlstm: the ConvLSTM encoder-forecaster (``nowcast/model.py``). Comparison models
+    (``nowcast/models_extra.py``, docs/why-convlstm.md): fc_lstm (Shi et al. 2015's FC-LSTM: each frame
+    after space-to-depth flattened to one vector, an encoder-forecaster of LSTM layers ``hidden``),
+    cnn_lstm (strided 3x3 CNN ``conv_widths`` to one vector per frame, LSTM layers ``hidden``, transposed
+    CNN back), unet (a 2-D UNet of widths ``conv_widths`` from the stacked input frames to the stacked
+    output frames; more lead times by feeding its forecast back in). fc_lstm and cnn_lstm only take
+    frames of ``frame_size``."""
     channels: int = 1
     """Input/output channels per frame (1 for rain rate, 3 for RGB image sequences)."""
     patch: int = 4
@@ -120,6 +129,12 @@ class ModelConfig:
     """Odd kernel size of each level's convolutions."""
     downsample: tuple[int, ...] = (1, 1)
     """Spatial downsampling factor entering each level (strided conv; 1 = none); first entry applies after the patch."""
+    conv_widths: tuple[int, ...] = (16, 32, 64)
+    """cnn_lstm and unet: channels of each level of 3x3 convolutions (cnn_lstm: each level halves height
+    and width; unet: levels joined by 2x max-pooling and transposed convolutions)."""
+    frame_size: tuple[int, ...] = ()
+    """fc_lstm and cnn_lstm: the frame height and width in pixels the model is built for (its weights
+    depend on them); empty: ``train`` sets it to the training crop. Frames of another size are refused."""
     peephole: bool = False
     """Per-channel peephole terms on the cell state (Shi et al. 2015, eq. 3)."""
     batched_input: bool = True
@@ -214,6 +229,24 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+FIXED_SIZE_KINDS = ("fc_lstm", "cnn_lstm")
+"""Model kinds whose weights depend on the frame size (``model.frame_size``)."""
+
+
+def frame_size_problem(model: ModelConfig, shape: tuple[int, ...]) -> str | None:
+    """Why frames of ``shape`` (..., H, W) cannot go through ``model``, or None when they can.
+
+    Only fc_lstm and cnn_lstm have a fixed frame size; the message names the size expected and found.
+    """
+    if not model.frame_size or tuple(shape[-2:]) == tuple(model.frame_size):
+        return None
+    h, w = model.frame_size
+    return (
+        f"expected frames of {h} x {w} pixels for model '{model.name}' (model.kind {model.kind} flattens each "
+        f"frame, so its weights fit that size only), found {shape[-2]} x {shape[-1]}"
+    )
+
+
 def _check_value(where: str, value: Any, annotation: Any, problems: list[str]) -> Any:
     """Coerce ``value`` to ``annotation`` (int -> float, list -> tuple) or record a problem."""
     origin = typing.get_origin(annotation)
@@ -288,7 +321,9 @@ def _validate(cfg: Config, problems: list[str]) -> None:
             f"data.time_step: expected a positive number of seconds (0, the data's own step, needs "
             f"model.frame=lagrangian), found {d.time_step}"
         )
-    if m.base == "sprog" and (not m.residual or m.frame != "lagrangian" or d.in_frames < 3 or cfg.transform.kind != "dbz"):
+    if m.base == "sprog" and m.kind != "convlstm":
+        problems.append(f"model.base: expected sprog only with model.kind=convlstm, found kind={m.kind}")
+    elif m.base == "sprog" and (not m.residual or m.frame != "lagrangian" or d.in_frames < 3 or cfg.transform.kind != "dbz"):
         problems.append(
             "model.base: expected sprog only with model.residual=true, model.frame=lagrangian, data.in_frames >= 3 "
             f"and transform.kind=dbz, found residual={m.residual}, frame={m.frame}, in_frames={d.in_frames}, "
@@ -302,7 +337,7 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append(f"data.zr_a/zr_b: expected positive numbers, found {d.zr_a}, {d.zr_b}")
     if not m.hidden:
         problems.append("model.hidden: expected at least one level, found none")
-    for name in ("kernels", "downsample"):
+    for name in ("kernels", "downsample") if m.kind == "convlstm" else ():  # ConvLSTM levels only
         if len(getattr(m, name)) != len(m.hidden):
             problems.append(
                 f"model.{name}: expected one entry per level ({len(m.hidden)}), found {len(getattr(m, name))}"
@@ -313,6 +348,12 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append("model.patch/channels/downsample: expected integers >= 1")
     if any(h < 1 for h in m.hidden):
         problems.append(f"model.hidden: expected positive widths, found {list(m.hidden)}")
+    if m.kind in ("cnn_lstm", "unet") and (not m.conv_widths or any(w < 1 for w in m.conv_widths)):
+        problems.append(f"model.conv_widths: expected positive widths for model.kind={m.kind}, found {list(m.conv_widths)}")
+    if m.frame_size and m.kind not in FIXED_SIZE_KINDS:
+        problems.append(f"model.frame_size: expected none for model.kind={m.kind} (any frame size), found {list(m.frame_size)}")
+    elif m.frame_size and (len(m.frame_size) != 2 or any(n < 1 for n in m.frame_size)):
+        problems.append(f"model.frame_size: expected [height, width] in pixels, found {list(m.frame_size)}")
     if tr.steps < 1 or tr.batch_size < 1:
         problems.append(f"train.steps/batch_size: expected >= 1, found {tr.steps}, {tr.batch_size}")
     if tr.lr <= 0:

@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import sys
+import textwrap
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -38,8 +39,8 @@ import numpy as np
 import xarray as xr
 
 from nowcast import __version__, metrics
-from nowcast.config import EvalConfig, lead_times
-from nowcast.errors import NowcastError
+from nowcast.config import EvalConfig, frame_size_problem, lead_times
+from nowcast.errors import InputError, NowcastError
 from nowcast.io import Archive, atomic_output, data_time_step, iso_time, open_archive
 
 if TYPE_CHECKING:
@@ -191,6 +192,7 @@ def run_evaluation(
     steps: int,
     model: Any = None,
     transform: Any = None,
+    models: dict[str, tuple[Any, Any]] | None = None,
     baselines: Sequence[str] = ("persistence", "extrapolation"),
     thresholds: Sequence[float] = EvalConfig.thresholds,
     comparison: str = ">=",
@@ -215,7 +217,11 @@ def run_evaluation(
     in_frames, steps
         Observed frames before t0 (the last one is t0) and lead times verified after it.
     model, transform
-        A model in eval mode and its ``Transform`` (``checkpoint.model_from_checkpoint``); None: baselines only.
+        A model in eval mode and its ``Transform`` (``checkpoint.model_from_checkpoint``), reported as
+        ``MODEL``; None: baselines only.
+    models
+        More models: method name -> (model, transform), reported under their names after ``model``,
+        each forecasting the same cases and scored on the same pixels.
     baselines
         Names for ``baselines.get_method``; checked before any frame is read.
     thresholds, comparison
@@ -249,18 +255,22 @@ def run_evaluation(
     steps = lead_times(steps, steps)  # the one --steps >= 1 check
     if not thresholds:
         raise NowcastError("--thresholds: expected at least one threshold in mm/h, found none")
-    if model is None and not baselines:
+    nets = ({MODEL: (model, transform)} if model is not None else {}) | dict(models or {})
+    if not nets and not baselines:
         raise NowcastError("evaluate: expected a model or at least one baseline to verify, found neither")
     names = [str(b).strip().lower() for b in baselines]
     if len(set(names)) != len(names):
         raise NowcastError(f"--baselines: expected each method once, found {', '.join(names)}")
     methods_fn: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {n: bl.get_method(n) for n in names}
-    if model is not None and in_frames < 1:
+    if nets and in_frames < 1:
         raise NowcastError(f"in_frames: expected a positive number, found {in_frames}")
     if names and "extrapolation" in names and in_frames < 2:
         raise NowcastError(f"extrapolation: expected at least 2 input frames, found in_frames={in_frames}")
 
-    methods = ([MODEL] if model is not None else []) + names
+    clash = [n for n in nets if n in names]
+    if clash:
+        raise NowcastError(f"--name: expected model names other than the baselines', found {', '.join(clash)}")
+    methods = list(nets) + names
     lead_min = [(k + 1) * archive.time_step / 60.0 for k in range(steps)]
     scores = {m: metrics.init_scores(steps, thresholds, comparison) for m in methods}
     fss = {m: metrics.init_scores(steps, fss_thresholds, comparison, fss_scales) for m in methods} if fss_scales else {}
@@ -313,17 +323,14 @@ def run_evaluation(
                 with timed("read"):
                     inputs = np.stack([frames.get(a, a + in_frames) for a in chunk])  # (B, in, C, H, W)
                     observed = np.stack([frames.get(a + in_frames, a + window) for a in chunk])  # (B, steps, C, H, W)
-                pred = None
-                if model is not None:
-                    with timed(MODEL):
-                        pred = forecast_array(
-                            model, transform, inputs, steps, device=device, precision=precision,
-                            time_step=archive.time_step,
-                        )
+                pred: dict[str, np.ndarray] = {}
+                for name, (net, tr) in nets.items():
+                    with timed(name):
+                        pred[name] = forecast_array(
+                            net, tr, inputs, steps, device=device, precision=precision, time_step=archive.time_step,
+                        )  # fmt: skip
                 for i, a in enumerate(chunk):
-                    fc: dict[str, np.ndarray] = {}
-                    if pred is not None:
-                        fc[MODEL] = pred[i]  # (steps, C, H, W)
+                    fc: dict[str, np.ndarray] = {name: p[i] for name, p in pred.items()}  # (steps, C, H, W)
                     for name, fn in methods_fn.items():
                         with timed(name):
                             fc[name] = fn(inputs[i], steps)
@@ -525,6 +532,12 @@ def _pixel_km(grid: dict[str, Any]) -> float | None:
     return float(abs(x.values[1] - x.values[0])) / 1000.0
 
 
+def _run_label(checkpoint: str) -> str:
+    """A checkpoint as its run directory and file, e.g. ``tiny-20261202/model.pt``."""
+    ckpt = Path(checkpoint)
+    return f"{ckpt.parent.name}/{ckpt.name}" if ckpt.parent.name else ckpt.name
+
+
 def _write_plots(ev: Evaluation, out: Path) -> list[Path]:
     from nowcast import plots
 
@@ -533,10 +546,12 @@ def _write_plots(ev: Evaluation, out: Path) -> list[Path]:
     thresholds, comparison = first.thresholds, first.comparison
     subtitle = f"{ev.n_cases} forecast times ({_period(ev)}) from {len(ev.files)} file(s)"
     model = ev.settings.get("model") or {}
-    if model.get("checkpoint"):  # the run: its directory and file, e.g. model 'tiny' (tiny-20261202/model.pt)
-        ckpt = Path(model["checkpoint"])
-        run = f"{ckpt.parent.name}/{ckpt.name}" if ckpt.parent.name else ckpt.name
-        subtitle += f"\nmodel '{model.get('name', ckpt.stem)}' ({run})"
+    several = ev.settings.get("models") or {}
+    if len(several) > 1:  # each method and its run, e.g. convlstm (convlstm/model.pt)
+        runs = ", ".join(f"{n} ({_run_label(f['checkpoint'])})" for n, f in several.items())
+        subtitle += "\n" + textwrap.fill(runs, 90)  # several lines rather than one wider than the figure
+    elif model.get("checkpoint"):  # the run: its directory and file, e.g. model 'tiny' (tiny-20261202/model.pt)
+        subtitle += f"\nmodel '{model.get('name', Path(model['checkpoint']).stem)}' ({_run_label(model['checkpoint'])})"
     written = []
     for score in ("CSI", "POD", "FAR"):
         values = {m: res[m][score] for m in ev.methods}
@@ -612,10 +627,32 @@ def format_table(ev: Evaluation, out_dir: str | Path | None = None) -> str:
 # the command
 
 
+def _method_names(paths: Sequence[str | Path | None], names: Sequence[str]) -> list[str]:
+    """Method names of the checkpoints: ``names`` if given; one checkpoint: ``MODEL``; several: each
+    named after its run (the checkpoint's directory, e.g. ``runs/convlstm/model.pt`` -> ``convlstm``;
+    the file's stem when it has none). Raises NowcastError for a wrong count or a name used twice."""
+    if names and len(names) != len(paths):
+        raise NowcastError(f"--name: expected one name per --model ({len(paths)}), found {len(names)}")
+    if names:
+        out = [str(n).strip() for n in names]
+    elif len(paths) == 1:
+        out = [MODEL]
+    else:
+        out = [Path(p).parent.name or Path(p).stem for p in map(Path, paths)]  # several: never None
+    twice = sorted({n for n in out if out.count(n) > 1 or not n})
+    if twice:
+        raise NowcastError(
+            f"--model: expected a distinct name per checkpoint, found {', '.join(repr(n) for n in twice)} more than "
+            + ("once; give distinct --name values" if names else "once (runs with the same directory name); give each a --name")
+        )
+    return out
+
+
 def evaluate_files(
     inputs: Sequence[str | Path],
     *,
-    model: str | Path | None = None,
+    model: str | Path | Sequence[str | Path] | None = None,
+    names: Sequence[str] = (),
     no_model: bool = False,
     baselines: Sequence[str] = ("persistence", "extrapolation"),
     thresholds: Sequence[float] | None = None,
@@ -633,6 +670,10 @@ def evaluate_files(
     threads: int = 0,
 ) -> str:
     """Verify a checkpoint (None: the shipped model; ``no_model``: baselines only) on radar files.
+
+    ``model`` may be a list of checkpoints, scored side by side as methods named by ``_method_names``
+    (``names``, else each after its run); they must share in_frames and time step, so that every method
+    forecasts the same cases, and the first one's settings (frames, variable, units) are used.
 
     Opens ``inputs`` as one archive at the checkpoint's time step (without a model: the first file's),
     keeping only gap-free runs of at least in_frames + steps frames; runs ``run_evaluation``; writes
@@ -655,23 +696,44 @@ def evaluate_files(
     from nowcast.runtime import resolve_precision, select_device, setup_distributed
 
     facts: dict[str, Any] = {}
-    net = transform = None
+    if no_model:
+        paths: list[str | Path | None] = []
+    elif model is None or isinstance(model, (str, Path)):
+        paths = [model]  # None: the shipped model
+    else:
+        paths = list(model) or [None]
+    method_names = _method_names(paths, names) if paths else []
+    nets: dict[str, tuple[Any, Any]] = {}
+    configs: dict[str, Any] = {}
+    all_facts: dict[str, dict[str, Any]] = {}
     dev, prec = "cpu", "fp32"
     torch_device = select_device(device) if not no_model else torch.device("cpu")
     info = setup_distributed(torch_device)  # under torchrun: gloo on the CPU, NCCL on CUDA
-    if not no_model:
+    if paths:
         from nowcast.predict import load_model
         from nowcast.transforms import Transform
 
-        loaded = load_model(model)
-        net, cfg = loaded.model, loaded.config
-        facts = {"checkpoint": str(loaded.path), "sha256": loaded.sha256, "name": cfg.model.name}
-        transform = Transform.from_config(cfg)
         dev, prec = str(torch_device), resolve_precision(precision, torch_device)
-        net = net.to(torch_device)
-        time_step = cfg.data.time_step or data_time_step([str(p) for p in inputs], variable or cfg.data.variable)
+        steps_of: dict[str, int | None] = {}
+        for name, path in zip(method_names, paths):
+            loaded = load_model(path)
+            net, c = loaded.model, loaded.config
+            configs[name] = c
+            all_facts[name] = {"checkpoint": str(loaded.path), "sha256": loaded.sha256, "name": c.model.name}
+            nets[name] = (net.to(torch_device), Transform.from_config(c))
+            steps_of[name] = c.data.time_step or data_time_step([str(p) for p in inputs], variable or c.data.variable)
+        first = method_names[0]
+        cfg, facts, time_step = configs[first], all_facts[first], steps_of[first]
         if time_step is None:
             raise NowcastError(f"{inputs[0]}: expected a radar file whose time step can be read, found none")
+        for name in method_names[1:]:
+            c = configs[name]
+            if c.data.in_frames != cfg.data.in_frames or steps_of[name] != time_step:
+                raise NowcastError(
+                    f"{all_facts[name]['checkpoint']}: expected {cfg.data.in_frames} input frames at {time_step} s "
+                    f"like {facts['checkpoint']}, so that all models forecast the same cases, found "
+                    f"{c.data.in_frames} frames at {steps_of[name]} s"
+                )
     else:
         cfg = Config()  # without a model: the default frames; the data's own time step
         time_step = data_time_step([str(p) for p in inputs], variable) or cfg.data.time_step
@@ -689,10 +751,16 @@ def evaluate_files(
         zr_b=d.zr_b,
         min_frames=in_frames + steps,
     )
+    for c in configs.values():  # fc_lstm, cnn_lstm: frames of their size only
+        for seg in archive.segments:
+            problem = frame_size_problem(c.model, seg.shape)
+            if problem:
+                raise InputError(f"{seg.attrs.get('source_file', inputs[0])}: {problem}")
     k = _table_threshold(thresholds) if thresholds else 0
     fss_thresholds = (float(thresholds[k]),) if thresholds else (1.0,)
     settings = {
         "model": facts or None,
+        "models": all_facts or None,
         "baselines": list(baselines),
         "in_frames": in_frames,
         "steps": steps,
@@ -704,8 +772,8 @@ def evaluate_files(
         "fss_scales_px": [int(s) for s in fss_scales],
         "fss_thresholds": list(fss_thresholds) if fss_scales else [],
         "variable": variable,
-        "device": dev if net is not None else None,
-        "precision": prec if net is not None else None,
+        "device": dev if nets else None,
+        "precision": prec if nets else None,
         "extrapolation": "pysteps Lucas-Kanade on the last 3 frames in dBR, semi-Lagrangian advection of mm/h"
         if "extrapolation" in [b.lower() for b in baselines]
         else None,
@@ -719,10 +787,10 @@ def evaluate_files(
         from nowcast.runtime import cpu_threads
 
         threads = max(1, cpu_threads() // info.world)
-    with _torch_threads(dev if net is not None else None, threads) as n_threads:
+    with _torch_threads(dev if nets else None, threads) as n_threads:
         settings["threads"] = n_threads
         ev = run_evaluation(
-            archive, in_frames=in_frames, steps=steps, model=net, transform=transform, baselines=baselines,
+            archive, in_frames=in_frames, steps=steps, models=nets, baselines=baselines,
             thresholds=thresholds, comparison=comparison, stride=stride, fss_scales=fss_scales,
             fss_thresholds=fss_thresholds, common_mask=common_mask, batch_size=batch_size, device=dev,
             precision=prec, progress=show_bar, settings=settings, rank=info.rank, world=info.world,

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nowcast import cascade
-from nowcast.config import ModelConfig
+from nowcast.config import DataConfig, ModelConfig
 
 State = tuple[Tensor, Tensor]  # (h, c), each (B, hidden, H, W)
 SPROG_WET = 1e-6
@@ -310,13 +310,7 @@ class EncoderForecaster(nn.Module):
         if steps < 1:
             raise ValueError(f"steps: expected a positive number, found {steps}")
         B, T, C, H, W = frames.shape
-        x = frames
-        if self.step_input:
-            if time_step is None:
-                raise ValueError("time_step: expected the data's step in seconds (model.step_input), found None")
-            minutes = torch.as_tensor(time_step, dtype=frames.dtype, device=frames.device).reshape(-1) / 60.0
-            plane = (minutes / 10.0).expand(B).view(B, 1, 1, 1, 1).expand(B, T, 1, H, W)
-            x = torch.cat([x, plane.to(x.dtype)], dim=2)
+        x = add_step_channel(frames, time_step) if self.step_input else frames
         s = self.total_stride
         ph, pw = -H % s, -W % s
         if ph or pw:  # replicate the last row/column; the padding is cropped off the forecast
@@ -339,9 +333,38 @@ class EncoderForecaster(nn.Module):
         return fc.unflatten(0, (frames.shape[0], frames.shape[2])).transpose(1, 2)
 
 
-def build_model(cfg: ModelConfig) -> EncoderForecaster:
-    """The model described by ``cfg`` (weights freshly initialised)."""
-    return EncoderForecaster(cfg)
+def add_step_channel(frames: Tensor, time_step: float | Tensor | None) -> Tensor:
+    """frames (B, T, C, H, W) -> (B, T, C + 1, H, W): a constant channel of the time step (minutes / 10).
+
+    time_step: seconds between frames, a number or (B,) tensor (``model.step_input``).
+    """
+    if time_step is None:
+        raise ValueError("time_step: expected the data's step in seconds (model.step_input), found None")
+    B, T, _, H, W = frames.shape
+    minutes = torch.as_tensor(time_step, dtype=frames.dtype, device=frames.device).reshape(-1) / 60.0
+    plane = (minutes / 10.0).expand(B).view(B, 1, 1, 1, 1).expand(B, T, 1, H, W)
+    return torch.cat([frames, plane.to(frames.dtype)], dim=2)
+
+
+def model_stride(cfg: ModelConfig) -> int:
+    """Height and width of frames are padded (or, for a fixed frame size, rounded) to a multiple of this."""
+    if cfg.kind == "convlstm":
+        return cfg.patch * math.prod(cfg.downsample)
+    from nowcast.models_extra import stride_of
+
+    return stride_of(cfg)
+
+
+def build_model(cfg: ModelConfig, data: DataConfig | None = None) -> nn.Module:
+    """The model described by ``cfg`` (weights freshly initialised).
+
+    ``data``: the frames in and out, needed by ``kind: unet`` (its weights depend on them).
+    """
+    if cfg.kind == "convlstm":
+        return EncoderForecaster(cfg)
+    from nowcast.models_extra import build_extra
+
+    return build_extra(cfg, data)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -406,7 +406,8 @@ def _lead_lines(ax: Any, lead_min: Sequence[float], values: dict[str, np.ndarray
 
 def _figure_legend(fig: Any, ax: Any) -> None:
     handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=max(1, len(labels)), fontsize=8, frameon=False)
+    ncol = len(labels) if len(labels) <= 4 else -(-len(labels) // 2)  # several models: two rows, none cut off
+    fig.legend(handles, labels, loc="outside lower center", ncol=max(1, ncol), fontsize=8, frameon=False)
 
 
 def _grid_shape(n: int) -> tuple[int, int]:

@@ -26,7 +26,7 @@ import xarray as xr
 
 from nowcast import __version__
 from nowcast.checkpoint import default_model_path, model_from_checkpoint, sha256_file
-from nowcast.config import Config, lead_times
+from nowcast.config import Config, frame_size_problem, lead_times
 from nowcast.errors import CheckpointError, InputError, OutputError, StaleInputError
 from nowcast.motion import displacements, motion_field, warp
 from nowcast.probmatch import match_forecast
@@ -81,6 +81,9 @@ def forecast_array(
     """
     device = torch.device(device)
     cfg = getattr(model, "cfg", None)
+    problem = frame_size_problem(cfg, frames.shape) if cfg is not None else None
+    if problem:
+        raise InputError(f"input frames: {problem}")
     lagrangian = getattr(cfg, "frame", "eulerian") == "lagrangian"
     x = transform.forward(frames)  # (B, T, C, H, W) model space, NaN = no data
     with torch.inference_mode():
@@ -237,6 +240,9 @@ def check_input(rate: xr.DataArray, config: Config) -> None:
             f"{src}: expected {config.model.channels} channel(s) for model '{config.model.name}', "
             f"found {channels} (dims {', '.join(map(str, rate.dims))})"
         )
+    problem = frame_size_problem(config.model, rate.shape)
+    if problem:
+        raise InputError(f"{src}: {problem}")
     declared = rate.attrs.get("time_step")
     step = config.data.time_step
     if declared is not None and int(declared) != step:

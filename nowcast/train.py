@@ -29,14 +29,14 @@ from torch.utils.data import DataLoader
 
 from nowcast import metrics
 from nowcast.checkpoint import load_checkpoint, save_checkpoint
-from nowcast.config import Config, config_to_dict, save_config
+from nowcast.config import FIXED_SIZE_KINDS, Config, config_to_dict, save_config
 from nowcast.data import (
     StepSampler, TrainWindows, Window, all_windows, lagrangian_windows, segment_frames, split_windows,
     to_model_space, window_rain_fraction,
 )
 from nowcast.errors import CheckpointError, ConfigError, InputError, TrainingDivergedError
 from nowcast.io import Archive, open_archive, remove_stale_temporaries
-from nowcast.model import build_model
+from nowcast.model import build_model, model_stride
 from nowcast.predict import forecast_array
 from nowcast.runtime import (
     DistInfo, autocast, available_cores, resolve_precision, select_device, set_threads, setup_distributed,
@@ -259,6 +259,47 @@ def _fit_to_data(cfg: Config, arc: Archive, resumed: bool) -> Config:
     return cfg
 
 
+def _crop(cfg: Config) -> int:
+    """Training crop in pixels: ``data.crop`` rounded down to a multiple of the model's stride (at least one)."""
+    s = model_stride(cfg.model)
+    return max(s, cfg.data.crop // s * s)
+
+
+def _fix_frame_size(cfg: Config, arc: Archive) -> Config:
+    """``cfg`` with ``model.frame_size`` set to the training crop for the kinds whose weights depend on it
+    (fc_lstm, cnn_lstm): ``data.crop``, or the smaller side of the smallest frame when that is smaller,
+    rounded down to the model's stride. Such a model trains on crops of exactly that size (square) and
+    validates on the centre of the validation frames."""
+    m = cfg.model
+    if m.kind not in FIXED_SIZE_KINDS:
+        return cfg
+    s = model_stride(m)
+    side = min(min(seg.shape[-2:]) for seg in arc.segments)
+    crop = min(_crop(cfg), max(s, side // s * s))
+    if not m.frame_size:
+        log.info("model.frame_size: %d x %d, the training crop (model.kind %s flattens each frame)", crop, crop, m.kind)
+        return dataclasses.replace(cfg, model=dataclasses.replace(m, frame_size=(crop, crop)))
+    h, w = m.frame_size
+    if h != w or h % model_stride(m):
+        raise ConfigError(
+            f"model.frame_size: expected a square size, a multiple of {model_stride(m)}, to train model.kind "
+            f"{m.kind} on crops, found {h} x {w}"
+        )
+    return cfg
+
+
+def _centre(frames: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """The central ``size`` (H, W) of frames (..., H, W); as they are when ``size`` is empty."""
+    if not size or frames.ndim < 2:
+        return frames
+    H, W = frames.shape[-2:]
+    h, w = size
+    if H < h or W < w:
+        raise InputError(f"validation frames of {H} x {W} pixels: expected at least model.frame_size {h} x {w}")
+    top, left = (H - h) // 2, (W - w) // 2
+    return frames[..., top : top + h, left : left + w]
+
+
 def _validate(
     model: torch.nn.Module,
     val_frames: list[np.ndarray],
@@ -370,7 +411,7 @@ def _prepare_data(cfg: Config, train_arc: Archive, val_arc: Archive | None, info
     log.info("%d training windows, %d validation windows of %d frames", len(train_windows), len(val_windows), window)
     if not val_windows:
         log.warning("no validation windows (segments too short for data.val_block=%d); best.pt will be the final weights", d.val_block)
-    val_rates = _val_rates(val_source, val_windows)
+    val_rates = [_centre(r, cfg.model.frame_size) for r in _val_rates(val_source, val_windows)]
     val_steps = [int(seg.attrs["time_step"]) for seg in val_source.segments]
     train_steps = [float(seg.attrs["time_step"]) for seg in train_arc.segments]
     if lagrangian:  # each training window in the frame of its last input frame, once (and cached)
@@ -571,6 +612,7 @@ def run_training(
     out = _run_dir(config_name, run_dir, resume)
     train_arc, val_arc = _open_data(cfg)
     cfg = _fit_to_data(cfg, train_arc, resume is not None)
+    cfg = _fix_frame_size(cfg, train_arc)
     data = _prepare_data(cfg, train_arc, val_arc, info)
     d, tr = cfg.data, cfg.train
     if info.main:  # the data and the config fit: only now the run directory is created
@@ -579,7 +621,7 @@ def run_training(
         log.info("run directory: %s", out)
 
     torch.manual_seed(tr.seed)
-    model = build_model(cfg.model).to(device)
+    model = build_model(cfg.model, cfg.data).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tr.lr, weight_decay=tr.weight_decay)
@@ -594,7 +636,7 @@ def run_training(
 
     transform = Transform.from_config(cfg)
     loss_levels = _loss_levels(transform, cfg, device)
-    crop = max(model.total_stride, d.crop // model.total_stride * model.total_stride)
+    crop = cfg.model.frame_size[0] if cfg.model.frame_size else _crop(cfg)
     loader = _loader(run, crop)
     mlog = _MetricsLog(out / "metrics.csv", cfg.eval.thresholds, run.start_step if resume else None, info.main)
     window = d.in_frames + d.out_frames

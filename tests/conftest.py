@@ -213,7 +213,7 @@ def make_tiny_checkpoint(path: Path, *overrides: str) -> Path:
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml", list(overrides))
     torch.manual_seed(0)
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, cfg.data)
     return save_checkpoint(path, config=cfg, state_dict=model.state_dict(), provenance={"note": "random test weights"})
 
 

@@ -152,10 +152,19 @@ def describe_checkpoint(path: str | Path) -> list[str]:
         f"  format: {ckpt['format']} v{ckpt['format_version']}, written by nowcast {ckpt.get('nowcast_version', '?')}",
         f"  sha256: {sha256_file(path)}",
         f"  kind: {'training (resumable)' if 'training' in ckpt else 'inference'}",
-        f"  model: {m.name}, patch {m.patch}, levels {list(m.hidden)}, kernels {list(m.kernels)}, "
-        f"downsample {list(m.downsample)}, peephole {m.peephole}, {n_params:,} parameters",
-        f"  frame: {m.frame}" + (", forecasts the change from the last frame" if m.residual else "")
-        + (", sees the time step" if m.step_input else ""),
+        (
+            f"  model: {m.name}, patch {m.patch}, levels {list(m.hidden)}, kernels {list(m.kernels)}, "
+            f"downsample {list(m.downsample)}, peephole {m.peephole}, {n_params:,} parameters"
+            if m.kind == "convlstm"
+            else f"  model: {m.name}, kind {m.kind}, patch {m.patch}, LSTM widths {list(m.hidden)}, "
+            f"conv widths {list(m.conv_widths)}"
+            + (f", frames of {m.frame_size[0]} x {m.frame_size[1]} only" if m.frame_size else "")
+            + f", {n_params:,} parameters"
+        ),
+        f"  frame: {m.frame}"
+        + ((", forecasts the change from S-PROG" if m.base == "sprog" else ", forecasts the change from the last frame") if m.residual else "")
+        + (", sees the time step" if m.step_input else "")
+        + (", probability-matched to the last frame" if m.probmatching == "cdf" else ""),
         f"  input: {m.channels} channel(s), {d.in_frames} frames in, {d.out_frames} out, time step "
         f"{step}, variable {d.variable or '(auto)'}, "
         f"units {d.units or '(from file)'}",
