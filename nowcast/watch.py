@@ -64,7 +64,7 @@ def default_state_path(pattern: str, output: str) -> Path:
     """``.nowcast-watch-HASH.json`` in the output template's first directory without a template field;
     HASH (8 hex digits) names the (pattern, output) pair, so several watchers can share a directory."""
     static = output.split("{", 1)[0]
-    directory = Path(os.path.expanduser(static)).parent if static else Path(".")
+    directory = Path(os.path.dirname(os.path.expanduser(static)) or ".")
     digest = hashlib.sha256(f"{pattern}\n{output}".encode()).hexdigest()[:8]
     return directory / f".nowcast-watch-{digest}.json"
 
@@ -314,8 +314,8 @@ def watch(
 
     if poll_s <= 0 or settle_s < 0:
         raise NowcastError(f"--poll {poll_s:g} --settle {settle_s:g}: expected seconds > 0 and >= 0")
-    where = Path(os.path.expanduser(pattern.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]))
-    folder = where if pattern.endswith(os.sep) or where.is_dir() else where.parent
+    static = os.path.expanduser(pattern.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0])
+    folder = Path(os.path.dirname(static) or ".")  # the directory part before any glob character
     if not folder.is_dir():
         raise NowcastError(f"{pattern}: expected files in an existing directory, found no directory {folder}")
     loaded = load_model(model)
