@@ -2,7 +2,7 @@
 
 The model is loaded (and run once, to warm it) at start; then the files matching a glob pattern are
 polled. A new or changed file is taken once it has not changed for ``settle_s`` seconds; it is opened
-with the model's checks, and a forecast is made from the newest new frame through
+with the model's checks, and a forecast is made from the newest frame through
 ``predict.predict_to_file`` (the same checks, lock, atomic write, templates and log line as
 ``nowcast predict``), from the files that hold the frames it needs.
 
@@ -14,8 +14,8 @@ Rules:
   goes on. So does a forecast that fails (a gap, too few frames): one line, then the next frame.
 - Latest wins: when files arrive, the newest frame of all is forecast, and only when it is newer than
   the last reference time forecast; older frames arriving late are left out (``nowcast predict --at``
-  makes them). The last reference time is kept in a small JSON state file, so a restart never forecasts the
-  same reference time twice.
+  makes them). The last reference time is kept in a small JSON state file, so a restart never
+  forecasts the same reference time twice.
 - SIGTERM or SIGINT: a forecast under way is finished (its file is complete) and the watcher exits 0;
   a second signal interrupts it at once (the atomic write leaves no partial file).
 """
