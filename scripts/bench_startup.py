@@ -12,7 +12,7 @@ slows all of them alike), and the median over ``--repeat`` rounds is printed:
 ``--before DIR`` also times the same refused ``predict`` with the ``nowcast`` package found in DIR
 (e.g. ``git archive <commit> nowcast | tar -x -C DIR``), to compare with an earlier version.
 
-    python scripts/bench_startup.py [--repeat 5] [--before DIR]
+    python scripts/bench_startup.py [--repeat 3] [--before DIR]
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def _cpu() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--before", type=Path, help="a directory holding an earlier nowcast package, to compare")
     args = parser.parse_args()
 
@@ -89,9 +89,11 @@ def main() -> None:
         if args.before is not None:
             figures["  the same with the package in --before"] = ("wall", lambda: _wall_s(refused, _env(args.before), 2))
         times: dict[str, list[float]] = {name: [] for name in figures}
-        for _ in range(args.repeat):
+        for k in range(args.repeat):
             for name, (_, run) in figures.items():
                 times[name].append(run())  # type: ignore[operator]
+            print(f"round {k + 1}: " + ", ".join(f"{n.split(' (')[0].strip()} {v[-1]:.2f} s" for n, v in times.items()),
+                  flush=True)  # fmt: skip
 
     try:
         load = f"{os.getloadavg()[0]:.1f}"
