@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+NEUTRAL = Path(tempfile.gettempdir())
+"""Working directory of the commands: not the repository, whose ``nowcast`` would shadow ``--before``."""
 
 IMPORT_TIME = "import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
 
@@ -38,7 +40,7 @@ def _env(root: Path) -> dict[str, str]:
 
 def _import_s(module: str, env: dict[str, str]) -> float:
     """Seconds to import ``module`` in a fresh interpreter (the interpreter's own start excluded)."""
-    out = subprocess.run([sys.executable, "-c", IMPORT_TIME.format(module=module)], env=env, cwd=REPO,
+    out = subprocess.run([sys.executable, "-c", IMPORT_TIME.format(module=module)], env=env, cwd=NEUTRAL,
                          capture_output=True, text=True, check=True)  # fmt: skip
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -46,7 +48,7 @@ def _import_s(module: str, env: dict[str, str]) -> float:
 def _wall_s(args: list[str], env: dict[str, str], expect: int) -> float:
     """Wall seconds of a whole command in a fresh interpreter; its exit code must be ``expect``."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, *args], env=env, cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, *args], env=env, cwd=NEUTRAL, capture_output=True, text=True)
     took = time.perf_counter() - start
     if proc.returncode != expect:
         raise SystemExit(f"expected exit {expect}, found {proc.returncode}: {' '.join(args)}\n{proc.stderr}")
@@ -76,7 +78,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_startup_") as tmp:
         short = Path(tmp) / "short.nc"
         subprocess.run([sys.executable, "-m", "nowcast", "-q", "synth", str(short), "--frames", "3", "--size", "64", "64"],
-                       env=env, cwd=REPO, check=True)  # fmt: skip
+                       env=env, cwd=NEUTRAL, check=True)  # fmt: skip
         refused = ["-m", "nowcast", "predict", str(short), "-o", str(Path(tmp) / "fc.nc")]
         figures: dict[str, tuple[str, object]] = {
             "interpreter alone (python -c pass)": ("wall", lambda: _wall_s(["-c", "pass"], env, 0)),
