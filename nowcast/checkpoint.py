@@ -12,14 +12,15 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from nowcast import __version__
 from nowcast.config import Config, config_from_dict, config_to_dict
 from nowcast.errors import CheckpointError, ConfigError
 from nowcast.io.atomic import atomic_output
+
+if TYPE_CHECKING:  # torch is imported where a checkpoint is written or loaded, not with this module
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ def save_checkpoint(
     training: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint atomically. ``training`` (optimizer, step, RNG) only in resumable checkpoints."""
+    import torch
+
     payload: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -78,6 +81,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         found = "an empty file" if not magic else "another kind of file"
         raise CheckpointError(f"{p}: expected a nowcast checkpoint (a torch zip archive), found {found}")
     _check_archive(p)
+    import torch
+
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:  # weights_only refused an object; torch's text advises unsafe loading
@@ -132,6 +137,8 @@ def _check_archive(p: Path) -> None:
 
 def _mismatch(expected: dict[str, torch.Tensor], found: dict[str, Any]) -> str:
     """What differs between a model's state_dict and a checkpoint's, in a few words."""
+    import torch
+
     missing = [k for k in expected if k not in found]
     extra = [k for k in found if k not in expected]
     shapes = [
@@ -153,6 +160,56 @@ def checkpoint_config(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> 
         return config_from_dict(ckpt["config"], f"{path} (config)")
     except ConfigError as exc:
         raise CheckpointError(f"{path}: expected a valid stored config, found: {exc}") from None
+
+
+class _Opaque:
+    """Stands in for a tensor or storage while ``read_config`` unpickles a checkpoint: built from any
+    arguments, holding none of them, so no code of the file's choosing runs."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+
+class _ConfigUnpickler(pickle.Unpickler):
+    """Unpickles a ``torch.save`` archive's ``data.pkl`` without torch: torch's tensor rebuilders and
+    storage types become ``_Opaque``, ``OrderedDict`` is allowed, anything else is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "torch" or module.startswith("torch."):
+            return _Opaque
+        if (module, name) == ("collections", "OrderedDict"):
+            import collections
+
+            return collections.OrderedDict
+        raise pickle.UnpicklingError(f"GLOBAL {module}.{name} is not allowed")
+
+    def persistent_load(self, pid: Any) -> Any:  # the tensors' storages, which are not read
+        return None
+
+
+def read_config(path: str | Path) -> Config | None:
+    """The ``Config`` stored in the checkpoint at ``path``, read without importing torch (milliseconds
+    instead of seconds), so that ``predict`` can check its input before it loads the model.
+
+    Returns None when the file cannot be read this way (missing, damaged, foreign, newer format):
+    ``load_checkpoint`` then names the problem. The tensors are not read; nothing in the file is run.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next(n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl"))
+            with archive.open(name) as fh:
+                ckpt = _ConfigUnpickler(fh).load()
+    except Exception:  # noqa: BLE001 - any failure: the full load reports it in its own words
+        return None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or not isinstance(ckpt.get("config"), dict):
+        return None
+    version = ckpt.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        return None
+    try:
+        return checkpoint_config(ckpt, path)
+    except CheckpointError:
+        return None
 
 
 def model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, Config, dict[str, Any]]:

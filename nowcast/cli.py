@@ -342,6 +342,71 @@ def predict(
 
 
 @app.command()
+def watch(
+    pattern: Annotated[
+        str, typer.Argument(metavar="'INCOMING/*.nc'", help="Radar files to watch: a glob pattern (quote it) or one file.")
+    ],
+    output: Annotated[
+        str,
+        typer.Option("--output", "-o", metavar="OUT.nc", help="Output NetCDF template: {reference_time:%Y%m%d%H%M} and {stem} (the file of the newest frame)."),
+    ],
+    plot: Annotated[
+        Optional[str], typer.Option(metavar="OUT.png", help="Also write a PNG per forecast; same templates as -o.")
+    ] = None,
+    model: Annotated[
+        Optional[Path], typer.Option(metavar="CKPT", help="Checkpoint (default: the model shipped with nowcast).")
+    ] = None,
+    steps: Annotated[
+        Optional[int], typer.Option(metavar="N", help="Lead times to forecast (default: as trained).")
+    ] = None,
+    max_age: Annotated[
+        Optional[float], typer.Option(metavar="MINUTES", help="Skip (one log line) a newest frame older than this many minutes.")
+    ] = None,
+    variable: Annotated[Optional[str], typer.Option(metavar="NAME", help="Input data variable.")] = None,
+    poll: Annotated[float, typer.Option(metavar="SECONDS", help="Seconds between looks at the files.")] = 1.0,
+    settle: Annotated[
+        float, typer.Option(metavar="SECONDS", help="A file is read once it has not changed for this long (complete).")
+    ] = 1.0,
+    state: Annotated[
+        Optional[Path],
+        typer.Option(metavar="FILE", help="JSON file keeping the last reference time forecast, across restarts "
+                     "(default: .nowcast-watch-HASH.json in the output directory)."),
+    ] = None,
+    once: Annotated[bool, typer.Option("--once", help="Look once, forecast the newest new frame if any, and exit.")] = False,
+    max_forecasts: Annotated[int, typer.Option(metavar="N", help="Exit after N forecasts (0: run until stopped).")] = 0,
+    lock_timeout: Annotated[
+        float, typer.Option(metavar="SECONDS", help="Seconds to wait for another run writing into the same directory.")
+    ] = 60.0,
+    threads: ThreadsOption = 0,
+) -> None:
+    """Stay resident: forecast each new radar frame as it arrives, with the model loaded once.
+
+    Each forecast has the checks, lock and atomic write of predict. A bad file is logged in one line
+    and skipped; SIGTERM or Ctrl-C stops after the forecast under way (exit 0).
+    """
+    with _errors():
+        from nowcast.watch import watch as run_watch
+
+        run_watch(
+            pattern,
+            output,
+            model=model,
+            plot=plot,
+            steps=steps,
+            variable=variable,
+            max_age_min=max_age,
+            lock_timeout_s=lock_timeout,
+            poll_s=poll,
+            settle_s=settle,
+            state_path=state,
+            once=once,
+            max_forecasts=max_forecasts,
+            history=_command_line(),
+            threads=threads,
+        )
+
+
+@app.command()
 def evaluate(
     inputs: Annotated[list[Path], typer.Argument(metavar="DATA.nc", help="Radar NetCDF file(s) to verify on.")],
     model: Annotated[

@@ -18,17 +18,15 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 import xarray as xr
 
 from nowcast import __version__
-from nowcast.checkpoint import default_model_path, model_from_checkpoint, sha256_file
+from nowcast.checkpoint import default_model_path, model_from_checkpoint, read_config, sha256_file
 from nowcast.config import Config, frame_size_problem, lead_times
 from nowcast.errors import CheckpointError, InputError, OutputError, StaleInputError
-from nowcast.motion import displacements, motion_field, warp
 from nowcast.probmatch import match_forecast
 from nowcast.io import (
     FORECAST_REFERENCES,
@@ -41,8 +39,10 @@ from nowcast.io import (
     times_ns,
     write_forecast,
 )
-from nowcast.runtime import autocast, cpu_threads, resolve_precision, select_device, set_threads
 from nowcast.transforms import Transform
+
+if TYPE_CHECKING:  # torch loads with the model, not with this module: input errors are reported first
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,11 @@ def forecast_array(
     frames; input frame t_last - j is advected j steps forward into the frame of the last observation,
     the network forecasts there, and its forecast k (in mm/h) is advected k steps forward.
     """
+    import torch
+
+    from nowcast.motion import displacements, motion_field, warp
+    from nowcast.runtime import autocast
+
     device = torch.device(device)
     cfg = getattr(model, "cfg", None)
     problem = frame_size_problem(cfg, frames.shape) if cfg is not None else None
@@ -113,6 +118,10 @@ def to_lagrangian_inputs(frames: torch.Tensor, velocity: torch.Tensor) -> torch.
     Frame T-1-j is advected j steps forward (NaN where its source lies outside the data); the last
     frame is unchanged.
     """
+    import torch
+
+    from nowcast.motion import displacements, warp
+
     T = frames.shape[1]
     if T < 2:
         return frames
@@ -135,20 +144,27 @@ class LoadedModel:
     sha256: str
 
 
+def model_path(path: str | Path | None = None) -> Path:
+    """The checkpoint to use: ``path``, or (None) the model shipped in the package, which must exist."""
+    if path is not None:
+        return Path(path)
+    shipped = default_model_path()
+    if not shipped.is_file():
+        raise CheckpointError(
+            f"{shipped}: expected the default model shipped with nowcast, found no file "
+            "(this installation has none); pass a checkpoint with --model CKPT (evaluate: or --no-model)"
+        )
+    return shipped
+
+
 def load_model(path: str | Path | None = None) -> LoadedModel:
     """The checkpoint at ``path`` (None: the model shipped in the package) as a ``LoadedModel``.
 
     Raises CheckpointError (one line) for a missing, corrupt, truncated, foreign or newer-format file.
     """
-    if path is None:
-        path = default_model_path()
-        if not path.is_file():
-            raise CheckpointError(
-                f"{path}: expected the default model shipped with nowcast, found no file "
-                "(this installation has none); pass a checkpoint with --model CKPT (evaluate: or --no-model)"
-            )
+    path = model_path(path)
     model, cfg, _ = model_from_checkpoint(path)
-    return LoadedModel(model=model, config=cfg, path=Path(path), sha256=sha256_file(path))
+    return LoadedModel(model=model, config=cfg, path=path, sha256=sha256_file(path))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -455,7 +471,7 @@ def _check_age(newest: int, max_age_min: float, now: datetime | None, src: str) 
 def predict_to_file(
     inputs: Sequence[str | Path],
     *,
-    model: str | Path | None = None,
+    model: str | Path | LoadedModel | None = None,
     steps: int | None = None,
     at: str | None = None,
     output: str | Path | None = None,
@@ -468,6 +484,7 @@ def predict_to_file(
     device: str = "auto",
     packed: bool = True,
     now: datetime | None = None,
+    stem_of: str | Path | None = None,
 ) -> Path:
     """``nowcast predict``: forecast from the latest frames of ``inputs`` and write a CF NetCDF.
 
@@ -476,7 +493,8 @@ def predict_to_file(
     inputs
         Radar NetCDF files or glob patterns, one archive (the frames needed may span files).
     model
-        Checkpoint; None: the model shipped with nowcast.
+        Checkpoint; None: the model shipped with nowcast; or a ``LoadedModel`` already in memory
+        (``nowcast watch`` loads it once).
     steps, at
         As in ``forecast``: lead times (default as trained) and reference time (default the last frame).
     output
@@ -501,14 +519,24 @@ def predict_to_file(
         int16-packed output (as the radar files) rather than float32.
     now
         The current time for ``max_age_min`` (tests); default the clock, UTC.
+    stem_of
+        The input file whose name fills ``{stem}`` (default: the first input file).
 
     Returns the path written. Logs exactly one INFO line (reference time, output, wall time).
     The input files are only read. The output is written atomically under ``output_lock``: it is
-    the previous complete file or the new complete one at every moment.
+    the previous complete file or the new complete one at every moment. The input is checked against
+    the checkpoint's stored config (read without torch) before torch and the model are loaded, so a
+    bad input fails in about a second.
     """
     started = time.perf_counter()
-    loaded = load_model(model)
-    cfg = loaded.config
+    if isinstance(model, LoadedModel):
+        loaded: LoadedModel | None = model
+        cfg = model.config
+    else:
+        ckpt_path = model_path(model)
+        stored = read_config(ckpt_path)
+        loaded = load_model(ckpt_path) if stored is None else None  # unreadable without torch: its error now
+        cfg = stored if stored is not None else loaded.config  # type: ignore[union-attr]
     lead_times(steps, cfg.data.out_frames)  # before any file is read
     if cfg.data.time_step == 0:  # a model for any step: the newest input file's
         step = data_time_step([str(p) for p in inputs], variable or cfg.data.variable, newest=True)
@@ -534,12 +562,17 @@ def predict_to_file(
     # the one check of the input, and its one read, before creating anything or waiting for a lock
     frames, idx = input_frames(rate, cfg, t_ref)
     rate = rate.isel(time=idx)
-    out_path = _output_path(output, t_ref, archive.files[0], archive.files)
+    named = str(stem_of) if stem_of is not None else archive.files[0]
+    out_path = _output_path(output, t_ref, named, archive.files)
     plot_path = None
     if plot is not None:
-        plot_path = _expand(str(plot), t_ref, Path(archive.files[0]).stem, "--plot")
+        plot_path = _expand(str(plot), t_ref, Path(named).stem, "--plot")
         _not_an_input(plot_path, archive.files, "--plot")
 
+    from nowcast.runtime import cpu_threads, resolve_precision, select_device, set_threads
+
+    if loaded is None:
+        loaded = load_model(ckpt_path)
     dev = select_device(device)
     n_threads = set_threads(cpu_threads(threads)) if dev.type == "cpu" else threads
     log.debug("model %s (%s, sha256 %s) on %s, %s thread(s)", loaded.path, cfg.model.name, loaded.sha256[:12], dev,

@@ -9,7 +9,8 @@ CPU threads, it times, side by side in one run:
     written (imports, checkpoint, reading and checking the input, motion, warps, network, CF NetCDF),
     and, in this process, its parts: reading, motion (Lucas-Kanade), warping (inputs into the frame
     of the last observation, forecasts out of it), the network, writing;
-(a0) the interpreter start and the imports alone (``python -c "import nowcast.predict"``);
+(a0) the interpreter start and the imports alone (``python -c "import nowcast.predict"``; torch is imported
+    only when the model is loaded, see scripts/bench_startup.py);
 (c) minimal whole pySTEPS commands in a subprocess (``PYSTEPS_COMMAND``): read the file, LK motion on
     the last 3 frames in dBR, then semi-Lagrangian extrapolation or S-PROG (6 levels, AR(2)), write
     a NetCDF;
@@ -198,7 +199,7 @@ def main() -> None:
     ok = "ok" if min(help_times) < 1.5 else "MISSED"
     print(f"nowcast --help: {_best(help_times)}   target < 1.5 s: {ok}; heavy modules imported by nowcast.cli: {loaded or 'none'}")
     imports = [_wall([sys.executable, "-c", "import nowcast.predict"], env) for _ in range(args.repeat)]
-    print(f"(a0) interpreter + imports of nowcast.predict (torch, xarray, netCDF4): {_best(imports)}")
+    print(f"(a0) interpreter + imports of nowcast.predict (xarray, netCDF4; torch loads with the model): {_best(imports)}")
 
     with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
         work = Path(tmp)

@@ -1,0 +1,338 @@
+"""``nowcast watch``: a resident process that forecasts each new radar frame as it arrives.
+
+The model is loaded (and run once, to warm it) at start; then the files matching a glob pattern are
+polled. A new or changed file is taken once it has not changed for ``settle_s`` seconds; it is opened
+with the model's checks, and a forecast is made from the newest frame through
+``predict.predict_to_file`` (the same checks, lock, atomic write, templates and log line as
+``nowcast predict``), from the files that hold the frames it needs.
+
+- ``Watcher``: the state of one watch; ``poll_once()`` looks once and forecasts at most once.
+- ``watch``: ``nowcast watch``: a ``Watcher`` polled until SIGTERM/SIGINT, ``--once`` or ``--max-forecasts``.
+
+Rules:
+- A file that cannot be used is logged (one WARNING line) and skipped until it changes; the watcher
+  goes on. So does a forecast that fails (a gap, too few frames): one line, then the next frame.
+- Latest wins: when files arrive, the newest frame of all is forecast, and only when it is newer than
+  the last reference time forecast; older frames arriving late are left out (``nowcast predict --at``
+  makes them). The last reference time is kept in a small JSON state file, so a restart never
+  forecasts the same reference time twice.
+- SIGTERM or SIGINT: a forecast under way is finished (its file is complete) and the watcher exits 0;
+  a second signal interrupts it at once (the atomic write leaves no partial file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from nowcast.errors import NowcastError, OutputError
+from nowcast.io import NS, atomic_output, iso_time, open_radar
+from nowcast.predict import LoadedModel, _expand, parse_time, predict_to_file
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+
+@dataclass
+class _Seen:
+    """What the watcher knows about one file, valid while its size and mtime stay ``key``."""
+
+    key: tuple[int, int]
+    """(size in bytes, mtime in ns) when it was opened."""
+    times: np.ndarray | None
+    """Frame times (ns since 1970, at the model's step) of a usable file; None if it cannot be used."""
+    step: int = 0
+    """Seconds between its frames as read (the model's step, or the file's own for a model of any step)."""
+
+
+def default_state_path(pattern: str, output: str) -> Path:
+    """``.nowcast-watch-HASH.json`` in the output template's first directory without a template field;
+    HASH (8 hex digits) names the (pattern, output) pair, so several watchers can share a directory."""
+    static = output.split("{", 1)[0]
+    directory = Path(os.path.dirname(os.path.expanduser(static)) or ".")
+    digest = hashlib.sha256(f"{pattern}\n{output}".encode()).hexdigest()[:8]
+    return directory / f".nowcast-watch-{digest}.json"
+
+
+def read_state(path: Path) -> int | None:
+    """The last reference time forecast (ns since 1970) recorded in ``path``; None when there is no file.
+
+    Raises NowcastError (one line) for a file that is not a watch state.
+    """
+    if not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text())
+        return parse_time(str(state["last_reference_time"]))
+    except (OSError, ValueError, KeyError, TypeError, NowcastError) as exc:
+        why = " ".join(str(exc).split()) or type(exc).__name__
+        raise NowcastError(
+            f"{path}: expected a nowcast watch state (JSON with last_reference_time), found {why} "
+            "(delete it to start afresh)"
+        ) from None
+
+
+def write_state(path: Path, reference_time: int, pattern: str, output: str) -> None:
+    """Record ``reference_time`` (ns since 1970) as the last one forecast, atomically."""
+    state = {
+        "version": STATE_VERSION,
+        "pattern": pattern,
+        "output": output,
+        "last_reference_time": iso_time(reference_time),
+        "updated": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    with atomic_output(path, suffix=".tmp") as tmp:
+        tmp.write_text(json.dumps(state, indent=1) + "\n")
+
+
+class Watcher:
+    """Forecasts from new files matching ``pattern`` with a model already loaded.
+
+    ``poll_once`` is the whole behaviour; ``watch`` calls it in a loop. Options are those of
+    ``predict_to_file``; ``settle_s``: seconds a file must stay unchanged before it is read;
+    ``state_path``: the JSON state (default ``default_state_path``); ``clock``: seconds since 1970
+    (tests).
+    """
+
+    def __init__(
+        self,
+        pattern: str,
+        output: str,
+        loaded: LoadedModel,
+        *,
+        plot: str | None = None,
+        steps: int | None = None,
+        variable: str | None = None,
+        max_age_min: float | None = None,
+        lock_timeout_s: float = 60.0,
+        settle_s: float = 1.0,
+        state_path: Path | None = None,
+        history: str | None = None,
+        threads: int = 1,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.pattern = os.path.expanduser(pattern)
+        self.output = output
+        self.loaded = loaded
+        self.plot = plot
+        self.steps = steps
+        self.variable = variable
+        self.max_age_min = max_age_min
+        self.lock_timeout_s = lock_timeout_s
+        self.settle_s = settle_s
+        self.state_path = state_path or default_state_path(pattern, output)
+        self.history = history
+        self.threads = threads
+        self.clock = clock
+        self.seen: dict[str, _Seen] = {}
+        self.last_done = read_state(self.state_path)
+        self.forecasts = 0
+        for template, what in ((output, "-o"), (plot, "--plot")):  # a malformed template fails at start
+            if template is not None:
+                _expand(str(template), 0, "stem", what)
+
+    # -- files -----------------------------------------------------------------------------------
+
+    def _open(self, path: str, key: tuple[int, int]) -> _Seen:
+        """``path`` opened as ``predict`` opens it: its frame times and step; InputError if unusable."""
+        d = self.loaded.config.data
+        rate = open_radar(
+            path, variable=self.variable or d.variable, units=d.units, zr_a=d.zr_a, zr_b=d.zr_b,
+            time_step=d.time_step or None, scan=False,
+        )  # fmt: skip
+        times = rate["time"].values.astype("datetime64[ns]").astype(np.int64)
+        return _Seen(key, times, int(rate.attrs["time_step"]))
+
+    def _look(self) -> list[str]:
+        """Open the files that are new or changed and have settled; return the usable ones among them."""
+        now = self.clock()
+        fresh: list[str] = []
+        present = sorted(glob.glob(self.pattern))
+        for path in present:
+            try:
+                st = os.stat(path)
+            except OSError:  # removed meanwhile
+                continue
+            key = (st.st_size, st.st_mtime_ns)
+            known = self.seen.get(path)
+            if known is not None and known.key == key:
+                continue
+            if now - st.st_mtime_ns / NS < self.settle_s or st.st_size == 0:
+                continue  # still being written: next time
+            try:
+                seen = self._open(path, key)
+            except NowcastError as exc:
+                log.warning("skipped %s", " ".join(str(exc).split()))
+                seen = _Seen(key, None)
+            except Exception as exc:  # noqa: BLE001 - a resident process survives any one bad file
+                log.warning("skipped %s: expected a readable radar file, found %s: %s", path, type(exc).__name__,
+                            " ".join(str(exc).split()))  # fmt: skip
+                log.debug("traceback of the file skipped", exc_info=True)
+                seen = _Seen(key, None)
+            with contextlib.suppress(OSError):
+                st = os.stat(path)
+                if (st.st_size, st.st_mtime_ns) != key:
+                    continue  # it changed while being read: next time
+            self.seen[path] = seen
+            if seen.times is not None and seen.times.size:
+                fresh.append(path)
+        for gone in set(self.seen) - set(present):
+            del self.seen[gone]
+        return fresh
+
+    def _inputs(self, t_ref: int, holder: str) -> list[str]:
+        """The usable files holding frames of the input window that ends at ``t_ref`` (a frame of
+        ``holder``), sorted by name (where a time is in several files, ``predict`` takes the last's)."""
+        d = self.loaded.config.data
+        lo = t_ref - (d.in_frames - 1) * (d.time_step or self.seen[holder].step) * NS
+        return [
+            p for p, s in sorted(self.seen.items())
+            if s.times is not None and np.any((s.times >= lo) & (s.times <= t_ref))
+        ]  # fmt: skip
+
+    # -- one round -------------------------------------------------------------------------------
+
+    def poll_once(self) -> Path | None:
+        """Look at the files once; when a usable file arrived or changed, forecast from the newest frame
+        of all usable files if it is newer than the last reference time forecast (so a forecast that
+        failed for want of a late frame is made once that frame arrives). Returns the file written, or
+        None."""
+        if not self._look():
+            return None
+        t_ref, holder = max((int(s.times[-1]), p) for p, s in self.seen.items() if s.times is not None)  # type: ignore[index]
+        if self.last_done is not None and t_ref <= self.last_done:
+            log.info("%s: newest frame %s is not newer than the last forecast (%s): not forecast", holder,
+                     iso_time(t_ref), iso_time(self.last_done))  # fmt: skip
+            return None
+        try:
+            out = predict_to_file(
+                self._inputs(t_ref, holder), model=self.loaded, steps=self.steps, at=iso_time(t_ref), output=self.output,
+                plot=self.plot, max_age_min=self.max_age_min, variable=self.variable,
+                lock_timeout_s=self.lock_timeout_s, history=self.history, threads=self.threads, stem_of=holder,
+            )  # fmt: skip
+        except NowcastError as exc:
+            log.warning("no forecast from %s: %s", iso_time(t_ref), " ".join(str(exc).split()))
+            return None
+        except Exception as exc:  # noqa: BLE001 - one failed forecast does not stop the service
+            log.error("no forecast from %s: unexpected %s: %s", iso_time(t_ref), type(exc).__name__,
+                      " ".join(str(exc).split()))  # fmt: skip
+            log.debug("traceback of the failed forecast", exc_info=True)
+            return None
+        self.last_done = t_ref
+        self.forecasts += 1
+        try:
+            write_state(self.state_path, t_ref, self.pattern, self.output)
+        except OutputError as exc:  # the forecast is written; only a restart could repeat it
+            log.warning("state not saved: %s", " ".join(str(exc).split()))
+        return out
+
+
+def warm_up(loaded: LoadedModel, plot: bool = False) -> None:
+    """Run the model once on a small blank input (and import the plotting code), so that the first
+    real forecast does not pay for lazy initialisation."""
+    from nowcast.predict import forecast_array
+    from nowcast.transforms import Transform
+
+    cfg = loaded.config
+    side = 32 * max(1, cfg.model.patch)
+    frames = np.zeros((1, cfg.data.in_frames, cfg.model.channels, side, side), np.float32)
+    started = time.perf_counter()
+    try:
+        forecast_array(loaded.model, Transform.from_config(cfg), frames, 1, time_step=cfg.data.time_step or 300)
+        if plot:
+            import nowcast.plots  # noqa: F401
+    except Exception:  # noqa: BLE001 - warming up is an optimisation only
+        log.debug("warm-up failed", exc_info=True)
+    log.debug("warm-up in %.2f s", time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set ``stop``; a second one raises KeyboardInterrupt. Handlers restored after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        log.info("%s: stopping after the forecast under way, if any", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def watch(
+    pattern: str,
+    output: str,
+    *,
+    model: str | Path | None = None,
+    plot: str | None = None,
+    steps: int | None = None,
+    variable: str | None = None,
+    max_age_min: float | None = None,
+    lock_timeout_s: float = 60.0,
+    poll_s: float = 1.0,
+    settle_s: float = 1.0,
+    state_path: Path | None = None,
+    once: bool = False,
+    max_forecasts: int = 0,
+    history: str | None = None,
+    threads: int = 0,
+    stop: threading.Event | None = None,
+) -> int:
+    """``nowcast watch``: forecast each new frame of the files matching ``pattern`` until stopped.
+
+    Parameters as ``Watcher`` and ``predict_to_file``; ``poll_s``: seconds between looks; ``once``:
+    look once (forecast at most once) and return; ``max_forecasts``: return after that many forecasts
+    (0: no limit); ``stop``: an event that ends the loop (set by SIGTERM/SIGINT in the main thread).
+    Returns the number of forecasts written. Raises NowcastError before watching for a bad checkpoint,
+    a bad template, a state file that is not one, or a pattern whose directory does not exist.
+    """
+    from nowcast.predict import load_model
+    from nowcast.runtime import cpu_threads, set_threads
+
+    if poll_s <= 0 or settle_s < 0:
+        raise NowcastError(f"--poll {poll_s:g} --settle {settle_s:g}: expected seconds > 0 and >= 0")
+    static = os.path.expanduser(pattern.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0])
+    folder = Path(os.path.dirname(static) or ".")  # the directory part before any glob character
+    if not folder.is_dir():
+        raise NowcastError(f"{pattern}: expected files in an existing directory, found no directory {folder}")
+    loaded = load_model(model)
+    n_threads = set_threads(cpu_threads(threads))  # once: the watcher's own load must not lower it later
+    watcher = Watcher(
+        pattern, output, loaded, plot=plot, steps=steps, variable=variable, max_age_min=max_age_min,
+        lock_timeout_s=lock_timeout_s, settle_s=settle_s, state_path=state_path, history=history, threads=n_threads,
+    )  # fmt: skip
+    warm_up(loaded, plot=plot is not None)
+    last = "none" if watcher.last_done is None else iso_time(watcher.last_done)
+    log.info("watching %s every %g s: model '%s', %d thread(s), output %s, state %s (last forecast %s)", pattern,
+             poll_s, loaded.config.model.name, n_threads, output, watcher.state_path, last)  # fmt: skip
+    stop = stop or threading.Event()
+    with _stop_on_signals(stop):
+        while not stop.is_set():
+            watcher.poll_once()
+            if once or (max_forecasts and watcher.forecasts >= max_forecasts):
+                break
+            stop.wait(poll_s)
+    log.info("stopped after %d forecast(s)", watcher.forecasts)
+    return watcher.forecasts

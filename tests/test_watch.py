@@ -1,0 +1,319 @@
+"""``nowcast watch`` (issue 14): new files arriving, a corrupt file in between, a restart, late frames,
+settling, and SIGTERM mid-forecast.
+
+Most tests drive ``Watcher.poll_once`` in this process with a tiny random checkpoint (4 frames in, 4
+out, 300 s) on 64 x 80 grids, one or a few frames per file, as a radar feed delivers them. The
+forecasts are checked against ``nowcast predict --at`` on the same files: the watcher must write what
+the command writes. The subprocess tests (real signals) are marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from typer.testing import CliRunner
+
+from nowcast.cli import app
+from nowcast.errors import NowcastError
+from nowcast.predict import load_model
+from nowcast.watch import Watcher, default_state_path, read_state
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = (64, 80)
+T0 = np.datetime64("2021-06-01T12:00:00", "ns")
+FC = "fc_{reference_time:%Y%m%d%H%M}.nc"
+
+
+def _runner() -> CliRunner:
+    try:
+        return CliRunner(mix_stderr=False)
+    except TypeError:
+        return CliRunner()
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_checkpoint):
+    return load_model(tiny_checkpoint)
+
+
+@pytest.fixture
+def feed(tmp_path, radar_file):
+    """``feed(name, first, frames=1)``: a radar file in ``tmp_path/in`` whose frames start ``first``
+    steps of 5 minutes after 12:00 (different seeds, so every frame differs)."""
+    (tmp_path / "in").mkdir(exist_ok=True)
+
+    def make(name: str, first: int, frames: int = 1) -> Path:
+        start = str((T0 + np.timedelta64(first * 300, "s")).astype("datetime64[s]"))
+        return radar_file(f"in/{name}", frames=frames, size=SIZE, start=start, seed=first)
+
+    return make
+
+
+def _watcher(tmp_path: Path, loaded, **options) -> Watcher:
+    options.setdefault("settle_s", 0.0)
+    options.setdefault("state_path", tmp_path / "state.json")
+    return Watcher(str(tmp_path / "in" / "*.nc"), str(tmp_path / "fc" / FC), loaded, **options)
+
+
+def _ref(path: Path) -> np.datetime64:
+    with xr.open_dataset(path) as ds:
+        return ds["forecast_reference_time"].values
+
+
+def _same_as_predict(out: Path, inputs: list[Path], at: str, ckpt: Path, tmp_path: Path) -> None:
+    """``out`` holds what ``nowcast predict INPUTS --at AT`` writes (data, times, grid)."""
+    check = tmp_path / "check" / out.name
+    result = _runner().invoke(app, ["predict", *map(str, inputs), "--model", str(ckpt), "--at", at, "-o", str(check)])
+    assert result.exit_code == 0, result.stderr
+    with xr.open_dataset(out) as a, xr.open_dataset(check) as b:
+        xr.testing.assert_identical(a["rainfall_rate"], b["rainfall_rate"])
+
+
+def _outputs(tmp_path: Path) -> list[str]:
+    return sorted(p.name for p in (tmp_path / "fc").iterdir()) if (tmp_path / "fc").is_dir() else []
+
+
+# ---------------------------------------------------------------------------------------------------
+# new frames, bad files, restarts
+
+
+def test_each_new_frame_is_forecast_once_from_frames_across_files(tmp_path, feed, loaded, tiny_checkpoint):
+    first = feed("a.nc", 0, frames=4)  # 12:00 to 12:15
+    w = _watcher(tmp_path, loaded)
+
+    out = w.poll_once()
+    assert out == tmp_path / "fc" / "fc_202106011215.nc" and _ref(out) == T0 + np.timedelta64(15, "m")
+    assert w.poll_once() is None  # nothing new: nothing done
+
+    second = feed("b.nc", 4)  # 12:20 arrives: its window spans both files
+    out = w.poll_once()
+    assert out == tmp_path / "fc" / "fc_202106011220.nc"
+    _same_as_predict(out, [first, second], "2021-06-01T12:20", tiny_checkpoint, tmp_path)
+    assert w.poll_once() is None
+    assert _outputs(tmp_path) == [".nowcast.lock", "fc_202106011215.nc", "fc_202106011220.nc"]
+    assert read_state(tmp_path / "state.json") == int((T0 + np.timedelta64(20, "m")).astype(np.int64))
+
+
+def test_a_corrupt_file_is_logged_once_and_skipped(tmp_path, feed, loaded, caplog):
+    caplog.set_level(logging.INFO, logger="nowcast")
+    feed("a.nc", 0, frames=4)
+    w = _watcher(tmp_path, loaded)
+    assert w.poll_once() is not None
+    bad = tmp_path / "in" / "b.nc"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))  # a NetCDF-4 header, then nothing: cut short
+    caplog.clear()
+
+    assert w.poll_once() is None
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and str(bad) in warnings[0].getMessage() and "\n" not in warnings[0].getMessage()
+    assert w.poll_once() is None and len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
+
+    feed("c.nc", 4)  # the next good frame is forecast, the bad file left out of its inputs
+    out = w.poll_once()
+    assert out is not None and _ref(out) == T0 + np.timedelta64(20, "m")
+    with xr.open_dataset(out) as ds:
+        assert "b.nc" not in ds.attrs["input_files"] and "c.nc" in ds.attrs["input_files"]
+
+
+def test_a_restart_does_not_forecast_the_same_reference_time_again(tmp_path, feed, loaded, caplog):
+    feed("a.nc", 0, frames=4)
+    assert _watcher(tmp_path, loaded).poll_once() is not None
+    first = tmp_path / "fc" / "fc_202106011215.nc"
+    stamp = first.stat().st_mtime_ns
+
+    restarted = _watcher(tmp_path, loaded)  # the same state file
+    assert restarted.last_done == int((T0 + np.timedelta64(15, "m")).astype(np.int64))
+    assert restarted.poll_once() is None
+    assert first.stat().st_mtime_ns == stamp and _outputs(tmp_path) == [".nowcast.lock", first.name]
+
+    feed("b.nc", 4)
+    assert restarted.poll_once() == tmp_path / "fc" / "fc_202106011220.nc"
+
+
+def test_a_late_frame_completes_the_newest_forecast(tmp_path, feed, loaded, caplog):
+    """12:25 arrives before 12:20: no forecast (a gap), one line; when 12:20 arrives the newest frame,
+    12:25, is forecast (latest wins: 12:20 itself is not)."""
+    caplog.set_level(logging.INFO, logger="nowcast")
+    feed("a.nc", 0, frames=4)
+    w = _watcher(tmp_path, loaded)
+    w.poll_once()
+    caplog.clear()
+
+    feed("c.nc", 5)
+    assert w.poll_once() is None
+    [line] = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "no forecast from 2021-06-01T12:25:00Z" in line and "2021-06-01T12:20:00Z" in line  # names the gap
+
+    feed("b.nc", 4)
+    out = w.poll_once()
+    assert out == tmp_path / "fc" / "fc_202106011225.nc"
+    assert _outputs(tmp_path) == [".nowcast.lock", "fc_202106011215.nc", "fc_202106011225.nc"]
+
+
+def test_a_file_is_read_only_once_it_has_settled(tmp_path, feed, loaded):
+    path = feed("a.nc", 0, frames=4)
+    mtime = path.stat().st_mtime_ns / 1e9
+    now = [mtime + 1.0]
+    w = _watcher(tmp_path, loaded, settle_s=5.0, clock=lambda: now[0])
+    assert w.poll_once() is None and not w.seen  # changed 1 s ago: maybe still being written
+    now[0] = mtime + 5.5
+    assert w.poll_once() is not None
+
+
+def test_stem_is_the_file_of_the_newest_frame(tmp_path, feed, loaded):
+    feed("radar_1200.nc", 0, frames=4)
+    feed("radar_1220.nc", 4)
+    w = Watcher(str(tmp_path / "in" / "*.nc"), str(tmp_path / "fc" / "{stem}.nc"), loaded, settle_s=0,
+                state_path=tmp_path / "s.json")  # fmt: skip
+    assert w.poll_once() == tmp_path / "fc" / "radar_1220.nc"
+
+
+def test_a_damaged_state_file_is_an_error_naming_it(tmp_path, loaded):
+    state = tmp_path / "state.json"
+    state.write_text("{not json")
+    (tmp_path / "in").mkdir()
+    with pytest.raises(NowcastError, match="state.json: expected a nowcast watch state"):
+        _watcher(tmp_path, loaded)
+
+
+def test_default_state_path_is_in_the_output_directory_per_pattern_and_output():
+    a = default_state_path("in/*.nc", "/srv/fc/{reference_time:%Y}/fc_{reference_time:%H%M}.nc")
+    b = default_state_path("other/*.nc", "/srv/fc/{reference_time:%Y}/fc_{reference_time:%H%M}.nc")
+    assert a.parent == Path("/srv/fc") and a.name.startswith(".nowcast-watch-") and a.suffix == ".json"
+    assert a != b and a.parent == b.parent
+
+
+# ---------------------------------------------------------------------------------------------------
+# the command
+
+
+def test_watch_once_through_the_command_line(tmp_path, feed, tiny_checkpoint):
+    feed("a.nc", 0, frames=5)
+    args = ["watch", str(tmp_path / "in" / "*.nc"), "-o", str(tmp_path / "fc" / FC), "--model", str(tiny_checkpoint),
+            "--once", "--settle", "0", "--state", str(tmp_path / "state.json")]  # fmt: skip
+    result = _runner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    assert _outputs(tmp_path) == [".nowcast.lock", "fc_202106011220.nc"]
+    assert sum(" INFO forecast from 2021-06-01T12:20:00Z" in line for line in result.stderr.splitlines()) == 1
+    assert json.loads((tmp_path / "state.json").read_text())["last_reference_time"] == "2021-06-01T12:20:00Z"
+
+    again = _runner().invoke(app, args)  # nothing new
+    assert again.exit_code == 0 and _outputs(tmp_path) == [".nowcast.lock", "fc_202106011220.nc"]
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["-o", "fc_{when}.nc"], "expected a path using only {reference_time:%Y%m%d%H%M} and {stem}"),
+        (["-o", "fc.nc", "--model", "missing.pt"], "missing.pt: expected a nowcast checkpoint file"),
+        (["-o", "fc.nc", "--poll", "0"], "expected seconds > 0"),
+    ],
+    ids=["bad template", "missing checkpoint", "poll 0"],
+)
+def test_watch_usage_errors_are_one_line_before_watching(extra, expected, tmp_path, tiny_checkpoint):
+    (tmp_path / "in").mkdir()
+    model = [] if "--model" in extra else ["--model", str(tiny_checkpoint)]
+    result = _runner().invoke(app, ["watch", str(tmp_path / "in" / "*.nc"), *model, *extra, "--once"])
+    assert result.exit_code == 2, (result.stderr, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nowcast: error: ") and expected in lines[0], lines
+
+
+def test_watch_a_missing_directory_is_an_error(tmp_path):
+    result = _runner().invoke(app, ["watch", str(tmp_path / "nowhere" / "*.nc"), "-o", "fc.nc", "--once"])
+    assert result.exit_code == 2 and "expected files in an existing directory" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# the resident process: files arriving, SIGTERM mid-forecast
+
+
+SLOW_WRITER = """
+import sys, time
+import xarray as xr
+real = xr.Dataset.to_netcdf
+def slow(self, path=None, *args, **kwargs):
+    out = real(self, path, *args, **kwargs)
+    print("TEMP-WRITTEN", path, flush=True)
+    time.sleep(float(sys.argv[1]))
+    return out
+xr.Dataset.to_netcdf = slow
+from nowcast.cli import app
+app(sys.argv[2:], prog_name="nowcast")
+"""
+"""``nowcast`` with every NetCDF write slowed: after the temporary file is written and before the
+rename it prints a line and sleeps, so the test knows it is mid-forecast."""
+
+
+def _start(tmp_path: Path, ckpt: Path, sleep_s: float) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    args = ["watch", str(tmp_path / "in" / "*.nc"), "-o", str(tmp_path / "fc" / FC), "--model", str(ckpt),
+            "--poll", "0.1", "--settle", "0.2", "--state", str(tmp_path / "state.json")]  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-c", SLOW_WRITER, str(sleep_s), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+
+
+def _next_write(proc: subprocess.Popen, timeout_s: float = 600.0) -> Path:
+    """The temporary file the watcher has just written (it now sleeps before the rename)."""
+    timer = threading.Timer(timeout_s, proc.kill)
+    timer.start()
+    try:
+        for line in proc.stdout:
+            if line.startswith("TEMP-WRITTEN"):
+                return Path(line.split(maxsplit=1)[1].strip())
+    finally:
+        timer.cancel()
+    raise AssertionError(f"the watcher ended before writing (exit {proc.wait()}): {proc.stderr.read()}")
+
+
+@pytest.mark.slow
+def test_resident_watcher_forecasts_arrivals_and_stops_cleanly_on_sigterm(tmp_path, feed, tiny_checkpoint):
+    feed("a.nc", 0, frames=4)
+    proc = _start(tmp_path, tiny_checkpoint, sleep_s=1.0)
+    try:
+        assert _next_write(proc).parent == tmp_path / "fc"  # 12:15, at start
+        feed("b.nc", 4)  # arrives while the watcher runs
+        tmp = _next_write(proc)  # 12:20, mid-write: the temporary file is complete, not yet renamed
+        assert tmp.is_file() and not (tmp_path / "fc" / "fc_202106011220.nc").exists()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "SIGTERM: stopping" in stderr and "stopped after 2 forecast(s)" in stderr
+    assert _outputs(tmp_path) == [".nowcast.lock", "fc_202106011215.nc", "fc_202106011220.nc"]  # no temporary
+    assert _ref(tmp_path / "fc" / "fc_202106011220.nc") == T0 + np.timedelta64(20, "m")
+    assert json.loads((tmp_path / "state.json").read_text())["last_reference_time"] == "2021-06-01T12:20:00Z"
+
+
+@pytest.mark.slow
+def test_second_signal_interrupts_without_a_partial_file(tmp_path, feed, tiny_checkpoint):
+    feed("a.nc", 0, frames=4)
+    proc = _start(tmp_path, tiny_checkpoint, sleep_s=60.0)
+    try:
+        tmp = _next_write(proc)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)  # impatient: stop now
+        _, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert not tmp.exists() and _outputs(tmp_path) == [".nowcast.lock"]  # no forecast, no temporary
+    assert not (tmp_path / "state.json").exists()
