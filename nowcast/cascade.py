@@ -71,7 +71,9 @@ def _match_last(forecast: torch.Tensor, last: torch.Tensor, wet_threshold: float
     flat_fc, flat_last = forecast.reshape(n, -1), last.reshape(n, -1)
     ref = flat_last.sort(dim=1).values  # ascending
     order = flat_fc.argsort(dim=1)
-    ranks = torch.empty_like(order).scatter_(1, order, torch.arange(h * w, device=order.device).expand(n, -1))  # 0 = driest
+    ranks = torch.empty_like(order).scatter_(
+        1, order, torch.arange(h * w, device=order.device).expand(n, -1)
+    )  # 0 = driest
     out = torch.gather(ref, 1, ranks)
     dry = ranks < (flat_last < wet_threshold).sum(1, keepdim=True)  # pySTEPS' percentile mask of the wet area
     out = torch.where(dry, ref[:, :1].expand_as(out), out)

@@ -108,7 +108,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         )
     for key in ("config", "state_dict"):
         if not isinstance(ckpt.get(key), dict):
-            raise CheckpointError(f"{p}: expected a '{key}' mapping in the checkpoint, found {type(ckpt.get(key)).__name__}")
+            raise CheckpointError(
+                f"{p}: expected a '{key}' mapping in the checkpoint, found {type(ckpt.get(key)).__name__}"
+            )
     return ckpt
 
 

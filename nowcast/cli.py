@@ -88,7 +88,7 @@ class _Group(_OneLineErrors):
             moved = [a for a in args[at + 1 : end] if a in GLOBAL_FLAGS]
             if moved:
                 rest = [a for a in args[at + 1 : end] if a not in GLOBAL_FLAGS]
-                args = moved + args[:at + 1] + rest + args[end:]
+                args = moved + args[: at + 1] + rest + args[end:]
         return super().parse_args(ctx, args)
 
     def get_command(self, ctx: Any, name: str) -> Any:
@@ -135,7 +135,8 @@ class _TqdmHandler(logging.StreamHandler):
 ThreadsOption = Annotated[
     int,
     typer.Option(
-        "--threads", metavar="N",
+        "--threads",
+        metavar="N",
         help="CPU threads for torch; 0: automatic (predict, evaluate: $OMP_NUM_THREADS, else the free cores; "
         "train: train.threads, else all cores).",
     ),
@@ -144,7 +145,8 @@ ThreadsOption = Annotated[
 DeviceOption = Annotated[
     str,
     typer.Option(
-        "--device", metavar="DEVICE",
+        "--device",
+        metavar="DEVICE",
         help="Where the model runs: auto (the GPU when there is one, else the CPU), cpu, cuda or cuda:N.",
     ),
 ]
@@ -215,9 +217,10 @@ def _command_line() -> str:
 def synth(
     out: Annotated[Path, typer.Argument(metavar="OUT.nc", help="NetCDF file to write.")],
     frames: Annotated[int, typer.Option(metavar="N", help="Number of frames.")] = 36,
-    size: Annotated[
-        tuple[int, int], typer.Option(metavar="H W", help="Frame height and width in pixels.")
-    ] = (256, 256),
+    size: Annotated[tuple[int, int], typer.Option(metavar="H W", help="Frame height and width in pixels.")] = (
+        256,
+        256,
+    ),
     step: Annotated[int, typer.Option(metavar="SECONDS", help="Time step in seconds.")] = 300,
     seed: Annotated[int, typer.Option(metavar="S", help="Random seed; the same seed gives the same file.")] = 0,
 ) -> None:
@@ -232,7 +235,8 @@ def synth(
 @app.command()
 def info(
     files: Annotated[
-        list[Path], typer.Argument(metavar="FILE", help="A radar NetCDF file (or several, as one archive), or a checkpoint .pt.")
+        list[Path],
+        typer.Argument(metavar="FILE", help="A radar NetCDF file (or several, as one archive), or a checkpoint .pt."),
     ],
     variable: Annotated[Optional[str], typer.Option(metavar="NAME", help="Data variable to describe.")] = None,
 ) -> None:
@@ -247,7 +251,8 @@ def info(
 _SetOption = Annotated[
     Optional[list[str]],
     typer.Option(
-        "--set", metavar="KEY=VALUE",
+        "--set",
+        metavar="KEY=VALUE",
         help="Override a config value: section.key=value (repeatable; keys: nowcast config show).",
     ),
 ]
@@ -258,7 +263,9 @@ _SetOption = Annotated[
 def train(
     config: Annotated[
         Optional[str],
-        typer.Option("--config", "-c", metavar="NAME|FILE", help="A shipped config (nowcast config list) or a YAML file."),
+        typer.Option(
+            "--config", "-c", metavar="NAME|FILE", help="A shipped config (nowcast config list) or a YAML file."
+        ),
     ] = None,
     set_: _SetOption = None,
     resume: Annotated[
@@ -301,14 +308,20 @@ def predict(
     ] = None,
     output: Annotated[
         Optional[str],
-        typer.Option("--output", "-o", metavar="OUT.nc", help="Output NetCDF; may use {reference_time:%Y%m%d%H%M} and {stem}."),
+        typer.Option(
+            "--output", "-o", metavar="OUT.nc", help="Output NetCDF; may use {reference_time:%Y%m%d%H%M} and {stem}."
+        ),
     ] = None,
     plot: Annotated[
         Optional[Path],
-        typer.Option(metavar="OUT.png", help="Also write a PNG: the last observed frame and four lead times; same templates as -o."),
+        typer.Option(
+            metavar="OUT.png",
+            help="Also write a PNG: the last observed frame and four lead times; same templates as -o.",
+        ),
     ] = None,
     max_age: Annotated[
-        Optional[float], typer.Option(metavar="MINUTES", help="Fail (exit 2) if the newest frame is older than this many minutes.")
+        Optional[float],
+        typer.Option(metavar="MINUTES", help="Fail (exit 2) if the newest frame is older than this many minutes."),
     ] = None,
     variable: Annotated[Optional[str], typer.Option(metavar="NAME", help="Input data variable.")] = None,
     lock_timeout: Annotated[
@@ -344,11 +357,17 @@ def predict(
 @app.command()
 def watch(
     pattern: Annotated[
-        str, typer.Argument(metavar="'INCOMING/*.nc'", help="Radar files to watch: a glob pattern (quote it) or one file.")
+        str,
+        typer.Argument(metavar="'INCOMING/*.nc'", help="Radar files to watch: a glob pattern (quote it) or one file."),
     ],
     output: Annotated[
         str,
-        typer.Option("--output", "-o", metavar="OUT.nc", help="Output NetCDF template: {reference_time:%Y%m%d%H%M} and {stem} (the file of the newest frame)."),
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="OUT.nc",
+            help="Output NetCDF template: {reference_time:%Y%m%d%H%M} and {stem} (the file of the newest frame).",
+        ),
     ],
     plot: Annotated[
         Optional[str], typer.Option(metavar="OUT.png", help="Also write a PNG per forecast; same templates as -o.")
@@ -360,7 +379,8 @@ def watch(
         Optional[int], typer.Option(metavar="N", help="Lead times to forecast (default: as trained).")
     ] = None,
     max_age: Annotated[
-        Optional[float], typer.Option(metavar="MINUTES", help="Skip (one log line) a newest frame older than this many minutes.")
+        Optional[float],
+        typer.Option(metavar="MINUTES", help="Skip (one log line) a newest frame older than this many minutes."),
     ] = None,
     variable: Annotated[Optional[str], typer.Option(metavar="NAME", help="Input data variable.")] = None,
     poll: Annotated[float, typer.Option(metavar="SECONDS", help="Seconds between looks at the files.")] = 1.0,
@@ -369,10 +389,15 @@ def watch(
     ] = 1.0,
     state: Annotated[
         Optional[Path],
-        typer.Option(metavar="FILE", help="JSON file keeping the last reference time forecast, across restarts "
-                     "(default: .nowcast-watch-HASH.json in the output directory)."),
+        typer.Option(
+            metavar="FILE",
+            help="JSON file keeping the last reference time forecast, across restarts "
+            "(default: .nowcast-watch-HASH.json in the output directory).",
+        ),
     ] = None,
-    once: Annotated[bool, typer.Option("--once", help="Look once, forecast the newest new frame if any, and exit.")] = False,
+    once: Annotated[
+        bool, typer.Option("--once", help="Look once, forecast the newest new frame if any, and exit.")
+    ] = False,
     max_forecasts: Annotated[int, typer.Option(metavar="N", help="Exit after N forecasts (0: run until stopped).")] = 0,
     lock_timeout: Annotated[
         float, typer.Option(metavar="SECONDS", help="Seconds to wait for another run writing into the same directory.")
@@ -422,7 +447,10 @@ def evaluate(
         typer.Option(metavar="NAME", help="Method name of each --model in the reports (one per --model, in order)."),
     ] = None,
     baselines: Annotated[
-        str, typer.Option(metavar="LIST", help="Comma-separated baselines: persistence, extrapolation, sprog (pySTEPS S-PROG).")
+        str,
+        typer.Option(
+            metavar="LIST", help="Comma-separated baselines: persistence, extrapolation, sprog (pySTEPS S-PROG)."
+        ),
     ] = "persistence,extrapolation",
     thresholds: Annotated[
         Optional[str],
@@ -467,7 +495,9 @@ def evaluate(
         except ValueError:
             raise typer.BadParameter(f"expected numbers separated by commas, found {text!r}", param_hint=hint) from None
 
-    values = None if thresholds is None else numbers(thresholds, float, "--thresholds")  # usage errors (exit 2) are raised outside _errors
+    values = (
+        None if thresholds is None else numbers(thresholds, float, "--thresholds")
+    )  # usage errors (exit 2) are raised outside _errors
     scales = numbers(fss_scales, int, "--fss-scales")
     with _errors():
         from nowcast.evaluate import evaluate_files

@@ -323,7 +323,9 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         )
     if m.base == "sprog" and m.kind != "convlstm":
         problems.append(f"model.base: expected sprog only with model.kind=convlstm, found kind={m.kind}")
-    elif m.base == "sprog" and (not m.residual or m.frame != "lagrangian" or d.in_frames < 3 or cfg.transform.kind != "dbz"):
+    elif m.base == "sprog" and (
+        not m.residual or m.frame != "lagrangian" or d.in_frames < 3 or cfg.transform.kind != "dbz"
+    ):
         problems.append(
             "model.base: expected sprog only with model.residual=true, model.frame=lagrangian, data.in_frames >= 3 "
             f"and transform.kind=dbz, found residual={m.residual}, frame={m.frame}, in_frames={d.in_frames}, "
@@ -349,9 +351,13 @@ def _validate(cfg: Config, problems: list[str]) -> None:
     if any(h < 1 for h in m.hidden):
         problems.append(f"model.hidden: expected positive widths, found {list(m.hidden)}")
     if m.kind in ("cnn_lstm", "unet") and (not m.conv_widths or any(w < 1 for w in m.conv_widths)):
-        problems.append(f"model.conv_widths: expected positive widths for model.kind={m.kind}, found {list(m.conv_widths)}")
+        problems.append(
+            f"model.conv_widths: expected positive widths for model.kind={m.kind}, found {list(m.conv_widths)}"
+        )
     if m.frame_size and m.kind not in FIXED_SIZE_KINDS:
-        problems.append(f"model.frame_size: expected none for model.kind={m.kind} (any frame size), found {list(m.frame_size)}")
+        problems.append(
+            f"model.frame_size: expected none for model.kind={m.kind} (any frame size), found {list(m.frame_size)}"
+        )
     elif m.frame_size and (len(m.frame_size) != 2 or any(n < 1 for n in m.frame_size)):
         problems.append(f"model.frame_size: expected [height, width] in pixels, found {list(m.frame_size)}")
     if tr.steps < 1 or tr.batch_size < 1:

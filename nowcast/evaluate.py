@@ -167,9 +167,14 @@ def _score_case(ev: Evaluation, fc: dict[str, np.ndarray], observed: np.ndarray,
 
 
 def _keep_example(
-    ev: Evaluation, t0: str, seg: xr.DataArray, last: np.ndarray, observed: np.ndarray,
-    fc: dict[str, np.ndarray], leads: list[int],
-) -> None:  # fmt: skip
+    ev: Evaluation,
+    t0: str,
+    seg: xr.DataArray,
+    last: np.ndarray,
+    observed: np.ndarray,
+    fc: dict[str, np.ndarray],
+    leads: list[int],
+) -> None:
     """Keep this case as ``ev.example`` if its frame at t0 (``last``, (H, W)) has more rain than the kept one."""
     rain = float(np.nansum(last)) if np.isfinite(last).any() else -1.0
     if ev.example is not None and rain <= ev.example.rain:
@@ -294,8 +299,15 @@ def run_evaluation(
             f"{', '.join(archive.files)}: expected a gap-free run of at least {window} frames "
             f"({in_frames} in + {steps} lead times), found segments of {lengths} frames"
         )
-    log.info("verifying %s on %d forecast times (%d in, %d lead times of %g min) from %d file(s)",
-             ", ".join(methods), total, in_frames, steps, archive.time_step / 60, len(archive.files))
+    log.info(
+        "verifying %s on %d forecast times (%d in, %d lead times of %g min) from %d file(s)",
+        ", ".join(methods),
+        total,
+        in_frames,
+        steps,
+        archive.time_step / 60,
+        len(archive.files),
+    )
     if world > 1:
         cases = rank_share(cases, rank, world)
         share = sum(len(starts) for _, starts in cases)
@@ -327,8 +339,14 @@ def run_evaluation(
                 for name, (net, tr) in nets.items():
                     with timed(name):
                         pred[name] = forecast_array(
-                            net, tr, inputs, steps, device=device, precision=precision, time_step=archive.time_step,
-                        )  # fmt: skip
+                            net,
+                            tr,
+                            inputs,
+                            steps,
+                            device=device,
+                            precision=precision,
+                            time_step=archive.time_step,
+                        )
                 for i, a in enumerate(chunk):
                     fc: dict[str, np.ndarray] = {name: p[i] for name, p in pred.items()}  # (steps, C, H, W)
                     for name, fn in methods_fn.items():
@@ -377,9 +395,21 @@ def merge_evaluations(parts: Sequence[Evaluation]) -> Evaluation:
     example is the rainiest case, the earliest on a tie: all as one process over every case would give.
     """
     first = parts[0]
-    ev = Evaluation(first.methods, dict(first.scores), dict(first.fss), first.lead_min, first.settings,
-                    first.files, first.skipped, first.n_cases, first.first_t0, first.last_t0,
-                    dict(first.wall_s), dict(first.cpu_s), first.example)  # fmt: skip
+    ev = Evaluation(
+        first.methods,
+        dict(first.scores),
+        dict(first.fss),
+        first.lead_min,
+        first.settings,
+        first.files,
+        first.skipped,
+        first.n_cases,
+        first.first_t0,
+        first.last_t0,
+        dict(first.wall_s),
+        dict(first.cpu_s),
+        first.example,
+    )
     for part in parts[1:]:
         ev.scores = {m: metrics.merge(ev.scores[m], part.scores[m]) for m in ev.methods}
         ev.fss = {m: metrics.merge(ev.fss[m], part.fss[m]) for m in ev.fss}
@@ -557,10 +587,15 @@ def _write_plots(ev: Evaluation, out: Path) -> list[Path]:
         values = {m: res[m][score] for m in ev.methods}
         written.append(
             plots.plot_categorical_by_lead(
-                values, ev.lead_min, thresholds, out / f"{score.lower()}_by_lead.png",
-                score=score, comparison=comparison, subtitle=subtitle,
+                values,
+                ev.lead_min,
+                thresholds,
+                out / f"{score.lower()}_by_lead.png",
+                score=score,
+                comparison=comparison,
+                subtitle=subtitle,
             )
-        )  # fmt: skip
+        )
     values = {s: {m: res[m][s] for m in ev.methods} for s in ("MSE", "MAE")}
     written.append(plots.plot_continuous_by_lead(values, ev.lead_min, out / "mse_mae_by_lead.png", subtitle=subtitle))
     grid = ev.example.grid if ev.example is not None else {}
@@ -569,18 +604,29 @@ def _write_plots(ev: Evaluation, out: Path) -> list[Path]:
         values = {m: metrics.compute(ev.fss[m])["FSS"] for m in ev.methods}
         written.append(
             plots.plot_fss_by_lead(
-                values, ev.lead_min, f0.thresholds, f0.fss_scales, out / "fss_by_lead.png",
-                comparison=comparison, pixel_km=_pixel_km(grid), subtitle=subtitle,
+                values,
+                ev.lead_min,
+                f0.thresholds,
+                f0.fss_scales,
+                out / "fss_by_lead.png",
+                comparison=comparison,
+                pixel_km=_pixel_km(grid),
+                subtitle=subtitle,
             )
-        )  # fmt: skip
+        )
     if ev.example is not None:
         ex = ev.example
         written.append(
             plots.plot_example_case(
-                ex.observed, ex.forecasts, [ev.lead_min[i] for i in ex.leads], out / "example_case.png",
-                t0=ex.t0, source=Path(ex.source_file).name, grid=ex.grid,
+                ex.observed,
+                ex.forecasts,
+                [ev.lead_min[i] for i in ex.leads],
+                out / "example_case.png",
+                t0=ex.t0,
+                source=Path(ex.source_file).name,
+                grid=ex.grid,
             )
-        )  # fmt: skip
+        )
     return written
 
 
@@ -612,7 +658,11 @@ def format_table(ev: Evaluation, out_dir: str | Path | None = None) -> str:
     lines = [
         f"{ev.n_cases} forecast times ({_period(ev)}) from {len(ev.files)} file(s)",
         "",
-        *block(f"CSI (event: rain {comparison} {thresholds[k]:g} mm/h)", {m: res[m]["CSI"][:, k] for m in ev.methods}, ".3f"),
+        *block(
+            f"CSI (event: rain {comparison} {thresholds[k]:g} mm/h)",
+            {m: res[m]["CSI"][:, k] for m in ev.methods},
+            ".3f",
+        ),
         "",
         *block("MSE (mm²/h²)", {m: res[m]["MSE"] for m in ev.methods}, ".3f"),
     ]
@@ -643,7 +693,11 @@ def _method_names(paths: Sequence[str | Path | None], names: Sequence[str]) -> l
     if twice:
         raise NowcastError(
             f"--model: expected a distinct name per checkpoint, found {', '.join(repr(n) for n in twice)} more than "
-            + ("once; give distinct --name values" if names else "once (runs with the same directory name); give each a --name")
+            + (
+                "once; give distinct --name values"
+                if names
+                else "once (runs with the same directory name); give each a --name"
+            )
         )
     return out
 
@@ -790,11 +844,25 @@ def evaluate_files(
     with _torch_threads(dev if nets else None, threads) as n_threads:
         settings["threads"] = n_threads
         ev = run_evaluation(
-            archive, in_frames=in_frames, steps=steps, models=nets, baselines=baselines,
-            thresholds=thresholds, comparison=comparison, stride=stride, fss_scales=fss_scales,
-            fss_thresholds=fss_thresholds, common_mask=common_mask, batch_size=batch_size, device=dev,
-            precision=prec, progress=show_bar, settings=settings, rank=info.rank, world=info.world,
-        )  # fmt: skip
+            archive,
+            in_frames=in_frames,
+            steps=steps,
+            models=nets,
+            baselines=baselines,
+            thresholds=thresholds,
+            comparison=comparison,
+            stride=stride,
+            fss_scales=fss_scales,
+            fss_thresholds=fss_thresholds,
+            common_mask=common_mask,
+            batch_size=batch_size,
+            device=dev,
+            precision=prec,
+            progress=show_bar,
+            settings=settings,
+            rank=info.rank,
+            world=info.world,
+        )
     merged = _gather_on_main(ev, info)
     if merged is None:  # not rank 0: rank 0 alone writes the reports
         return ""

@@ -204,9 +204,7 @@ class EncoderForecaster(nn.Module):
         self.step_input = cfg.step_input
         folded = cfg.channels * cfg.patch**2
         folded_in = (cfg.channels + int(cfg.step_input)) * cfg.patch**2
-        self.stem = (
-            nn.Sequential(nn.Conv2d(folded_in, cfg.stem, 3, padding=1), nn.LeakyReLU(0.2)) if cfg.stem else None
-        )
+        self.stem = nn.Sequential(nn.Conv2d(folded_in, cfg.stem, 3, padding=1), nn.LeakyReLU(0.2)) if cfg.stem else None
         widths = [cfg.stem or folded_in, *cfg.hidden]  # input channels of level k: widths[k]
         self.down = nn.ModuleList(_down(widths[k], cfg.downsample[k]) for k in range(n))
         self.encoder = nn.ModuleList(
@@ -329,7 +327,9 @@ class EncoderForecaster(nn.Module):
         forecast of the frames (B, steps, C, H, W; in model space, dry = 0)."""
         if self.base == "last":
             return frames[:, -1:]
-        fc = cascade.sprog(frames.detach().float().transpose(1, 2).flatten(0, 1), steps, SPROG_WET)  # (B*C, steps, H, W)
+        fc = cascade.sprog(
+            frames.detach().float().transpose(1, 2).flatten(0, 1), steps, SPROG_WET
+        )  # (B*C, steps, H, W)
         return fc.unflatten(0, (frames.shape[0], frames.shape[2])).transpose(1, 2)
 
 

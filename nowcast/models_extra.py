@@ -202,10 +202,14 @@ class UNet(_FrameModel):
         widths = list(cfg.conv_widths)
 
         def double(c_in: int, c_out: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), nn.Conv2d(c_out, c_out, 3, padding=1), nn.ReLU())
+            return nn.Sequential(
+                nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), nn.Conv2d(c_out, c_out, 3, padding=1), nn.ReLU()
+            )
 
         self.down = nn.ModuleList(double(c, w) for c, w in zip([in_frames * self.folded_in, *widths], widths))
-        self.up = nn.ModuleList(nn.ConvTranspose2d(widths[k + 1], widths[k], 2, stride=2) for k in range(len(widths) - 1))
+        self.up = nn.ModuleList(
+            nn.ConvTranspose2d(widths[k + 1], widths[k], 2, stride=2) for k in range(len(widths) - 1)
+        )
         self.merge = nn.ModuleList(double(2 * widths[k], widths[k]) for k in range(len(widths) - 1))
         self.head = nn.Conv2d(widths[0], out_frames * self.folded_out, 1)
         self._zero_head(self.head)

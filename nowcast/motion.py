@@ -189,6 +189,13 @@ def advect(field: Tensor, velocity: Tensor, steps: int) -> Tensor:
 
 
 __all__ = [
-    "DBR_THRESHOLD", "DBR_ZERO", "MOTION_FRAMES", "advect", "displacements", "motion_field",
-    "pysteps_methods", "to_dbr", "warp",
+    "DBR_THRESHOLD",
+    "DBR_ZERO",
+    "MOTION_FRAMES",
+    "advect",
+    "displacements",
+    "motion_field",
+    "pysteps_methods",
+    "to_dbr",
+    "warp",
 ]

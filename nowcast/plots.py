@@ -136,8 +136,9 @@ def draw_graticule(ax: Any, field: xr.DataArray) -> tuple[list[float], list[floa
     for values, hemispheres, skip in ((lat, "NS", False), (lon, "EW", np.ptp(lon) > 180)):
         levels = [] if skip else _nice_levels(values)
         if len(levels):
-            lines = ax.contour(gx * 1e-3, gy * 1e-3, values, levels=levels, colors="0.3", linewidths=0.6,
-                               linestyles="dotted")  # fmt: skip
+            lines = ax.contour(
+                gx * 1e-3, gy * 1e-3, values, levels=levels, colors="0.3", linewidths=0.6, linestyles="dotted"
+            )
             ax.clabel(lines, fmt=lambda v, h=hemispheres: f"{abs(v):g}°{h[0] if v >= 0 else h[1]}", fontsize=6)
         drawn.append([float(v) for v in levels])
     log.debug("graticule: latitudes %s, longitudes %s", drawn[0], drawn[1])
@@ -156,8 +157,12 @@ def draw_rain(ax: Any, field: xr.DataArray, title: str = "") -> Any:
     ax.set_facecolor(NO_RAIN_COLOUR)
     image = ax.imshow(
         np.asarray(field.values, dtype=np.float32),
-        cmap=cmap, norm=norm, extent=extent, origin=origin, interpolation="nearest",
-    )  # fmt: skip
+        cmap=cmap,
+        norm=norm,
+        extent=extent,
+        origin=origin,
+        interpolation="nearest",
+    )
     draw_graticule(ax, field)
     ax.set_aspect("equal")
     ax.tick_params(labelsize=7)
@@ -324,7 +329,9 @@ def rain_panels(fields: Sequence[xr.DataArray], titles: Sequence[str], path: str
     from matplotlib.figure import Figure
 
     if not fields or len(fields) != len(titles):
-        raise ValueError(f"rain_panels: expected as many titles as fields (>= 1), found {len(titles)} and {len(fields)}")
+        raise ValueError(
+            f"rain_panels: expected as many titles as fields (>= 1), found {len(titles)} and {len(fields)}"
+        )
     ny, nx = fields[0].shape[-2:]
     panel_w = 3.2
     fig = Figure(figsize=(panel_w * len(fields) + 0.9, panel_w * ny / nx + 1.1), layout="constrained")
@@ -394,8 +401,16 @@ def _lead_lines(ax: Any, lead_min: Sequence[float], values: dict[str, np.ndarray
             where = "every lead" if undefined == len(lead_min) else f"{undefined} of {len(lead_min)} leads"
             notes.append(f"{method}: undefined at {where}")
     if notes:
-        ax.text(0.02, 0.02, "\n".join(notes) + "\n(no event in the score's denominator)", transform=ax.transAxes,
-                fontsize=6, color="0.35", va="bottom", ha="left")  # fmt: skip
+        ax.text(
+            0.02,
+            0.02,
+            "\n".join(notes) + "\n(no event in the score's denominator)",
+            transform=ax.transAxes,
+            fontsize=6,
+            color="0.35",
+            va="bottom",
+            ha="left",
+        )
     ax.set_xlabel("lead time (min)", fontsize=8)
     ax.grid(True, color="0.88", linewidth=0.6)
     ax.tick_params(labelsize=7)
@@ -461,7 +476,12 @@ def plot_categorical_by_lead(
 
 
 _CONTINUOUS_UNITS = {"MSE": "mm$^2$ h$^{-2}$", "MAE": "mm h$^{-1}$", "ME": "mm h$^{-1}$", "CORR": ""}
-_CONTINUOUS_NAMES = {"MSE": "mean squared error", "MAE": "mean absolute error", "ME": "mean error", "CORR": "correlation"}
+_CONTINUOUS_NAMES = {
+    "MSE": "mean squared error",
+    "MAE": "mean absolute error",
+    "ME": "mean error",
+    "CORR": "correlation",
+}
 
 
 def plot_continuous_by_lead(

@@ -220,10 +220,10 @@ def select_frames(rate: xr.DataArray, in_frames: int, time_step: int, at: int | 
         )
     if not present.all():
         missing = needed[~present]
-        listed = ", ".join(iso_time(m) for m in missing[:3]) + (f" and {missing.size - 3} more" if missing.size > 3 else "")
-        why = (
-            f"the input starts at {iso_time(t[0])}" if missing.max() < t[0] else f"a gap in time: missing {listed}"
+        listed = ", ".join(iso_time(m) for m in missing[:3]) + (
+            f" and {missing.size - 3} more" if missing.size > 3 else ""
         )
+        why = f"the input starts at {iso_time(t[0])}" if missing.max() < t[0] else f"a gap in time: missing {listed}"
         raise InputError(f"{src}: expected {span}, found {int(present.sum())} ({why})")
     return idx
 
@@ -262,7 +262,9 @@ def check_input(rate: xr.DataArray, config: Config) -> None:
     declared = rate.attrs.get("time_step")
     step = config.data.time_step
     if declared is not None and int(declared) != step:
-        raise InputError(f"{src}: expected frames at the model's time step of {step} s, found a step of {int(declared)} s")
+        raise InputError(
+            f"{src}: expected frames at the model's time step of {step} s, found a step of {int(declared)} s"
+        )
 
 
 def forecast(
@@ -341,20 +343,30 @@ def _forecast_frames(
     steps = lead_times(steps, d.out_frames)
     started = time.perf_counter()
     out = forecast_array(
-        model, Transform.from_config(config), frames[None], steps, device=device, precision=precision,
+        model,
+        Transform.from_config(config),
+        frames[None],
+        steps,
+        device=device,
+        precision=precision,
         time_step=d.time_step,
     )
     log.debug(
-        "model forward: %d x %s frames -> %d steps in %.2f s", frames.shape[0], "x".join(map(str, frames.shape[1:])),
-        steps, time.perf_counter() - started,
-    )  # fmt: skip
+        "model forward: %d x %s frames -> %d steps in %.2f s",
+        frames.shape[0],
+        "x".join(map(str, frames.shape[1:])),
+        steps,
+        time.perf_counter() - started,
+    )
     out = out[0] if "channel" in rate.dims else out[0, :, 0]  # (steps, [C,] H, W)
 
     lead = np.arange(1, steps + 1, dtype=np.int64) * d.time_step
     coords: dict[str, object] = {
         "time": ("time", (t_ref + lead * NS).astype("datetime64[ns]"), {"standard_name": "time", "axis": "T"}),
         "forecast_period": (
-            "time", lead.astype("timedelta64[s]").astype("timedelta64[ns]"), {"standard_name": "forecast_period"}
+            "time",
+            lead.astype("timedelta64[s]").astype("timedelta64[ns]"),
+            {"standard_name": "forecast_period"},
         ),
         "forecast_reference_time": ((), np.datetime64(t_ref, "ns"), {"standard_name": "forecast_reference_time"}),
     }
@@ -409,7 +421,9 @@ def _window(archive_segments: Sequence[xr.DataArray], t_ref: int, in_frames: int
             latest[int(t)] = (k, i)  # a later file wins
     order = [latest[t] for t in sorted(latest)]
     frames = [pieces[k].isel(time=[i]) for k, i in order]
-    joined = xr.concat(frames, dim="time", coords="minimal", compat="override", join="override", combine_attrs="override")
+    joined = xr.concat(
+        frames, dim="time", coords="minimal", compat="override", join="override", combine_attrs="override"
+    )
     joined.attrs = dict(pieces[-1].attrs)
     files = list(dict.fromkeys(str(p.attrs.get("source_file", "?")) for p in pieces))
     joined.attrs["source_file"] = files[-1] if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more files)"
@@ -546,13 +560,23 @@ def predict_to_file(
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, time_step=step))
         lo, hi = TRAINED_STEPS
         if not lo <= step <= hi:
-            log.warning("%s: a step of %d s is outside the %d-%d s the model was trained on; expect less skill",
-                        inputs[0], step, lo, hi)  # fmt: skip
+            log.warning(
+                "%s: a step of %d s is outside the %d-%d s the model was trained on; expect less skill",
+                inputs[0],
+                step,
+                lo,
+                hi,
+            )
     d = cfg.data
     archive = open_archive(
-        [str(p) for p in inputs], time_step=d.time_step, variable=variable or d.variable, units=d.units,
-        zr_a=d.zr_a, zr_b=d.zr_b, scan=False,
-    )  # fmt: skip
+        [str(p) for p in inputs],
+        time_step=d.time_step,
+        variable=variable or d.variable,
+        units=d.units,
+        zr_a=d.zr_a,
+        zr_b=d.zr_b,
+        scan=False,
+    )
     newest_seg = max(archive.segments, key=lambda s: int(times_ns(s)[-1]))
     newest = int(times_ns(newest_seg)[-1])
     if max_age_min is not None:
@@ -575,8 +599,9 @@ def predict_to_file(
         loaded = load_model(ckpt_path)
     dev = select_device(device)
     n_threads = set_threads(cpu_threads(threads)) if dev.type == "cpu" else threads
-    log.debug("model %s (%s, sha256 %s) on %s, %s thread(s)", loaded.path, cfg.model.name, loaded.sha256[:12], dev,
-              n_threads)  # fmt: skip
+    log.debug(
+        "model %s (%s, sha256 %s) on %s, %s thread(s)", loaded.path, cfg.model.name, loaded.sha256[:12], dev, n_threads
+    )
     with output_lock(out_path, lock_timeout_s):
         remove_stale_temporaries(out_path, min_age_s=0.0)  # under the lock: leftovers of killed runs
         net = loaded.model.to(dev)

@@ -37,8 +37,9 @@ def select_device(name: str = "auto") -> torch.device:
         if device.index is None:
             device = torch.device("cuda", local)
         if device.index >= torch.cuda.device_count():
-            raise NowcastError(f"--device {name}: expected one of {torch.cuda.device_count()} CUDA devices, "
-                               f"found index {device.index}")
+            raise NowcastError(
+                f"--device {name}: expected one of {torch.cuda.device_count()} CUDA devices, found index {device.index}"
+            )
     return device
 
 

@@ -64,10 +64,22 @@ class _CellKind:
     aspect: tuple[float, float]  # minor / major sigma, uniform range
 
 
-_SYSTEM = _CellKind(alive_per_mpx=220.0, lifetime_min=(90.0, 300.0), peak_median=2.5, peak_log_sd=0.45,
-                    sigma_major=(8.0, 22.0), aspect=(0.35, 0.8))
-_CORE = _CellKind(alive_per_mpx=400.0, lifetime_min=(25.0, 90.0), peak_median=16.0, peak_log_sd=0.7,
-                  sigma_major=(1.8, 4.5), aspect=(0.5, 0.9))
+_SYSTEM = _CellKind(
+    alive_per_mpx=220.0,
+    lifetime_min=(90.0, 300.0),
+    peak_median=2.5,
+    peak_log_sd=0.45,
+    sigma_major=(8.0, 22.0),
+    aspect=(0.35, 0.8),
+)
+_CORE = _CellKind(
+    alive_per_mpx=400.0,
+    lifetime_min=(25.0, 90.0),
+    peak_median=16.0,
+    peak_log_sd=0.7,
+    sigma_major=(1.8, 4.5),
+    aspect=(0.5, 0.9),
+)
 _EMBEDDED_FRACTION = 0.6  # share of convective cores born inside a living system
 
 
@@ -95,8 +107,15 @@ class _Wind:
         return u, v
 
 
-def _draw_cells(rng: np.random.Generator, kind: _CellKind, shape: tuple[int, int], frames: int,
-                step_s: int, scale: float, spin_up: int) -> dict[str, np.ndarray]:
+def _draw_cells(
+    rng: np.random.Generator,
+    kind: _CellKind,
+    shape: tuple[int, int],
+    frames: int,
+    step_s: int,
+    scale: float,
+    spin_up: int,
+) -> dict[str, np.ndarray]:
     """Birth step, lifetime, peak, sizes, orientation and birth position of every cell of one kind."""
     height, width = shape
     mean_life = np.mean(kind.lifetime_min) * 60.0 / step_s  # steps
@@ -131,8 +150,9 @@ def _embed(rng: np.random.Generator, cores: dict[str, np.ndarray], systems: dict
     return parent
 
 
-def _tracks(wind: _Wind, cells: dict[str, np.ndarray], parent: np.ndarray, offset: np.ndarray,
-            t0: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
+def _tracks(
+    wind: _Wind, cells: dict[str, np.ndarray], parent: np.ndarray, offset: np.ndarray, t0: int, frames: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Centre positions (frames, cells) of all cells, integrated from ``t0`` with the midpoint rule.
 
     A cell stays at its birth position until it is born; an embedded core (``parent >= 0``) is placed at
@@ -157,8 +177,9 @@ def _tracks(wind: _Wind, cells: dict[str, np.ndarray], parent: np.ndarray, offse
     return cols, rows
 
 
-def _render(frame_cols: np.ndarray, frame_rows: np.ndarray, t: int, cells: dict[str, np.ndarray],
-            shape: tuple[int, int]) -> np.ndarray:
+def _render(
+    frame_cols: np.ndarray, frame_rows: np.ndarray, t: int, cells: dict[str, np.ndarray], shape: tuple[int, int]
+) -> np.ndarray:
     """Sum of the living cells' Gaussians on one frame (mm/h, before the offset), each on its own window."""
     height, width = shape
     out = np.zeros(shape, dtype=np.float64)
@@ -211,8 +232,14 @@ def _check(frames: int, size: tuple[int, int], step_s: int, pixel_m: float, seed
     return int(size[0]), int(size[1])
 
 
-def synthetic_sequence(frames: int = 36, size: tuple[int, int] = (256, 256), step_s: int = 300, seed: int = 0,
-                       pixel_m: float = 1000.0, start: str = "2024-06-01T12:00") -> xr.Dataset:
+def synthetic_sequence(
+    frames: int = 36,
+    size: tuple[int, int] = (256, 256),
+    step_s: int = 300,
+    seed: int = 0,
+    pixel_m: float = 1000.0,
+    start: str = "2024-06-01T12:00",
+) -> xr.Dataset:
     """Make a synthetic radar rain-rate sequence in the schema of the real radar files.
 
     Parameters
@@ -276,13 +303,26 @@ def synthetic_sequence(frames: int = 36, size: tuple[int, int] = (256, 256), ste
 
     valid = rain[:, inside]
     rainy = float((valid > 0.1).mean()) if valid.size else 0.0
-    log.debug("synthetic rain: %d systems, %d cores (%d embedded), rainy fraction %.3f, max %.1f mm/h",
-              n_sys, parent.size, int((parent >= 0).sum()), rainy, float(np.nanmax(rain)) if valid.size else 0.0)
+    log.debug(
+        "synthetic rain: %d systems, %d cores (%d embedded), rainy fraction %.3f, max %.1f mm/h",
+        n_sys,
+        parent.size,
+        int((parent >= 0).sum()),
+        rainy,
+        float(np.nanmax(rain)) if valid.size else 0.0,
+    )
     return _dataset(rain, t_start, step_s, pixel_m, seed, frames, shape)
 
 
-def _dataset(rain: np.ndarray, t_start: np.datetime64, step_s: int, pixel_m: float, seed: int,
-             frames: int, shape: tuple[int, int]) -> xr.Dataset:
+def _dataset(
+    rain: np.ndarray,
+    t_start: np.datetime64,
+    step_s: int,
+    pixel_m: float,
+    seed: int,
+    frames: int,
+    shape: tuple[int, int],
+) -> xr.Dataset:
     """Wrap the rain array in the real files' schema: coordinates, grid mapping, attributes, encodings."""
     height, width = shape
     times = t_start + np.arange(frames) * np.timedelta64(step_s, "s")
@@ -290,67 +330,103 @@ def _dataset(rain: np.ndarray, t_start: np.datetime64, step_s: int, pixel_m: flo
     x = (np.arange(width) - (width - 1) / 2.0) * pixel_m
     proj4 = _PROJ4.format(lat=_SITE_LAT, lon=_SITE_LON)
     wkt = _WKT.format(lat=_SITE_LAT, lon=_SITE_LON)
-    crs = xr.DataArray(np.int32(0), attrs={
-        "grid_mapping_name": "azimuthal_equidistant",
-        "latitude_of_projection_origin": _SITE_LAT,
-        "longitude_of_projection_origin": _SITE_LON,
-        "false_easting": 0.0,
-        "false_northing": 0.0,
-        "semi_major_axis": 6378137.0,
-        "inverse_flattening": 298.257223563,
-        "reference_ellipsoid_name": "WGS 84",
-        "longitude_of_prime_meridian": 0.0,
-        "prime_meridian_name": "Greenwich",
-        "proj4": proj4,
-        "proj4_params": proj4,
-        "crs_wkt": wkt,
-        "spatial_ref": wkt,
-    })
-    rate = xr.DataArray(rain, dims=("time", "y", "x"), attrs={
-        "standard_name": "rainfall_rate",
-        "long_name": "synthetic radar rainfall rate",
-        "units": "mm h-1",
-        "grid_mapping": "crs",
-        "cell_methods": "time: point",
-        "comment": "NaN/_FillValue: outside radar coverage; 0: no rain. Synthetic, instantaneous rate.",
-    })
+    crs = xr.DataArray(
+        np.int32(0),
+        attrs={
+            "grid_mapping_name": "azimuthal_equidistant",
+            "latitude_of_projection_origin": _SITE_LAT,
+            "longitude_of_projection_origin": _SITE_LON,
+            "false_easting": 0.0,
+            "false_northing": 0.0,
+            "semi_major_axis": 6378137.0,
+            "inverse_flattening": 298.257223563,
+            "reference_ellipsoid_name": "WGS 84",
+            "longitude_of_prime_meridian": 0.0,
+            "prime_meridian_name": "Greenwich",
+            "proj4": proj4,
+            "proj4_params": proj4,
+            "crs_wkt": wkt,
+            "spatial_ref": wkt,
+        },
+    )
+    rate = xr.DataArray(
+        rain,
+        dims=("time", "y", "x"),
+        attrs={
+            "standard_name": "rainfall_rate",
+            "long_name": "synthetic radar rainfall rate",
+            "units": "mm h-1",
+            "grid_mapping": "crs",
+            "cell_methods": "time: point",
+            "comment": "NaN/_FillValue: outside radar coverage; 0: no rain. Synthetic, instantaneous rate.",
+        },
+    )
     rate.encoding = {
-        **PACKING, "zlib": True, "shuffle": True, "complevel": 4,
+        **PACKING,
+        "zlib": True,
+        "shuffle": True,
+        "complevel": 4,
         "chunksizes": (1, height, width),
     }
     coords = {
-        "time": ("time", times.astype("datetime64[ns]"),
-                 {"standard_name": "time", "long_name": "time (UTC)", "axis": "T"}),
-        "y": ("y", y, {"standard_name": "projection_y_coordinate",
-                       "long_name": "y coordinate of pixel centre (row 0 = northern edge)", "units": "m", "axis": "Y"}),
-        "x": ("x", x, {"standard_name": "projection_x_coordinate",
-                       "long_name": "x coordinate of pixel centre", "units": "m", "axis": "X"}),
+        "time": (
+            "time",
+            times.astype("datetime64[ns]"),
+            {"standard_name": "time", "long_name": "time (UTC)", "axis": "T"},
+        ),
+        "y": (
+            "y",
+            y,
+            {
+                "standard_name": "projection_y_coordinate",
+                "long_name": "y coordinate of pixel centre (row 0 = northern edge)",
+                "units": "m",
+                "axis": "Y",
+            },
+        ),
+        "x": (
+            "x",
+            x,
+            {
+                "standard_name": "projection_x_coordinate",
+                "long_name": "x coordinate of pixel centre",
+                "units": "m",
+                "axis": "X",
+            },
+        ),
     }
     first, last = times[0], times[-1]
-    call = f"synthetic_sequence(frames={frames}, size=({height}, {width}), step_s={step_s}, seed={seed}, " \
-           f"pixel_m={pixel_m:g}, start='{first}')"
-    ds = xr.Dataset({"rainfall_rate": rate, "crs": crs}, coords=coords, attrs={
-        "Conventions": "CF-1.10",
-        "title": f"Synthetic radar rainfall rate, {frames} frames of {height} x {width} pixels, seed {seed}",
-        "institution": "nowcast synthetic data",
-        "source": f"nowcast {__version__} nowcast.synth: advected, growing and decaying Gaussian rain cells",
-        "history": f"created by nowcast {__version__} {call}",
-        "comment": "Synthetic data for demos and tests; not an observation.",
-        "time_step_seconds": np.int32(step_s),
-        "time_coverage_start": f"{first.astype('datetime64[s]')}Z",
-        "time_coverage_end": f"{last.astype('datetime64[s]')}Z",
-        "pixel_size_x_m": float(pixel_m),
-        "pixel_size_y_m": float(pixel_m),
-        "synthetic_seed": np.int64(seed),
-    })
+    call = (
+        f"synthetic_sequence(frames={frames}, size=({height}, {width}), step_s={step_s}, seed={seed}, "
+        f"pixel_m={pixel_m:g}, start='{first}')"
+    )
+    ds = xr.Dataset(
+        {"rainfall_rate": rate, "crs": crs},
+        coords=coords,
+        attrs={
+            "Conventions": "CF-1.10",
+            "title": f"Synthetic radar rainfall rate, {frames} frames of {height} x {width} pixels, seed {seed}",
+            "institution": "nowcast synthetic data",
+            "source": f"nowcast {__version__} nowcast.synth: advected, growing and decaying Gaussian rain cells",
+            "history": f"created by nowcast {__version__} {call}",
+            "comment": "Synthetic data for demos and tests; not an observation.",
+            "time_step_seconds": np.int32(step_s),
+            "time_coverage_start": f"{first.astype('datetime64[s]')}Z",
+            "time_coverage_end": f"{last.astype('datetime64[s]')}Z",
+            "pixel_size_x_m": float(pixel_m),
+            "pixel_size_y_m": float(pixel_m),
+            "synthetic_seed": np.int64(seed),
+        },
+    )
     ds["time"].encoding = {"units": "seconds since 1970-01-01", "calendar": "standard", "dtype": "int64"}
     for name in ("x", "y"):
         ds[name].encoding = {"dtype": "float64", "_FillValue": None}
     return ds
 
 
-def write_synthetic(path: str | Path, *, frames: int = 36, size: tuple[int, int] = (256, 256), step_s: int = 300,
-                    seed: int = 0) -> Path:
+def write_synthetic(
+    path: str | Path, *, frames: int = 36, size: tuple[int, int] = (256, 256), step_s: int = 300, seed: int = 0
+) -> Path:
     """Write :func:`synthetic_sequence` to a NetCDF file atomically and return its path."""
     ds = synthetic_sequence(frames=frames, size=size, step_s=step_s, seed=seed)
     encoding = {name: dict(ds[name].encoding) for name in ("rainfall_rate", "time", "x", "y")}

@@ -31,15 +31,28 @@ from nowcast import metrics
 from nowcast.checkpoint import load_checkpoint, save_checkpoint
 from nowcast.config import FIXED_SIZE_KINDS, Config, config_to_dict, save_config
 from nowcast.data import (
-    StepSampler, TrainWindows, Window, all_windows, lagrangian_windows, segment_frames, split_windows,
-    to_model_space, window_rain_fraction,
+    StepSampler,
+    TrainWindows,
+    Window,
+    all_windows,
+    lagrangian_windows,
+    segment_frames,
+    split_windows,
+    to_model_space,
+    window_rain_fraction,
 )
 from nowcast.errors import CheckpointError, ConfigError, InputError, TrainingDivergedError
 from nowcast.io import Archive, open_archive, remove_stale_temporaries
 from nowcast.model import build_model, model_stride
 from nowcast.predict import forecast_array
 from nowcast.runtime import (
-    DistInfo, autocast, available_cores, resolve_precision, select_device, set_threads, setup_distributed,
+    DistInfo,
+    autocast,
+    available_cores,
+    resolve_precision,
+    select_device,
+    set_threads,
+    setup_distributed,
 )
 from nowcast.transforms import Transform
 
@@ -54,8 +67,20 @@ HKO7_WEIGHTS = (1.0, 1.0, 2.0, 5.0, 10.0, 30.0)
 # Settings that decide the validation windows and the validation loss: when any differs on resume,
 # the resumed run's best validation loss is not comparable and best.pt starts afresh.
 _VALIDATION_KEYS = {
-    "data": ("files", "val_files", "variable", "units", "zr_a", "zr_b", "time_step", "in_frames", "out_frames",
-             "val_fraction", "val_block", "val_stride"),
+    "data": (
+        "files",
+        "val_files",
+        "variable",
+        "units",
+        "zr_a",
+        "zr_b",
+        "time_step",
+        "in_frames",
+        "out_frames",
+        "val_fraction",
+        "val_block",
+        "val_stride",
+    ),
     "transform": ("kind", "dbz_min", "dbz_max", "log_eps", "linear_scale"),
     "train": ("loss", "balanced", "max_val_windows"),
 }
@@ -77,7 +102,10 @@ def lr_at(step: int, cfg: Config) -> float:
 
 
 def masked_loss(
-    pred: torch.Tensor, target: torch.Tensor, kind: str = "mse+mae", level_weights: torch.Tensor | None = None,
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    kind: str = "mse+mae",
+    level_weights: torch.Tensor | None = None,
     levels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean over valid pixels of (MSE + MAE) in model space, optionally intensity-weighted.
@@ -200,7 +228,9 @@ def _open_data(cfg: Config) -> tuple[Archive, Archive | None]:
     """Training (and validation) archives; with ``data.time_step`` 0 each file at its own step."""
     d = cfg.data
     if not d.files:
-        raise ConfigError("data.files: expected at least one radar file or glob, found none (use --set data.files=[a.nc])")
+        raise ConfigError(
+            "data.files: expected at least one radar file or glob, found none (use --set data.files=[a.nc])"
+        )
     n = d.in_frames + d.out_frames
     kw = dict(variable=d.variable, units=d.units, zr_a=d.zr_a, zr_b=d.zr_b, min_frames=n)
     step = d.time_step or None  # 0: each file at its own step
@@ -345,7 +375,11 @@ def _val_rates(arc: Archive, windows: list[Window]) -> list[np.ndarray]:
 
 
 def _provenance(
-    cfg: Config, train_arc: Archive, val_arc: Archive | None, final: dict[str, Any], earlier: dict[str, Any] | None = None
+    cfg: Config,
+    train_arc: Archive,
+    val_arc: Archive | None,
+    final: dict[str, Any],
+    earlier: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Where the weights come from. ``earlier``: the provenance of the run resumed, whose training files
     and periods are kept ahead of this run's (a model resumed on new data learned from both)."""
@@ -404,13 +438,18 @@ def _prepare_data(cfg: Config, train_arc: Archive, val_arc: Archive | None, info
         val_windows = all_windows([s.sizes["time"] for s in val_arc.segments], window, d.val_stride)
         val_source = val_arc
     if not train_windows:
-        raise InputError(f"{', '.join(train_arc.files)}: expected at least one training window of {window} frames, found none")
+        raise InputError(
+            f"{', '.join(train_arc.files)}: expected at least one training window of {window} frames, found none"
+        )
     if len(val_windows) > tr.max_val_windows:
         pick = np.linspace(0, len(val_windows) - 1, tr.max_val_windows).round().astype(int)
         val_windows = [val_windows[i] for i in pick]
     log.info("%d training windows, %d validation windows of %d frames", len(train_windows), len(val_windows), window)
     if not val_windows:
-        log.warning("no validation windows (segments too short for data.val_block=%d); best.pt will be the final weights", d.val_block)
+        log.warning(
+            "no validation windows (segments too short for data.val_block=%d); best.pt will be the final weights",
+            d.val_block,
+        )
     val_rates = [_centre(r, cfg.model.frame_size) for r in _val_rates(val_source, val_windows)]
     val_steps = [int(seg.attrs["time_step"]) for seg in val_source.segments]
     train_steps = [float(seg.attrs["time_step"]) for seg in train_arc.segments]
@@ -418,8 +457,13 @@ def _prepare_data(cfg: Config, train_arc: Archive, val_arc: Archive | None, info
         started = time.perf_counter()
         rates = [segment_frames(seg) for seg in train_arc.segments]
         train_frames = lagrangian_windows(
-            rates, train_windows, d.in_frames, d.out_frames, transform,
-            keys=[_segment_key(seg) for seg in train_arc.segments], cache_dir=d.cache_dir,
+            rates,
+            train_windows,
+            d.in_frames,
+            d.out_frames,
+            transform,
+            keys=[_segment_key(seg) for seg in train_arc.segments],
+            cache_dir=d.cache_dir,
             progress=info.main and sys.stderr.isatty(),
         )
         train_steps = [train_steps[w.segment] for w in train_windows]
@@ -438,7 +482,18 @@ def _prepare_data(cfg: Config, train_arc: Archive, val_arc: Archive | None, info
             raise InputError(f"data.min_rain_fraction={d.min_rain_fraction}: expected some rainy windows, found none")
         weights = keep.astype(np.float64)
         log.info("%d of %d training windows meet min_rain_fraction", int(keep.sum()), len(keep))
-    return _Data(train_arc, val_arc, train_frames, train_windows, train_steps, weights, rain_level, val_windows, val_rates, val_steps)
+    return _Data(
+        train_arc,
+        val_arc,
+        train_frames,
+        train_windows,
+        train_steps,
+        weights,
+        rain_level,
+        val_windows,
+        val_rates,
+        val_steps,
+    )
 
 
 @dataclass
@@ -486,7 +541,9 @@ def _restore(run: _Run) -> None:
     run.earlier = ckpt.get("provenance") or None
     run.best_val = float(ckpt["training"].get("best_val", math.inf))
     if _validation_signature(ckpt["config"]) != _validation_signature(config_to_dict(run.cfg)):
-        log.info("validation data or loss differ from the resumed run's; best.pt restarts from this run's first validation")
+        log.info(
+            "validation data or loss differ from the resumed run's; best.pt restarts from this run's first validation"
+        )
         run.best_val = math.inf
     torch.set_rng_state(ckpt["training"]["torch_rng"])
     log.info("resuming %s at step %d", run.out, run.start_step)
@@ -499,12 +556,16 @@ def _save(run: _Run, name: str, step: int | None = None) -> None:
     training = None
     if step is not None:
         training = {
-            "optimizer": run.optimizer.state_dict(), "step": step, "best_val": run.best_val,
+            "optimizer": run.optimizer.state_dict(),
+            "step": step,
+            "best_val": run.best_val,
             "torch_rng": torch.get_rng_state(),
         }
     scores = {} if name == "last.pt" else run.last_scores
     provenance = _provenance(run.cfg, run.data.train_arc, run.data.val_arc, scores, run.earlier)
-    save_checkpoint(run.out / name, config=run.cfg, state_dict=run.model.state_dict(), provenance=provenance, training=training)
+    save_checkpoint(
+        run.out / name, config=run.cfg, state_dict=run.model.state_dict(), provenance=provenance, training=training
+    )
 
 
 def _loss_levels(transform: Transform, cfg: Config, device: torch.device) -> dict[str, torch.Tensor]:
@@ -520,14 +581,27 @@ def _loader(run: _Run, crop: int) -> DataLoader:
     """Batches of (input, target, time step) from the training windows, in a resumable order."""
     d, tr, info = run.cfg.data, run.cfg.train, run.info
     dataset = TrainWindows(
-        run.data.train_frames, run.data.train_windows, d.in_frames, d.out_frames, crop,
-        augment=d.augment, min_rain=d.min_rain_fraction, rain_level=run.data.rain_level, time_steps=run.data.train_steps,
+        run.data.train_frames,
+        run.data.train_windows,
+        d.in_frames,
+        d.out_frames,
+        crop,
+        augment=d.augment,
+        min_rain=d.min_rain_fraction,
+        rain_level=run.data.rain_level,
+        time_steps=run.data.train_steps,
     )
     if tr.batch_size % info.world:
         raise ConfigError(f"train.batch_size: expected a multiple of the {info.world} DDP ranks, found {tr.batch_size}")
     sampler = StepSampler(
-        len(run.data.train_windows), tr.batch_size, tr.steps, seed=tr.seed, start_step=run.start_step,
-        rank=info.rank, world=info.world, weights=run.data.weights,
+        len(run.data.train_windows),
+        tr.batch_size,
+        tr.steps,
+        seed=tr.seed,
+        start_step=run.start_step,
+        rank=info.rank,
+        world=info.world,
+        weights=run.data.weights,
     )
     return DataLoader(dataset, batch_sampler=sampler, num_workers=d.workers, pin_memory=run.device.type == "cuda")
 
@@ -551,7 +625,11 @@ def _train_step(
         pred = fwd(x, cfg.data.out_frames, dts).float()  # losses in fp32 under bf16 autocast
     balanced = tr.balanced
     loss = masked_loss(
-        pred, y, tr.loss, loss_levels["level_weights"] if balanced else None, loss_levels["levels"] if balanced else None
+        pred,
+        y,
+        tr.loss,
+        loss_levels["level_weights"] if balanced else None,
+        loss_levels["levels"] if balanced else None,
     )
     if tr.csi_weight > 0:
         loss = loss + tr.csi_weight * soft_csi_loss(pred, y, loss_levels["csi_levels"])
@@ -575,8 +653,15 @@ def _validation(run: _Run, done: int, row: dict[str, Any], transform: Transform,
     """Validate at step ``done``: fill ``row``'s validation columns, log, keep the best in best.pt."""
     cfg = run.cfg
     val_loss, scores = _validate(
-        run.model, run.data.val_rates, run.data.val_steps, run.data.val_windows, cfg, transform, run.device,
-        precision, run.info,
+        run.model,
+        run.data.val_rates,
+        run.data.val_steps,
+        run.data.val_windows,
+        cfg,
+        transform,
+        run.device,
+        precision,
+        run.info,
     )
     csi = np.nanmean(metrics.compute(scores)["CSI"], axis=0)  # mean over leads, per threshold
     row["val_loss"] = f"{val_loss:.6f}"
@@ -584,8 +669,13 @@ def _validation(run: _Run, done: int, row: dict[str, Any], transform: Transform,
         row[f"val_csi_{thr:g}"] = f"{c:.4f}"
     run.last_scores = {"step": done, "val_loss": val_loss}
     run.last_scores.update({f"val_csi_{thr:g}": float(c) for thr, c in zip(cfg.eval.thresholds, csi)})
-    log.info("step %d: train loss %s, val loss %.5f, val CSI %s", done, row["train_loss"], val_loss,
-             ", ".join(f"{thr:g}:{c:.3f}" for thr, c in zip(cfg.eval.thresholds, csi)))
+    log.info(
+        "step %d: train loss %s, val loss %.5f, val CSI %s",
+        done,
+        row["train_loss"],
+        val_loss,
+        ", ".join(f"{thr:g}:{c:.3f}" for thr, c in zip(cfg.eval.thresholds, csi)),
+    )
     if val_loss < run.best_val:
         run.best_val = val_loss
         _save(run, "best.pt")
@@ -630,7 +720,9 @@ def run_training(
         _restore(run)
     wrapped = model
     if info.distributed:
-        wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
         log.info("DistributedDataParallel over %d process(es), %s backend", info.world, dist.get_backend())
     fwd = torch.compile(wrapped) if tr.compile else wrapped
 
@@ -663,8 +755,10 @@ def run_training(
                 if done % tr.log_every == 0 or validate_now:
                     elapsed = time.perf_counter() - tick
                     row: dict[str, Any] = {
-                        "step": done, "epoch": f"{done * tr.batch_size / len(data.train_windows):.3f}",
-                        "lr": f"{lr_at(step, cfg):.3e}", "train_loss": f"{_all_mean(loss_sum / loss_n, info):.6f}",
+                        "step": done,
+                        "epoch": f"{done * tr.batch_size / len(data.train_windows):.3f}",
+                        "lr": f"{lr_at(step, cfg):.3e}",
+                        "train_loss": f"{_all_mean(loss_sum / loss_n, info):.6f}",
                         "frames_per_s": f"{frames_done / max(elapsed, 1e-9):.1f}",
                     }
                     if validate_now and data.val_windows:
@@ -691,8 +785,13 @@ def run_training(
         if not (out / "best.pt").exists():
             _save(run, "best.pt")
         _save(run, "model.pt")
-        log.info("done: %s is the model to use (nowcast predict FILE --model %s); best.pt has the lowest "
-                 "validation loss, last.pt resumes (--resume %s)", out / "model.pt", out / "model.pt", out)
+        log.info(
+            "done: %s is the model to use (nowcast predict FILE --model %s); best.pt has the lowest "
+            "validation loss, last.pt resumes (--resume %s)",
+            out / "model.pt",
+            out / "model.pt",
+            out,
+        )
     if info.distributed:  # leave the process group cleanly (NCCL warns at exit otherwise)
         dist.barrier()
         dist.destroy_process_group()

@@ -84,8 +84,17 @@ class Transform:
                 "transform.value_min/value_max: expected numbers for transform.kind=minmax (nowcast train "
                 f"takes them from the training data), found {t.value_min}, {t.value_max}"
             )
-        return cls(t.kind, t.dbz_min, t.dbz_max, t.log_eps, t.linear_scale, cfg.data.zr_a, cfg.data.zr_b,
-                   t.value_min, t.value_max)  # fmt: skip
+        return cls(
+            t.kind,
+            t.dbz_min,
+            t.dbz_max,
+            t.log_eps,
+            t.linear_scale,
+            cfg.data.zr_a,
+            cfg.data.zr_b,
+            t.value_min,
+            t.value_max,
+        )
 
     @property
     def max_value(self) -> float:
@@ -105,8 +114,12 @@ class Transform:
         high = float(np.nanmax(r))
         if self.kind == "minmax" and float(np.nanmin(r)) < float(self.value_min) - 1e-6 * (1 + abs(self.value_min)):
             self._warned.append(True)
-            log.warning("data exceed the range of the minmax transform: found values down to %.4g, below "
-                        "transform.value_min=%g; they are capped there", float(np.nanmin(r)), self.value_min)
+            log.warning(
+                "data exceed the range of the minmax transform: found values down to %.4g, below "
+                "transform.value_min=%g; they are capped there",
+                float(np.nanmin(r)),
+                self.value_min,
+            )
         elif high > top * (1 + 1e-6) + 1e-6:
             self._warned.append(True)
             key = "transform.value_max" if self.kind == "minmax" else "transform.dbz_max"
@@ -114,7 +127,11 @@ class Transform:
             log.warning(
                 "data exceed the range of the %s transform: found values up to %.4g, above %s=%s; they are "
                 "capped there (raise %s, or use transform.kind=minmax for data that are not rain)",
-                self.kind, high, key, limit, key,
+                self.kind,
+                high,
+                key,
+                limit,
+                key,
             )
 
     @property
@@ -154,7 +171,9 @@ class Transform:
         if self.kind == "dbz":
             # R = (10^(dBZ/10) / a)^(1/b) = 10^((dBZ - 10 log10 a) / (10 b)), in float32 for speed
             dbz = self.dbz_min + np.clip(x, 0.0, 1.0) * np.float32(self.dbz_max - self.dbz_min)
-            r = np.power(np.float32(10.0), (dbz - np.float32(10.0 * np.log10(self.zr_a))) / np.float32(10.0 * self.zr_b))
+            r = np.power(
+                np.float32(10.0), (dbz - np.float32(10.0 * np.log10(self.zr_a))) / np.float32(10.0 * self.zr_b)
+            )
             r = np.where(x <= 0.0, np.float32(0.0), r)
         elif self.kind == "log":
             r = np.power(np.float32(10.0), x) - np.float32(self.log_eps)

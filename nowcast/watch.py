@@ -151,9 +151,14 @@ class Watcher:
         """``path`` opened as ``predict`` opens it: its frame times and step; InputError if unusable."""
         d = self.loaded.config.data
         rate = open_radar(
-            path, variable=self.variable or d.variable, units=d.units, zr_a=d.zr_a, zr_b=d.zr_b,
-            time_step=d.time_step or None, scan=False,
-        )  # fmt: skip
+            path,
+            variable=self.variable or d.variable,
+            units=d.units,
+            zr_a=d.zr_a,
+            zr_b=d.zr_b,
+            time_step=d.time_step or None,
+            scan=False,
+        )
         times = rate["time"].values.astype("datetime64[ns]").astype(np.int64)
         return _Seen(key, times, int(rate.attrs["time_step"]))
 
@@ -179,8 +184,12 @@ class Watcher:
                 log.warning("skipped %s", " ".join(str(exc).split()))
                 seen = _Seen(key, None)
             except Exception as exc:  # noqa: BLE001 - a resident process survives any one bad file
-                log.warning("skipped %s: expected a readable radar file, found %s: %s", path, type(exc).__name__,
-                            " ".join(str(exc).split()))  # fmt: skip
+                log.warning(
+                    "skipped %s: expected a readable radar file, found %s: %s",
+                    path,
+                    type(exc).__name__,
+                    " ".join(str(exc).split()),
+                )
                 log.debug("traceback of the file skipped", exc_info=True)
                 seen = _Seen(key, None)
             with contextlib.suppress(OSError):
@@ -200,9 +209,10 @@ class Watcher:
         d = self.loaded.config.data
         lo = t_ref - (d.in_frames - 1) * (d.time_step or self.seen[holder].step) * NS
         return [
-            p for p, s in sorted(self.seen.items())
+            p
+            for p, s in sorted(self.seen.items())
             if s.times is not None and np.any((s.times >= lo) & (s.times <= t_ref))
-        ]  # fmt: skip
+        ]
 
     # -- one round -------------------------------------------------------------------------------
 
@@ -215,21 +225,38 @@ class Watcher:
             return None
         t_ref, holder = max((int(s.times[-1]), p) for p, s in self.seen.items() if s.times is not None)  # type: ignore[index]
         if self.last_done is not None and t_ref <= self.last_done:
-            log.info("%s: newest frame %s is not newer than the last forecast (%s): not forecast", holder,
-                     iso_time(t_ref), iso_time(self.last_done))  # fmt: skip
+            log.info(
+                "%s: newest frame %s is not newer than the last forecast (%s): not forecast",
+                holder,
+                iso_time(t_ref),
+                iso_time(self.last_done),
+            )
             return None
         try:
             out = predict_to_file(
-                self._inputs(t_ref, holder), model=self.loaded, steps=self.steps, at=iso_time(t_ref), output=self.output,
-                plot=self.plot, max_age_min=self.max_age_min, variable=self.variable,
-                lock_timeout_s=self.lock_timeout_s, history=self.history, threads=self.threads, stem_of=holder,
-            )  # fmt: skip
+                self._inputs(t_ref, holder),
+                model=self.loaded,
+                steps=self.steps,
+                at=iso_time(t_ref),
+                output=self.output,
+                plot=self.plot,
+                max_age_min=self.max_age_min,
+                variable=self.variable,
+                lock_timeout_s=self.lock_timeout_s,
+                history=self.history,
+                threads=self.threads,
+                stem_of=holder,
+            )
         except NowcastError as exc:
             log.warning("no forecast from %s: %s", iso_time(t_ref), " ".join(str(exc).split()))
             return None
         except Exception as exc:  # noqa: BLE001 - one failed forecast does not stop the service
-            log.error("no forecast from %s: unexpected %s: %s", iso_time(t_ref), type(exc).__name__,
-                      " ".join(str(exc).split()))  # fmt: skip
+            log.error(
+                "no forecast from %s: unexpected %s: %s",
+                iso_time(t_ref),
+                type(exc).__name__,
+                " ".join(str(exc).split()),
+            )
             log.debug("traceback of the failed forecast", exc_info=True)
             return None
         self.last_done = t_ref
@@ -320,13 +347,31 @@ def watch(
     loaded = load_model(model)
     n_threads = set_threads(cpu_threads(threads))  # once: the watcher's own load must not lower it later
     watcher = Watcher(
-        pattern, output, loaded, plot=plot, steps=steps, variable=variable, max_age_min=max_age_min,
-        lock_timeout_s=lock_timeout_s, settle_s=settle_s, state_path=state_path, history=history, threads=n_threads,
-    )  # fmt: skip
+        pattern,
+        output,
+        loaded,
+        plot=plot,
+        steps=steps,
+        variable=variable,
+        max_age_min=max_age_min,
+        lock_timeout_s=lock_timeout_s,
+        settle_s=settle_s,
+        state_path=state_path,
+        history=history,
+        threads=n_threads,
+    )
     warm_up(loaded, plot=plot is not None)
     last = "none" if watcher.last_done is None else iso_time(watcher.last_done)
-    log.info("watching %s every %g s: model '%s', %d thread(s), output %s, state %s (last forecast %s)", pattern,
-             poll_s, loaded.config.model.name, n_threads, output, watcher.state_path, last)  # fmt: skip
+    log.info(
+        "watching %s every %g s: model '%s', %d thread(s), output %s, state %s (last forecast %s)",
+        pattern,
+        poll_s,
+        loaded.config.model.name,
+        n_threads,
+        output,
+        watcher.state_path,
+        last,
+    )
     stop = stop or threading.Event()
     with _stop_on_signals(stop):
         while not stop.is_set():

@@ -48,8 +48,13 @@ def _best_seconds(fn, device: torch.device, repeat: int, clock: str = "wall") ->
 
 
 def conv_ceiling(
-    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, *, channels_last: bool = False,
-    repeat: int = 5, shape: tuple[int, int, int, int] | None = None, clock: str = "wall",
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    *,
+    channels_last: bool = False,
+    repeat: int = 5,
+    shape: tuple[int, int, int, int] | None = None,
+    clock: str = "wall",
 ) -> dict[str, float | str]:
     """Achieved GFLOP/s of one 3x3 convolution (padding 1) of ``shape`` = (B, C_in, C_out, H=W)."""
     device = torch.device(device)
@@ -60,13 +65,22 @@ def conv_ceiling(
     flops = 2.0 * b * cout * size * size * cin * 9
     with torch.inference_mode():
         seconds = _best_seconds(lambda: F.conv2d(x, w, padding=1), device, repeat, clock)
-    return {"what": f"conv2d 3x3 {b}x{cin}x{size}x{size} -> {cout} {str(dtype).removeprefix('torch.')}"
-                    f"{' channels-last' if channels_last else ''}",
-            "seconds": seconds, "gflops": flops / seconds / 1e9}  # fmt: skip
+    return {
+        "what": f"conv2d 3x3 {b}x{cin}x{size}x{size} -> {cout} {str(dtype).removeprefix('torch.')}"
+        f"{' channels-last' if channels_last else ''}",
+        "seconds": seconds,
+        "gflops": flops / seconds / 1e9,
+    }
 
 
-def matmul_ceiling(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, *, repeat: int = 5,
-                   n: int | None = None, clock: str = "wall") -> dict[str, float | str]:
+def matmul_ceiling(
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    *,
+    repeat: int = 5,
+    n: int | None = None,
+    clock: str = "wall",
+) -> dict[str, float | str]:
     """Achieved GFLOP/s of an n x n by n x n matrix multiply."""
     device = torch.device(device)
     n = n or MATMUL_N["cuda" if device.type == "cuda" else "cpu"]
@@ -74,8 +88,11 @@ def matmul_ceiling(device: torch.device | str = "cpu", dtype: torch.dtype = torc
     b = torch.randn(n, n, device=device, dtype=dtype)
     with torch.inference_mode():
         seconds = _best_seconds(lambda: a @ b, device, repeat, clock)
-    return {"what": f"matmul {n}x{n} {str(dtype).removeprefix('torch.')}", "seconds": seconds,
-            "gflops": 2.0 * n**3 / seconds / 1e9}  # fmt: skip
+    return {
+        "what": f"matmul {n}x{n} {str(dtype).removeprefix('torch.')}",
+        "seconds": seconds,
+        "gflops": 2.0 * n**3 / seconds / 1e9,
+    }
 
 
 def main() -> None:
@@ -83,18 +100,28 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--clock", choices=tuple(CLOCK), default="wall",
-                    help="cpu: process CPU time (steadier on a busy machine, with --threads 1)")
+    ap.add_argument(
+        "--clock",
+        choices=tuple(CLOCK),
+        default="wall",
+        help="cpu: process CPU time (steadier on a busy machine, with --threads 1)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    print(f"load average {os.getloadavg()[0]:.1f}; torch {torch.__version__}, {args.threads} threads, "
-          f"CPU capability {torch.backends.cpu.get_cpu_capability()}, device {device}, {args.clock} clock")  # fmt: skip
-    rows = [conv_ceiling(device, repeat=args.repeat, clock=args.clock),
-            matmul_ceiling(device, repeat=args.repeat, clock=args.clock)]
+    print(
+        f"load average {os.getloadavg()[0]:.1f}; torch {torch.__version__}, {args.threads} threads, "
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}, device {device}, {args.clock} clock"
+    )
+    rows = [
+        conv_ceiling(device, repeat=args.repeat, clock=args.clock),
+        matmul_ceiling(device, repeat=args.repeat, clock=args.clock),
+    ]
     if device.type == "cuda":
-        rows += [conv_ceiling(device, torch.bfloat16, channels_last=True, repeat=args.repeat),
-                 matmul_ceiling(device, torch.bfloat16, repeat=args.repeat)]  # fmt: skip
+        rows += [
+            conv_ceiling(device, torch.bfloat16, channels_last=True, repeat=args.repeat),
+            matmul_ceiling(device, torch.bfloat16, repeat=args.repeat),
+        ]
     for r in rows:
         print(f"  {r['what']:<48} {r['seconds'] * 1e3:9.2f} ms {r['gflops']:10.1f} GFLOP/s")
     print(f"load average {os.getloadavg()[0]:.1f}")

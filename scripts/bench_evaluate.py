@@ -46,7 +46,10 @@ def _model(path: str | None, tmp: Path) -> tuple[Path, str]:
     cfg = load_config(REPO / "configs" / "default.yaml")
     torch.manual_seed(0)
     ckpt = save_checkpoint(tmp / "fresh_default.pt", config=cfg, state_dict=build_model(cfg.model).state_dict())
-    return ckpt, "a freshly initialised configs/default.yaml model (no shipped model found; scores meaningless, timing valid)"
+    return (
+        ckpt,
+        "a freshly initialised configs/default.yaml model (no shipped model found; scores meaningless, timing valid)",
+    )
 
 
 def main() -> int:
@@ -78,9 +81,14 @@ def main() -> int:
         out = tmp / "report"
         tick = time.perf_counter()
         table = evaluate_files(
-            [data], model=ckpt, baselines=("persistence", "extrapolation"), steps=args.steps, stride=args.stride,
-            out_dir=out, threads=args.threads,
-        )  # fmt: skip
+            [data],
+            model=ckpt,
+            baselines=("persistence", "extrapolation"),
+            steps=args.steps,
+            stride=args.stride,
+            out_dir=out,
+            threads=args.threads,
+        )
         total = time.perf_counter() - tick
         summary = json.loads((out / "summary.json").read_text())
     load1 = os.getloadavg()
@@ -92,8 +100,10 @@ def main() -> int:
     forecast_total = sum(wall[m] for m in methods)
     print(f"bench_evaluate: {what}")
     print(f"  model: {model_what}")
-    print(f"  {cfg.data.in_frames} frames in, {args.steps} lead times, stride {args.stride}: {n} forecast times; "
-          f"torch threads {threads}, {os.cpu_count()} CPUs, load average {load0[0]:.1f} before, {load1[0]:.1f} after")
+    print(
+        f"  {cfg.data.in_frames} frames in, {args.steps} lead times, stride {args.stride}: {n} forecast times; "
+        f"torch threads {threads}, {os.cpu_count()} CPUs, load average {load0[0]:.1f} before, {load1[0]:.1f} after"
+    )
     print(f"  {'part':<16}{'wall (s)':>10}{'per case (s)':>14}{'share of forecasts':>20}{'CPU (s)':>10}")
     for m in methods:
         print(f"  {m:<16}{wall[m]:>10.1f}{wall[m] / n:>14.3f}{wall[m] / forecast_total:>19.0%}{cpu[m]:>11.1f}")

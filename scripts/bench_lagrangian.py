@@ -46,9 +46,14 @@ def main() -> None:
     lag_cfg = load_config(REPO / "configs" / "lagrangian.yaml", [f"data.crop={args.size}"])
     eul_cfg = load_config(
         REPO / "configs" / "lagrangian.yaml",
-        [f"data.crop={args.size}", "model.frame=eulerian", "model.residual=false", "model.step_input=false",
-         "data.time_step=300"],
-    )  # fmt: skip
+        [
+            f"data.crop={args.size}",
+            "model.frame=eulerian",
+            "model.residual=false",
+            "model.step_input=false",
+            "data.time_step=300",
+        ],
+    )
     d = lag_cfg.data
     n = d.in_frames + d.out_frames
     tr = Transform.from_config(lag_cfg)
@@ -63,11 +68,24 @@ def main() -> None:
         prep.append(time.perf_counter() - t0)
     eul_frames = [tr.forward(rates).astype(np.float16)]
     sets = {
-        "lagrangian": (lag_cfg, TrainWindows(lag_windows, [Window(i, 0) for i in range(4)], d.in_frames, d.out_frames,
-                                             args.size, time_steps=[300.0] * 4)),
-        "eulerian": (eul_cfg, TrainWindows(eul_frames, [Window(0, s) for s in range(4)], d.in_frames, d.out_frames,
-                                           args.size, time_steps=[300.0])),
-    }  # fmt: skip
+        "lagrangian": (
+            lag_cfg,
+            TrainWindows(
+                lag_windows,
+                [Window(i, 0) for i in range(4)],
+                d.in_frames,
+                d.out_frames,
+                args.size,
+                time_steps=[300.0] * 4,
+            ),
+        ),
+        "eulerian": (
+            eul_cfg,
+            TrainWindows(
+                eul_frames, [Window(0, s) for s in range(4)], d.in_frames, d.out_frames, args.size, time_steps=[300.0]
+            ),
+        ),
+    }
     levels = torch.tensor([tr.threshold(r) for r in HKO7_THRESHOLDS])
     weights = torch.tensor(HKO7_WEIGHTS)
     runners = {}
@@ -92,8 +110,10 @@ def main() -> None:
             t0 = time.perf_counter()
             fn()
             best[name] = min(best[name], time.perf_counter() - t0)
-    print(f"{args.size}x{args.size} crops, batch {args.batch}, {d.in_frames}+{d.out_frames} frames, {args.threads} threads, "
-          f"CPU {torch.backends.cpu.get_cpu_capability()}")  # fmt: skip
+    print(
+        f"{args.size}x{args.size} crops, batch {args.batch}, {d.in_frames}+{d.out_frames} frames, {args.threads} threads, "
+        f"CPU {torch.backends.cpu.get_cpu_capability()}"
+    )
     print(f"Lagrangian window preparation (once per window, cached): {min(prep):.3f} s per {args.size}^2 window")
     for name, t in best.items():
         print(f"training step, {name:10}: {t:.3f} s")

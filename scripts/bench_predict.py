@@ -53,7 +53,9 @@ def _best(times: list[float]) -> str:
 
 
 def _env(threads: int) -> dict[str, str]:
-    return dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return dict(
+        os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    )
 
 
 def _wall(cmd: list[str], env: dict[str, str]) -> float:
@@ -197,9 +199,13 @@ def main() -> None:
     probe = f"import sys, nowcast.cli; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True).stdout.strip()
     ok = "ok" if min(help_times) < 1.5 else "MISSED"
-    print(f"nowcast --help: {_best(help_times)}   target < 1.5 s: {ok}; heavy modules imported by nowcast.cli: {loaded or 'none'}")
+    print(
+        f"nowcast --help: {_best(help_times)}   target < 1.5 s: {ok}; heavy modules imported by nowcast.cli: {loaded or 'none'}"
+    )
     imports = [_wall([sys.executable, "-c", "import nowcast.predict"], env) for _ in range(args.repeat)]
-    print(f"(a0) interpreter + imports of nowcast.predict (xarray, netCDF4; torch loads with the model): {_best(imports)}")
+    print(
+        f"(a0) interpreter + imports of nowcast.predict (xarray, netCDF4; torch loads with the model): {_best(imports)}"
+    )
 
     with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
         work = Path(tmp)
@@ -217,8 +223,20 @@ def main() -> None:
             src, origin = _input(grid, work, frames=cfg.data.in_frames + 2)
             print(f"\n[{grid}] input {src} ({origin})")
             out = work / f"fc_{grid}.nc"
-            cmd = [sys.executable, "-m", "nowcast", "-q", "predict", str(src), "--model", str(ckpt),
-                   "--steps", str(args.steps), "-o", str(out)]  # fmt: skip
+            cmd = [
+                sys.executable,
+                "-m",
+                "nowcast",
+                "-q",
+                "predict",
+                str(src),
+                "--model",
+                str(ckpt),
+                "--steps",
+                str(args.steps),
+                "-o",
+                str(out),
+            ]
             a = [_wall(cmd, env) for _ in range(args.repeat)]
             assert out.is_file()
             print(f"(a) nowcast predict command:      {_best(a)}")
@@ -227,16 +245,28 @@ def main() -> None:
             print("    of which, in process: " + ", ".join(f"{k} {v:.2f} s" for k, v in parts.items()))
             c = {}
             for method in ("extrapolation", "sprog"):
-                cmd = [sys.executable, "-c", PYSTEPS_COMMAND, str(src), str(work / f"ps_{method}.nc"), str(args.steps), method]
+                cmd = [
+                    sys.executable,
+                    "-c",
+                    PYSTEPS_COMMAND,
+                    str(src),
+                    str(work / f"ps_{method}.nc"),
+                    str(args.steps),
+                    method,
+                ]
                 c[method] = [_wall(cmd, env) for _ in range(args.repeat)]
                 print(f"(c) whole pySTEPS command, LK + {method}: {_best(c[method])}")
             rows.append((grid, min(a), parts, min(c["extrapolation"]), min(c["sprog"])))
 
     print("\nsummary (best times, s)")
-    print(f"{'grid':9} {'(a) nowcast':>12} {'(c) LK+extrap':>14} {'(c) LK+S-PROG':>14} {'(a)/S-PROG':>11} {'target (a) <= S-PROG':>21}")
+    print(
+        f"{'grid':9} {'(a) nowcast':>12} {'(c) LK+extrap':>14} {'(c) LK+S-PROG':>14} {'(a)/S-PROG':>11} {'target (a) <= S-PROG':>21}"
+    )
     for grid, a, _parts, ce, cs in rows:
         print(f"{grid:9} {a:12.2f} {ce:14.2f} {cs:14.2f} {a / cs:11.2f} {'ok' if a <= cs else 'MISSED':>21}")
-    print("(a)/S-PROG < 1: the whole nowcast predict command is faster than a whole pySTEPS S-PROG command on the same file.")
+    print(
+        "(a)/S-PROG < 1: the whole nowcast predict command is faster than a whole pySTEPS S-PROG command on the same file."
+    )
 
 
 if __name__ == "__main__":

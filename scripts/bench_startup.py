@@ -40,8 +40,14 @@ def _env(root: Path) -> dict[str, str]:
 
 def _import_s(module: str, env: dict[str, str]) -> float:
     """Seconds to import ``module`` in a fresh interpreter (the interpreter's own start excluded)."""
-    out = subprocess.run([sys.executable, "-c", IMPORT_TIME.format(module=module)], env=env, cwd=NEUTRAL,
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", IMPORT_TIME.format(module=module)],
+        env=env,
+        cwd=NEUTRAL,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -60,7 +66,9 @@ def _cpu() -> str:
     flags = ""
     try:
         text = Path("/proc/cpuinfo").read_text()
-        name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), name)
+        name = next(
+            (line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), name
+        )
         first = next((line for line in text.splitlines() if line.startswith("flags")), "")
         flags = "AVX-512" if "avx512f" in first else "AVX2" if "avx2" in first else "no AVX2"
     except OSError:
@@ -77,8 +85,12 @@ def main() -> None:
     env = _env(REPO)
     with tempfile.TemporaryDirectory(prefix="bench_startup_") as tmp:
         short = Path(tmp) / "short.nc"
-        subprocess.run([sys.executable, "-m", "nowcast", "-q", "synth", str(short), "--frames", "3", "--size", "64", "64"],
-                       env=env, cwd=NEUTRAL, check=True)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "nowcast", "-q", "synth", str(short), "--frames", "3", "--size", "64", "64"],
+            env=env,
+            cwd=NEUTRAL,
+            check=True,
+        )
         refused = ["-m", "nowcast", "predict", str(short), "-o", str(Path(tmp) / "fc.nc")]
         figures: dict[str, tuple[str, object]] = {
             "interpreter alone (python -c pass)": ("wall", lambda: _wall_s(["-c", "pass"], env, 0)),
@@ -89,13 +101,18 @@ def main() -> None:
             "nowcast predict, input refused (whole command)": ("wall", lambda: _wall_s(refused, env, 2)),
         }
         if args.before is not None:
-            figures["  the same with the package in --before"] = ("wall", lambda: _wall_s(refused, _env(args.before), 2))
+            figures["  the same with the package in --before"] = (
+                "wall",
+                lambda: _wall_s(refused, _env(args.before), 2),
+            )
         times: dict[str, list[float]] = {name: [] for name in figures}
         for k in range(args.repeat):
             for name, (_, run) in figures.items():
                 times[name].append(run())  # type: ignore[operator]
-            print(f"round {k + 1}: " + ", ".join(f"{n.split(' (')[0].strip()} {v[-1]:.2f} s" for n, v in times.items()),
-                  flush=True)  # fmt: skip
+            print(
+                f"round {k + 1}: " + ", ".join(f"{n.split(' (')[0].strip()} {v[-1]:.2f} s" for n, v in times.items()),
+                flush=True,
+            )
 
     try:
         load = f"{os.getloadavg()[0]:.1f}"

@@ -227,30 +227,41 @@ def bench_config(name: str, variants: list[str], args: argparse.Namespace) -> No
     for v in variants:
         kind, precision = VARIANTS[v]
         spec = dict(config=name, kind=kind, precision=precision, sizes=sizes, threads=args.threads)
-        proc = subprocess.run([sys.executable, __file__, "--memory-worker", json.dumps(spec)],
-                              capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--memory-worker", json.dumps(spec)], capture_output=True, text=True, check=True
+        )
         mem[v] = json.loads(proc.stdout.strip().splitlines()[-1])
 
     ours, tb = cases["ours fp32"], cases["textbook fp32"]
     print(f"\n{name}: {CONFIGS[name]}")
     gflop_ours, gflop_tb = flops["ours fp32"][0] / 1e9, flops["textbook fp32"][0] / 1e9
-    print(f"  parameters: ours {count_parameters(ours.model):,}, textbook {count_parameters(tb.model):,}; "
-          f"forecast conv GFLOP: ours {gflop_ours:.1f}, textbook {gflop_tb:.1f}")
-    print(f"  {'variant':<25}{'train s':>9}{'speedup':>9}{'GFLOP/s':>9}{'infer s':>9}{'speedup':>9}{'GFLOP/s':>9}"
-          f"{'peak MB infer':>15}{'peak MB train':>15}")
+    print(
+        f"  parameters: ours {count_parameters(ours.model):,}, textbook {count_parameters(tb.model):,}; "
+        f"forecast conv GFLOP: ours {gflop_ours:.1f}, textbook {gflop_tb:.1f}"
+    )
+    print(
+        f"  {'variant':<25}{'train s':>9}{'speedup':>9}{'GFLOP/s':>9}{'infer s':>9}{'speedup':>9}{'GFLOP/s':>9}"
+        f"{'peak MB infer':>15}{'peak MB train':>15}"
+    )
     best = {v: {m: min(ts) for m, ts in d.items()} for v, d in times.items()}
     ref = best["textbook fp32"]
     for v in variants:
         b, (f_inf, f_train) = best[v], flops[v]
-        print(f"  {v:<25}{b['train']:>9.3f}{ref['train'] / b['train']:>8.2f}x{f_train / b['train'] / 1e9:>9.1f}"
-              f"{b['infer']:>9.3f}{ref['infer'] / b['infer']:>8.2f}x{f_inf / b['infer'] / 1e9:>9.1f}"
-              f"{mem[v]['mem_infer']:>15.0f}{mem[v]['mem_train']:>15.0f}")
+        print(
+            f"  {v:<25}{b['train']:>9.3f}{ref['train'] / b['train']:>8.2f}x{f_train / b['train'] / 1e9:>9.1f}"
+            f"{b['infer']:>9.3f}{ref['infer'] / b['infer']:>8.2f}x{f_inf / b['infer'] / 1e9:>9.1f}"
+            f"{mem[v]['mem_infer']:>15.0f}{mem[v]['mem_train']:>15.0f}"
+        )
 
-    targets = f"  targets: fp32 >= 1.0x textbook: train {ref['train'] / best['ours fp32']['train']:.2f}x, " \
+    targets = (
+        f"  targets: fp32 >= 1.0x textbook: train {ref['train'] / best['ours fp32']['train']:.2f}x, "
         f"infer {ref['infer'] / best['ours fp32']['infer']:.2f}x"
+    )
     if "ours bf16" in cases:
-        targets += f"; bf16 >= 1.8x textbook fp32: train {ref['train'] / best['ours bf16']['train']:.2f}x, " \
+        targets += (
+            f"; bf16 >= 1.8x textbook fp32: train {ref['train'] / best['ours bf16']['train']:.2f}x, "
             f"infer {ref['infer'] / best['ours bf16']['infer']:.2f}x"
+        )
     print(targets)
     if "ours bf16" in cases:
         ours_low, err_sizes = cases["ours bf16"], "the timed problem"
@@ -271,11 +282,19 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128, help="frame height and width in pixels")
     ap.add_argument("--repeat", type=int, default=3, help="timed rounds after one warm-up (best is reported)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                    help="cpu: process CPU time, a steadier measure on a busy machine with --threads 1")
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="cpu: process CPU time, a steadier measure on a busy machine with --threads 1",
+    )
     ap.add_argument("--configs", default="shi2015,hko7", help=f"comma-separated: {', '.join(CONFIGS)}")
-    ap.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
-                    help="time bf16 autocast variants (auto: only where the CPU computes bf16 natively)")
+    ap.add_argument(
+        "--bf16",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="time bf16 autocast variants (auto: only where the CPU computes bf16 natively)",
+    )
     ap.add_argument("--memory-worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -285,13 +304,17 @@ def main() -> None:
     native = bf16_native()
     with_bf16 = args.bf16 == "on" or (args.bf16 == "auto" and native)
     variants = [v for v in VARIANTS if with_bf16 or VARIANTS[v][1] == "fp32"]
-    print(f"load average {os.getloadavg()[0]:.1f}; torch {torch.__version__}, {args.threads} threads, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {'yes' if native else 'no'}; "
-          f"batch {args.batch}, {args.in_frames} in + {args.out_frames} out frames, {args.size}x{args.size}; "
-          f"best of {args.repeat}, {args.clock} clock")
+    print(
+        f"load average {os.getloadavg()[0]:.1f}; torch {torch.__version__}, {args.threads} threads, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {'yes' if native else 'no'}; "
+        f"batch {args.batch}, {args.in_frames} in + {args.out_frames} out frames, {args.size}x{args.size}; "
+        f"best of {args.repeat}, {args.clock} clock"
+    )
     if not with_bf16:
-        print("bf16 timings skipped: this CPU has no native bf16 (PyTorch emulates it far slower than fp32); "
-              "--bf16 on forces them")
+        print(
+            "bf16 timings skipped: this CPU has no native bf16 (PyTorch emulates it far slower than fp32); "
+            "--bf16 on forces them"
+        )
     for name in args.configs.split(","):
         bench_config(name.strip(), variants, args)
     print(f"\nload average {os.getloadavg()[0]:.1f}")

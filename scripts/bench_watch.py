@@ -39,7 +39,9 @@ def _cpu() -> str:
     name, flags = platform.processor() or "?", ""
     try:
         text = Path("/proc/cpuinfo").read_text()
-        name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), name)
+        name = next(
+            (line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), name
+        )
         first = next((line for line in text.splitlines() if line.startswith("flags")), "")
         flags = "AVX-512" if "avx512f" in first else "AVX2" if "avx2" in first else "no AVX2"
     except OSError:
@@ -103,8 +105,11 @@ def main() -> None:
     if cfg is None:
         raise SystemExit(f"no readable shipped model at {default_model_path()}")
     n_in = cfg.data.in_frames
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))  # fmt: skip
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(args.threads),
+        PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
 
     with tempfile.TemporaryDirectory(prefix="bench_watch_") as tmp:
         work = Path(tmp)
@@ -113,9 +118,23 @@ def main() -> None:
         incoming.mkdir()
         for path, _ in frames[: n_in - 1]:
             _arrive(path, incoming)
-        cmd = [sys.executable, "-m", "nowcast", "watch", str(incoming / "*.nc"), "-o", str(fc / TEMPLATE),
-               "--threads", str(args.threads), "--poll", str(args.poll), "--settle", str(args.settle),
-               "--state", str(work / "state.json")]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "nowcast",
+            "watch",
+            str(incoming / "*.nc"),
+            "-o",
+            str(fc / TEMPLATE),
+            "--threads",
+            str(args.threads),
+            "--poll",
+            str(args.poll),
+            "--settle",
+            str(args.settle),
+            "--state",
+            str(work / "state.json"),
+        ]
         proc = subprocess.Popen(cmd, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         log: list[str] = []
         reader = threading.Thread(target=lambda: log.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
@@ -134,8 +153,18 @@ def main() -> None:
                 _arrive(path, incoming)
                 w.append(_wait_for(fc / name, proc))
                 window = [str(f) for f, _ in frames[k : n_in + k]]
-                cold_cmd = [sys.executable, "-m", "nowcast", "-q", "predict", *window, "--threads", str(args.threads),
-                            "-o", str(cold / name)]  # fmt: skip
+                cold_cmd = [
+                    sys.executable,
+                    "-m",
+                    "nowcast",
+                    "-q",
+                    "predict",
+                    *window,
+                    "--threads",
+                    str(args.threads),
+                    "-o",
+                    str(cold / name),
+                ]
                 start = time.perf_counter()
                 done = subprocess.run(cold_cmd, env=env, cwd=work, capture_output=True, text=True)
                 p.append(time.perf_counter() - start)
@@ -152,13 +181,17 @@ def main() -> None:
         load = f"{os.getloadavg()[0]:.1f}"
     except OSError:
         load = "?"
-    print(f"\nnowcast watch against nowcast predict: {args.size[0]} x {args.size[1]}, {cfg.data.out_frames} lead times, "
-          f"model '{cfg.model.name}', {args.threads} thread(s), fp32, watcher --poll {args.poll:g} --settle {args.settle:g}")  # fmt: skip
+    print(
+        f"\nnowcast watch against nowcast predict: {args.size[0]} x {args.size[1]}, {cfg.data.out_frames} lead times, "
+        f"model '{cfg.model.name}', {args.threads} thread(s), fp32, watcher --poll {args.poll:g} --settle {args.settle:g}"
+    )
     print(f"CPU: {_cpu()}; load average {load} at the end (shared: compare the ratio)")
     med_w, med_p = statistics.median(w), statistics.median(p)
     print(f"(w) new file -> forecast written, resident watcher: median {med_w:.2f} s, min {min(w):.2f} s")
     if forecast_s:
-        print(f"    of which the forecast itself (the watcher's log line): median {statistics.median(forecast_s):.2f} s")
+        print(
+            f"    of which the forecast itself (the watcher's log line): median {statistics.median(forecast_s):.2f} s"
+        )
     print(f"(p) whole nowcast predict command, same files:      median {med_p:.2f} s, min {min(p):.2f} s")
     ratio = med_w / med_p
     print(f"(w)/(p) = {ratio:.2f} (medians)   target <= 0.4: {'ok' if ratio <= 0.4 else 'MISSED'}")

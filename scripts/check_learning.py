@@ -29,8 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def csi_at(report: Path, method: str, lead_min: float, threshold: float = 1.0) -> float:
     with open(report / "metrics.csv", newline="") as fh:
         for row in csv.DictReader(fh):
-            if (row["method"] == method and row["score"] == "CSI" and float(row["lead_min"]) == lead_min
-                    and float(row["threshold"]) == threshold):
+            if (
+                row["method"] == method
+                and row["score"] == "CSI"
+                and float(row["lead_min"]) == lead_min
+                and float(row["threshold"]) == threshold
+            ):
                 return float(row["value"])
     raise KeyError(f"no CSI row for {method} at {lead_min} min")
 
@@ -47,18 +51,37 @@ def main() -> int:
     train_file, test_file = work / "train.nc", work / "heldout.nc"
     write_synthetic(train_file, frames=96, size=(128, 128), seed=11)
     write_synthetic(test_file, frames=36, size=(128, 128), seed=12)
-    cfg = load_config(ROOT / "configs" / "tiny.yaml", [
-        f"data.files=[{train_file}]", "data.in_frames=6", "data.out_frames=6", "data.crop=64",
-        "model.hidden=[16, 32]", f"train.steps={args.steps}", "train.batch_size=8", "train.lr=0.003",
-        "train.warmup_steps=20", f"train.val_every={args.steps}", f"train.ckpt_every={args.steps}",
-        "train.log_every=50", f"train.threads={args.threads}",
-    ])
+    cfg = load_config(
+        ROOT / "configs" / "tiny.yaml",
+        [
+            f"data.files=[{train_file}]",
+            "data.in_frames=6",
+            "data.out_frames=6",
+            "data.crop=64",
+            "model.hidden=[16, 32]",
+            f"train.steps={args.steps}",
+            "train.batch_size=8",
+            "train.lr=0.003",
+            "train.warmup_steps=20",
+            f"train.val_every={args.steps}",
+            f"train.ckpt_every={args.steps}",
+            "train.log_every=50",
+            f"train.threads={args.threads}",
+        ],
+    )
     start = time.perf_counter()
     run = run_training(cfg, config_name="check_learning", run_dir=work / "run")
     trained = time.perf_counter() - start
     report = work / "report"
-    evaluate_files([str(test_file)], model=run / "model.pt", baselines=("persistence",), thresholds=(1.0,),
-                   out_dir=report, plots=False, threads=args.threads)
+    evaluate_files(
+        [str(test_file)],
+        model=run / "model.pt",
+        baselines=("persistence",),
+        thresholds=(1.0,),
+        out_dir=report,
+        plots=False,
+        threads=args.threads,
+    )
     model_csi, pers_csi = csi_at(report, "model", 30.0), csi_at(report, "persistence", 30.0)
     print(f"trained {args.steps} steps in {trained:.0f} s; held-out synthetic sequence, 30-minute lead, CSI >= 1 mm/h:")
     print(f"  model        {model_csi:.3f}")

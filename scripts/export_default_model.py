@@ -50,7 +50,8 @@ def fold_scores(root: Path) -> dict:
     for fold in ("A", "B"):
         per = folds.fold_means(root, fold)
         out[f"trained_on_{fold}"] = {
-            "train_events": list(folds.FOLD_EVENTS[fold]), "scored_on": list(folds.held_out(fold)),
+            "train_events": list(folds.FOLD_EVENTS[fold]),
+            "scored_on": list(folds.held_out(fold)),
             **{m: {k: round(v, 4) for k, v in scores.items()} for m, scores in per.items()},
         }
     return out
@@ -63,8 +64,12 @@ def main() -> None:
     parser.add_argument("--recipe", default="configs/default.yaml", help="How it was trained.")
     parser.add_argument("--skill", type=Path, help="summary.json of `nowcast evaluate` on the held-out events.")
     parser.add_argument("--validation", type=Path, help="summary.json of `nowcast evaluate` on the validation events.")
-    parser.add_argument("--train-files", nargs="*", type=Path, help="Every file trained on (replaces the checkpoint's list).")
-    parser.add_argument("--folds", type=Path, help="Root of scripts/folds.py evaluations: fold scores into the provenance.")
+    parser.add_argument(
+        "--train-files", nargs="*", type=Path, help="Every file trained on (replaces the checkpoint's list)."
+    )
+    parser.add_argument(
+        "--folds", type=Path, help="Root of scripts/folds.py evaluations: fold scores into the provenance."
+    )
     args = parser.parse_args()
 
     ckpt = load_checkpoint(args.checkpoint)
@@ -74,9 +79,13 @@ def main() -> None:
         if key in prov:
             prov[key] = [Path(p).name for p in prov[key]]
     if args.train_files:
-        arc = open_archive(args.train_files, time_step=cfg.data.time_step or None, variable=cfg.data.variable, units=cfg.data.units)
+        arc = open_archive(
+            args.train_files, time_step=cfg.data.time_step or None, variable=cfg.data.variable, units=cfg.data.units
+        )
         if arc.skipped:
-            raise SystemExit(f"--train-files: expected every file to be usable, found {len(arc.skipped)} skipped: {arc.skipped[0][1]}")
+            raise SystemExit(
+                f"--train-files: expected every file to be usable, found {len(arc.skipped)} skipped: {arc.skipped[0][1]}"
+            )
         prov["train_files"] = [Path(p).name for p in arc.files]
         prov["train_periods"] = arc.periods()
     prov["held_out_test_files"] = list(args.test_files)

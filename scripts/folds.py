@@ -27,15 +27,25 @@ from pathlib import Path
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "radar"
 
 FOLD_EVENTS = {
-    "A": ("knmi_netherlands_20100826", "mch_switzerland_20150515", "mch_switzerland_20160711", "opera_cirrus_europe_20241126"),
+    "A": (
+        "knmi_netherlands_20100826",
+        "mch_switzerland_20150515",
+        "mch_switzerland_20160711",
+        "opera_cirrus_europe_20241126",
+    ),
     "B": ("bom_brisbane_20201031", "bom_melbourne_20180616", "opera_europe_20180824", "mrms_conus_20190610"),
 }
 """Training events of each fold: A = KNMI, MeteoSwiss x2, OPERA CIRRUS; B = BoM x2, OPERA, MRMS."""
 
 LEADS = {
-    "knmi_netherlands_20100826": 12, "mch_switzerland_20150515": 12, "mch_switzerland_20160711": 12,
-    "opera_cirrus_europe_20241126": 7, "bom_brisbane_20201031": 6, "bom_melbourne_20180616": 10,
-    "opera_europe_20180824": 4, "mrms_conus_20190610": 15,
+    "knmi_netherlands_20100826": 12,
+    "mch_switzerland_20150515": 12,
+    "mch_switzerland_20160711": 12,
+    "opera_cirrus_europe_20241126": 7,
+    "bom_brisbane_20201031": 6,
+    "bom_melbourne_20180616": 10,
+    "opera_europe_20180824": 4,
+    "mrms_conus_20190610": 15,
 }
 """Lead times scored per event, at its own step: 60 minutes, except CIRRUS (13 frames: 7 leads, one
 case) and MRMS (2-minute step, 36 frames: 15 leads = 30 minutes, 6 cases; 60 minutes would allow one)."""
@@ -51,7 +61,11 @@ def held_out(fold: str) -> tuple[str, ...]:
 
 
 def evaluate(
-    fold: str, model: str, out: Path, events: list[str] | None = None, baselines: str = "persistence,extrapolation,sprog"
+    fold: str,
+    model: str,
+    out: Path,
+    events: list[str] | None = None,
+    baselines: str = "persistence,extrapolation,sprog",
 ) -> None:
     """``nowcast evaluate`` of ``model`` and ``baselines`` on each held-out event into ``out/EVENT``."""
     for event in events or held_out(fold):
@@ -60,9 +74,24 @@ def evaluate(
             print(f"{event}: already scored in {target}", file=sys.stderr)
             continue
         cmd = [
-            sys.executable, "-m", "nowcast", "-q", "evaluate", str(DATA / f"{event}.nc"), "--model", model,
-            "--baselines", baselines, "--thresholds", THRESHOLDS,
-            "--stride", str(STRIDE), "--steps", str(LEADS[event]), "--out", str(target),
+            sys.executable,
+            "-m",
+            "nowcast",
+            "-q",
+            "evaluate",
+            str(DATA / f"{event}.nc"),
+            "--model",
+            model,
+            "--baselines",
+            baselines,
+            "--thresholds",
+            THRESHOLDS,
+            "--stride",
+            str(STRIDE),
+            "--steps",
+            str(LEADS[event]),
+            "--out",
+            str(target),
         ]
         print(" ".join(cmd), file=sys.stderr)
         subprocess.run(cmd, check=True)
@@ -129,7 +158,9 @@ def event_means(path: Path) -> dict[str, dict[str, float]]:
 def fold_means(root: Path, fold: str) -> dict[str, dict[str, float]]:
     """Per method, the mean over the events held out from ``fold`` of each event's means (``event_means``)."""
     per_event = [event_means(root / e / "metrics.csv") for e in held_out(fold) if (root / e / "metrics.csv").is_file()]
-    return {m: {k: _mean([ev[m][k] for ev in per_event]) for k in per_event[0][m]} for m in METHODS} if per_event else {}
+    return (
+        {m: {k: _mean([ev[m][k] for ev in per_event]) for k in per_event[0][m]} for m in METHODS} if per_event else {}
+    )
 
 
 def table(root: Path) -> str:
@@ -147,8 +178,10 @@ def table(root: Path) -> str:
             t = _read(path)
             leads = [lead for lead, _ in sorted(t[("model", "CSI", "1")])]
             lines += [f"**{event}** (leads {leads[0]:g}-{leads[-1]:g} min)", ""]
-            lines += ["| method | CSI>=1 by lead | mean CSI>=1 | mean CSI>=5 | POD/FAR/bias >=1 (mean) | MSE (mean) |",
-                      "|---|---|---|---|---|---|"]  # fmt: skip
+            lines += [
+                "| method | CSI>=1 by lead | mean CSI>=1 | mean CSI>=5 | POD/FAR/bias >=1 (mean) | MSE (mean) |",
+                "|---|---|---|---|---|---|",
+            ]
             for m in METHODS:
                 csi1 = [v for _, v in sorted(t[(m, "CSI", "1")])]
                 csi5 = [v for _, v in sorted(t[(m, "CSI", "5")])]
@@ -171,7 +204,10 @@ def table(root: Path) -> str:
             lines.append("")
         fold_rows[fold_trained] = per_method
     lines += ["### Fold means (mean over each fold's events of the per-event means)", ""]
-    lines += ["| scored on events of | method | CSI>=1 | CSI>=5 | bias>=1 (min-max over leads) | MSE |", "|---|---|---|---|---|---|"]
+    lines += [
+        "| scored on events of | method | CSI>=1 | CSI>=5 | bias>=1 (min-max over leads) | MSE |",
+        "|---|---|---|---|---|---|",
+    ]
     verdict = []
     for fold_trained, per_method in fold_rows.items():
         other = {"A": "B", "B": "A"}[fold_trained]
@@ -186,7 +222,9 @@ def table(root: Path) -> str:
         mod, ext, spr = per_method["model"], per_method["extrapolation"], per_method["sprog"]
         if mod["csi1"]:
             every_lead = all(
-                a >= b - 1e-9 for ms, es in zip(mod["csi1_by_lead"], ext["csi1_by_lead"]) for a, b in zip(ms, es)  # type: ignore[arg-type]
+                a >= b - 1e-9
+                for ms, es in zip(mod["csi1_by_lead"], ext["csi1_by_lead"])
+                for a, b in zip(ms, es)  # type: ignore[arg-type]
             )
             verdict.append(
                 f"- fold {other}: model/S-PROG CSI>=1 = {_mean(mod['csi1']) / _mean(spr['csi1']):.3f} (target >= 1.10); "

@@ -191,8 +191,9 @@ def _command(args: list[str], env: dict[str, str], timeout: float) -> tuple[floa
     """Run ``args`` in a session of its own; on a timeout (or the part's guard) kill the whole session,
     so that torchrun's workers do not outlive their agent."""
     start = time.perf_counter()
-    with subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          start_new_session=True) as popen:  # fmt: skip
+    with subprocess.Popen(
+        args, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as popen:
         try:
             out, err = popen.communicate(timeout=max(timeout, 1))
         except BaseException:
@@ -220,8 +221,11 @@ def _env(threads: int) -> dict[str, str]:
 def part_correctness(part: Part, device: torch.device, args: argparse.Namespace, left: Callable[[], float]) -> None:
     """Forecast, loss and gradients on the device against the CPU fp32 result on the same weights and input."""
     s = sizes_for(device, args.size)
-    cfg = CONFIGS["shi2015"] if device.type == "cuda" else ModelConfig(patch=4, hidden=(8, 8), kernels=(3, 3),
-                                                                        downsample=(1, 2))  # fmt: skip
+    cfg = (
+        CONFIGS["shi2015"]
+        if device.type == "cuda"
+        else ModelConfig(patch=4, hidden=(8, 8), kernels=(3, 3), downsample=(1, 2))
+    )
     torch.manual_seed(0)
     ref_model = build_model(cfg)
     x = torch.rand(s.batch, s.t_in, 1, s.size, s.size)
@@ -242,8 +246,12 @@ def part_correctness(part: Part, device: torch.device, args: argparse.Namespace,
         return pred.cpu(), loss.detach().cpu(), grads
 
     ref = run(ref_model, torch.device("cpu"), False)
-    part.add("reference", f"CPU fp32, {cfg.hidden} hidden, batch {s.batch}, {s.t_in} in + {s.t_out} out, "
-             f"{s.size}x{s.size}", "", None)  # fmt: skip
+    part.add(
+        "reference",
+        f"CPU fp32, {cfg.hidden} hidden, batch {s.batch}, {s.t_in} in + {s.t_out} out, {s.size}x{s.size}",
+        "",
+        None,
+    )
     if device.type == "cuda":
         part.add("TF32 in convolutions", torch.backends.cudnn.allow_tf32, "PyTorch default: fp32 convs may use TF32")
     for name, v in variants(device).items():
@@ -266,8 +274,9 @@ def part_correctness(part: Part, device: torch.device, args: argparse.Namespace,
         tol = TOLERANCE["bf16" if v["bf16"] else "fp32"]
         errs = {"forecast": rel_err(pred, ref[0]), "loss": rel_err(loss, ref[1]), "gradients": rel_err(grads, ref[2])}
         ok = all(math.isfinite(e) and e <= tol for e in errs.values())
-        part.add(name, {k: float(f"{e:.3g}") for k, e in errs.items()}, f"relative L2 error vs CPU fp32, pass <= {tol:g}",
-                 ok)  # fmt: skip
+        part.add(
+            name, {k: float(f"{e:.3g}") for k, e in errs.items()}, f"relative L2 error vs CPU fp32, pass <= {tol:g}", ok
+        )
 
 
 def part_ddp(part: Part, device: torch.device, args: argparse.Namespace, left: Callable[[], float]) -> None:
@@ -278,16 +287,33 @@ def part_ddp(part: Part, device: torch.device, args: argparse.Namespace, left: C
     work = Path(args.work)
     data = write_synthetic(work / "ddp_synth.nc", frames=40, size=(64, 64), seed=3)
     dev = "cuda" if device.type == "cuda" else "cpu"
-    common = ["--config", "tiny", "--set", f"data.files=[{data}]", "--set", f"train.device={dev}",
-              "--set", "train.val_every=2", "--set", "train.ckpt_every=1", "--set", "train.log_every=1",
-              "--set", "data.workers=0"]  # fmt: skip
+    common = [
+        "--config",
+        "tiny",
+        "--set",
+        f"data.files=[{data}]",
+        "--set",
+        f"train.device={dev}",
+        "--set",
+        "train.val_every=2",
+        "--set",
+        "train.ckpt_every=1",
+        "--set",
+        "train.log_every=1",
+        "--set",
+        "data.workers=0",
+    ]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "nowcast"]
     env = _env(args.threads)
     backend = "NCCL" if dev == "cuda" else "gloo"
     half, straight = work / "ddp_half", work / "ddp_straight"
     took, proc = _command([*torchrun, "train", *common, "--set", "train.steps=2", "--run-dir", str(half)], env, left())
-    part.add(f"torchrun 1 process ({backend}): train 2 steps", f"{took:.1f} s",
-             "" if proc.returncode == 0 else _failure(proc), proc.returncode == 0)  # fmt: skip
+    part.add(
+        f"torchrun 1 process ({backend}): train 2 steps",
+        f"{took:.1f} s",
+        "" if proc.returncode == 0 else _failure(proc),
+        proc.returncode == 0,
+    )
     if proc.returncode != 0:
         return
     wrapped = f"DistributedDataParallel over 1 process(es), {backend.lower()} backend" in proc.stderr
@@ -295,34 +321,52 @@ def part_ddp(part: Part, device: torch.device, args: argparse.Namespace, left: C
     ckpt = load_checkpoint(half / "last.pt")
     part.add("last.pt after 2 steps", f"step {ckpt['training']['step']}", "", ckpt["training"]["step"] == 2)
     took, proc = _command([*torchrun, "train", "--resume", str(half), "--set", "train.steps=4"], env, left())
-    part.add("--resume to step 4", f"{took:.1f} s", "" if proc.returncode == 0 else _failure(proc), proc.returncode == 0)
+    part.add(
+        "--resume to step 4", f"{took:.1f} s", "" if proc.returncode == 0 else _failure(proc), proc.returncode == 0
+    )
     if proc.returncode != 0:
         return
     resumed = load_checkpoint(half / "last.pt")
     steps = [int(line.split(",")[0]) for line in (half / "metrics.csv").read_text().splitlines()[1:]]
-    part.add("resumed run", f"last.pt step {resumed['training']['step']}, metrics.csv steps {steps}",
-             "model.pt and best.pt written" if (half / "model.pt").is_file() and (half / "best.pt").is_file() else
-             "model.pt or best.pt missing",
-             resumed["training"]["step"] == 4 and steps == [1, 2, 3, 4] and (half / "model.pt").is_file())  # fmt: skip
+    part.add(
+        "resumed run",
+        f"last.pt step {resumed['training']['step']}, metrics.csv steps {steps}",
+        "model.pt and best.pt written"
+        if (half / "model.pt").is_file() and (half / "best.pt").is_file()
+        else "model.pt or best.pt missing",
+        resumed["training"]["step"] == 4 and steps == [1, 2, 3, 4] and (half / "model.pt").is_file(),
+    )
     if dev != "cuda":
         part.skip("resumed vs uninterrupted weights", "exact on the CPU, tested by tests/test_train.py; run on CUDA")
         return
-    took, proc = _command([*torchrun, "train", *common, "--set", "train.steps=4", "--run-dir", str(straight)], env,
-                          left())  # fmt: skip
+    took, proc = _command(
+        [*torchrun, "train", *common, "--set", "train.steps=4", "--run-dir", str(straight)], env, left()
+    )
     if proc.returncode != 0:
         part.add("uninterrupted 4 steps", f"{took:.1f} s", _failure(proc), False)
         return
     a = load_checkpoint(straight / "last.pt")["state_dict"]
     b = resumed["state_dict"]
     diff = max(rel_err(b[k].float(), a[k].float()) for k in a if a[k].is_floating_point())
-    part.add("resumed vs uninterrupted weights", f"{diff:.2e}", "largest relative L2 difference of a tensor "
-             "(CUDA kernels are not bitwise deterministic)", diff < 1e-2)  # fmt: skip
+    part.add(
+        "resumed vs uninterrupted weights",
+        f"{diff:.2e}",
+        "largest relative L2 difference of a tensor (CUDA kernels are not bitwise deterministic)",
+        diff < 1e-2,
+    )
 
 
 def _timed_variants(
-    cases: dict[str, tuple[torch.nn.Module, bool, str | None]], x: torch.Tensor, y: torch.Tensor, steps: int,
-    device: torch.device, repeat: int, left: Callable[[], float], part: Part, label: str,
-) -> dict[str, dict[str, float]]:  # fmt: skip
+    cases: dict[str, tuple[torch.nn.Module, bool, str | None]],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+    device: torch.device,
+    repeat: int,
+    left: Callable[[], float],
+    part: Part,
+    label: str,
+) -> dict[str, dict[str, float]]:
     """Median inference and training seconds of each (model, bf16, compile mode) case, run one after the other."""
     out: dict[str, dict[str, float]] = {}
     for name, (model, bf16, mode) in cases.items():
@@ -375,13 +419,17 @@ def part_speed(part: Part, device: torch.device, args: argparse.Namespace, left:
             "ours channels-last fp32": (ours(True), False, None),
         }
         if device.type == "cuda" or bf16_native():
-            cases.update({
-                "textbook bf16": (Textbook(cfg).to(device), True, None),
-                "ours bf16": (ours(), True, None),
-                "ours channels-last bf16": (ours(True), True, None),
-            })  # fmt: skip
+            cases.update(
+                {
+                    "textbook bf16": (Textbook(cfg).to(device), True, None),
+                    "ours bf16": (ours(), True, None),
+                    "ours channels-last bf16": (ours(True), True, None),
+                }
+            )
         else:
-            part.skip(f"{config} bf16 variants", "this CPU has no native bf16 (PyTorch emulates it far slower than fp32)")
+            part.skip(
+                f"{config} bf16 variants", "this CPU has no native bf16 (PyTorch emulates it far slower than fp32)"
+            )
         if device.type == "cuda":
             cases["ours compiled (default) cl bf16"] = (ours(True), True, "default")
             cases["ours CUDA graphs (reduce-overhead) cl bf16"] = (ours(True), True, "reduce-overhead")
@@ -390,9 +438,12 @@ def part_speed(part: Part, device: torch.device, args: argparse.Namespace, left:
         times = _timed_variants(cases, x, y, s.t_out, device, s.repeat, left, part, config)
         ref = times.get("textbook fp32")
         flops = conv_flops(lambda: cases["ours fp32"][0](x, s.t_out)) if ref else 0
-        part.add(f"{config} problem", f"{cfg.hidden} hidden, batch {s.batch}, {s.t_in} in + {s.t_out} out, "
-                 f"{s.size}x{s.size}; ours {flops / 1e9:.3g} GFLOP per forecast", "speed-up = textbook fp32 time / "
-                 "variant time (median)")  # fmt: skip
+        part.add(
+            f"{config} problem",
+            f"{cfg.hidden} hidden, batch {s.batch}, {s.t_in} in + {s.t_out} out, "
+            f"{s.size}x{s.size}; ours {flops / 1e9:.3g} GFLOP per forecast",
+            "speed-up = textbook fp32 time / variant time (median)",
+        )
         for name, t in times.items():
             value = {k: f"{v * 1e3:.1f} ms" for k, v in t.items()}
             if ref:
@@ -427,14 +478,18 @@ def part_hko7(part: Part, device: torch.device, args: argparse.Namespace, left: 
         models["bf16 channels-last"] = (build_model(cfg).to(device).to(memory_format=torch.channels_last).eval(), True)
     flops = conv_flops(lambda: models["fp32"][0](x, t_out))
     for name, (model, bf16) in models.items():
+
         def infer(m: torch.nn.Module = model, low: bool = bf16) -> None:
             with torch.inference_mode(), autocast(device, low):
                 m(x, t_out)
 
         sec = seconds_of(infer, device, 5 if cuda else 1)
-        part.add(f"inference {name}, batch 1", f"{sec:.4f} s/sequence",
-                 f"{flops / sec / 1e12:.3g} TFLOP/s = {flops / sec / peak['gflops'] / 1e9:.1%} of the matmul peak; "
-                 f"HKO-7 ConvLSTM: {HKO7_SEC_PER_SEQ} s")  # fmt: skip
+        part.add(
+            f"inference {name}, batch 1",
+            f"{sec:.4f} s/sequence",
+            f"{flops / sec / 1e12:.3g} TFLOP/s = {flops / sec / peak['gflops'] / 1e9:.1%} of the matmul peak; "
+            f"HKO-7 ConvLSTM: {HKO7_SEC_PER_SEQ} s",
+        )
     part.add("forecast FLOPs", f"{flops / 1e9:.1f} GFLOP", f"{size}x{size}, {t_in} in + {t_out} out")
     if not cuda:
         part.skip("largest batch that fits", "CUDA only: the CPU has no fixed device memory to fill (it would swap)")
@@ -447,6 +502,7 @@ def part_hko7(part: Part, device: torch.device, args: argparse.Namespace, left: 
             try:
                 xb = torch.rand(batch, shape[1], 1, shape[0], shape[0], device=device)
                 if mode == "inference":
+
                     def step(xb: torch.Tensor = xb) -> None:
                         with torch.inference_mode(), autocast(device, True):
                             model(xb, shape[2])
@@ -458,6 +514,7 @@ def part_hko7(part: Part, device: torch.device, args: argparse.Namespace, left: 
                             loss = F.mse_loss(model(xb, shape[2]).float(), yb)
                         loss.backward()
                         model.zero_grad(set_to_none=True)
+
                 sec = seconds_of(step, device, 2)
                 fits, rate = batch, batch / sec
                 batch *= 2
@@ -470,8 +527,12 @@ def part_hko7(part: Part, device: torch.device, args: argparse.Namespace, left: 
                 torch.cuda.empty_cache()
         if stop == "batch 1024 reached" and batch <= 1024:
             stop = f"the time guard, before batch {batch}"
-        part.add(f"largest {mode} batch (powers of 2), {shape[0]}x{shape[0]}", fits,
-                 f"{rate:.1f} sequences/s, bf16 channels-last; stopped at {stop}", fits > 0)  # fmt: skip
+        part.add(
+            f"largest {mode} batch (powers of 2), {shape[0]}x{shape[0]}",
+            fits,
+            f"{rate:.1f} sequences/s, bf16 channels-last; stopped at {stop}",
+            fits > 0,
+        )
 
 
 def _radar_input(work: Path, cuda: bool, frames: int) -> tuple[Path, str]:
@@ -512,19 +573,45 @@ def part_commands(part: Part, device: torch.device, args: argparse.Namespace, le
     fc, csi, secs = {}, {}, {}
     for dev in devices:
         out = work / f"fc_{dev}.nc"
-        took, proc = _command([*base, "predict", str(src), "--model", str(model), "--device", dev, "-o", str(out)],
-                              env, left())  # fmt: skip
-        part.add(f"predict --device {dev}", f"{took:.2f} s", "" if proc.returncode == 0 else _failure(proc),
-                 proc.returncode == 0)  # fmt: skip
+        took, proc = _command(
+            [*base, "predict", str(src), "--model", str(model), "--device", dev, "-o", str(out)], env, left()
+        )
+        part.add(
+            f"predict --device {dev}",
+            f"{took:.2f} s",
+            "" if proc.returncode == 0 else _failure(proc),
+            proc.returncode == 0,
+        )
         if proc.returncode == 0:
             with xr.open_dataset(out) as ds:
                 fc[dev] = ds["rainfall_rate"].values.astype(np.float64)
         rep = work / f"eval_{dev}"
-        took, proc = _command([*base, "evaluate", str(src), "--model", str(model), "--device", dev, "--baselines",
-                               "persistence", "--thresholds", "1,5", "--out", str(rep)], env, left())  # fmt: skip
+        took, proc = _command(
+            [
+                *base,
+                "evaluate",
+                str(src),
+                "--model",
+                str(model),
+                "--device",
+                dev,
+                "--baselines",
+                "persistence",
+                "--thresholds",
+                "1,5",
+                "--out",
+                str(rep),
+            ],
+            env,
+            left(),
+        )
         secs[dev] = took
-        part.add(f"evaluate --device {dev}", f"{took:.2f} s", "" if proc.returncode == 0 else _failure(proc),
-                 proc.returncode == 0)  # fmt: skip
+        part.add(
+            f"evaluate --device {dev}",
+            f"{took:.2f} s",
+            "" if proc.returncode == 0 else _failure(proc),
+            proc.returncode == 0,
+        )
         if proc.returncode == 0:
             summary = json.loads((rep / "summary.json").read_text())
             csi[dev] = summary["scores_mean_over_leads"]["model"]["CSI"]
@@ -533,8 +620,12 @@ def part_commands(part: Part, device: torch.device, args: argparse.Namespace, le
         a, b = fc["cuda"], fc["cpu"]
         both = np.isfinite(a) & np.isfinite(b)
         diff = float(np.abs(a[both] - b[both]).max()) if both.any() else math.nan
-        part.add("predict cuda vs cpu", f"max |diff| {diff:.3f} mm/h", "bf16 on CUDA, fp32 on the CPU; output packed "
-                 "at 0.01 mm/h", bool(np.array_equal(np.isfinite(a), np.isfinite(b))))  # fmt: skip
+        part.add(
+            "predict cuda vs cpu",
+            f"max |diff| {diff:.3f} mm/h",
+            "bf16 on CUDA, fp32 on the CPU; output packed at 0.01 mm/h",
+            bool(np.array_equal(np.isfinite(a), np.isfinite(b))),
+        )
     if "cuda" in csi and "cpu" in csi:
         gap = max(abs((csi["cuda"][k] or 0) - (csi["cpu"][k] or 0)) for k in csi["cpu"])
         part.add("evaluate cuda vs cpu", f"largest CSI difference {gap:.4f}", "pass <= 0.01", gap <= 0.01)
@@ -573,8 +664,12 @@ def machine(device: torch.device) -> dict[str, Any]:
                 break
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
-                    cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())  # fmt: skip
+        info.update(
+            gpu=props.name,
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+        )
     return info
 
 
@@ -623,21 +718,28 @@ def main() -> int:
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        print(f"gpu_check: error: --device {args.device}: expected a CUDA GPU, found none "
-              f"(torch {torch.__version__}); use --device cpu", file=sys.stderr)  # fmt: skip
+        print(
+            f"gpu_check: error: --device {args.device}: expected a CUDA GPU, found none "
+            f"(torch {torch.__version__}); use --device cpu",
+            file=sys.stderr,
+        )
         return 2
     unknown = [p for p in args.parts.split(",") if p not in PARTS]
     if unknown:
-        print(f"gpu_check: error: --parts: expected names among {', '.join(PARTS)}, found {', '.join(unknown)}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"gpu_check: error: --parts: expected names among {', '.join(PARTS)}, found {', '.join(unknown)}",
+            file=sys.stderr,
+        )
         return 2
     args.threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     info = machine(device)
     out = Path(args.out)
-    print(f"gpu_check on {info.get('gpu', info['cpu'])} ({device}), torch {info['torch']}, budget {args.budget:.0f} s",
-          flush=True)
+    print(
+        f"gpu_check on {info.get('gpu', info['cpu'])} ({device}), torch {info['torch']}, budget {args.budget:.0f} s",
+        flush=True,
+    )
     parts: list[Part] = []
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as work:
         args.work = work
@@ -663,7 +765,9 @@ def main() -> int:
                 part.status, part.reason = "timeout", str(exc)
             except Exception as exc:  # noqa: BLE001 - one broken part must not sink the report
                 part.status, part.reason = "error", f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-                part.rows.append({"check": "traceback", "value": None, "note": traceback.format_exc()[-1500:], "ok": False})
+                part.rows.append(
+                    {"check": "traceback", "value": None, "note": traceback.format_exc()[-1500:], "ok": False}
+                )
             finally:
                 if device.type == "cuda":
                     torch.cuda.empty_cache()

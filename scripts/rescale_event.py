@@ -58,8 +58,10 @@ def main() -> None:
     rate = open_radar(args.source, scan=False)  # checks variable, units, dims and a regular step
     n_segments = len(segments(rate))
     if rate.ndim != 3 or n_segments > 1:
-        raise SystemExit(f"{args.source}: expected one gap-free (time, y, x) sequence, found dims {rate.dims} "
-                         f"in {n_segments} segment(s)")
+        raise SystemExit(
+            f"{args.source}: expected one gap-free (time, y, x) sequence, found dims {rate.dims} "
+            f"in {n_segments} segment(s)"
+        )
     with xr.open_dataset(args.source) as ds:  # metadata only: global and variable attributes
         global_attrs, var_attrs = dict(ds.attrs), dict(ds[rate.attrs["variable"]].attrs)
     src_step = int(rate.attrs["time_step"])
@@ -87,11 +89,26 @@ def main() -> None:
         f"{args.step} s apart (source step {src_step} s) so that displacement per step matches a "
         f"{args.step} s, {args.pixel:.0f} m product; the time axis is synthetic"
     )
-    out.attrs = {**global_attrs, "time_step_seconds": args.step, "pixel_size_x_m": new_px, "pixel_size_y_m": new_px,
-                 "nowcast_rescaled": note, "history": f"{global_attrs.get('history', '')}\nscripts/rescale_event.py: {note}"}
-    enc = {"rainfall_rate": {"dtype": "int16", "scale_factor": np.float32(0.01), "add_offset": np.float32(0),
-                             "_FillValue": np.int16(-32768), "zlib": True, "shuffle": True, "chunksizes": (1, ny, nx)},
-           "time": {"units": "seconds since 1970-01-01", "dtype": "int64"}}
+    out.attrs = {
+        **global_attrs,
+        "time_step_seconds": args.step,
+        "pixel_size_x_m": new_px,
+        "pixel_size_y_m": new_px,
+        "nowcast_rescaled": note,
+        "history": f"{global_attrs.get('history', '')}\nscripts/rescale_event.py: {note}",
+    }
+    enc = {
+        "rainfall_rate": {
+            "dtype": "int16",
+            "scale_factor": np.float32(0.01),
+            "add_offset": np.float32(0),
+            "_FillValue": np.int16(-32768),
+            "zlib": True,
+            "shuffle": True,
+            "chunksizes": (1, ny, nx),
+        },
+        "time": {"units": "seconds since 1970-01-01", "dtype": "int64"},
+    }
     with atomic_output(args.output) as tmp:
         out.to_netcdf(tmp, encoding=enc)
     print(f"{args.output}: {values.shape} -> {coarse.shape}; {note}")

@@ -45,7 +45,9 @@ def main() -> None:
             [m] + [f"{get(m, 'POD', l, 1.0)} / {get(m, 'FAR', l, 1.0)} / {get(m, 'BIAS', l, 1.0)}" for l in leads]
         )
     lead_cols = " | ".join(f"{l:g} min" for l in leads)
-    print(f"CSI (event: rain ≥ threshold)\n\n| method | threshold (mm/h) | {lead_cols} |\n|---|---|" + "---|" * len(leads))
+    print(
+        f"CSI (event: rain ≥ threshold)\n\n| method | threshold (mm/h) | {lead_cols} |\n|---|---|" + "---|" * len(leads)
+    )
     for r in rows_by_score["CSI"]:
         print("| " + " | ".join(r) + " |")
     print(f"\nMSE (mm²/h²)\n\n| method | {lead_cols} |\n|---|" + "---|" * len(leads))

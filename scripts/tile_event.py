@@ -55,9 +55,14 @@ def main() -> None:
                 }
                 out = args.out_dir / f"{args.source.stem}_r{r:02d}_c{c:02d}.nc"
                 with atomic_output(out) as tmp:
-                    tile.to_netcdf(tmp, encoding={args.variable: enc, "time": {"units": "seconds since 1970-01-01", "dtype": "int64"}})
+                    tile.to_netcdf(
+                        tmp,
+                        encoding={args.variable: enc, "time": {"units": "seconds since 1970-01-01", "dtype": "int64"}},
+                    )
                 kept += 1
-    print(f"{args.source}: {kept} tiles of {args.size} x {args.size} with >= {args.min_valid:.0%} valid pixels in {args.out_dir}")
+    print(
+        f"{args.source}: {kept} tiles of {args.size} x {args.size} with >= {args.min_valid:.0%} valid pixels in {args.out_dir}"
+    )
 
 
 if __name__ == "__main__":

@@ -223,7 +223,9 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
 
 
-def moving_rain(frames: int, size: tuple[int, int] = (40, 48), shift: tuple[int, int] = (0, 1), seed: int = 0) -> np.ndarray:
+def moving_rain(
+    frames: int, size: tuple[int, int] = (40, 48), shift: tuple[int, int] = (0, 1), seed: int = 0
+) -> np.ndarray:
     """(frames, H, W) mm/h: Gaussian rain cells moving ``shift`` = (rows, cols) pixels per frame.
 
     Frame t is a window of a larger fixed field, moved by ``t * shift`` (no wrap-around: rain enters
@@ -237,9 +239,11 @@ def moving_rain(frames: int, size: tuple[int, int] = (40, 48), shift: tuple[int,
     big = np.zeros(rows.shape)
     n_cells = max(4, big.size // 500)
     for r, c, sigma, peak in zip(
-        rng.uniform(0, rows.shape[0], n_cells), rng.uniform(0, cols.shape[1], n_cells),
-        rng.uniform(1.5, 3.5, n_cells), rng.uniform(2.0, 30.0, n_cells),
-    ):  # fmt: skip
+        rng.uniform(0, rows.shape[0], n_cells),
+        rng.uniform(0, cols.shape[1], n_cells),
+        rng.uniform(1.5, 3.5, n_cells),
+        rng.uniform(2.0, 30.0, n_cells),
+    ):
         big += peak * np.exp(-((rows - r) ** 2 + (cols - c) ** 2) / (2 * sigma**2))
     big = np.round(np.where(big < 0.05, 0.0, big), 2)
     return np.stack([big[pad - t * dy : pad - t * dy + h, pad - t * dx : pad - t * dx + w] for t in range(frames)])

@@ -48,7 +48,9 @@ def test_extrapolation_beats_persistence_on_rain_moving_one_pixel_per_step(pyste
     assert np.all(csi["extrapolation"] > 0.8), csi  # a pure translation is almost reproduced
 
 
-def test_extrapolation_no_data_from_outside_the_domain_and_where_the_last_frame_has_none(pysteps_installed: None) -> None:
+def test_extrapolation_no_data_from_outside_the_domain_and_where_the_last_frame_has_none(
+    pysteps_installed: None,
+) -> None:
     x = moving_rain(5, shift=(0, 2))  # moving right by 2 pixels per step
     x[:, 10:14, 20:24] = np.nan  # a no-data hole in every frame
     out = baselines.extrapolation(x, 3)
@@ -79,7 +81,9 @@ def test_to_dbr_follows_pysteps_db_transform(pysteps_installed: None) -> None:
     from pysteps.utils.transformation import dB_transform
 
     r = np.array([[0.0, 0.05, 0.1, 1.0], [10.0, 55.5, np.nan, 0.2]])
-    expected, _ = dB_transform(r.copy(), {"transform": None, "threshold": 0.1, "zerovalue": 0.0}, threshold=0.1, zerovalue=-15.0)
+    expected, _ = dB_transform(
+        r.copy(), {"transform": None, "threshold": 0.1, "zerovalue": 0.0}, threshold=0.1, zerovalue=-15.0
+    )
     expected[~np.isfinite(expected)] = -15.0
     np.testing.assert_allclose(baselines.to_dbr(r), expected)
 

@@ -18,7 +18,13 @@ from nowcast.predict import forecast_array
 from nowcast.transforms import Transform
 from tests.conftest import REPO_ROOT, moving_rain
 
-SPROG_BASE = ("model.frame=lagrangian", "model.residual=true", "model.step_input=true", "data.time_step=0", "model.base=sprog")
+SPROG_BASE = (
+    "model.frame=lagrangian",
+    "model.residual=true",
+    "model.step_input=true",
+    "data.time_step=0",
+    "model.base=sprog",
+)
 
 
 def test_ar2_parameters_by_hand() -> None:
@@ -27,7 +33,9 @@ def test_ar2_parameters_by_hand() -> None:
     # phi2 = (g2 - g1^2) / (1 - g1^2) = -0.09 / 0.36 = -0.25; (0.5, 0.2): the bound is 0.196, gamma2 stays
     phi1, phi2 = ar2_parameters(torch.tensor([0.8], dtype=torch.float64), torch.tensor([0.5], dtype=torch.float64))
     assert phi1.item() == pytest.approx(1.0) and phi2.item() == pytest.approx(-0.25)
-    phi1, phi2 = ar2_parameters(torch.tensor([0.5], dtype=torch.float64), torch.tensor([0.2], dtype=torch.float64))  # inside the bounds: unchanged
+    phi1, phi2 = ar2_parameters(
+        torch.tensor([0.5], dtype=torch.float64), torch.tensor([0.2], dtype=torch.float64)
+    )  # inside the bounds: unchanged
     assert phi1.item() == pytest.approx(0.5 * 0.8 / 0.75) and phi2.item() == pytest.approx(-0.05 / 0.75)
 
 

@@ -26,8 +26,6 @@ needs_checker = pytest.mark.skipif(CHECKER is None, reason="compliance-checker i
 REAL_FILES = sorted(REAL_DATA.glob("*.nc")) if (REAL_DATA / "README.md").is_file() else []
 
 
-
-
 def _check_cf(path: Path) -> None:
     """Run the IOOS checker on ``path``; fail with its report unless it found nothing at all."""
     proc = subprocess.run(
@@ -94,7 +92,10 @@ def test_knmi_like_gap_is_completed_and_said_in_history(cli_runner, radar_file, 
     with netCDF4.Dataset(out) as nc:
         assert nc["crs"].latitude_of_projection_origin == 90.0
         assert nc["crs"].standard_parallel == 60.0  # present attributes unchanged
-        assert "grid mapping 'crs' completed from its CRS: " in nc.history and "latitude_of_projection_origin" in nc.history
+        assert (
+            "grid mapping 'crs' completed from its CRS: " in nc.history
+            and "latitude_of_projection_origin" in nc.history
+        )
     if CHECKER:
         _check_cf(out)
 
@@ -107,7 +108,9 @@ def test_crs_without_cf_grid_mapping_gets_latitude_longitude(cli_runner, radar_f
             crs.delncattr(name)
         crs.proj4 = "+proj=eqc +lat_ts=45.44 +lat_0=0 +lon_0=-84.5 +x_0=0 +y_0=0 +R=6371000 +units=m +no_defs"
     out = tmp_path / "fc.nc"
-    said = [line for line in _predict(cli_runner, src, checkpoints(300), out).splitlines() if "no CF equivalent" in line]
+    said = [
+        line for line in _predict(cli_runner, src, checkpoints(300), out).splitlines() if "no CF equivalent" in line
+    ]
     assert len(said) == 1 and " INFO grid mapping 'crs' has no CF equivalent (+proj=eqc" in said[0]
     with netCDF4.Dataset(out) as nc:
         assert "crs" not in nc.variables and "grid_mapping" not in nc["rainfall_rate"].ncattrs()
@@ -123,9 +126,15 @@ def test_crs_without_cf_grid_mapping_gets_latitude_longitude(cli_runner, radar_f
 
 
 def test_complete_grid_mapping_keeps_present_attributes():
-    attrs = {"grid_mapping_name": "oblique_mercator", "azimuth_of_central_line": 90.0, "latitude_of_projection_origin": 46.95,
-             "longitude_of_projection_origin": 7.44, "scale_factor_at_projection_origin": 1.0,
-             "false_easting": 600000.0, "false_northing": 200000.0}  # fmt: skip
+    attrs = {
+        "grid_mapping_name": "oblique_mercator",
+        "azimuth_of_central_line": 90.0,
+        "latitude_of_projection_origin": 46.95,
+        "longitude_of_projection_origin": 7.44,
+        "scale_factor_at_projection_origin": 1.0,
+        "false_easting": 600000.0,
+        "false_northing": 200000.0,
+    }
     done, added = complete_grid_mapping(attrs)
     assert done is not None and {k: done[k] for k in attrs} == attrs
     assert done["azimuth"] == 90.0 and added == ["azimuth"]  # no CRS text: only the checker's alias

@@ -12,8 +12,6 @@ import pytest
 from nowcast.cli import app
 
 
-
-
 def _random_bytes(tmp_path: Path, radar_file: Callable[..., Path]) -> Path:
     path = tmp_path / "random.nc"
     path.write_bytes(np.random.default_rng(0).bytes(4000))
@@ -132,8 +130,12 @@ def test_usage_error_through_python_m_is_one_line():
     env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(
         [sys.executable, "-m", "nowcast", "predict", "in.nc", "--steps", "abc"],
-        capture_output=True, text=True, env=env, cwd=repo, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=repo,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert len(proc.stderr.strip().splitlines()) == 1 and "'--steps'" in proc.stderr and "'abc'" in proc.stderr

@@ -37,8 +37,16 @@ def test_defaults_without_file() -> None:
 
 
 def test_overrides_parse_yaml_values(tmp_path: Path) -> None:
-    cfg = load_config(CONFIGS / "tiny.yaml", ["data.files=[a.nc, b.nc]", "train.lr=0.01", "model.hidden=[4, 6]",
-                                              "model.kernels=[3,5]", "data.variable=precip"])
+    cfg = load_config(
+        CONFIGS / "tiny.yaml",
+        [
+            "data.files=[a.nc, b.nc]",
+            "train.lr=0.01",
+            "model.hidden=[4, 6]",
+            "model.kernels=[3,5]",
+            "data.variable=precip",
+        ],
+    )
     assert cfg.data.files == ("a.nc", "b.nc")
     assert cfg.train.lr == 0.01
     assert cfg.model.hidden == (4, 6) and cfg.model.kernels == (3, 5)

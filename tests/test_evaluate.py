@@ -27,8 +27,6 @@ SIZE = (32, 40)  # multiples of the tiny model's total stride (8)
 PLOTS = ("csi_by_lead.png", "pod_by_lead.png", "far_by_lead.png", "mse_mae_by_lead.png", "example_case.png")
 
 
-
-
 @pytest.fixture
 def need_pysteps() -> None:
     from nowcast.baselines import get_method
@@ -50,8 +48,8 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def test_cli_writes_every_report_and_prints_the_table(cli_runner,
-    radar_file: Callable[..., Path], tiny_checkpoint: Path, tmp_path: Path, need_pysteps: None
+def test_cli_writes_every_report_and_prints_the_table(
+    cli_runner, radar_file: Callable[..., Path], tiny_checkpoint: Path, tmp_path: Path, need_pysteps: None
 ) -> None:
     data = _moving_file(radar_file, "event.nc", 12)
     out = tmp_path / "rep"
@@ -80,7 +78,9 @@ def test_cli_writes_every_report_and_prints_the_table(cli_runner,
     assert len(keys) == len(rows)  # exactly one row per (method, lead, threshold, score)
     assert {r["lead_min"] for r in rows} == {"5", "10", "15", "20"}
     csi = [r for r in rows if r["score"] == "CSI"]
-    assert all(int(r["hits"]) + int(r["misses"]) + int(r["false_alarms"]) + int(r["correct_negatives"]) > 0 for r in csi)
+    assert all(
+        int(r["hits"]) + int(r["misses"]) + int(r["false_alarms"]) + int(r["correct_negatives"]) > 0 for r in csi
+    )
     assert all(r["threshold"] == "" and r["hits"] == "" for r in rows if r["score"] == "MSE")
 
     summary = json.loads((out / "summary.json").read_text())
@@ -127,9 +127,14 @@ def test_two_files_together_pool_the_counts_of_each(
     b = _moving_file(radar_file, "b.nc", 10, seed=2, start="2021-06-02T08:00:00")
     model, cfg, _ = model_from_checkpoint(tiny_checkpoint)
     kw = dict(
-        in_frames=4, steps=4, model=model, transform=Transform.from_config(cfg),
-        baselines=("persistence", "extrapolation"), fss_scales=(3,), batch_size=2,
-    )  # fmt: skip
+        in_frames=4,
+        steps=4,
+        model=model,
+        transform=Transform.from_config(cfg),
+        baselines=("persistence", "extrapolation"),
+        fss_scales=(3,),
+        batch_size=2,
+    )
     both = run_evaluation(open_archive([a, b], time_step=300), **kw)
     each = [run_evaluation(open_archive([f], time_step=300), **kw) for f in (a, b)]
     assert both.n_cases == each[0].n_cases + each[1].n_cases == 4 + 3
@@ -138,7 +143,9 @@ def test_two_files_together_pool_the_counts_of_each(
         for name in metrics.COUNTS:
             np.testing.assert_array_equal(getattr(both.scores[m], name), getattr(pooled, name), err_msg=f"{m} {name}")
         for name in metrics.SUMS:
-            np.testing.assert_allclose(getattr(both.scores[m], name), getattr(pooled, name), rtol=1e-10, err_msg=f"{m} {name}")
+            np.testing.assert_allclose(
+                getattr(both.scores[m], name), getattr(pooled, name), rtol=1e-10, err_msg=f"{m} {name}"
+            )
         fss = metrics.merge(each[0].fss[m], each[1].fss[m])
         np.testing.assert_allclose(both.fss[m].fss_sq_diff, fss.fss_sq_diff, rtol=1e-10)
     assert both.files == [str(a), str(b)]
@@ -159,9 +166,18 @@ def test_model_scores_equal_training_validation_on_the_same_windows(
         metrics.accumulate(expected, pred, frames[start + 4 : start + 8][None])
     for baselines, common in (((), True), (("extrapolation",), False)):
         ev = run_evaluation(
-            archive, in_frames=4, steps=4, model=model, transform=transform, baselines=baselines,
-            thresholds=cfg.eval.thresholds, comparison=cfg.eval.comparison, stride=2, common_mask=common, batch_size=2,
-        )  # fmt: skip
+            archive,
+            in_frames=4,
+            steps=4,
+            model=model,
+            transform=transform,
+            baselines=baselines,
+            thresholds=cfg.eval.thresholds,
+            comparison=cfg.eval.comparison,
+            stride=2,
+            common_mask=common,
+            batch_size=2,
+        )
         got = ev.scores["model"]
         for name in metrics.COUNTS:
             np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
@@ -194,8 +210,8 @@ def test_windows_never_cross_a_gap_and_the_example_is_the_rainiest_t0(radar_file
     assert ev.example is not None and ev.example.t0 == "2021-06-01T13:00:00Z"  # frame 10, 12 steps after 12:00
 
 
-def test_cli_errors_exit_2_with_one_line(cli_runner,
-    radar_file: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_cli_errors_exit_2_with_one_line(
+    cli_runner, radar_file: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = radar_file("e.nc", frames=16, size=SIZE)
     runner = cli_runner

@@ -51,23 +51,36 @@ def test_merged_shares_equal_one_process(radar_file: Callable[..., Path], tiny_c
     files = _archive_files(radar_file)
     net, cfg, _ = model_from_checkpoint(tiny_checkpoint)
     archive = open_archive([str(f) for f in files], time_step=300, min_frames=8)
-    kw = dict(in_frames=4, steps=4, model=net, transform=Transform.from_config(cfg), baselines=("persistence",),
-              thresholds=(0.1, 1.0, 5.0), fss_scales=(3,), batch_size=1)  # fmt: skip
+    kw = dict(
+        in_frames=4,
+        steps=4,
+        model=net,
+        transform=Transform.from_config(cfg),
+        baselines=("persistence",),
+        thresholds=(0.1, 1.0, 5.0),
+        fss_scales=(3,),
+        batch_size=1,
+    )
     whole = run_evaluation(archive, **kw)
     parts = [run_evaluation(archive, **kw, rank=r, world=3) for r in range(3)]
     assert [p.n_cases for p in parts] == [2, 2, 3]  # 4 + 3 = 7 forecast times
     merged = merge_evaluations(parts)
     assert merged.n_cases == whole.n_cases == 7
-    assert (merged.first_t0, merged.last_t0) == (whole.first_t0, whole.last_t0) == (
-        "2021-06-01T12:15:00Z", "2021-06-02T12:25:00Z")  # fmt: skip
+    assert (
+        (merged.first_t0, merged.last_t0)
+        == (whole.first_t0, whole.last_t0)
+        == ("2021-06-01T12:15:00Z", "2021-06-02T12:25:00Z")
+    )
     assert merged.example is not None and whole.example is not None and merged.example.t0 == whole.example.t0
     for m in ("model", "persistence"):
         for name in metrics.COUNTS:
             np.testing.assert_array_equal(getattr(merged.scores[m], name), getattr(whole.scores[m], name))
         for name in metrics.SUMS + metrics.FSS_SUMS:  # float sums: same terms, another order
-            np.testing.assert_allclose(getattr(merged.fss[m] if name.startswith("fss") else merged.scores[m], name),
-                                       getattr(whole.fss[m] if name.startswith("fss") else whole.scores[m], name),
-                                       rtol=1e-12)  # fmt: skip
+            np.testing.assert_allclose(
+                getattr(merged.fss[m] if name.startswith("fss") else merged.scores[m], name),
+                getattr(whole.fss[m] if name.startswith("fss") else whole.scores[m], name),
+                rtol=1e-12,
+            )
         assert whole.scores[m].hits.sum() > 0
 
 
@@ -89,9 +102,28 @@ def test_torchrun_two_gloo_ranks_give_the_counts_of_one_process(
     evaluate_files(files, model=tiny_checkpoint, baselines=("persistence",), out_dir=one, plots=False, device="cpu")
     two = tmp_path / "two"
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "nowcast", "evaluate", *files, "--model", str(tiny_checkpoint), "--baselines", "persistence",
-           "--out", str(two), "--device", "cpu", "--threads", "1"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "nowcast",
+        "evaluate",
+        *files,
+        "--model",
+        str(tiny_checkpoint),
+        "--baselines",
+        "persistence",
+        "--out",
+        str(two),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("CSI (event: rain >= 1 mm/h)") == 1  # rank 0 alone prints the table
@@ -107,8 +139,9 @@ def test_torchrun_two_gloo_ranks_give_the_counts_of_one_process(
 
 
 @pytest.mark.parametrize("device, found", [("cuda", "expected a CUDA GPU, found none"), ("gpu", "expected auto, cpu")])
-def test_device_that_is_not_there_is_a_one_line_error(radar_file: Callable[..., Path], tiny_checkpoint: Path,
-                                                      device: str, found: str) -> None:
+def test_device_that_is_not_there_is_a_one_line_error(
+    radar_file: Callable[..., Path], tiny_checkpoint: Path, device: str, found: str
+) -> None:
     import torch
     from typer.testing import CliRunner
 

@@ -24,8 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ("synth", "info", "train", "predict", "evaluate", "config", "config list", "config show")
 
 
-
-
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
@@ -81,10 +79,25 @@ def test_config_show_prints_every_key_with_type_and_meaning_and_reads_back(cli_r
     assert "# variable (str or null):" in text
 
 
-def test_train_config_by_name_from_any_directory(cli_runner, synth_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_train_config_by_name_from_any_directory(
+    cli_runner, synth_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)  # no configs/ folder here: the name must resolve to the shipped file
-    args = ["train", "--config", "tiny", "--set", f"data.files=[{synth_file}]", "--set", "train.steps=2",
-            "--set", "train.val_every=100", "--run-dir", "run", "--threads", "1"]
+    args = [
+        "train",
+        "--config",
+        "tiny",
+        "--set",
+        f"data.files=[{synth_file}]",
+        "--set",
+        "train.steps=2",
+        "--set",
+        "train.val_every=100",
+        "--run-dir",
+        "run",
+        "--threads",
+        "1",
+    ]
     result = cli_runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
@@ -113,6 +126,7 @@ def test_every_import_is_declared() -> None:
     """Third-party modules imported at module level need a core dependency; those imported inside a
     function (optional features) at least an extra. A core-only install must never die of an import."""
     import ast
+
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -187,8 +201,10 @@ def test_shell_completion_is_offered(cli_runner) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "nowcast", "--show-completion", "bash"],
         env={**_env(), "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"},  # the shell named, not detected
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "_NOWCAST_COMPLETE" in result.stdout and "complete " in result.stdout
     assert "--install-completion" in cli_runner.invoke(app, ["--help"]).stdout
@@ -216,9 +232,26 @@ def test_log_lines_never_land_on_the_progress_bar(synth_file: Path, tmp_path: Pa
 
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # a 160-column terminal
-    args = [sys.executable, "-m", "nowcast", "train", "--config", "tiny", "--set", f"data.files=[{synth_file}]",
-            "--set", "train.steps=4", "--set", "train.val_every=2", "--set", "data.val_block=8",
-            "--set", "data.val_fraction=0.5", "--run-dir", str(tmp_path / "run")]
+    args = [
+        sys.executable,
+        "-m",
+        "nowcast",
+        "train",
+        "--config",
+        "tiny",
+        "--set",
+        f"data.files=[{synth_file}]",
+        "--set",
+        "train.steps=4",
+        "--set",
+        "train.val_every=2",
+        "--set",
+        "data.val_block=8",
+        "--set",
+        "data.val_fraction=0.5",
+        "--run-dir",
+        str(tmp_path / "run"),
+    ]
     proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=_env(), cwd=tmp_path)
     os.close(slave)
     chunks = []
@@ -248,8 +281,18 @@ def test_log_lines_never_land_on_the_progress_bar(synth_file: Path, tmp_path: Pa
 def test_image_sequence_trains_with_a_one_channel_config_and_plots_rgb(cli_runner, tmp_path: Path) -> None:
     images = _image_file(tmp_path / "frames.nc")
     run = tmp_path / "run"
-    common = ["--set", f"data.files=[{images}]", "--set", "data.units=mm h-1", "--set", "train.steps=2",
-              "--set", "train.val_every=100", "--threads", "1"]
+    common = [
+        "--set",
+        f"data.files=[{images}]",
+        "--set",
+        "data.units=mm h-1",
+        "--set",
+        "train.steps=2",
+        "--set",
+        "train.val_every=100",
+        "--threads",
+        "1",
+    ]
     # tiny: 1 channel, dbz transform: channels follow the data; 0-255 exceeds the dbz range (205 mm/h)
     result = cli_runner.invoke(app, ["train", "--config", "tiny", *common, "--run-dir", str(run)])
     assert result.exit_code == 0, result.output
@@ -258,20 +301,48 @@ def test_image_sequence_trains_with_a_one_channel_config_and_plots_rgb(cli_runne
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["channels"] == 3
 
     # resumed with a config of another channel count: one line naming the key, exit 2
-    again = cli_runner.invoke(app, ["train", "--resume", str(run), "--config", "tiny", "--set", f"data.files=[{images}]",
-                                   "--set", "data.units=mm h-1", "--set", "train.steps=4"])
+    again = cli_runner.invoke(
+        app,
+        [
+            "train",
+            "--resume",
+            str(run),
+            "--config",
+            "tiny",
+            "--set",
+            f"data.files=[{images}]",
+            "--set",
+            "data.units=mm h-1",
+            "--set",
+            "train.steps=4",
+        ],
+    )
     assert again.exit_code == 2 and len(again.stderr.strip().splitlines()) == 1
     assert "model.channels: expected 1 channel(s) as in the resumed run, found 3" in again.stderr
 
     # the shipped image config: minmax range from the data, stored in the checkpoint; no range warning
     mm = tmp_path / "mm"
-    small = ["--set", "data.in_frames=4", "--set", "data.out_frames=4", "--set", "data.crop=32",
-             "--set", "model.hidden=[8,8]", "--set", "data.val_block=8"]
+    small = [
+        "--set",
+        "data.in_frames=4",
+        "--set",
+        "data.out_frames=4",
+        "--set",
+        "data.crop=32",
+        "--set",
+        "model.hidden=[8,8]",
+        "--set",
+        "data.val_block=8",
+    ]
     result = cli_runner.invoke(app, ["train", "--config", "images", *common, *small, "--run-dir", str(mm)])
     assert result.exit_code == 0, result.output
     assert "exceed" not in result.stderr
     cfg = load_checkpoint(mm / "model.pt")["config"]
-    assert (cfg["transform"]["kind"], cfg["transform"]["value_min"], cfg["transform"]["value_max"]) == ("minmax", 10.0, 250.0)
+    assert (cfg["transform"]["kind"], cfg["transform"]["value_min"], cfg["transform"]["value_max"]) == (
+        "minmax",
+        10.0,
+        250.0,
+    )
     assert cfg["model"]["channels"] == 3
 
     # a forecast from the frame-numbered file at the model's step; brighter data than trained on: a warning
@@ -280,8 +351,10 @@ def test_image_sequence_trains_with_a_one_channel_config_and_plots_rgb(cli_runne
     ds["frames"] = ds["frames"] * 1.02
     ds.to_netcdf(brighter)
     png = tmp_path / "fc.png"
-    result = cli_runner.invoke(app, ["predict", str(brighter), "--model", str(mm / "model.pt"), "-o",
-                                    str(tmp_path / "fc.nc"), "--plot", str(png)])
+    result = cli_runner.invoke(
+        app,
+        ["predict", str(brighter), "--model", str(mm / "model.pt"), "-o", str(tmp_path / "fc.nc"), "--plot", str(png)],
+    )
     assert result.exit_code == 0, result.output
     assert "data exceed the range of the minmax transform: found values up to 255" in result.stderr
     fc = xr.open_dataset(tmp_path / "fc.nc")
@@ -291,7 +364,9 @@ def test_image_sequence_trains_with_a_one_channel_config_and_plots_rgb(cli_runne
     darker = tmp_path / "darker.nc"
     ds["frames"] = ds["frames"] / 1.02 * 0.5  # 5 to 125: below the trained range's 10
     ds.to_netcdf(darker)
-    result = cli_runner.invoke(app, ["predict", str(darker), "--model", str(mm / "model.pt"), "-o", str(tmp_path / "d.nc")])
+    result = cli_runner.invoke(
+        app, ["predict", str(darker), "--model", str(mm / "model.pt"), "-o", str(tmp_path / "d.nc")]
+    )
     assert result.exit_code == 0, result.output
     assert "found values down to 5, below transform.value_min=10" in result.stderr
     # --plot draws RGB: the green square is green (the old plot showed channel 0 on a rain scale: white)
@@ -334,8 +409,9 @@ def test_info_on_mixed_steps_warns_like_the_archive_reader(cli_runner, radar_fil
 def test_forecast_plot_draws_latitude_longitude_lines(cli_runner, synth_file: Path, tmp_path: Path) -> None:
     """The synthetic grid is azimuthal equidistant about 50N 10E (its grid mapping), so the lines through
     the grid's centre (x = y = 0) must be 50N and 10E."""
-    result = cli_runner.invoke(app, ["predict", str(synth_file), "-o", str(tmp_path / "fc.nc"),
-                                    "--plot", str(tmp_path / "fc.png"), "-v"])
+    result = cli_runner.invoke(
+        app, ["predict", str(synth_file), "-o", str(tmp_path / "fc.nc"), "--plot", str(tmp_path / "fc.png"), "-v"]
+    )
     assert result.exit_code == 0, result.output
     found = re.findall(r"graticule: latitudes \[([^\]]*)\], longitudes \[([^\]]*)\]", result.stderr)
     assert len(found) == 5  # the observed frame and four lead times
@@ -346,8 +422,8 @@ def test_forecast_plot_draws_latitude_longitude_lines(cli_runner, synth_file: Pa
     assert (tmp_path / "fc.png").stat().st_size > 0
 
 
-def test_evaluation_plots_name_the_run_explain_missing_lines_and_tick_on_the_step(cli_runner,
-    synth_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_evaluation_plots_name_the_run_explain_missing_lines_and_tick_on_the_step(
+    cli_runner, synth_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from nowcast import plots
 
@@ -361,11 +437,38 @@ def test_evaluation_plots_name_the_run_explain_missing_lines_and_tick_on_the_ste
     monkeypatch.setattr(plots, "_save", keep)
     synth_file = write_synthetic(tmp_path / "rainy.nc", frames=16, size=(64, 64), seed=0)  # rain >= 1 mm/h
     run = tmp_path / "tiny-run"
-    trained = cli_runner.invoke(app, ["train", "--config", "tiny", "--set", f"data.files=[{synth_file}]",
-                                     "--set", "train.steps=1", "--set", "train.val_every=100", "--run-dir", str(run)])
+    trained = cli_runner.invoke(
+        app,
+        [
+            "train",
+            "--config",
+            "tiny",
+            "--set",
+            f"data.files=[{synth_file}]",
+            "--set",
+            "train.steps=1",
+            "--set",
+            "train.val_every=100",
+            "--run-dir",
+            str(run),
+        ],
+    )
     assert trained.exit_code == 0, trained.output
-    result = cli_runner.invoke(app, ["evaluate", str(synth_file), "--model", str(run / "model.pt"), "--baselines",
-                                    "persistence", "--thresholds", "1,500", "--out", str(tmp_path / "ev")])
+    result = cli_runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(synth_file),
+            "--model",
+            str(run / "model.pt"),
+            "--baselines",
+            "persistence",
+            "--thresholds",
+            "1,500",
+            "--out",
+            str(tmp_path / "ev"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     csi = figures["csi_by_lead.png"]
     assert "model 'tiny' (tiny-run/model.pt)" in csi._suptitle.get_text()  # the run, not "model model.pt"
@@ -382,6 +485,7 @@ def test_distribution_name_is_free_of_the_unrelated_nowcast_package() -> None:
     """`pip install nowcast` installs an unrelated project: ours is `nowcast-convlstm`, with the
     `nowcast` command and import package."""
     import importlib.metadata as md
+
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
     from tests.conftest import REPO_ROOT

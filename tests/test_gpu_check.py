@@ -19,10 +19,23 @@ def test_gpu_check_runs_on_the_cpu(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "gpu_check.py"), "--device", "cpu", "--out", str(out), "--threads", "1",
-         "--budget", "850"],
-        env=env, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO / "scripts" / "gpu_check.py"),
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--threads",
+            "1",
+            "--budget",
+            "850",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["passed"] is True and report["machine"]["device"] == "cpu"
@@ -51,8 +64,13 @@ def test_gpu_check_refuses_cuda_without_a_gpu(tmp_path: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_check.py"), "--device", "cuda",
-                           "--out", str(tmp_path / "r.json")], env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "gpu_check.py"), "--device", "cuda", "--out", str(tmp_path / "r.json")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]  # one line
     assert "--device cuda: expected a CUDA GPU, found none" in proc.stderr

@@ -89,8 +89,17 @@ def test_untrained_lagrangian_residual_model_of_every_kind_is_extrapolation(kind
     """Lagrangian frame, residual head and time-step channel work for every kind: a residual head starts
     at zero, so the untrained forecast is the last frame advected, i.e. pySTEPS extrapolation."""
     extra = ["model.frame_size=[32,48]"] if kind != "unet" else []
-    cfg = load_config(TINY, [*KINDS[kind], *extra, "model.frame=lagrangian", "model.residual=true",
-                             "model.step_input=true", "data.time_step=0"])
+    cfg = load_config(
+        TINY,
+        [
+            *KINDS[kind],
+            *extra,
+            "model.frame=lagrangian",
+            "model.residual=true",
+            "model.step_input=true",
+            "data.time_step=0",
+        ],
+    )
     model = build_model(cfg.model, cfg.data).eval()
     frames = moving_rain(4, size=(32, 48), shift=(1, 2)).astype(np.float32)
     out = forecast_array(model, Transform.from_config(cfg), frames[None, :, None], 5, time_step=300.0)[0, :, 0]
@@ -101,7 +110,9 @@ def test_untrained_lagrangian_residual_model_of_every_kind_is_extrapolation(kind
 
 
 def test_config_checks_kind_and_frame_size() -> None:
-    with pytest.raises(ConfigError, match="model.kind: expected one of convlstm, fc_lstm, cnn_lstm, unet, found 'lstm'"):
+    with pytest.raises(
+        ConfigError, match="model.kind: expected one of convlstm, fc_lstm, cnn_lstm, unet, found 'lstm'"
+    ):
         load_config(TINY, ["model.kind=lstm"])
     with pytest.raises(ConfigError, match="model.frame_size: expected none for model.kind=unet"):
         load_config(TINY, ["model.kind=unet", "model.frame_size=[32,32]"])
@@ -130,10 +141,18 @@ def event(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("kind", ["fc_lstm", "cnn_lstm", "unet"])
 def test_each_kind_trains_predicts_and_evaluates_through_the_cli(kind: str, event: Path, tmp_path: Path) -> None:
     run = tmp_path / kind
-    sets = [f"data.files=[{event}]", "data.crop=128", "train.steps=2", "train.val_every=2", "train.threads=1",
-            "train.max_val_windows=2", *KINDS[kind]]
-    result = _runner().invoke(app, ["train", "--config", str(TINY), *sum((["--set", s] for s in sets), []),
-                                    "--run-dir", str(run)])
+    sets = [
+        f"data.files=[{event}]",
+        "data.crop=128",
+        "train.steps=2",
+        "train.val_every=2",
+        "train.threads=1",
+        "train.max_val_windows=2",
+        *KINDS[kind],
+    ]
+    result = _runner().invoke(
+        app, ["train", "--config", str(TINY), *sum((["--set", s] for s in sets), []), "--run-dir", str(run)]
+    )
     assert result.exit_code == 0, result.output
     assert len(_rows(run / "metrics.csv")) == 1  # the one validation at step 2
     stored = load_config(run / "config.yaml")
@@ -141,8 +160,9 @@ def test_each_kind_trains_predicts_and_evaluates_through_the_cli(kind: str, even
     assert stored.model.frame_size == (() if kind == "unet" else (32, 32))  # the crop, capped by the 32 x 32 frames
 
     fc = tmp_path / "fc.nc"
-    result = _runner().invoke(app, ["predict", str(event), "--model", str(run / "model.pt"), "-o", str(fc),
-                                    "--steps", "6", "--threads", "1"])
+    result = _runner().invoke(
+        app, ["predict", str(event), "--model", str(run / "model.pt"), "-o", str(fc), "--steps", "6", "--threads", "1"]
+    )
     assert result.exit_code == 0, result.output
     import xarray as xr
 
@@ -150,8 +170,21 @@ def test_each_kind_trains_predicts_and_evaluates_through_the_cli(kind: str, even
         assert ds["rainfall_rate"].shape == (6, 32, 32)
 
     out = tmp_path / "ev"
-    result = _runner().invoke(app, ["evaluate", str(event), "--model", str(run / "model.pt"), "--baselines",
-                                    "persistence", "--out", str(out), "--threads", "1"])
+    result = _runner().invoke(
+        app,
+        [
+            "evaluate",
+            str(event),
+            "--model",
+            str(run / "model.pt"),
+            "--baselines",
+            "persistence",
+            "--out",
+            str(out),
+            "--threads",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["methods"] == ["model", "persistence"] and summary["n_cases"] == 20 - 8 + 1
@@ -166,7 +199,10 @@ def _fc_lstm_checkpoint(path: Path, size: tuple[int, int]) -> Path:
 def test_a_fixed_size_model_refuses_other_sizes_in_one_line(radar_file: Callable[..., Path], tmp_path: Path) -> None:
     ckpt = _fc_lstm_checkpoint(tmp_path / "flat.pt", (32, 40))
     data = radar_file("wide.nc", frames=10, size=(32, 48))
-    for args in (["predict", str(data), "-o", str(tmp_path / "fc.nc")], ["evaluate", str(data), "--out", str(tmp_path / "ev")]):
+    for args in (
+        ["predict", str(data), "-o", str(tmp_path / "fc.nc")],
+        ["evaluate", str(data), "--out", str(tmp_path / "ev")],
+    ):
         result = _runner().invoke(app, [*args, "--model", str(ckpt)])
         assert result.exit_code == 2, result.output
         lines = result.stderr.strip().splitlines()
@@ -180,9 +216,21 @@ def test_a_fixed_size_model_refuses_other_sizes_in_one_line(radar_file: Callable
 
 
 def test_training_a_fixed_size_model_on_another_frame_size_is_refused(event: Path, tmp_path: Path) -> None:
-    result = _runner().invoke(app, ["train", "--config", str(TINY), "--set", f"data.files=[{event}]",
-                                    *sum((["--set", s] for s in KINDS["fc_lstm"]), []), "--set", "model.frame_size=[32,40]",
-                                    "--run-dir", str(tmp_path / "r")])
+    result = _runner().invoke(
+        app,
+        [
+            "train",
+            "--config",
+            str(TINY),
+            "--set",
+            f"data.files=[{event}]",
+            *sum((["--set", s] for s in KINDS["fc_lstm"]), []),
+            "--set",
+            "model.frame_size=[32,40]",
+            "--run-dir",
+            str(tmp_path / "r"),
+        ],
+    )
     assert result.exit_code == 2
     assert "model.frame_size: expected a square size" in result.stderr and "found 32 x 40" in result.stderr
 
@@ -209,8 +257,23 @@ def test_several_checkpoints_are_methods_named_after_their_runs_on_the_same_case
     a, b = two_runs
     data = radar_file("event.nc", frames=12, size=(32, 40), values=moving_rain(12, (32, 40), shift=(1, 1)))
     out = tmp_path / "both"
-    result = _runner().invoke(app, ["evaluate", str(data), "--model", str(a), "--model", str(b),
-                                    "--baselines", "persistence", "--out", str(out), "--threads", "1"])
+    result = _runner().invoke(
+        app,
+        [
+            "evaluate",
+            str(data),
+            "--model",
+            str(a),
+            "--model",
+            str(b),
+            "--baselines",
+            "persistence",
+            "--out",
+            str(out),
+            "--threads",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["methods"] == ["convlstm-run", "flat-run", "persistence"]
@@ -237,22 +300,49 @@ def test_names_override_run_names_and_duplicates_are_refused(
 ) -> None:
     a, b = two_runs
     data = radar_file("event.nc", frames=9, size=(32, 40))
-    result = _runner().invoke(app, ["evaluate", str(data), "--model", str(a), "--model", str(b), "--name", "ConvLSTM",
-                                    "--name", "FC-LSTM", "--baselines", "persistence", "--out", str(tmp_path / "n")])
+    result = _runner().invoke(
+        app,
+        [
+            "evaluate",
+            str(data),
+            "--model",
+            str(a),
+            "--model",
+            str(b),
+            "--name",
+            "ConvLSTM",
+            "--name",
+            "FC-LSTM",
+            "--baselines",
+            "persistence",
+            "--out",
+            str(tmp_path / "n"),
+        ],
+    )
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "n" / "summary.json").read_text())["methods"] == ["ConvLSTM", "FC-LSTM", "persistence"]
+    assert json.loads((tmp_path / "n" / "summary.json").read_text())["methods"] == [
+        "ConvLSTM",
+        "FC-LSTM",
+        "persistence",
+    ]
 
     twin = tmp_path / "other" / "convlstm-run" / "model.pt"
     twin.parent.mkdir(parents=True)
     shutil.copy(a, twin)
     cases = {
         "same run name": (["--model", str(a), "--model", str(twin)], "'convlstm-run' more than once"),
-        "names count": (["--model", str(a), "--model", str(b), "--name", "x"], "expected one name per --model (2), found 1"),
-        "baseline name": (["--model", str(a), "--model", str(b), "--name", "persistence", "--name", "y"],
-                          "other than the baselines', found persistence"),
+        "names count": (
+            ["--model", str(a), "--model", str(b), "--name", "x"],
+            "expected one name per --model (2), found 1",
+        ),
+        "baseline name": (
+            ["--model", str(a), "--model", str(b), "--name", "persistence", "--name", "y"],
+            "other than the baselines', found persistence",
+        ),
     }
     for why, (args, message) in cases.items():
-        result = _runner().invoke(app, ["evaluate", str(data), *args, "--baselines", "persistence",
-                                        "--out", str(tmp_path / "x")])
+        result = _runner().invoke(
+            app, ["evaluate", str(data), *args, "--baselines", "persistence", "--out", str(tmp_path / "x")]
+        )
         assert result.exit_code == 2, why
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, (why, result.stderr)

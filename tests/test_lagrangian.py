@@ -67,7 +67,9 @@ def test_native_step_needs_a_lagrangian_model() -> None:
 
 
 @pytest.mark.slow
-def test_one_model_trains_and_forecasts_at_each_file_s_own_step(cli_runner, radar_file, tmp_path: Path, pysteps_installed) -> None:
+def test_one_model_trains_and_forecasts_at_each_file_s_own_step(
+    cli_runner, radar_file, tmp_path: Path, pysteps_installed
+) -> None:
     """Files at 5 and 10 minutes train one model; predict and evaluate then run at each file's step."""
 
     from nowcast.cli import app
@@ -80,7 +82,14 @@ def test_one_model_trains_and_forecasts_at_each_file_s_own_step(cli_runner, rada
     run = tmp_path / "run"
     args = ["train", "--config", str(REPO_ROOT / "configs" / "tiny.yaml"), "--run-dir", str(run)]
     args += [x for s in LAGRANGIAN for x in ("--set", s)]
-    args += ["--set", f"data.files=[{f5},{f10}]", "--set", "train.steps=6", "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+    args += [
+        "--set",
+        f"data.files=[{f5},{f10}]",
+        "--set",
+        "train.steps=6",
+        "--set",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    ]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert len(list((tmp_path / "cache").glob("lag-*.npy"))) > 0
@@ -93,9 +102,22 @@ def test_one_model_trains_and_forecasts_at_each_file_s_own_step(cli_runner, rada
             np.testing.assert_array_equal(lead_s, step * np.arange(1, 5))
             assert int(ds.attrs["time_step_seconds"]) == step
     res = runner.invoke(
-        app, ["evaluate", str(f10), "--model", str(run / "model.pt"), "--baselines", "extrapolation,sprog",
-              "--out", str(tmp_path / "ev"), "--stride", "8", "--steps", "3"],
-    )  # fmt: skip
+        app,
+        [
+            "evaluate",
+            str(f10),
+            "--model",
+            str(run / "model.pt"),
+            "--baselines",
+            "extrapolation,sprog",
+            "--out",
+            str(tmp_path / "ev"),
+            "--stride",
+            "8",
+            "--steps",
+            "3",
+        ],
+    )
     assert res.exit_code == 0, res.output
     import json
 

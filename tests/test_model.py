@@ -82,8 +82,9 @@ def test_forget_bias_and_peephole_shapes():
 
 @pytest.mark.parametrize("peephole", [False, True])
 def test_batched_input_equals_per_step(peephole):
-    cfg = dataclasses.replace(TINY, hidden=(4, 6, 6), kernels=(3, 5, 3), downsample=(1, 2, 2),
-                              peephole=peephole, stem=5)
+    cfg = dataclasses.replace(
+        TINY, hidden=(4, 6, 6), kernels=(3, 5, 3), downsample=(1, 2, 2), peephole=peephole, stem=5
+    )
     model = build_model(cfg)
     per_step = build_model(dataclasses.replace(cfg, batched_input=False))
     per_step.load_state_dict(model.state_dict())
@@ -141,8 +142,7 @@ def test_frame_shape_errors():
 
 
 def test_gradients_reach_every_parameter():
-    cfg = dataclasses.replace(TINY, hidden=(4, 6, 6), kernels=(3, 3, 3), downsample=(1, 2, 2),
-                              peephole=True, stem=4)
+    cfg = dataclasses.replace(TINY, hidden=(4, 6, 6), kernels=(3, 3, 3), downsample=(1, 2, 2), peephole=True, stem=4)
     model = build_model(cfg)
     x, target = torch.rand(2, 3, 1, 16, 16), torch.rand(2, 2, 1, 16, 16)
     F.mse_loss(model(x, 2), target).backward()

@@ -21,8 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 SIZE = (64, 80)
 
 
-
-
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -112,7 +110,9 @@ def _foreign(ckpt: Path, path: Path) -> None:
 
     import torch
 
-    torch.save({"format": "nowcast-checkpoint", "weights": collections.OrderedDict(), "x": fractions.Fraction(1, 3)}, path)
+    torch.save(
+        {"format": "nowcast-checkpoint", "weights": collections.OrderedDict(), "x": fractions.Fraction(1, 3)}, path
+    )
 
 
 def _zip_of_other_files(ckpt: Path, path: Path) -> None:
@@ -148,7 +148,14 @@ def test_checkpoint_errors_in_our_words(cli_runner, case, command, ckpt, radar_f
     if command == "info":
         args = ["info", str(bad)]
     else:
-        args = ["predict", str(radar_file(frames=5, size=SIZE)), "--model", str(bad), "-o", str(tmp_path / "fc" / "fc.nc")]
+        args = [
+            "predict",
+            str(radar_file(frames=5, size=SIZE)),
+            "--model",
+            str(bad),
+            "-o",
+            str(tmp_path / "fc" / "fc.nc"),
+        ]
 
     line = _one_error_line(cli_runner.invoke(app, args))
 
@@ -199,7 +206,18 @@ def test_training_on_unusable_data_creates_no_run_directory(cli_runner, data, tm
 def test_resume_removes_stale_checkpoint_temporaries(cli_runner, synth_file, tmp_path):
     run = tmp_path / "run"
     common = ["--set", "train.threads=1", "--set", "train.val_every=1000", "--set", "train.ckpt_every=1000"]
-    result = _train(cli_runner, "--config", TINY, "--set", f"data.files=[{synth_file}]", "--set", "train.steps=2", *common, "--run-dir", run)
+    result = _train(
+        cli_runner,
+        "--config",
+        TINY,
+        "--set",
+        f"data.files=[{synth_file}]",
+        "--set",
+        "train.steps=2",
+        *common,
+        "--run-dir",
+        run,
+    )
     assert result.exit_code == 0, result.stderr
     stale = [run / ".last.pt.abcd1234.pt", run / ".best.pt.zz_9yy8x.pt"]  # a run killed while saving
     for p in stale:
@@ -241,12 +259,27 @@ def test_all_nan_input_is_refused_before_the_output_directory_or_lock(cli_runner
     src = radar_file("allnan.nc", frames=8, size=SIZE, nan_mask=np.ones(SIZE, bool))
     out_dir = tmp_path / "fc" / "today"
 
-    line = _one_error_line(cli_runner.invoke(app, [
-        "predict", str(src), "--model", str(ckpt_six), "-o", str(out_dir / "fc.nc"), "--plot", str(out_dir / "fc.png"),
-    ]))  # fmt: skip
+    line = _one_error_line(
+        cli_runner.invoke(
+            app,
+            [
+                "predict",
+                str(src),
+                "--model",
+                str(ckpt_six),
+                "-o",
+                str(out_dir / "fc.nc"),
+                "--plot",
+                str(out_dir / "fc.png"),
+            ],
+        )
+    )
 
     assert str(src) in line
-    assert "found 6 frame(s) with no data at all: 2021-06-01T12:10:00Z, 2021-06-01T12:15:00Z, 2021-06-01T12:20:00Z and 3 more" in line
+    assert (
+        "found 6 frame(s) with no data at all: 2021-06-01T12:10:00Z, 2021-06-01T12:15:00Z, 2021-06-01T12:20:00Z and 3 more"
+        in line
+    )
     assert not (tmp_path / "fc").exists()  # neither the directory nor a lock
     assert sorted(p.name for p in tmp_path.iterdir()) == ["allnan.nc"]
 
@@ -255,6 +288,8 @@ def test_a_few_empty_frames_are_all_listed(cli_runner, radar_file, ckpt_six, tmp
     empty = np.zeros((8, *SIZE), bool)
     empty[[3, 6]] = True
     src = radar_file("gaps.nc", frames=8, size=SIZE, nan_mask=empty)
-    line = _one_error_line(cli_runner.invoke(app, ["predict", str(src), "--model", str(ckpt_six), "-o", str(tmp_path / "fc" / "fc.nc")]))
+    line = _one_error_line(
+        cli_runner.invoke(app, ["predict", str(src), "--model", str(ckpt_six), "-o", str(tmp_path / "fc" / "fc.nc")])
+    )
     assert line.endswith("found 2 frame(s) with no data at all: 2021-06-01T12:15:00Z, 2021-06-01T12:30:00Z")
     assert not (tmp_path / "fc").exists()

@@ -34,8 +34,6 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-
-
 @pytest.fixture(scope="module")
 def ckpt(tiny_checkpoint: Path) -> Path:
     """A tiny, randomly initialised checkpoint: 4 frames in, 4 out, 300 s, one channel."""
@@ -122,7 +120,10 @@ def test_forecast_file_is_cf_and_matches_the_input(cli_runner, radar_file, ckpt,
         command, completed = g["history"].split("; ", 1)
         assert command.endswith(f"nowcast predict {src} --model {ckpt} -o {out} --steps 6")
         assert g["title"] == "Nowcast of Synthetic radar rainfall rate"  # "Nowcast of " + the input's title
-        assert completed.startswith("grid mapping 'crs' completed from its CRS: ") and "reference_ellipsoid_name" in completed
+        assert (
+            completed.startswith("grid mapping 'crs' completed from its CRS: ")
+            and "reference_ellipsoid_name" in completed
+        )
         assert "crs_wkt (from proj4; the input's could not be read)" in completed
         # round trip through xarray
         again = tmp_path / "again.nc"
@@ -255,8 +256,11 @@ def test_auxiliary_lat_lon_are_copied(ckpt, tmp_path):
         for name in ("lat", "lon"):
             xr.testing.assert_identical(fc[name].variable, inp[name].variable)
         assert fc["rainfall_rate"].encoding["coordinates"].split() == [
-            "forecast_period", "forecast_reference_time", "lat", "lon",
-        ]  # fmt: skip
+            "forecast_period",
+            "forecast_reference_time",
+            "lat",
+            "lon",
+        ]
 
 
 def test_finer_input_step_is_subsampled(cli_runner, radar_file, ckpt, tmp_path):
@@ -275,7 +279,18 @@ def test_fresh_input_passes_max_age(cli_runner, radar_file, ckpt, tmp_path):
 
 def test_plot_is_written(cli_runner, radar_file, ckpt, tmp_path):
     src = radar_file("r.nc", frames=4, size=SIZE, nan_mask=_coverage(4))
-    _ok(_predict(cli_runner, src, "--model", ckpt, "-o", tmp_path / "fc.nc", "--plot", tmp_path / "{stem}_{reference_time:%H%M}.png"))
+    _ok(
+        _predict(
+            cli_runner,
+            src,
+            "--model",
+            ckpt,
+            "-o",
+            tmp_path / "fc.nc",
+            "--plot",
+            tmp_path / "{stem}_{reference_time:%H%M}.png",
+        )
+    )
     png = tmp_path / "r_1215.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".r_1215.png.*.tmp"))
@@ -301,17 +316,57 @@ def _truncated_ckpt(tmp_path: Path, ckpt: Path) -> Path:
 ERRORS = {
     # case: (radar_file options, extra args, checkpoint maker or None, expected text)
     "stale input": ({}, ["--max-age", "10"], None, "at most 10 min old (--max-age), found 2021-06-01T12:25:00Z"),
-    "too few frames": ({"frames": 3}, [], None, "expected 4 frames 300 s apart from 2021-06-01T11:55:00Z to 2021-06-01T12:10:00Z, found 3 (the input starts at 2021-06-01T12:00:00Z)"),
-    "gap in the needed frames": ({"times": [0, 300, 600, 1200, 1500]}, [], None, "found 3 (a gap in time: missing 2021-06-01T12:15:00Z)"),
-    "checkpoint for another step": ({"step": 600}, [], None, "expected a time step that divides the model's time step of 300 s, found 600 s"),
+    "too few frames": (
+        {"frames": 3},
+        [],
+        None,
+        "expected 4 frames 300 s apart from 2021-06-01T11:55:00Z to 2021-06-01T12:10:00Z, found 3 (the input starts at 2021-06-01T12:00:00Z)",
+    ),
+    "gap in the needed frames": (
+        {"times": [0, 300, 600, 1200, 1500]},
+        [],
+        None,
+        "found 3 (a gap in time: missing 2021-06-01T12:15:00Z)",
+    ),
+    "checkpoint for another step": (
+        {"step": 600},
+        [],
+        None,
+        "expected a time step that divides the model's time step of 300 s, found 600 s",
+    ),
     "step not a divisor": ({"step": 420}, [], None, "of 300 s, found 420 s"),
     "corrupt checkpoint": ({}, [], _random_ckpt, "random.pt: expected a nowcast checkpoint"),
-    "truncated checkpoint": ({}, [], _truncated_ckpt, "expected a nowcast checkpoint, found a truncated or damaged archive"),
-    "no frame at --at": ({}, ["--at", "2021-06-01T12:07:00"], None, "expected a frame at the reference time 2021-06-01T12:07:00Z, found none"),
+    "truncated checkpoint": (
+        {},
+        [],
+        _truncated_ckpt,
+        "expected a nowcast checkpoint, found a truncated or damaged archive",
+    ),
+    "no frame at --at": (
+        {},
+        ["--at", "2021-06-01T12:07:00"],
+        None,
+        "expected a frame at the reference time 2021-06-01T12:07:00Z, found none",
+    ),
     "bad --at": ({}, ["--at", "yesterday-ish"], None, "expected an ISO 8601 time"),
-    "channels": ({"dims": ("time", "channel", "y", "x"), "channels": 3}, [], None, "expected 1 channel(s) for model 'tiny', found 3"),
-    "empty last frame": ({"nan_mask": np.arange(6)[:, None, None] == 5}, [], None, "found 1 frame(s) with no data at all: 2021-06-01T12:25:00Z"),
-    "unknown template field": ({}, ["-o", "fc_{run}.nc"], None, "expected a path using only {reference_time:%Y%m%d%H%M} and {stem}, found unknown field 'run'"),
+    "channels": (
+        {"dims": ("time", "channel", "y", "x"), "channels": 3},
+        [],
+        None,
+        "expected 1 channel(s) for model 'tiny', found 3",
+    ),
+    "empty last frame": (
+        {"nan_mask": np.arange(6)[:, None, None] == 5},
+        [],
+        None,
+        "found 1 frame(s) with no data at all: 2021-06-01T12:25:00Z",
+    ),
+    "unknown template field": (
+        {},
+        ["-o", "fc_{run}.nc"],
+        None,
+        "expected a path using only {reference_time:%Y%m%d%H%M} and {stem}, found unknown field 'run'",
+    ),
     "unbalanced template": ({}, ["-o", "fc_{reference_time:%Y.nc"], None, "expected a path using only"),
     "output is the input": ({}, ["-o", "{stem}.nc"], None, "found an input file"),
     "steps zero": ({}, ["--steps", "0"], None, "--steps: expected a positive number"),
@@ -398,7 +453,12 @@ def _acquire(path: Path) -> bool:
 def test_stale_temporaries_are_removed_only_for_their_target(tmp_path):
     out = tmp_path / "fc.nc"
     mine = [tmp_path / ".fc.nc.abcd1234.tmp", tmp_path / ".fc.nc.zz_9yy8x.tmp"]
-    others = [tmp_path / ".fc.nc.x.abcd1234.tmp", tmp_path / "fc.nc.tmp", tmp_path / ".fc.nc.lock", tmp_path / ".other.nc.abcd1234.tmp"]
+    others = [
+        tmp_path / ".fc.nc.x.abcd1234.tmp",
+        tmp_path / "fc.nc.tmp",
+        tmp_path / ".fc.nc.lock",
+        tmp_path / ".other.nc.abcd1234.tmp",
+    ]
     for p in mine + others:
         p.write_bytes(b"partial")
     assert remove_stale_temporaries(out, min_age_s=3600) == []  # fresh: kept

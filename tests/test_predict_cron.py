@@ -46,8 +46,6 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-
-
 @pytest.fixture(scope="module")
 def ckpt(tiny_checkpoint: Path) -> Path:
     return tiny_checkpoint
@@ -57,8 +55,12 @@ def _slow_run(sleep_s: float, *args: str | Path) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.Popen(
         [sys.executable, "-c", SLOW_WRITER, str(sleep_s), "predict", *map(str, args)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
 
 
 def _wait_for_write(proc: subprocess.Popen, timeout_s: float = 120.0) -> str:
@@ -91,7 +93,9 @@ def test_killed_while_writing_leaves_old_file_or_none(cli_runner, previous, rada
     src = radar_file("radar.nc", frames=5, size=SIZE)
     out = tmp_path / "fc" / "forecast.nc"
     if previous:  # the forecast of five minutes earlier
-        result = cli_runner.invoke(app, ["predict", str(src), "--model", str(ckpt), "-o", str(out), "--at", "2021-06-01T12:15"])
+        result = cli_runner.invoke(
+            app, ["predict", str(src), "--model", str(ckpt), "-o", str(out), "--at", "2021-06-01T12:15"]
+        )
         assert result.exit_code == 0, result.stderr
         old = _sha(out)
 

@@ -58,6 +58,8 @@ def test_rescaled_event_reads_as_5_minutes_on_the_matched_grid(radar_file, tmp_p
 @pytest.mark.slow
 def test_refuses_to_invent_detail(radar_file, tmp_path: Path) -> None:
     src = radar_file(frames=5, step=120, global_attrs={"pixel_size_x_m": 1000.0})
-    run = subprocess.run([sys.executable, str(SCRIPT), str(src), str(tmp_path / "o.nc")], capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), str(src), str(tmp_path / "o.nc")], capture_output=True, text=True
+    )
     assert run.returncode != 0 and "coarsening factor >= 1" in run.stderr
     assert not (tmp_path / "o.nc").exists()

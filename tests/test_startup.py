@@ -40,9 +40,13 @@ modules that importing the CLI loaded and, per command, its exit code and whethe
 def _probe(commands: list[list[str]], cwd: Path) -> dict:
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(commands)], cwd=cwd, env=env, capture_output=True, text=True,
+        [sys.executable, "-c", PROBE, json.dumps(commands)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=120,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -65,7 +69,16 @@ def test_commands_without_a_model_never_import_torch(tmp_path, radar_file, tiny_
         ["info", str(good)],
         ["predict", str(broken), "-o", str(tmp_path / "a.nc")],  # shipped model: config read without torch
         ["predict", str(short), "--model", str(tiny_checkpoint), "-o", str(tmp_path / "b.nc")],
-        ["predict", str(good), "--model", str(tiny_checkpoint), "--at", "2021-06-01T11:00", "-o", str(tmp_path / "c.nc")],
+        [
+            "predict",
+            str(good),
+            "--model",
+            str(tiny_checkpoint),
+            "--at",
+            "2021-06-01T11:00",
+            "-o",
+            str(tmp_path / "c.nc"),
+        ],
         # the control: a forecast that goes ahead does load torch, and the probe sees it
         ["predict", str(good), "--model", str(tiny_checkpoint), "-o", str(tmp_path / "fc.nc")],
     ]

@@ -19,8 +19,8 @@ def sequence() -> xr.Dataset:
 def _mean_squared_change(rain: np.ndarray, dy: int, dx: int, margin: int) -> float:
     """MSE between frame t shifted by (dy, dx) pixels and frame t+1, pooled over all pairs and valid pixels."""
     height, width = rain.shape[1:]
-    before = rain[:-1, margin - dy:height - margin - dy, margin - dx:width - margin - dx]
-    after = rain[1:, margin:height - margin, margin:width - margin]
+    before = rain[:-1, margin - dy : height - margin - dy, margin - dx : width - margin - dx]
+    after = rain[1:, margin : height - margin, margin : width - margin]
     return float(np.nanmean((before - after) ** 2))
 
 
@@ -187,7 +187,8 @@ def test_cli_synth_writes_the_file(cli_runner, tmp_path) -> None:
         assert ds["rainfall_rate"].shape == (8, 64, 80)
         assert ds.attrs["synthetic_seed"] == 3
         np.testing.assert_allclose(
-            ds["rainfall_rate"].values, synthetic_sequence(frames=8, size=(64, 80), seed=3)["rainfall_rate"].values,
+            ds["rainfall_rate"].values,
+            synthetic_sequence(frames=8, size=(64, 80), seed=3)["rainfall_rate"].values,
             atol=1e-5,
         )
 

@@ -51,8 +51,22 @@ def _env() -> dict[str, str]:
 def test_cli_tiny_run_leaves_every_artifact(cli_runner, synth_file: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     result = cli_runner.invoke(
-        app, ["train", "--config", str(TINY), "--set", f"data.files=[{synth_file}]", "--set", "train.steps=10",
-              "--set", "train.val_every=5", "--set", "train.threads=1", "--run-dir", str(run)],
+        app,
+        [
+            "train",
+            "--config",
+            str(TINY),
+            "--set",
+            f"data.files=[{synth_file}]",
+            "--set",
+            "train.steps=10",
+            "--set",
+            "train.val_every=5",
+            "--set",
+            "train.threads=1",
+            "--run-dir",
+            str(run),
+        ],
     )
     assert result.exit_code == 0, result.output
     for name in ("config.yaml", "metrics.csv", "last.pt", "best.pt", "model.pt"):
@@ -124,7 +138,13 @@ def test_soft_csi_loss_gradient_grows_missed_rain_and_shrinks_false_alarms() -> 
 
 
 def test_csi_weight_adds_to_the_training_loss(synth_file: Path, tmp_path: Path) -> None:
-    common = [f"data.files=[{synth_file}]", "train.threads=1", "train.steps=2", "train.log_every=1", "train.val_every=1000"]
+    common = [
+        f"data.files=[{synth_file}]",
+        "train.threads=1",
+        "train.steps=2",
+        "train.log_every=1",
+        "train.val_every=1000",
+    ]
     plain = run_training(load_config(TINY, common), run_dir=tmp_path / "plain")
     with_csi = run_training(load_config(TINY, common + ["train.csi_weight=0.5"]), run_dir=tmp_path / "csi")
     first_plain, first_csi = float(_rows(plain)[0]["train_loss"]), float(_rows(with_csi)[0]["train_loss"])
@@ -143,8 +163,15 @@ def test_lr_schedule_warmup_then_cosine() -> None:
 
 
 def test_resume_is_exact(synth_file: Path, tmp_path: Path) -> None:
-    common = [f"data.files=[{synth_file}]", "train.threads=1", "train.warmup_steps=0", "train.min_lr_ratio=1.0", "train.val_every=1000",
-              "train.ckpt_every=1000", "train.log_every=2"]
+    common = [
+        f"data.files=[{synth_file}]",
+        "train.threads=1",
+        "train.warmup_steps=0",
+        "train.min_lr_ratio=1.0",
+        "train.val_every=1000",
+        "train.ckpt_every=1000",
+        "train.log_every=2",
+    ]
     straight = run_training(load_config(TINY, common + ["train.steps=8"]), run_dir=tmp_path / "a")
     half = run_training(load_config(TINY, common + ["train.steps=4"]), run_dir=tmp_path / "b")
     resumed = run_training(load_config(half / "config.yaml", ["train.steps=8"]), resume=half)
@@ -188,7 +215,16 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(synth_file: Path, tmp_pat
         loss = masked_loss(*args)  # type: ignore[arg-type]
         return loss * float("nan") if calls["n"] == 4 else loss
 
-    cfg = load_config(TINY, [f"data.files=[{synth_file}]", "train.threads=1", "train.steps=10", "train.ckpt_every=2", "train.val_every=1000"])
+    cfg = load_config(
+        TINY,
+        [
+            f"data.files=[{synth_file}]",
+            "train.threads=1",
+            "train.steps=10",
+            "train.ckpt_every=2",
+            "train.val_every=1000",
+        ],
+    )
     with pytest.raises(TrainingDivergedError, match="step 3: expected a finite value, found nan"):
         monkeypatch.setattr(nowcast.train, "masked_loss", poisoned)
         run_training(cfg, run_dir=tmp_path / "run")
@@ -201,14 +237,26 @@ def test_resume_from_an_inference_checkpoint_is_a_checkpoint_error(synth_file: P
     cfg = load_config(TINY, [f"data.files=[{synth_file}]", "train.threads=1"])
     run = tmp_path / "run"
     save_checkpoint(run / "last.pt", config=cfg, state_dict=build_model(cfg.model).state_dict())  # no training state
-    with pytest.raises(CheckpointError, match="last.pt: expected a resumable training checkpoint, found an inference-only one"):
+    with pytest.raises(
+        CheckpointError, match="last.pt: expected a resumable training checkpoint, found an inference-only one"
+    ):
         run_training(cfg, resume=run)
 
 
 def test_config_errors_listed_together_exit_2(cli_runner, synth_file: Path, tmp_path: Path) -> None:
     result = cli_runner.invoke(
-        app, ["train", "--config", str(TINY), "--set", "model.hiden=[4]", "--set", "train.lr=fast",
-              "--run-dir", str(tmp_path / "r")],
+        app,
+        [
+            "train",
+            "--config",
+            str(TINY),
+            "--set",
+            "model.hiden=[4]",
+            "--set",
+            "train.lr=fast",
+            "--run-dir",
+            str(tmp_path / "r"),
+        ],
     )
     assert result.exit_code == 2
     err = result.stderr.strip()
@@ -220,9 +268,26 @@ def test_config_errors_listed_together_exit_2(cli_runner, synth_file: Path, tmp_
 @pytest.mark.slow
 def test_sigint_leaves_loadable_last_checkpoint(synth_file: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "nowcast", "train", "--config", str(TINY), "--set", f"data.files=[{synth_file}]",
-           "--set", "train.steps=100000", "--set", "train.log_every=2", "--set", "train.val_every=100000",
-           "--set", "train.threads=1", "--run-dir", str(run)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "nowcast",
+        "train",
+        "--config",
+        str(TINY),
+        "--set",
+        f"data.files=[{synth_file}]",
+        "--set",
+        "train.steps=100000",
+        "--set",
+        "train.log_every=2",
+        "--set",
+        "train.val_every=100000",
+        "--set",
+        "train.threads=1",
+        "--run-dir",
+        str(run),
+    ]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -241,18 +306,43 @@ def test_sigint_leaves_loadable_last_checkpoint(synth_file: Path, tmp_path: Path
 @pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 def test_ddp_two_gloo_ranks_match_single_process(synth_file: Path, tmp_path: Path) -> None:
-    sets = [f"data.files=[{synth_file}]", "train.steps=4", "train.log_every=1", "train.val_every=4",
-            "train.batch_size=4", "train.threads=1", "data.augment=false"]
+    sets = [
+        f"data.files=[{synth_file}]",
+        "train.steps=4",
+        "train.log_every=1",
+        "train.val_every=4",
+        "train.batch_size=4",
+        "train.threads=1",
+        "data.augment=false",
+    ]
     args = ["-m", "nowcast", "train", "--config", str(TINY)]
     for s in sets:
         args += ["--set", s]
-    single = subprocess.run([sys.executable, *args, "--run-dir", str(tmp_path / "one")], env=_env(),
-                            capture_output=True, text=True, timeout=180)
+    single = subprocess.run(
+        [sys.executable, *args, "--run-dir", str(tmp_path / "one")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert single.returncode == 0, single.stderr
     ddp = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-         *args, "--run-dir", str(tmp_path / "two")],
-        env=_env(), capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            *args,
+            "--run-dir",
+            str(tmp_path / "two"),
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert ddp.returncode == 0, ddp.stderr[-2000:]
     one, two = _rows(tmp_path / "one"), _rows(tmp_path / "two")

@@ -174,8 +174,13 @@ def test_a_file_is_read_only_once_it_has_settled(tmp_path, feed, loaded):
 def test_stem_is_the_file_of_the_newest_frame(tmp_path, feed, loaded):
     feed("radar_1200.nc", 0, frames=4)
     feed("radar_1220.nc", 4)
-    w = Watcher(str(tmp_path / "in" / "*.nc"), str(tmp_path / "fc" / "{stem}.nc"), loaded, settle_s=0,
-                state_path=tmp_path / "s.json")  # fmt: skip
+    w = Watcher(
+        str(tmp_path / "in" / "*.nc"),
+        str(tmp_path / "fc" / "{stem}.nc"),
+        loaded,
+        settle_s=0,
+        state_path=tmp_path / "s.json",
+    )
     assert w.poll_once() == tmp_path / "fc" / "radar_1220.nc"
 
 
@@ -200,8 +205,19 @@ def test_default_state_path_is_in_the_output_directory_per_pattern_and_output():
 
 def test_watch_once_through_the_command_line(tmp_path, feed, tiny_checkpoint):
     feed("a.nc", 0, frames=5)
-    args = ["watch", str(tmp_path / "in" / "*.nc"), "-o", str(tmp_path / "fc" / FC), "--model", str(tiny_checkpoint),
-            "--once", "--settle", "0", "--state", str(tmp_path / "state.json")]  # fmt: skip
+    args = [
+        "watch",
+        str(tmp_path / "in" / "*.nc"),
+        "-o",
+        str(tmp_path / "fc" / FC),
+        "--model",
+        str(tiny_checkpoint),
+        "--once",
+        "--settle",
+        "0",
+        "--state",
+        str(tmp_path / "state.json"),
+    ]
     result = _runner().invoke(app, args)
     assert result.exit_code == 0, result.stderr
     assert _outputs(tmp_path) == [".nowcast.lock", "fc_202106011220.nc"]
@@ -259,12 +275,28 @@ rename it prints a line and sleeps, so the test knows it is mid-forecast."""
 
 def _start(tmp_path: Path, ckpt: Path, sleep_s: float) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    args = ["watch", str(tmp_path / "in" / "*.nc"), "-o", str(tmp_path / "fc" / FC), "--model", str(ckpt),
-            "--poll", "0.1", "--settle", "0.2", "--state", str(tmp_path / "state.json")]  # fmt: skip
+    args = [
+        "watch",
+        str(tmp_path / "in" / "*.nc"),
+        "-o",
+        str(tmp_path / "fc" / FC),
+        "--model",
+        str(ckpt),
+        "--poll",
+        "0.1",
+        "--settle",
+        "0.2",
+        "--state",
+        str(tmp_path / "state.json"),
+    ]
     return subprocess.Popen(
-        [sys.executable, "-c", SLOW_WRITER, str(sleep_s), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=env, cwd=tmp_path,
-    )  # fmt: skip
+        [sys.executable, "-c", SLOW_WRITER, str(sleep_s), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
 
 
 def _next_write(proc: subprocess.Popen, timeout_s: float = 600.0) -> Path:

@@ -128,7 +128,9 @@ def remove_stale_temporaries(path: str | Path, *, suffix: str = ".tmp", min_age_
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
     if removed:
-        log.debug("removed %d stale temporary file(s) of %s: %s", len(removed), target, ", ".join(p.name for p in removed))
+        log.debug(
+            "removed %d stale temporary file(s) of %s: %s", len(removed), target, ", ".join(p.name for p in removed)
+        )
     return removed
 
 

@@ -120,8 +120,13 @@ def describe_radar(paths: Sequence[str], variable: str | None = None) -> list[st
         kept, off = [], []
         for f, step, (_, stats) in zip(files, steps, described):
             if base % step:
-                log.warning("skipped %s: expected a time step that divides the archive's time step of %d s "
-                            "(that of most files), found %d s", f, base, step)  # fmt: skip
+                log.warning(
+                    "skipped %s: expected a time step that divides the archive's time step of %d s "
+                    "(that of most files), found %d s",
+                    f,
+                    base,
+                    step,
+                )
                 off.append(f)
             else:
                 kept.append(stats)
@@ -162,7 +167,15 @@ def describe_checkpoint(path: str | Path) -> list[str]:
             + f", {n_params:,} parameters"
         ),
         f"  frame: {m.frame}"
-        + ((", forecasts the change from S-PROG" if m.base == "sprog" else ", forecasts the change from the last frame") if m.residual else "")
+        + (
+            (
+                ", forecasts the change from S-PROG"
+                if m.base == "sprog"
+                else ", forecasts the change from the last frame"
+            )
+            if m.residual
+            else ""
+        )
         + (", sees the time step" if m.step_input else "")
         + (", probability-matched to the last frame" if m.probmatching == "cdf" else ""),
         f"  input: {m.channels} channel(s), {d.in_frames} frames in, {d.out_frames} out, time step "

@@ -36,20 +36,32 @@ RAIN_STANDARD_NAMES = ("rainfall_rate", "lwe_precipitation_rate", "equivalent_re
 """standard_name values that select the data variable when ``variable`` is not given."""
 
 _UNITS = {
-    "mm h-1": "rate", "mm/h": "rate", "mm hr-1": "rate", "mm h**-1": "rate", "mm h^-1": "rate", "mm/hr": "rate",
-    "kg m-2 s-1": "flux", "kg m**-2 s**-1": "flux", "kg m^-2 s^-1": "flux",
+    "mm h-1": "rate",
+    "mm/h": "rate",
+    "mm hr-1": "rate",
+    "mm h**-1": "rate",
+    "mm h^-1": "rate",
+    "mm/hr": "rate",
+    "kg m-2 s-1": "flux",
+    "kg m**-2 s**-1": "flux",
+    "kg m^-2 s^-1": "flux",
     "dbz": "dbz",
-}  # fmt: skip
+}
 _ACCEPTED_UNITS = "mm h-1, mm/h, mm hr-1, mm h**-1, kg m-2 s-1 or dBZ"
 _SPATIAL_NAMES = {
-    "y": "y", "lat": "y", "latitude": "y", "rows": "y",
-    "x": "x", "lon": "x", "longitude": "x", "cols": "x",
-}  # fmt: skip
+    "y": "y",
+    "lat": "y",
+    "latitude": "y",
+    "rows": "y",
+    "x": "x",
+    "lon": "x",
+    "longitude": "x",
+    "cols": "x",
+}
 _SCAN_LIMIT = 2**28
 """Variables up to this many values (1 GiB of float32) get an exact count of negative values at open."""
 NS = 1_000_000_000
 """Nanoseconds per second: times are int64 nanoseconds since 1970 (UTC) throughout."""
-
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -61,7 +73,6 @@ def iso_time(t: int | np.integer | np.datetime64) -> str:
     are taken as UTC)."""
     t64 = t if isinstance(t, np.datetime64) else np.datetime64(int(t), "ns")
     return str(np.datetime_as_string(t64, unit="s")) + "Z"
-
 
 
 def _dims_text(dims: Sequence[str]) -> str:
@@ -383,8 +394,7 @@ def _no_data_error(da: xr.DataArray) -> InputError:
 
 def _read_error(da: xr.DataArray, exc: BaseException) -> InputError:
     return InputError(
-        f"{da.attrs['source_file']}: variable '{da.attrs['variable']}': expected readable data, "
-        f"found {first_line(exc)}"
+        f"{da.attrs['source_file']}: variable '{da.attrs['variable']}': expected readable data, found {first_line(exc)}"
     )
 
 
@@ -575,4 +585,3 @@ def data_time_step(paths: Sequence[str | Path], variable: str | None = None, *, 
         except InputError:
             continue
     return None
-

@@ -26,7 +26,12 @@ FORECAST_REFERENCES = (
 )
 """The ``references`` global attribute of every forecast file."""
 
-PACKING = {"dtype": "int16", "scale_factor": np.float32(0.01), "add_offset": np.float32(0.0), "_FillValue": np.int16(-32768)}
+PACKING = {
+    "dtype": "int16",
+    "scale_factor": np.float32(0.01),
+    "add_offset": np.float32(0.0),
+    "_FillValue": np.int16(-32768),
+}
 """NetCDF encoding of rain rates packed as int16 in steps of 0.01 mm/h, as the radar files and ``synth`` write them."""
 PACK_STEP = 0.01
 """The packing's resolution in mm/h (its scale_factor)."""
@@ -105,7 +110,9 @@ def complete_grid_mapping(attrs: Mapping[str, object]) -> tuple[dict[str, object
     return out, added
 
 
-def _latitude_longitude(crs_attrs: Mapping[str, object], x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def _latitude_longitude(
+    crs_attrs: Mapping[str, object], x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
     """2-D latitude and longitude (degrees, (y, x)) of the pixel centres, from the grid's CRS."""
     parsed = _parse_crs(crs_attrs)
     if parsed is None:
@@ -175,10 +182,13 @@ def forecast_dataset(
             what = "existing" if has_latlon else "2-D" if latlon is not None else "no"
             log.info(
                 "grid mapping '%s' has no CF equivalent (%s): written without it, with %s latitude/longitude coordinates",
-                gm, str(gm_var.attrs.get("proj4") or gm_var.attrs.get("proj4_params") or "no grid_mapping_name").strip(),
+                gm,
+                str(gm_var.attrs.get("proj4") or gm_var.attrs.get("proj4_params") or "no grid_mapping_name").strip(),
                 what,
             )
-            notes.append(f"grid mapping '{gm}' has no CF equivalent: left out, pixels located by {what} latitude/longitude")
+            notes.append(
+                f"grid mapping '{gm}' has no CF equivalent: left out, pixels located by {what} latitude/longitude"
+            )
             gm_var = None
         elif added:
             gm_var.attrs = completed
@@ -219,12 +229,14 @@ def forecast_dataset(
     )
     coords: dict[str, xr.Variable] = {
         "time": xr.Variable(
-            ("time",), fc["time"].values.astype("datetime64[ns]"),
+            ("time",),
+            fc["time"].values.astype("datetime64[ns]"),
             {"standard_name": "time", "long_name": "valid time (UTC)", "axis": "T"},
         ),
         "forecast_period": fp,
         "forecast_reference_time": xr.Variable(
-            (), np.datetime64(fc["forecast_reference_time"].values, "ns"),
+            (),
+            np.datetime64(fc["forecast_reference_time"].values, "ns"),
             {"standard_name": "forecast_reference_time", "long_name": "time of the last observed frame (UTC)"},
         ),
     }
@@ -237,8 +249,16 @@ def forecast_dataset(
         if cname not in fc.dims:
             aux.append(cname)
     if latlon is not None:
-        coords["lat"] = xr.Variable(("y", "x"), latlon[0], {"standard_name": "latitude", "units": "degrees_north", "long_name": "latitude of pixel centre"})
-        coords["lon"] = xr.Variable(("y", "x"), latlon[1], {"standard_name": "longitude", "units": "degrees_east", "long_name": "longitude of pixel centre"})
+        coords["lat"] = xr.Variable(
+            ("y", "x"),
+            latlon[0],
+            {"standard_name": "latitude", "units": "degrees_north", "long_name": "latitude of pixel centre"},
+        )
+        coords["lon"] = xr.Variable(
+            ("y", "x"),
+            latlon[1],
+            {"standard_name": "longitude", "units": "degrees_east", "long_name": "longitude of pixel centre"},
+        )
         aux += ["lat", "lon"]
     ds = xr.Dataset({name: var}, coords=coords)
     if gm_var is not None:
