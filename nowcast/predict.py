@@ -7,6 +7,9 @@
   reference time, the input's grid and grid mapping), all in memory.
 - ``predict_to_file``: ``nowcast predict``: open the inputs as one archive, check age, frames and step,
   forecast, and write the CF NetCDF (and optionally a PNG) atomically under a lock.
+
+Length: over 600 lines because the checks of an input (frames, step, age, channels) sit next to
+the forecast that needs them, so that ``predict`` and ``watch`` share exactly one path.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ A run directory holds ``config.yaml`` (resolved), ``metrics.csv``, ``last.pt`` (
 ``train.ckpt_every`` steps, at the end and on Ctrl-C/SIGTERM), ``best.pt`` (lowest validation loss)
 and the inference-only ``model.pt``. Every random choice is seeded by (seed, step), so ``--resume``
 continues exactly.
+
+Length: about 800 lines, in named phases (``_open_data``, ``_prepare_data``, ``_restore``,
+``_train_step``, ``_validation``, ``_save``) that share one ``_Run``; they are kept in one module
+because each is used once, by ``run_training``, and splitting them would scatter that state.
 """
 
 from __future__ import annotations
