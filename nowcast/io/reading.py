@@ -516,8 +516,13 @@ class Archive:
     """Files that contributed segments."""
     skipped: list[tuple[str, str]]
     """(file, reason) of each file that could not be used."""
-    time_step: int | None
-    """Seconds between consecutive frames of a segment; None: each file's own (``attrs["time_step"]``)."""
+
+    @property
+    def time_step(self) -> int | None:
+        """Seconds between consecutive frames when every segment has the same step, else None. Derived
+        from the segments' ``attrs["time_step"]``, the one carrier of a segment's step."""
+        steps = {int(seg.attrs["time_step"]) for seg in self.segments}
+        return steps.pop() if len(steps) == 1 else None
 
     def periods(self) -> list[str]:
         """One ``"file.nc: YYYY-MM-DDTHH:MM to YYYY-MM-DDTHH:MM"`` per segment (UTC), for provenance."""
@@ -553,7 +558,7 @@ def open_archive(
     if not files:
         raise InputError("radar archive: expected at least one file or glob pattern, found none")
     strict = len(paths) == 1 and not _is_pattern(str(paths[0]))
-    archive = Archive(segments=[], files=[], skipped=[], time_step=None if time_step is None else int(time_step))
+    archive = Archive(segments=[], files=[], skipped=[])
     for f in files:
         try:
             da = open_radar(f, variable=variable, units=units, zr_a=zr_a, zr_b=zr_b, time_step=time_step, scan=scan)
