@@ -161,6 +161,10 @@ class ModelConfig:
     """none: the network's values as they are. cdf: each forecast frame keeps the network's pattern
     (rank order) but takes the distribution of the last observed frame (``probmatch.match_cdf``), as
     pySTEPS S-PROG does; a forecast then neither grows nor loses rain overall."""
+    residual_smoothing: float = 0.0
+    """Gaussian standard deviation (pixels) of a smoothing of the network's output before a ``residual``
+    model adds it to its base; 0: none. Against the dotted lattice at the patch period that a 4x4-patch
+    head can leave at low rain rates (docs/default-model.md, recipe r3-smooth). ConvLSTM only."""
 
 
 @dataclass(frozen=True)
@@ -323,6 +327,11 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append(
             f"data.time_step: expected a positive number of seconds (0, the data's own step, needs "
             f"model.frame=lagrangian), found {d.time_step}"
+        )
+    if m.residual_smoothing < 0 or (m.residual_smoothing > 0 and (not m.residual or m.kind != "convlstm")):
+        problems.append(
+            "model.residual_smoothing: expected 0, or a positive sigma in pixels with model.residual=true and "
+            f"model.kind=convlstm, found {m.residual_smoothing} (residual={m.residual}, kind={m.kind})"
         )
     if m.base == "sprog" and m.kind != "convlstm":
         problems.append(f"model.base: expected sprog only with model.kind=convlstm, found kind={m.kind}")

@@ -201,6 +201,7 @@ class EncoderForecaster(nn.Module):
         self.batched_input = cfg.batched_input
         self.residual = cfg.residual
         self.base = cfg.base
+        self.residual_smoothing = float(cfg.residual_smoothing)
         self.step_input = cfg.step_input
         folded = cfg.channels * cfg.patch**2
         folded_in = (cfg.channels + int(cfg.step_input)) * cfg.patch**2
@@ -319,6 +320,8 @@ class EncoderForecaster(nn.Module):
         out = out.unflatten(0, (B, steps))  # (B, steps, C, Hp, Wp)
         out = out[..., :H, :W] if (ph or pw) else out
         if self.residual:
+            if self.residual_smoothing > 0:
+                out = gaussian_smooth(out, self.residual_smoothing)
             out = out + self.base_forecast(frames, steps).to(out.dtype)
         return out
 
@@ -331,6 +334,22 @@ class EncoderForecaster(nn.Module):
             frames.detach().float().transpose(1, 2).flatten(0, 1), steps, SPROG_WET
         )  # (B*C, steps, H, W)
         return fc.unflatten(0, (frames.shape[0], frames.shape[2])).transpose(1, 2)
+
+
+def gaussian_smooth(fields: Tensor, sigma: float) -> Tensor:
+    """fields (..., H, W) smoothed by a Gaussian of standard deviation ``sigma`` pixels (separable, kernel
+    radius ceil(3 sigma), edges mirrored as scipy.ndimage's "mirror"; replicated where a side is shorter
+    than the radius)."""
+    radius = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, device=fields.device, dtype=fields.dtype)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    shape = fields.shape
+    flat = fields.reshape(-1, 1, *shape[-2:])
+    mode = "reflect" if min(shape[-2:]) > radius else "replicate"
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode=mode), kernel.view(1, 1, 1, -1))
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode=mode), kernel.view(1, 1, -1, 1))
+    return flat.reshape(shape)
 
 
 def add_step_channel(frames: Tensor, time_step: float | Tensor | None) -> Tensor:

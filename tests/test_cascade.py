@@ -75,3 +75,40 @@ def test_sprog_base_needs_a_lagrangian_residual_model() -> None:
         load_config(REPO_ROOT / "configs" / "tiny.yaml", ["model.base=sprog"])
     with pytest.raises(ConfigError, match="transform.kind=log"):
         load_config(REPO_ROOT / "configs" / "tiny.yaml", [*SPROG_BASE, "transform.kind=log"])
+
+
+def test_residual_smoothing_is_scipys_gaussian_and_removes_the_patch_lattice() -> None:
+    from scipy.ndimage import gaussian_filter
+
+    from nowcast.model import gaussian_smooth
+
+    x = torch.from_numpy(np.random.default_rng(0).random((2, 3, 40, 37)))
+    ref = np.stack(
+        [[gaussian_filter(x[i, j].numpy(), 4.0, mode="mirror", truncate=3.0) for j in range(3)] for i in range(2)]
+    )
+    np.testing.assert_allclose(gaussian_smooth(x, 4.0).numpy(), ref, atol=1e-12)
+    # a lattice of 8-pixel period (the patch 4 x downsample 2 grid) keeps exp(-2 pi^2 sigma^2 / 64) of
+    # its amplitude: 7e-12 at sigma = 8 (away from the mirrored edges), and a constant field is unchanged
+    yy, xx = np.mgrid[0:96, 0:96]
+    lattice = torch.from_numpy(np.cos(2 * np.pi * xx / 8) * np.cos(2 * np.pi * yy / 8))
+    assert gaussian_smooth(lattice, 8.0)[24:-24, 24:-24].abs().max().item() < 1e-6
+    np.testing.assert_allclose(gaussian_smooth(torch.full((20, 30), 2.5, dtype=torch.float64), 8.0).numpy(), 2.5)
+
+
+def test_residual_smoothing_changes_only_the_networks_part() -> None:
+    cfg = load_config(REPO_ROOT / "configs" / "tiny.yaml", [*SPROG_BASE, "model.residual_smoothing=8"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    frames = torch.from_numpy(np.log1p(moving_rain(4, size=(32, 48), shift=(1, 2))).astype(np.float32))[None, :, None]
+    with torch.no_grad():
+        for p in model.head.parameters():  # an untrained head is zero: give it a visible output
+            p.add_(0.05 * torch.randn_like(p))
+        smoothed = model(frames, 3, 300.0)
+        base = model.base_forecast(frames, 3)
+        model.residual_smoothing = 0.0
+        raw = model(frames, 3, 300.0)
+    from nowcast.model import gaussian_smooth
+
+    torch.testing.assert_close(smoothed - base, gaussian_smooth(raw - base, 8.0), atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="model.residual_smoothing"):
+        load_config(REPO_ROOT / "configs" / "tiny.yaml", ["model.residual_smoothing=8"])  # not a residual model
