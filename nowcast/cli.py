@@ -154,6 +154,12 @@ DeviceOption = Annotated[
     ),
 ]
 
+ModelOption = Annotated[
+    Optional[Path], typer.Option(metavar="CKPT", help="Checkpoint (default: the model shipped with nowcast).")
+]
+
+StepsOption = Annotated[Optional[int], typer.Option(metavar="N", help="Lead times to forecast (default: as trained).")]
+
 
 def _version(value: bool) -> None:
     if value:
@@ -300,12 +306,8 @@ def predict(
     inputs: Annotated[
         list[Path], typer.Argument(metavar="INPUT.nc", help="Radar NetCDF file(s) holding the latest frames.")
     ],
-    model: Annotated[
-        Optional[Path], typer.Option(metavar="CKPT", help="Checkpoint (default: the model shipped with nowcast).")
-    ] = None,
-    steps: Annotated[
-        Optional[int], typer.Option(metavar="N", help="Lead times to forecast (default: as trained).")
-    ] = None,
+    model: ModelOption = None,
+    steps: StepsOption = None,
     at: Annotated[
         Optional[str], typer.Option(metavar="ISO_TIME", help="Reference time (ISO 8601); default: the last frame.")
     ] = None,
@@ -375,12 +377,8 @@ def watch(
     plot: Annotated[
         Optional[str], typer.Option(metavar="OUT.png", help="Also write a PNG per forecast; same templates as -o.")
     ] = None,
-    model: Annotated[
-        Optional[Path], typer.Option(metavar="CKPT", help="Checkpoint (default: the model shipped with nowcast).")
-    ] = None,
-    steps: Annotated[
-        Optional[int], typer.Option(metavar="N", help="Lead times to forecast (default: as trained).")
-    ] = None,
+    model: ModelOption = None,
+    steps: StepsOption = None,
     max_age: Annotated[
         Optional[float],
         typer.Option(metavar="MINUTES", help="Skip (one log line) a newest frame older than this many minutes."),

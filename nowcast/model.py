@@ -310,15 +310,12 @@ class EncoderForecaster(nn.Module):
             raise ValueError(f"steps: expected a positive number, found {steps}")
         B, T, C, H, W = frames.shape
         x = add_step_channel(frames, time_step) if self.step_input else frames
-        s = self.total_stride
-        ph, pw = -H % s, -W % s
-        if ph or pw:  # replicate the last row/column; the padding is cropped off the forecast
-            x = F.pad(x.flatten(0, 1), (0, pw, 0, ph), mode="replicate").unflatten(0, (B, T))
+        x = pad_to_multiple(x, self.total_stride)  # cropped off the forecast below
         states = self.encode(x, batched_input)  # per level (B, hk, Hk, Wk)
         out = torch.stack(self.forecast(states, steps), 1).flatten(0, 1)  # (B*steps, C*p*p, H0, W0)
         out = F.pixel_shuffle(out, self.patch) if self.patch > 1 else out  # (B*steps, C, Hp, Wp)
         out = out.unflatten(0, (B, steps))  # (B, steps, C, Hp, Wp)
-        out = out[..., :H, :W] if (ph or pw) else out
+        out = out[..., :H, :W]
         if self.residual:
             if self.residual_smoothing > 0:
                 out = gaussian_smooth(out, self.residual_smoothing)
@@ -350,6 +347,16 @@ def gaussian_smooth(fields: Tensor, sigma: float) -> Tensor:
     flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode=mode), kernel.view(1, 1, 1, -1))
     flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode=mode), kernel.view(1, 1, -1, 1))
     return flat.reshape(shape)
+
+
+def pad_to_multiple(frames: Tensor, stride: int) -> Tensor:
+    """frames (B, T, C, H, W) padded at the bottom and right, by replicating the last row and column, to
+    a height and width that are multiples of ``stride``; as they are when they already are."""
+    B, T = frames.shape[:2]
+    ph, pw = -frames.shape[-2] % stride, -frames.shape[-1] % stride
+    if not (ph or pw):
+        return frames
+    return F.pad(frames.flatten(0, 1), (0, pw, 0, ph), mode="replicate").unflatten(0, (B, T))
 
 
 def add_step_channel(frames: Tensor, time_step: float | Tensor | None) -> Tensor:

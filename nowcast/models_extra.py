@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nowcast.config import FIXED_SIZE_KINDS, DataConfig, ModelConfig, frame_size_problem
-from nowcast.model import add_step_channel
+from nowcast.model import add_step_channel, pad_to_multiple
 
 LSTMState = tuple[Tensor, Tensor]  # (h, c), each (B, hidden)
 
@@ -85,10 +85,7 @@ class _FrameModel(nn.Module):
             raise ValueError(problem)
         B, T, C, H, W = frames.shape
         x = add_step_channel(frames, time_step) if self.step_input else frames
-        s = self.total_stride
-        ph, pw = -H % s, -W % s
-        if ph or pw:  # replicate the last row/column; the padding is cropped off the forecast
-            x = F.pad(x.flatten(0, 1), (0, pw, 0, ph), mode="replicate").unflatten(0, (B, T))
+        x = pad_to_multiple(x, self.total_stride)  # cropped off the forecast below
         x = F.pixel_unshuffle(x.flatten(0, 1), self.patch).unflatten(0, (B, T))  # (B, T, Cin*p^2, h, w)
         out = self._forecast(x, steps)  # (B, n, C*p^2, h, w)
         n = out.shape[1]
