@@ -38,9 +38,10 @@ def skill(summary_path: Path) -> dict:
     }
 
 
-def fold_scores(root: Path) -> dict:
+def fold_scores(root: Path, baselines_root: Path | None = None) -> dict:
     """Per fold: its training events, the held-out events, and each method's fold means (CSI >= 1 and
-    >= 5 mm/h, frequency bias at 1 mm/h, MSE) from ``scripts/folds.py`` evaluations under ``root``."""
+    >= 5 mm/h, frequency bias at 1 mm/h, MSE) from ``scripts/folds.py`` evaluations under ``root``;
+    extrapolation's and S-PROG's from ``baselines_root`` when given (as ``folds.py table --reuse-baselines``)."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,6 +50,9 @@ def fold_scores(root: Path) -> dict:
     out = {}
     for fold in ("A", "B"):
         per = folds.fold_means(root, fold)
+        if baselines_root is not None:
+            reused = folds.fold_means(baselines_root, fold)
+            per |= {m: reused[m] for m in ("extrapolation", "sprog") if m in reused}
         out[f"trained_on_{fold}"] = {
             "train_events": list(folds.FOLD_EVENTS[fold]),
             "scored_on": list(folds.held_out(fold)),
@@ -69,6 +73,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--folds", type=Path, help="Root of scripts/folds.py evaluations: fold scores into the provenance."
+    )
+    parser.add_argument(
+        "--reuse-baselines", type=Path, help="With --folds: extrapolation's and S-PROG's fold scores from this root."
     )
     args = parser.parse_args()
 
@@ -96,7 +103,7 @@ def main() -> None:
         prov["validation_files"] = [Path(f).name for f in json.loads(args.validation.read_text())["files"]]
         prov["validation_skill"] = skill(args.validation)
     if args.folds:
-        prov["folds"] = fold_scores(args.folds)
+        prov["folds"] = fold_scores(args.folds, args.reuse_baselines)
     out = save_checkpoint(default_model_path(), config=cfg, state_dict=ckpt["state_dict"], provenance=prov)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
