@@ -31,7 +31,7 @@ ZR_B = 1.6
 # ``load_config`` checks them).
 TransformKind = Literal["dbz", "log", "linear", "minmax"]
 Frame = Literal["eulerian", "lagrangian"]
-ProbMatching = Literal["none", "cdf"]
+ProbMatching = Literal["none", "cdf", "cdf_lagrangian"]
 Base = Literal["last", "sprog"]
 Kind = Literal["convlstm", "fc_lstm", "cnn_lstm", "unet"]
 Loss = Literal["mse", "mae", "mse+mae"]
@@ -160,7 +160,10 @@ class ModelConfig:
     probmatching: ProbMatching = "none"
     """none: the network's values as they are. cdf: each forecast frame keeps the network's pattern
     (rank order) but takes the distribution of the last observed frame (``probmatch.match_cdf``), as
-    pySTEPS S-PROG does; a forecast then neither grows nor loses rain overall."""
+    pySTEPS S-PROG does; a forecast then neither grows nor loses rain overall. cdf_lagrangian
+    (``frame: lagrangian`` only): the same matching, but in the frame of the last observation, before
+    the forecast is advected, where both cover the same pixels; rain then leaves the domain with the
+    flow instead of being squeezed into what remains of it (docs/default-model.md, recipe r3-smooth-lag)."""
     residual_smoothing: float = 0.0
     """Gaussian standard deviation (pixels) of a smoothing of the network's output before a ``residual``
     model adds it to its base; 0: none. Against the dotted lattice at the patch period that a 4x4-patch
@@ -332,6 +335,10 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append(
             "model.residual_smoothing: expected 0, or a positive sigma in pixels with model.residual=true and "
             f"model.kind=convlstm, found {m.residual_smoothing} (residual={m.residual}, kind={m.kind})"
+        )
+    if m.probmatching == "cdf_lagrangian" and m.frame != "lagrangian":
+        problems.append(
+            f"model.probmatching: expected cdf_lagrangian only with model.frame=lagrangian, found frame={m.frame}"
         )
     if m.base == "sprog" and m.kind != "convlstm":
         problems.append(f"model.base: expected sprog only with model.kind=convlstm, found kind={m.kind}")

@@ -76,7 +76,7 @@ def forecast_array(
     frame's gate pre-activations alive.
 
     With ``model.probmatching: cdf`` each forecast frame then takes the last frame's distribution
-    (``probmatch.match_forecast``).
+    (``probmatch.match_forecast``); with ``cdf_lagrangian`` it does so before it is advected.
 
     Lagrangian models (``model.frame``): motion from ``motion.motion_field`` on each sample's input
     frames; input frame t_last - j is advected j steps forward into the frame of the last observation,
@@ -106,6 +106,8 @@ def forecast_array(
         if lagrangian:  # no data where the last frame has none, then carried along with the rain
             last_ok = torch.from_numpy(np.isfinite(frames[:, -1:]))  # (B, 1, C, H, W)
             pred = torch.where(last_ok, pred, torch.full((), float("nan")))
+            if getattr(cfg, "probmatching", "none") == "cdf_lagrangian":  # same pixels as the last frame here
+                pred = torch.from_numpy(match_forecast(pred.numpy(), frames[:, -1]))
             disp = displacements(velocity.float(), steps).cpu()  # (B, steps, 2, H, W)
             pred = torch.stack([warp(pred[:, k], disp[:, k]) for k in range(steps)], 1)
     nodata = ~np.isfinite(frames[:, -1:])  # (B, 1, C, H, W)
