@@ -65,3 +65,54 @@ def test_a_cdf_model_forecasts_the_last_frame_s_values(pysteps_installed) -> Non
 def test_unknown_probmatching_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="model.probmatching: expected one of none, cdf"):
         load_config(REPO_ROOT / "configs" / "tiny.yaml", ["model.probmatching=mean"])
+
+
+LAGRANGIAN_RESIDUAL = ["model.frame=lagrangian", "model.residual=true"]
+
+
+def test_matching_before_advection_leaves_an_extrapolation_unchanged(pysteps_installed) -> None:
+    # An untrained Lagrangian residual model forecasts the last frame itself in the frame of the last
+    # observation (its head starts at zero): matched there to the last frame, nothing changes, and the
+    # advected forecast is the plain one. Matched after the advection instead (cdf), the rain that left
+    # the domain is pressed into what remains of it, so the values change.
+    frames = moving_rain(4, size=(40, 48), shift=(2, 3), seed=3).astype(np.float32)[None, :, None]
+    out = {}
+    for mode in ("none", "cdf_lagrangian", "cdf"):
+        cfg = load_config(REPO_ROOT / "configs" / "tiny.yaml", [*LAGRANGIAN_RESIDUAL, f"model.probmatching={mode}"])
+        torch.manual_seed(0)
+        model = build_model(cfg.model).eval()
+        out[mode] = forecast_array(model, Transform.from_config(cfg), frames, 4)
+    np.testing.assert_allclose(out["cdf_lagrangian"], out["none"], rtol=0, atol=1e-5)
+    ok = np.isfinite(out["none"])
+    assert np.isfinite(out["none"][:, -1]).sum() < np.isfinite(frames[:, -1]).sum()  # coverage shrank
+    assert np.abs(out["cdf"][ok] - out["none"][ok]).max() > 0.1
+
+
+def test_matching_before_advection_gives_the_radar_s_values(pysteps_installed) -> None:
+    # Rain that does not move (zero motion: the advection is the identity) and a network whose output
+    # is not zero: matched in the frame of the last observation, every wet value is one the radar saw.
+    frames = moving_rain(4, size=(32, 32), shift=(0, 0), seed=5).astype(np.float32)[None, :, None]
+    cfg = load_config(REPO_ROOT / "configs" / "tiny.yaml", [*LAGRANGIAN_RESIDUAL, "model.probmatching=cdf_lagrangian"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    out = forecast_array(model, Transform.from_config(cfg), frames, 3)[0, :, 0]
+    seen = np.unique(frames[0, -1, 0])
+    for k in range(3):  # to 1e-3: Lucas-Kanade finds a motion of a hundredth of a pixel, not exactly none
+        wet = out[k][out[k] > 0]
+        assert wet.size > 0 and (np.abs(wet[:, None] - seen[None]).min(1) <= 1e-3 * np.maximum(wet, 1)).all()
+    plain_cfg = load_config(REPO_ROOT / "configs" / "tiny.yaml", LAGRANGIAN_RESIDUAL)
+    plain_model = build_model(plain_cfg.model).eval()
+    plain_model.load_state_dict(model.state_dict())  # the same network without matching: other values
+    plain = forecast_array(plain_model, Transform.from_config(plain_cfg), frames, 3)[0, -1, 0]
+    wet = plain[plain > 0]
+    assert not (np.abs(wet[:, None] - seen[None]).min(1) <= 1e-3 * np.maximum(wet, 1)).all()
+
+
+def test_matching_before_advection_needs_a_lagrangian_model() -> None:
+    with pytest.raises(
+        ConfigError, match="model.probmatching: expected cdf_lagrangian only with model.frame=lagrangian"
+    ):
+        load_config(REPO_ROOT / "configs" / "tiny.yaml", ["model.probmatching=cdf_lagrangian"])
