@@ -264,7 +264,8 @@ def run_evaluation(
     if clash:
         raise NowcastError(f"--name: expected model names other than the baselines', found {', '.join(clash)}")
     methods = list(nets) + names
-    lead_min = [(k + 1) * archive.time_step / 60.0 for k in range(steps)]
+    time_step = archive.time_step  # seconds; derived from the segments, so read once
+    lead_min = [(k + 1) * time_step / 60.0 for k in range(steps)]
     scores = {m: metrics.init_scores(steps, thresholds, comparison) for m in methods}
     fss = {m: metrics.init_scores(steps, fss_thresholds, comparison, fss_scales) for m in methods} if fss_scales else {}
     wall = {m: 0.0 for m in methods} | {"read": 0.0, "scoring": 0.0}
@@ -293,7 +294,7 @@ def run_evaluation(
         total,
         in_frames,
         steps,
-        archive.time_step / 60,
+        time_step / 60,
         len(archive.files),
     )
     if world > 1:
@@ -333,7 +334,7 @@ def run_evaluation(
                             steps,
                             device=device,
                             precision=precision,
-                            time_step=archive.time_step,
+                            time_step=time_step,
                         )
                 for i, a in enumerate(chunk):
                     fc: dict[str, np.ndarray] = {name: p[i] for name, p in pred.items()}  # (steps, C, H, W)

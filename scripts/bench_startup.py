@@ -61,7 +61,8 @@ def _wall_s(args: list[str], env: dict[str, str], expect: int) -> float:
     return took
 
 
-def _cpu() -> str:
+def cpu_summary() -> str:
+    """The CPU's model name, core count and widest vector extension (also used by ``bench_watch.py``)."""
     name = platform.processor() or "?"
     flags = ""
     try:
@@ -119,7 +120,7 @@ def main() -> None:
     except OSError:
         load = "?"
     print(f"start-up benchmark: median of {args.repeat} rounds, each figure in a fresh interpreter")
-    print(f"CPU: {_cpu()}; load average {load} at the end (a shared CPU slows everything: compare the ratios)")
+    print(f"CPU: {cpu_summary()}; load average {load} at the end (a shared CPU slows everything: compare the ratios)")
     torch_s = statistics.median(times["import torch"])
     print(f"\n{'':48} {'median s':>9} {'min s':>7} {'/ import torch':>15}")
     for name, values in times.items():

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,19 +33,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = "fc_{reference_time:%Y%m%d%H%M}.nc"
 
-
-def _cpu() -> str:
-    name, flags = platform.processor() or "?", ""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        name = next(
-            (line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), name
-        )
-        first = next((line for line in text.splitlines() if line.startswith("flags")), "")
-        flags = "AVX-512" if "avx512f" in first else "AVX2" if "avx2" in first else "no AVX2"
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} cores, {flags}"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_startup import cpu_summary  # noqa: E402  (a sibling script: one description of the CPU)
 
 
 def _frame_files(work: Path, frames: int, size: tuple[int, int]) -> list[tuple[Path, str]]:
@@ -185,7 +173,7 @@ def main() -> None:
         f"\nnowcast watch against nowcast predict: {args.size[0]} x {args.size[1]}, {cfg.data.out_frames} lead times, "
         f"model '{cfg.model.name}', {args.threads} thread(s), fp32, watcher --poll {args.poll:g} --settle {args.settle:g}"
     )
-    print(f"CPU: {_cpu()}; load average {load} at the end (shared: compare the ratio)")
+    print(f"CPU: {cpu_summary()}; load average {load} at the end (shared: compare the ratio)")
     med_w, med_p = statistics.median(w), statistics.median(p)
     print(f"(w) new file -> forecast written, resident watcher: median {med_w:.2f} s, min {min(w):.2f} s")
     if forecast_s:

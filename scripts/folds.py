@@ -237,10 +237,12 @@ def table(root: Path) -> str:
     return "\n".join(lines)
 
 
-def derive(source: Path, target: Path, overrides: list[str]) -> None:
+def derive(source: Path, target: Path, overrides: list[str], zero_head: bool = False) -> None:
     """Write ``target``: ``source``'s weights and provenance with its stored config changed by
     ``overrides`` (``SECTION.KEY=VALUE``, as ``nowcast train --set``), e.g. a fold model with
-    probability matching, scored without retraining."""
+    probability matching, scored without retraining. ``zero_head``: the output head's weights set to
+    zero, so that a residual model forecasts its base (recipe r3 restarts from S-PROG this way). A
+    resumable ``last.pt`` stays resumable (its training state is kept)."""
     from nowcast.checkpoint import load_checkpoint, save_checkpoint
     from nowcast.config import config_from_dict, parse_override
 
@@ -253,9 +255,13 @@ def derive(source: Path, target: Path, overrides: list[str]) -> None:
             node = node[k]
         node[keys[-1]] = value
     cfg = config_from_dict(raw, f"{source} (config) with {' '.join(overrides)}")
-    provenance = {**ckpt.get("provenance", {}), "derived_from": str(source), "derived_with": " ".join(overrides)}
-    save_checkpoint(target, config=cfg, state_dict=ckpt["state_dict"], provenance=provenance)
-    print(f"{target}: {source} with {' '.join(overrides)}", file=sys.stderr)
+    changes = " ".join([*overrides, *(["head zeroed"] if zero_head else [])])
+    state = ckpt["state_dict"]
+    if zero_head:
+        state = {k: v.zero_() if k.startswith("head.") else v for k, v in state.items()}
+    provenance = {**ckpt.get("provenance", {}), "derived_from": str(source), "derived_with": changes}
+    save_checkpoint(target, config=cfg, state_dict=state, provenance=provenance, training=ckpt.get("training"))
+    print(f"{target}: {source} with {changes}", file=sys.stderr)
 
 
 def main() -> None:
@@ -274,11 +280,12 @@ def main() -> None:
     d.add_argument("source", type=Path)
     d.add_argument("target", type=Path)
     d.add_argument("--set", dest="overrides", action="append", default=[], help="SECTION.KEY=VALUE (YAML value)")
+    d.add_argument("--zero-head", action="store_true", help="set the output head's weights to zero")
     a = p.parse_args()
     if a.cmd == "evaluate":
         evaluate(a.fold, a.model, a.out, a.events, a.baselines)
     elif a.cmd == "derive":
-        derive(a.source, a.target, a.overrides)
+        derive(a.source, a.target, a.overrides, a.zero_head)
     else:
         global REUSE
         REUSE = a.reuse_baselines

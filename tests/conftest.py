@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -270,3 +274,48 @@ def pysteps_installed() -> None:
         pysteps_methods()
     except MissingDependencyError as exc:
         pytest.skip(str(exc))
+
+
+SLOW_WRITER = """
+import sys, time
+import xarray as xr
+real = xr.Dataset.to_netcdf
+def slow(self, path=None, *args, **kwargs):
+    out = real(self, path, *args, **kwargs)
+    print("TEMP-WRITTEN", path, flush=True)
+    time.sleep(float(sys.argv[1]))
+    return out
+xr.Dataset.to_netcdf = slow
+from nowcast.cli import app
+app(sys.argv[2:], prog_name="nowcast")
+"""
+"""``nowcast`` with every NetCDF write slowed: after the temporary file is written and before the
+rename it prints a line and sleeps, so a test knows the command is mid-write."""
+
+
+def slowed_nowcast(sleep_s: float, args: Sequence[str | Path], cwd: Path = REPO_ROOT) -> subprocess.Popen:
+    """``nowcast ARGS`` in a subprocess (one torch thread) whose NetCDF writes sleep ``sleep_s`` before the rename."""
+    env = dict(
+        os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", SLOW_WRITER, str(sleep_s), *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=cwd,
+    )
+
+
+def next_slowed_write(proc: subprocess.Popen, timeout_s: float = 120.0) -> Path:
+    """The temporary file a ``slowed_nowcast`` process has just written (it now sleeps before renaming)."""
+    timer = threading.Timer(timeout_s, proc.kill)
+    timer.start()
+    try:
+        for line in proc.stdout:
+            if line.startswith("TEMP-WRITTEN"):
+                return Path(line.split(maxsplit=1)[1].strip())
+    finally:
+        timer.cancel()
+    raise AssertionError(f"the slowed run ended before writing (exit {proc.wait()}): {proc.stderr.read()}")

@@ -11,7 +11,6 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from nowcast import baselines
 from nowcast.cli import app
@@ -28,13 +27,6 @@ KINDS = {  # tiny versions of each comparison model
     "cnn_lstm": ("model.kind=cnn_lstm", "model.hidden=[16]", "model.conv_widths=[4,8]"),
     "unet": ("model.kind=unet", "model.conv_widths=[4,8]"),
 }
-
-
-def _runner() -> CliRunner:
-    try:
-        return CliRunner(mix_stderr=False)
-    except TypeError:
-        return CliRunner()
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -139,7 +131,9 @@ def event(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("kind", ["fc_lstm", "cnn_lstm", "unet"])
-def test_each_kind_trains_predicts_and_evaluates_through_the_cli(kind: str, event: Path, tmp_path: Path) -> None:
+def test_each_kind_trains_predicts_and_evaluates_through_the_cli(
+    kind: str, event: Path, tmp_path: Path, cli_runner
+) -> None:
     run = tmp_path / kind
     sets = [
         f"data.files=[{event}]",
@@ -150,7 +144,7 @@ def test_each_kind_trains_predicts_and_evaluates_through_the_cli(kind: str, even
         "train.max_val_windows=2",
         *KINDS[kind],
     ]
-    result = _runner().invoke(
+    result = cli_runner.invoke(
         app, ["train", "--config", str(TINY), *sum((["--set", s] for s in sets), []), "--run-dir", str(run)]
     )
     assert result.exit_code == 0, result.output
@@ -160,7 +154,7 @@ def test_each_kind_trains_predicts_and_evaluates_through_the_cli(kind: str, even
     assert stored.model.frame_size == (() if kind == "unet" else (32, 32))  # the crop, capped by the 32 x 32 frames
 
     fc = tmp_path / "fc.nc"
-    result = _runner().invoke(
+    result = cli_runner.invoke(
         app, ["predict", str(event), "--model", str(run / "model.pt"), "-o", str(fc), "--steps", "6", "--threads", "1"]
     )
     assert result.exit_code == 0, result.output
@@ -170,7 +164,7 @@ def test_each_kind_trains_predicts_and_evaluates_through_the_cli(kind: str, even
         assert ds["rainfall_rate"].shape == (6, 32, 32)
 
     out = tmp_path / "ev"
-    result = _runner().invoke(
+    result = cli_runner.invoke(
         app,
         [
             "evaluate",
@@ -188,7 +182,7 @@ def test_each_kind_trains_predicts_and_evaluates_through_the_cli(kind: str, even
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["methods"] == ["model", "persistence"] and summary["n_cases"] == 20 - 8 + 1
-    info = _runner().invoke(app, ["info", str(run / "model.pt")])
+    info = cli_runner.invoke(app, ["info", str(run / "model.pt")])
     assert f"kind {kind}" in info.stdout
 
 
@@ -196,14 +190,16 @@ def _fc_lstm_checkpoint(path: Path, size: tuple[int, int]) -> Path:
     return make_tiny_checkpoint(path, *KINDS["fc_lstm"], f"model.frame_size=[{size[0]},{size[1]}]", "model.name=flat")
 
 
-def test_a_fixed_size_model_refuses_other_sizes_in_one_line(radar_file: Callable[..., Path], tmp_path: Path) -> None:
+def test_a_fixed_size_model_refuses_other_sizes_in_one_line(
+    radar_file: Callable[..., Path], tmp_path: Path, cli_runner
+) -> None:
     ckpt = _fc_lstm_checkpoint(tmp_path / "flat.pt", (32, 40))
     data = radar_file("wide.nc", frames=10, size=(32, 48))
     for args in (
         ["predict", str(data), "-o", str(tmp_path / "fc.nc")],
         ["evaluate", str(data), "--out", str(tmp_path / "ev")],
     ):
-        result = _runner().invoke(app, [*args, "--model", str(ckpt)])
+        result = cli_runner.invoke(app, [*args, "--model", str(ckpt)])
         assert result.exit_code == 2, result.output
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "Traceback" not in result.stderr
@@ -211,12 +207,12 @@ def test_a_fixed_size_model_refuses_other_sizes_in_one_line(radar_file: Callable
         assert "expected frames of 32 x 40 pixels" in lines[0] and "found 32 x 48" in lines[0]
     assert not (tmp_path / "fc.nc").exists() and not (tmp_path / "ev").exists()
     right = radar_file("right.nc", frames=10, size=(32, 40))
-    result = _runner().invoke(app, ["predict", str(right), "--model", str(ckpt), "-o", str(tmp_path / "ok.nc")])
+    result = cli_runner.invoke(app, ["predict", str(right), "--model", str(ckpt), "-o", str(tmp_path / "ok.nc")])
     assert result.exit_code == 0, result.output
 
 
-def test_training_a_fixed_size_model_on_another_frame_size_is_refused(event: Path, tmp_path: Path) -> None:
-    result = _runner().invoke(
+def test_training_a_fixed_size_model_on_another_frame_size_is_refused(event: Path, tmp_path: Path, cli_runner) -> None:
+    result = cli_runner.invoke(
         app,
         [
             "train",
@@ -252,12 +248,12 @@ def _scores(rows: list[dict[str, str]], method: str) -> dict[tuple[str, str, str
 
 
 def test_several_checkpoints_are_methods_named_after_their_runs_on_the_same_cases(
-    radar_file: Callable[..., Path], two_runs: tuple[Path, Path], tmp_path: Path
+    radar_file: Callable[..., Path], two_runs: tuple[Path, Path], tmp_path: Path, cli_runner
 ) -> None:
     a, b = two_runs
     data = radar_file("event.nc", frames=12, size=(32, 40), values=moving_rain(12, (32, 40), shift=(1, 1)))
     out = tmp_path / "both"
-    result = _runner().invoke(
+    result = cli_runner.invoke(
         app,
         [
             "evaluate",
@@ -296,11 +292,11 @@ def test_several_checkpoints_are_methods_named_after_their_runs_on_the_same_case
 
 
 def test_names_override_run_names_and_duplicates_are_refused(
-    radar_file: Callable[..., Path], two_runs: tuple[Path, Path], tmp_path: Path
+    radar_file: Callable[..., Path], two_runs: tuple[Path, Path], tmp_path: Path, cli_runner
 ) -> None:
     a, b = two_runs
     data = radar_file("event.nc", frames=9, size=(32, 40))
-    result = _runner().invoke(
+    result = cli_runner.invoke(
         app,
         [
             "evaluate",
@@ -341,7 +337,7 @@ def test_names_override_run_names_and_duplicates_are_refused(
         ),
     }
     for why, (args, message) in cases.items():
-        result = _runner().invoke(
+        result = cli_runner.invoke(
             app, ["evaluate", str(data), *args, "--baselines", "persistence", "--out", str(tmp_path / "x")]
         )
         assert result.exit_code == 2, why

@@ -10,11 +10,8 @@ sleeps, so the test knows exactly when it is mid-write. No test hook lives in th
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
 import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -23,23 +20,9 @@ import pytest
 import xarray as xr
 
 from nowcast.cli import app
+from tests.conftest import next_slowed_write, slowed_nowcast
 
-REPO = Path(__file__).resolve().parents[1]
 SIZE = (64, 80)
-
-SLOW_WRITER = """
-import sys, time
-import xarray as xr
-real = xr.Dataset.to_netcdf
-def slow(self, path=None, *args, **kwargs):
-    out = real(self, path, *args, **kwargs)
-    print("TEMP-WRITTEN", path, flush=True)
-    time.sleep(float(sys.argv[1]))
-    return out
-xr.Dataset.to_netcdf = slow
-from nowcast.cli import app
-app(sys.argv[2:], prog_name="nowcast")
-"""
 
 
 def _sha(path: Path) -> str:
@@ -52,28 +35,7 @@ def ckpt(tiny_checkpoint: Path) -> Path:
 
 
 def _slow_run(sleep_s: float, *args: str | Path) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.Popen(
-        [sys.executable, "-c", SLOW_WRITER, str(sleep_s), "predict", *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=REPO,
-    )
-
-
-def _wait_for_write(proc: subprocess.Popen, timeout_s: float = 120.0) -> str:
-    """The temporary file's path, once the slowed run has written it (and sleeps before renaming)."""
-    timer = threading.Timer(timeout_s, proc.kill)
-    timer.start()
-    try:
-        for line in proc.stdout:
-            if line.startswith("TEMP-WRITTEN"):
-                return line.split(maxsplit=1)[1].strip()
-    finally:
-        timer.cancel()
-    raise AssertionError(f"the slowed run ended before writing (exit {proc.wait()}): {proc.stderr.read()}")
+    return slowed_nowcast(sleep_s, ["predict", *args])
 
 
 def _temporaries(out: Path) -> list[Path]:
@@ -100,7 +62,7 @@ def test_killed_while_writing_leaves_old_file_or_none(cli_runner, previous, rada
         old = _sha(out)
 
     proc = _slow_run(60, src, "--model", ckpt, "-o", out)
-    tmp = Path(_wait_for_write(proc))
+    tmp = next_slowed_write(proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
 
@@ -126,7 +88,7 @@ def test_overlapping_runs_both_finish_and_leave_a_complete_file(cli_runner, rada
     out = tmp_path / "forecast.nc"
 
     first = _slow_run(3, src, "--model", ckpt, "-o", out, "--lock-timeout", 60)
-    _wait_for_write(first)  # the first run holds the lock, its file not yet renamed
+    next_slowed_write(first)  # the first run holds the lock, its file not yet renamed
     started = time.monotonic()
     second = cli_runner.invoke(app, ["predict", str(src), "--model", str(ckpt), "-o", str(out), "--lock-timeout", "60"])
     waited = time.monotonic() - started
@@ -162,7 +124,7 @@ def test_overlapping_runs_into_one_directory_serialize(cli_runner, radar_file, c
     template = str(out_dir / "fc_{reference_time:%Y%m%d%H%M}.nc")
 
     first = _slow_run(3, src, "--model", ckpt, "-o", template, "--at", "2021-06-01T12:20", "--lock-timeout", 60)
-    _wait_for_write(first)  # the first run holds the directory's lock, its file not yet renamed
+    next_slowed_write(first)  # the first run holds the directory's lock, its file not yet renamed
     started = time.monotonic()
     second = cli_runner.invoke(app, ["predict", str(src), "--model", str(ckpt), "-o", template, "--lock-timeout", "60"])
     waited = time.monotonic() - started

@@ -11,35 +11,24 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
-from typer.testing import CliRunner
 
 from nowcast.cli import app
 from nowcast.errors import NowcastError
 from nowcast.predict import load_model
 from nowcast.watch import Watcher, default_state_path, read_state
+from tests.conftest import next_slowed_write, slowed_nowcast
 
-REPO = Path(__file__).resolve().parents[1]
 SIZE = (64, 80)
 T0 = np.datetime64("2021-06-01T12:00:00", "ns")
 FC = "fc_{reference_time:%Y%m%d%H%M}.nc"
-
-
-def _runner() -> CliRunner:
-    try:
-        return CliRunner(mix_stderr=False)
-    except TypeError:
-        return CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +60,10 @@ def _ref(path: Path) -> np.datetime64:
         return ds["forecast_reference_time"].values
 
 
-def _same_as_predict(out: Path, inputs: list[Path], at: str, ckpt: Path, tmp_path: Path) -> None:
+def _same_as_predict(runner, out: Path, inputs: list[Path], at: str, ckpt: Path, tmp_path: Path) -> None:
     """``out`` holds what ``nowcast predict INPUTS --at AT`` writes (data, times, grid)."""
     check = tmp_path / "check" / out.name
-    result = _runner().invoke(app, ["predict", *map(str, inputs), "--model", str(ckpt), "--at", at, "-o", str(check)])
+    result = runner.invoke(app, ["predict", *map(str, inputs), "--model", str(ckpt), "--at", at, "-o", str(check)])
     assert result.exit_code == 0, result.stderr
     with xr.open_dataset(out) as a, xr.open_dataset(check) as b:
         xr.testing.assert_identical(a["rainfall_rate"], b["rainfall_rate"])
@@ -88,7 +77,7 @@ def _outputs(tmp_path: Path) -> list[str]:
 # new frames, bad files, restarts
 
 
-def test_each_new_frame_is_forecast_once_from_frames_across_files(tmp_path, feed, loaded, tiny_checkpoint):
+def test_each_new_frame_is_forecast_once_from_frames_across_files(tmp_path, feed, loaded, tiny_checkpoint, cli_runner):
     first = feed("a.nc", 0, frames=4)  # 12:00 to 12:15
     w = _watcher(tmp_path, loaded)
 
@@ -99,7 +88,7 @@ def test_each_new_frame_is_forecast_once_from_frames_across_files(tmp_path, feed
     second = feed("b.nc", 4)  # 12:20 arrives: its window spans both files
     out = w.poll_once()
     assert out == tmp_path / "fc" / "fc_202106011220.nc"
-    _same_as_predict(out, [first, second], "2021-06-01T12:20", tiny_checkpoint, tmp_path)
+    _same_as_predict(cli_runner, out, [first, second], "2021-06-01T12:20", tiny_checkpoint, tmp_path)
     assert w.poll_once() is None
     assert _outputs(tmp_path) == [".nowcast.lock", "fc_202106011215.nc", "fc_202106011220.nc"]
     assert read_state(tmp_path / "state.json") == int((T0 + np.timedelta64(20, "m")).astype(np.int64))
@@ -203,7 +192,7 @@ def test_default_state_path_is_in_the_output_directory_per_pattern_and_output():
 # the command
 
 
-def test_watch_once_through_the_command_line(tmp_path, feed, tiny_checkpoint):
+def test_watch_once_through_the_command_line(tmp_path, feed, tiny_checkpoint, cli_runner):
     feed("a.nc", 0, frames=5)
     args = [
         "watch",
@@ -218,13 +207,13 @@ def test_watch_once_through_the_command_line(tmp_path, feed, tiny_checkpoint):
         "--state",
         str(tmp_path / "state.json"),
     ]
-    result = _runner().invoke(app, args)
+    result = cli_runner.invoke(app, args)
     assert result.exit_code == 0, result.stderr
     assert _outputs(tmp_path) == [".nowcast.lock", "fc_202106011220.nc"]
     assert sum(" INFO forecast from 2021-06-01T12:20:00Z" in line for line in result.stderr.splitlines()) == 1
     assert json.loads((tmp_path / "state.json").read_text())["last_reference_time"] == "2021-06-01T12:20:00Z"
 
-    again = _runner().invoke(app, args)  # nothing new
+    again = cli_runner.invoke(app, args)  # nothing new
     assert again.exit_code == 0 and _outputs(tmp_path) == [".nowcast.lock", "fc_202106011220.nc"]
 
 
@@ -237,17 +226,17 @@ def test_watch_once_through_the_command_line(tmp_path, feed, tiny_checkpoint):
     ],
     ids=["bad template", "missing checkpoint", "poll 0"],
 )
-def test_watch_usage_errors_are_one_line_before_watching(extra, expected, tmp_path, tiny_checkpoint):
+def test_watch_usage_errors_are_one_line_before_watching(extra, expected, tmp_path, tiny_checkpoint, cli_runner):
     (tmp_path / "in").mkdir()
     model = [] if "--model" in extra else ["--model", str(tiny_checkpoint)]
-    result = _runner().invoke(app, ["watch", str(tmp_path / "in" / "*.nc"), *model, *extra, "--once"])
+    result = cli_runner.invoke(app, ["watch", str(tmp_path / "in" / "*.nc"), *model, *extra, "--once"])
     assert result.exit_code == 2, (result.stderr, result.exception)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("nowcast: error: ") and expected in lines[0], lines
 
 
-def test_watch_a_missing_directory_is_an_error(tmp_path):
-    result = _runner().invoke(app, ["watch", str(tmp_path / "nowhere" / "*.nc"), "-o", "fc.nc", "--once"])
+def test_watch_a_missing_directory_is_an_error(tmp_path, cli_runner):
+    result = cli_runner.invoke(app, ["watch", str(tmp_path / "nowhere" / "*.nc"), "-o", "fc.nc", "--once"])
     assert result.exit_code == 2 and "expected files in an existing directory" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -256,25 +245,7 @@ def test_watch_a_missing_directory_is_an_error(tmp_path):
 # the resident process: files arriving, SIGTERM mid-forecast
 
 
-SLOW_WRITER = """
-import sys, time
-import xarray as xr
-real = xr.Dataset.to_netcdf
-def slow(self, path=None, *args, **kwargs):
-    out = real(self, path, *args, **kwargs)
-    print("TEMP-WRITTEN", path, flush=True)
-    time.sleep(float(sys.argv[1]))
-    return out
-xr.Dataset.to_netcdf = slow
-from nowcast.cli import app
-app(sys.argv[2:], prog_name="nowcast")
-"""
-"""``nowcast`` with every NetCDF write slowed: after the temporary file is written and before the
-rename it prints a line and sleeps, so the test knows it is mid-forecast."""
-
-
 def _start(tmp_path: Path, ckpt: Path, sleep_s: float) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     args = [
         "watch",
         str(tmp_path / "in" / "*.nc"),
@@ -289,27 +260,7 @@ def _start(tmp_path: Path, ckpt: Path, sleep_s: float) -> subprocess.Popen:
         "--state",
         str(tmp_path / "state.json"),
     ]
-    return subprocess.Popen(
-        [sys.executable, "-c", SLOW_WRITER, str(sleep_s), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
-
-
-def _next_write(proc: subprocess.Popen, timeout_s: float = 600.0) -> Path:
-    """The temporary file the watcher has just written (it now sleeps before the rename)."""
-    timer = threading.Timer(timeout_s, proc.kill)
-    timer.start()
-    try:
-        for line in proc.stdout:
-            if line.startswith("TEMP-WRITTEN"):
-                return Path(line.split(maxsplit=1)[1].strip())
-    finally:
-        timer.cancel()
-    raise AssertionError(f"the watcher ended before writing (exit {proc.wait()}): {proc.stderr.read()}")
+    return slowed_nowcast(sleep_s, args, cwd=tmp_path)
 
 
 @pytest.mark.slow
@@ -317,9 +268,9 @@ def test_resident_watcher_forecasts_arrivals_and_stops_cleanly_on_sigterm(tmp_pa
     feed("a.nc", 0, frames=4)
     proc = _start(tmp_path, tiny_checkpoint, sleep_s=1.0)
     try:
-        assert _next_write(proc).parent == tmp_path / "fc"  # 12:15, at start
+        assert next_slowed_write(proc, 600.0).parent == tmp_path / "fc"  # 12:15, at start
         feed("b.nc", 4)  # arrives while the watcher runs
-        tmp = _next_write(proc)  # 12:20, mid-write: the temporary file is complete, not yet renamed
+        tmp = next_slowed_write(proc, 600.0)  # 12:20, mid-write: the temporary file is complete, not yet renamed
         assert tmp.is_file() and not (tmp_path / "fc" / "fc_202106011220.nc").exists()
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=600)
@@ -338,7 +289,7 @@ def test_second_signal_interrupts_without_a_partial_file(tmp_path, feed, tiny_ch
     feed("a.nc", 0, frames=4)
     proc = _start(tmp_path, tiny_checkpoint, sleep_s=60.0)
     try:
-        tmp = _next_write(proc)
+        tmp = next_slowed_write(proc, 600.0)
         proc.send_signal(signal.SIGINT)
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)  # impatient: stop now
