@@ -26,10 +26,28 @@ AR_ORDER = 2
 
 @functools.lru_cache(maxsize=8)
 def _bandpass(height: int, width: int, levels: int) -> np.ndarray:
-    """pySTEPS ``filter_gaussian`` weights for an (height, width) field: (levels, height, width // 2 + 1)."""
-    from pysteps.cascade.bandpass_filters import filter_gaussian
+    """pySTEPS' ``filter_gaussian`` weights for an (height, width) field: (levels, height, width // 2 + 1).
 
-    return np.asarray(filter_gaussian((height, width), levels)["weights_2d"], dtype=np.float64)
+    Ported (BSD 3-Clause, Copyright (c) 2019, PySteps developers; ``nowcast/LICENSES/pysteps.txt``)
+    with its defaults (Gaussian scale 0.5 in log wavenumber, normalised, the mean in level 0), so that
+    the model needs no ``import pysteps`` (about 3 s). ``tests/test_cascade.py`` holds it to pySTEPS.
+    """
+    if levels < 3:
+        raise ValueError(f"levels: expected at least 3, found {levels}")
+    longest = max(width, height)
+    ry = np.arange(-(height // 2), height // 2 + height % 2)
+    rx = np.arange(width // 2 + 1)
+    shift = height // 2 if height % 2 == 0 else height // 2 + 1
+    radius = np.roll(np.sqrt(rx[None, :] ** 2 + ry[:, None] ** 2), shift, axis=0)  # wavenumber
+    q = pow(0.5 * longest, 1.0 / levels)
+    centres = [0.5 * (pow(q, k - 1) + pow(q, k)) for k in range(1, levels + 1)]
+    log_r = np.zeros(radius.shape)
+    log_r[radius > 0] = np.log(radius[radius > 0]) / np.log(q)
+    weights = np.stack([np.exp(-((log_r - np.log(c) / np.log(q)) ** 2.0) / (2.0 * 0.5**2.0)) for c in centres])
+    weights /= weights.sum(axis=0)
+    weights[:, 0, 0] = 0.0
+    weights[0, 0, 0] = 1.0
+    return weights
 
 
 def decompose(fields: torch.Tensor, levels: int = LEVELS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -1,8 +1,9 @@
 """Optical-flow motion and semi-Lagrangian advection, shared by the baselines and the Lagrangian model.
 
-- ``motion_field``: pySTEPS Lucas-Kanade on the last ``MOTION_FRAMES`` frames in dBR, in pixels per
-  time step of the data. The one motion estimate of the project: extrapolation, S-PROG and the
-  Lagrangian model all use it.
+- ``motion_field``: pySTEPS' dense Lucas-Kanade (``nowcast.lucaskanade``, a port that equals it to
+  ~1e-14 px without importing pySTEPS) on the last ``MOTION_FRAMES`` frames in dBR, in pixels per time
+  step of the data. The one motion estimate of the project: extrapolation, S-PROG and the Lagrangian
+  model all use it.
 - ``displacements`` / ``warp`` / ``advect``: backward semi-Lagrangian advection in torch
   (``grid_sample``), batched, on any device. The trajectory ending at each pixel is integrated step by
   step exactly as ``pysteps.extrapolation.semilagrangian`` does with its defaults (one midpoint
@@ -22,15 +23,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import sys
 import warnings
 from types import SimpleNamespace
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 from nowcast.errors import MissingDependencyError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
 MOTION_FRAMES = 3
 """Frames the motion field is estimated from (the last ones), as in pySTEPS' examples."""
@@ -43,16 +48,15 @@ _INSTALL_HINT = "pip install pysteps opencv-python-headless"
 
 
 def pysteps_methods() -> SimpleNamespace:
-    """pySTEPS' Lucas-Kanade, semi-Lagrangian extrapolation and S-PROG, or MissingDependencyError.
+    """pySTEPS' semi-Lagrangian extrapolation and S-PROG (the baselines), or MissingDependencyError.
 
-    pySTEPS prints a banner on import; it is swallowed here. OpenCV is imported too, because pySTEPS
-    only complains about a missing ``cv2`` when the motion is first computed.
+    pySTEPS prints a banner on import; it is swallowed here. OpenCV is imported too: the motion the
+    baselines advect along needs it.
     """
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            import cv2  # noqa: F401  (needed by pysteps' Lucas-Kanade)
+            import cv2  # noqa: F401  (needed by the Lucas-Kanade motion)
             from pysteps import extrapolation as ps_extrapolation
-            from pysteps import motion as ps_motion
             from pysteps import nowcasts as ps_nowcasts
     except ImportError as exc:
         raise MissingDependencyError(
@@ -60,7 +64,6 @@ def pysteps_methods() -> SimpleNamespace:
             f"{exc.name or 'a package'} missing ({' '.join(str(exc).split())}); install them with: {_INSTALL_HINT}"
         ) from None
     return SimpleNamespace(
-        lk=ps_motion.get_method("LK"),
         advect=ps_extrapolation.get_method("semilagrangian"),
         sprog=ps_nowcasts.get_method("sprog"),
     )
@@ -80,12 +83,14 @@ def to_dbr(rate: np.ndarray) -> np.ndarray:
     return out
 
 
-def motion_field(frames: np.ndarray) -> np.ndarray:
+def motion_field(frames: np.ndarray, workers: int | None = None) -> np.ndarray:
     """Lucas-Kanade motion of the last ``MOTION_FRAMES`` frames, (2, H, W) float32 pixels per step.
 
     frames: (T, H, W) or (T, C, H, W) rain rates in mm/h, oldest first, one time step apart, NaN = no
     data; with several channels their mean is tracked. At least 2 frames. No feature to track (dry
-    frames) gives zero motion.
+    frames) gives zero motion. ``workers``: CPU threads (default: torch's thread count once torch is
+    loaded, else the CPUs this process may use). Needs no torch, so ``predict`` computes it while
+    torch loads.
     """
     x = np.asarray(frames, dtype=np.float32)
     if x.ndim == 4:
@@ -96,11 +101,18 @@ def motion_field(frames: np.ndarray) -> np.ndarray:
     key = (recent.shape, hashlib.blake2b(recent.tobytes(), digest_size=16).hexdigest())
     if key in _RECENT_MOTION:  # the same frames again (evaluate: the model, then each baseline)
         return _RECENT_MOTION[key].copy()
-    ps = pysteps_methods()
-    with warnings.catch_warnings():  # few tracked features: numpy/pysteps warn in the outlier test; harmless
+    try:
+        import cv2  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"optical flow: expected opencv-python-headless, found it missing ({' '.join(str(exc).split())}); "
+            "install it with: pip install opencv-python-headless"
+        ) from None
+    from nowcast.lucaskanade import dense_lucaskanade
+
+    with warnings.catch_warnings():  # few tracked features: numpy warns in the outlier test; harmless
         warnings.simplefilter("ignore", RuntimeWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        velocity = ps.lk(to_dbr(recent))
+        velocity = dense_lucaskanade(to_dbr(recent), workers=workers or _torch_threads())
     velocity = np.nan_to_num(np.asarray(velocity, dtype=np.float32), nan=0.0)
     _RECENT_MOTION[key] = velocity
     while len(_RECENT_MOTION) > _MOTION_CACHE_SIZE:
@@ -108,15 +120,23 @@ def motion_field(frames: np.ndarray) -> np.ndarray:
     return velocity.copy()
 
 
+def _torch_threads() -> int | None:
+    """torch's CPU thread count when torch is already loaded (never loads it); else None."""
+    torch_module = sys.modules.get("torch")
+    return torch_module.get_num_threads() if torch_module is not None else None
+
+
 _MOTION_CACHE_SIZE = 16
 _RECENT_MOTION: dict[tuple, np.ndarray] = {}
 """Motion of the last ``_MOTION_CACHE_SIZE`` frame sets, by (shape, hash of the frames): in ``evaluate``
 the model (a batch of cases) and then each baseline ask for the motion of the same frames, and
-Lucas-Kanade costs about a second on a 512 x 512 grid."""
+Lucas-Kanade costs about half a second on a 512 x 512 grid."""
 
 
 def _pixel_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     """(1, 2, H, W): x (column) and y (row) index of every pixel."""
+    import torch
+
     ys, xs = torch.meshgrid(
         torch.arange(h, device=device, dtype=dtype), torch.arange(w, device=device, dtype=dtype), indexing="ij"
     )
@@ -125,6 +145,8 @@ def _pixel_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> Ten
 
 def _normalised(coords: Tensor) -> Tensor:
     """Absolute pixel coordinates (B, 2, H, W) -> ``grid_sample`` grid (B, H, W, 2) with align_corners."""
+    import torch
+
     h, w = coords.shape[-2:]
     gx = coords[:, 0] * (2.0 / max(w - 1, 1)) - 1.0
     gy = coords[:, 1] * (2.0 / max(h - 1, 1)) - 1.0
@@ -133,6 +155,8 @@ def _normalised(coords: Tensor) -> Tensor:
 
 def _sample_clamped(field: Tensor, coords: Tensor) -> Tensor:
     """Bilinear samples of ``field`` (B, N, H, W) at ``coords`` (B, 2, H, W), clamped at the edges."""
+    import torch.nn.functional as F
+
     return F.grid_sample(field, _normalised(coords), mode="bilinear", padding_mode="border", align_corners=True)
 
 
@@ -143,6 +167,8 @@ def displacements(velocity: Tensor, steps: int) -> Tensor:
     pixel to where the value found there after k steps comes from. Midpoint integration, one iteration
     per step, as ``pysteps.extrapolation.semilagrangian.extrapolate`` with ``n_iter=1``.
     """
+    import torch
+
     if velocity.dim() != 4 or velocity.shape[1] != 2:
         raise ValueError(f"velocity: expected (B, 2, H, W), found {tuple(velocity.shape)}")
     base = _pixel_grid(*velocity.shape[-2:], velocity.device, velocity.dtype)
@@ -163,6 +189,9 @@ def warp(field: Tensor, displacement: Tensor) -> Tensor:
     Bilinear; NaN where the source lies outside the grid or interpolation touches a no-data (NaN) pixel
     of that channel.
     """
+    import torch
+    import torch.nn.functional as F
+
     h, w = field.shape[-2:]
     coords = _pixel_grid(h, w, field.device, displacement.dtype) + displacement
     grid = _normalised(coords).to(field.dtype)
@@ -184,6 +213,8 @@ def advect(field: Tensor, velocity: Tensor, steps: int) -> Tensor:
     Returns (B, steps, N, H, W): lead times 1..steps. The torch twin of
     ``pysteps.extrapolation.semilagrangian.extrapolate(field, velocity, steps, outval=nan)``.
     """
+    import torch
+
     disp = displacements(velocity, steps)  # (B, steps, 2, H, W)
     return torch.stack([warp(field, d) for d in disp.unbind(1)], 1)
 

@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +31,7 @@ from nowcast import __version__
 from nowcast.checkpoint import default_model_path, model_from_checkpoint, read_config, sha256_file
 from nowcast.config import Config, frame_size_problem, lead_times
 from nowcast.errors import CheckpointError, InputError, OutputError, StaleInputError
+from nowcast.motion import motion_field
 from nowcast.probmatch import match_forecast
 from nowcast.io import (
     FORECAST_REFERENCES,
@@ -65,6 +67,7 @@ def forecast_array(
     device: torch.device | str = "cpu",
     precision: str = "fp32",
     time_step: float | None = None,
+    velocity: np.ndarray | None = None,
 ) -> np.ndarray:
     """Forecast ``steps`` frames from observed rain rates.
 
@@ -79,12 +82,12 @@ def forecast_array(
     (``probmatch.match_forecast``); with ``cdf_lagrangian`` it does so before it is advected.
 
     Lagrangian models (``model.frame``): motion from ``motion.motion_field`` on each sample's input
-    frames; input frame t_last - j is advected j steps forward into the frame of the last observation,
+    frames, or ``velocity`` (B, 2, H, W) px per step when the caller has computed it; input frame t_last - j is advected j steps forward into the frame of the last observation,
     the network forecasts there, and its forecast k (in mm/h) is advected k steps forward.
     """
     import torch
 
-    from nowcast.motion import displacements, motion_field, warp
+    from nowcast.motion import displacements, warp
     from nowcast.runtime import autocast
 
     device = torch.device(device)
@@ -97,7 +100,9 @@ def forecast_array(
     with torch.inference_mode():
         xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
         if lagrangian:
-            velocity = torch.from_numpy(np.stack([motion_field(f) for f in frames])).to(device)  # (B, 2, H, W)
+            if velocity is None:
+                velocity = np.stack([motion_field(f) for f in frames])
+            velocity = torch.from_numpy(np.asarray(velocity, dtype=np.float32)).to(device)  # (B, 2, H, W)
             xt = to_lagrangian_inputs(xt, velocity)
         xt = torch.nan_to_num(xt, nan=0.0)
         with autocast(device, precision):
@@ -340,9 +345,10 @@ def _forecast_frames(
     steps: int | None,
     device: torch.device | str,
     precision: str,
+    velocity: np.ndarray | None = None,
 ) -> xr.DataArray:
     """``forecast`` of checked input ``frames`` (T, C, H, W) whose last is at ``t_ref`` (ns); dims,
-    grid coordinates, name and attrs as ``like``."""
+    grid coordinates, name and attrs as ``like``; ``velocity`` (2, H, W): their motion, if known."""
     d = config.data
     rate = like
     steps = lead_times(steps, d.out_frames)
@@ -355,6 +361,7 @@ def _forecast_frames(
         device=device,
         precision=precision,
         time_step=d.time_step,
+        velocity=None if velocity is None else velocity[None],
     )
     log.debug(
         "model forward: %d x %s frames -> %d steps in %.2f s",
@@ -598,19 +605,29 @@ def predict_to_file(
         plot_path = _expand(str(plot), t_ref, Path(named).stem, "--plot")
         _not_an_input(plot_path, archive.files, "--plot")
 
-    from nowcast.runtime import cpu_threads, resolve_precision, select_device, set_threads
+    from nowcast.runtime import cpu_threads
 
-    if loaded is None:
-        loaded = load_model(ckpt_path)
-    dev = select_device(device)
-    n_threads = set_threads(cpu_threads(threads)) if dev.type == "cpu" else threads
+    n_cpu = cpu_threads(threads)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # the Lagrangian model's motion needs no torch: it is estimated while torch and the model load
+        motion = (
+            pool.submit(motion_field, frames, n_cpu) if loaded is None and cfg.model.frame == "lagrangian" else None
+        )
+        from nowcast.runtime import resolve_precision, select_device, set_threads
+
+        if loaded is None:
+            loaded = load_model(ckpt_path)
+        dev = select_device(device)
+        n_threads = set_threads(n_cpu) if dev.type == "cpu" else threads
+        velocity = None if motion is None else motion.result()
     log.debug(
         "model %s (%s, sha256 %s) on %s, %s thread(s)", loaded.path, cfg.model.name, loaded.sha256[:12], dev, n_threads
     )
     with output_lock(out_path, lock_timeout_s):
         remove_stale_temporaries(out_path, min_age_s=0.0)  # under the lock: leftovers of killed runs
         net = loaded.model.to(dev)
-        fc = _forecast_frames(frames, t_ref, rate, net, cfg, steps, dev, resolve_precision("auto", dev))
+        precision = resolve_precision("auto", dev)
+        fc = _forecast_frames(frames, t_ref, rate, net, cfg, steps, dev, precision, velocity)
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         title = f"Nowcast of {rate.attrs.get('input_title') or rate.attrs.get('long_name', 'rain rate')}"
         attrs = {

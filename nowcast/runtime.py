@@ -1,4 +1,8 @@
-"""Device, precision, thread and process-group selection shared by training, prediction and evaluation."""
+"""Device, precision, thread and process-group selection shared by training, prediction and evaluation.
+
+torch is imported by the functions that need it, not by this module: ``predict`` settles its CPU
+threads (``cpu_threads``) and starts the motion estimate before torch has loaded.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,12 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import ContextManager
-
-import torch
-import torch.distributed as dist
+from typing import TYPE_CHECKING, ContextManager
 
 from nowcast.errors import NowcastError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +26,8 @@ def select_device(name: str = "auto") -> torch.device:
 
     Raises NowcastError (exit 2) for a name torch does not know, or CUDA asked for where there is none.
     """
+    import torch
+
     local = int(os.environ.get("LOCAL_RANK", 0))
     if name == "auto":
         return torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
@@ -67,6 +73,9 @@ def setup_distributed(device: torch.device) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
         return DistInfo()
+    import torch
+    import torch.distributed as dist
+
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
@@ -84,6 +93,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def autocast(device: torch.device, precision: str) -> ContextManager:
     """bf16 autocast on ``device`` for precision ``bf16``; a no-op context for fp32."""
     if precision == "bf16":
+        import torch
+
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -116,6 +127,8 @@ def cpu_threads(requested: int = 0) -> int:
 
 def set_threads(threads: int = 0) -> int:
     """Use ``threads`` CPU threads for torch (0: all available cores); returns the count."""
+    import torch
+
     threads = threads if threads > 0 else available_cores()
     torch.set_num_threads(threads)
     return threads

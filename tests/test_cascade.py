@@ -27,6 +27,20 @@ SPROG_BASE = (
 )
 
 
+def test_bandpass_weights_equal_pysteps_filter_gaussian(pysteps_installed) -> None:
+    from pysteps.cascade.bandpass_filters import filter_gaussian
+
+    from nowcast.cascade import _bandpass
+
+    for shape in ((64, 64), (65, 64), (37, 53), (765, 700)):  # odd and even sides
+        np.testing.assert_array_equal(_bandpass(*shape, 6), filter_gaussian(shape, 6)["weights_2d"])
+    np.testing.assert_array_equal(_bandpass(40, 41, 3), filter_gaussian((40, 41), 3)["weights_2d"])
+    weights = _bandpass(64, 64, 6)
+    assert np.allclose(weights.sum(0), 1.0)  # the levels add up to the whole field
+    with pytest.raises(ValueError, match="at least 3"):
+        _bandpass(64, 64, 2)
+
+
 def test_ar2_parameters_by_hand() -> None:
     # gamma1 = 0.8, gamma2 = 0.5: the stationarity bound (3 g1^2 - 2 + 2 (1 - g1^2)^1.5) / g1^2 = 0.55
     # lifts gamma2 to 0.55; Yule-Walker: phi1 = g1 (1 - g2) / (1 - g1^2) = 0.36 / 0.36 = 1,

@@ -133,3 +133,28 @@ def test_read_config_gives_none_and_runs_nothing(case, tmp_path):
                 zf.writestr("ckpt/data.pkl", pickle.dumps(payloads[case], protocol=2))
     assert read_config(path) is None
     assert not marker.exists()
+
+
+MOTION_PROBE = """
+import json, sys
+import numpy as np
+from nowcast.motion import motion_field
+from nowcast.runtime import cpu_threads
+yy, xx = np.mgrid[0:64, 0:80]
+frames = np.stack([8 * np.exp(-((yy - 30) ** 2 + (xx - 20 - 3 * t) ** 2) / 60.0) for t in range(3)])
+v = motion_field(frames.astype(np.float32), cpu_threads(1))
+print(json.dumps({"torch": "torch" in sys.modules, "dx": float(np.median(v[0][frames[-1] > 1]))}))
+"""
+
+
+def test_motion_is_estimated_without_torch(tmp_path):
+    """``predict`` estimates the Lagrangian model's motion while torch loads: neither the motion nor the
+    thread count may need torch (a blob moving 3 columns per step is found moving 3 columns)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-c", MOTION_PROBE], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["torch"] is False
+    assert report["dx"] == pytest.approx(3.0, abs=0.3)
