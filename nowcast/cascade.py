@@ -83,19 +83,20 @@ def ar2_parameters(gamma1: torch.Tensor, gamma2: torch.Tensor) -> tuple[torch.Te
 
 
 def _match_last(forecast: torch.Tensor, last: torch.Tensor, wet_threshold: float) -> torch.Tensor:
-    """Each (H, W) field of forecast (N, H, W) with the wet area ratio and distribution of last (N, H, W):
-    the top ``war`` fraction of its pixels get the last frame's values by rank, the rest its minimum."""
-    n, h, w = forecast.shape
-    flat_fc, flat_last = forecast.reshape(n, -1), last.reshape(n, -1)
-    ref = flat_last.sort(dim=1).values  # ascending
-    order = flat_fc.argsort(dim=1)
+    """Each (H, W) field of forecast (N, S, H, W) with the wet area ratio and distribution of last (N, H, W):
+    the top ``war`` fraction of its pixels get the last frame's values by rank, the rest its minimum.
+    The last frame is sorted once for its S forecasts, which are ranked in one batched argsort."""
+    n, s, h, w = forecast.shape
+    flat_fc, flat_last = forecast.reshape(n, s, -1), last.reshape(n, 1, -1)
+    ref = flat_last.sort(dim=2).values.expand(n, s, -1)  # ascending
+    order = flat_fc.argsort(dim=2)
     ranks = torch.empty_like(order).scatter_(
-        1, order, torch.arange(h * w, device=order.device).expand(n, -1)
+        2, order, torch.arange(h * w, device=order.device).expand(n, s, -1)
     )  # 0 = driest
-    out = torch.gather(ref, 1, ranks)
-    dry = ranks < (flat_last < wet_threshold).sum(1, keepdim=True)  # pySTEPS' percentile mask of the wet area
-    out = torch.where(dry, ref[:, :1].expand_as(out), out)
-    return out.reshape(n, h, w)
+    out = torch.gather(ref, 2, ranks)
+    dry = ranks < (flat_last < wet_threshold).sum(2, keepdim=True)  # pySTEPS' percentile mask of the wet area
+    out = torch.where(dry, ref[..., :1].expand_as(out), out)
+    return out.reshape(n, s, h, w)
 
 
 @torch.no_grad()
@@ -115,10 +116,11 @@ def sprog(frames: torch.Tensor, steps: int, wet_threshold: float, levels: int = 
     prev, cur = z[:, 1], z[:, 2]
     last = x[:, -1]
     wet = (last >= wet_threshold).flatten(1).any(1)  # (N,)
-    out = []
+    fields = []
     for _ in range(steps):
         prev, cur = cur, phi1 * cur + phi2 * prev
-        field = (cur * stds[:, 2] + means[:, 2]).sum(1)  # (N, H, W)
-        field = _match_last(field, last, wet_threshold)
-        out.append(torch.where(wet[:, None, None], field, last))
-    return torch.stack(out, 1).to(frames.dtype)
+        fields.append((cur * stds[:, 2] + means[:, 2]).sum(1))  # (N, H, W)
+    if not fields:
+        return frames.new_zeros((frames.shape[0], 0, *frames.shape[2:]))
+    out = _match_last(torch.stack(fields, 1), last, wet_threshold)  # (N, steps, H, W)
+    return torch.where(wet[:, None, None, None], out, last[:, None]).to(frames.dtype)

@@ -357,6 +357,7 @@ def predict(
             threads=threads,
             device=device,
         )
+    _done_and_closed()
 
 
 @app.command()
@@ -555,9 +556,31 @@ def config_show(
         typer.echo(describe_config(cfg, title + (" with --set " + " ".join(set_) if set_ else "")), nl=False)
 
 
+_FAST_EXIT = False
+"""Set by a command whose work is done and whose files are written and closed (``predict``): ``main``
+then leaves through ``os._exit`` once the logs and standard streams are flushed, skipping the
+interpreter's teardown of torch and xarray (about 0.7 s of a 9 s forecast, every 5 minutes under
+cron). Never set when the app runs inside another program (tests, ``CliRunner``): only ``main`` reads it."""
+
+
+def _done_and_closed() -> None:
+    global _FAST_EXIT
+    _FAST_EXIT = True
+
+
 def main() -> None:
     """Console-script entry point."""
-    app(prog_name="nowcast")
+    try:
+        app(prog_name="nowcast")
+    except SystemExit as exc:
+        if _FAST_EXIT and exc.code in (0, None):
+            import os
+
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+        raise
 
 
 if __name__ == "__main__":

@@ -22,9 +22,18 @@ def match_cdf(field: np.ndarray, reference: np.ndarray) -> np.ndarray:
     equals when both fields are the same size and complete). NaN stays NaN. A field or reference with
     no valid value is returned unchanged. Returns float32.
     """
+    return _match_sorted(field, _sorted_valid(reference))
+
+
+def _sorted_valid(reference: np.ndarray) -> np.ndarray:
+    """The valid (finite) values of ``reference``, float32, ascending: (n,)."""
+    return np.sort(np.asarray(reference, dtype=np.float32)[np.isfinite(reference)])
+
+
+def _match_sorted(field: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """``match_cdf`` against the reference's sorted valid values ``ref`` (from ``_sorted_valid``)."""
     out = np.array(field, dtype=np.float32)
     ok = np.isfinite(out)
-    ref = np.sort(np.asarray(reference, dtype=np.float32)[np.isfinite(reference)])
     n = int(ok.sum())
     if n == 0 or ref.size == 0:
         return out
@@ -46,7 +55,8 @@ def match_forecast(forecast: np.ndarray, last: np.ndarray) -> np.ndarray:
     """
     out = np.empty(forecast.shape, dtype=np.float32)
     for b in range(forecast.shape[0]):
-        for k in range(forecast.shape[1]):
-            for c in range(forecast.shape[2]):
-                out[b, k, c] = match_cdf(forecast[b, k, c], last[b, c])
+        for c in range(forecast.shape[2]):
+            ref = _sorted_valid(last[b, c])  # once for all lead times
+            for k in range(forecast.shape[1]):
+                out[b, k, c] = _match_sorted(forecast[b, k, c], ref)
     return out
