@@ -12,7 +12,7 @@ Why a port: ``import pysteps`` costs about 3 s (its package imports ``pysteps.bl
 statistics, matplotlib and pandas), more than the whole motion estimate, and its IDW spends about
 1.5 s of a 512 x 512 field in numpy temporaries. Here the nearest vectors come from one KD-tree
 query and the weights from a few in-place operations: the same field (to ~1e-14 px per step) in
-about half the time. ``tests/test_lucaskanade.py`` holds it to pySTEPS on real radar frames.
+0.4-1 s instead of 2-10 s on this project's 2-core test machine (docs/performance.md). ``tests/test_lucaskanade.py`` holds it to pySTEPS on real radar frames.
 
 Ported from pySTEPS (https://github.com/pySTEPS/pysteps), BSD 3-Clause License,
 Copyright (c) 2019, PySteps developers; the licence text is in ``nowcast/LICENSES/pysteps.txt``.
@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import numpy as np
 
-MIN_POINTS_FOR_IDW = 2
-"""With fewer tracked vectors than this, pySTEPS' interpolator returns a uniform field."""
 _IDW_NEIGHBOURS, _IDW_POWER, _IDW_OFFSET = 20, 0.5, 0.5
 _CHUNK = 1 << 18
 """Pixels per KD-tree query (bounds the (chunk, 20) temporaries to a few tens of MB)."""
@@ -35,7 +33,7 @@ def _cv2():  # noqa: ANN202 - the cv2 module
     return cv2
 
 
-def _to_uint8(img: np.ndarray, lo: float, hi: float, fill: np.ndarray | None = None) -> np.ndarray:
+def _to_uint8(img: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """pySTEPS' scaling of an image to 0-255 bytes between ``lo`` and ``hi`` (truncated, as numpy casts)."""
     if hi - lo > 1e-8:
         scaled = (img - lo) / (hi - lo) * 255
