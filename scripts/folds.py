@@ -10,6 +10,8 @@ pixels), each event at its own time step with lead times up to 60 minutes (see `
     python scripts/folds.py table evaluation/folds/r1            # per event, per fold, and the targets
     python scripts/folds.py derive runs/foldA-r1/model.pt runs/foldA-r3a.pt --set model.probmatching=cdf
     python scripts/folds.py evaluate ... --baselines persistence --reuse-baselines evaluation/folds/r1
+    python scripts/folds.py readme evaluation/folds/r3-smooth-lag --reuse-baselines evaluation/folds/r3 \
+        --details docs/folds-r3-smooth-lag.md --write README.md   # the README's Skill table
 
 ``--fold A`` means "trained on fold A's training events", so it is scored on fold B's events.
 """
@@ -237,6 +239,64 @@ def table(root: Path) -> str:
     return "\n".join(lines)
 
 
+EVENT_NAMES = {
+    "knmi_netherlands_20100826": "KNMI",
+    "mch_switzerland_20150515": "MeteoSwiss 2015",
+    "mch_switzerland_20160711": "MeteoSwiss 2016",
+    "opera_cirrus_europe_20241126": "OPERA CIRRUS",
+    "bom_brisbane_20201031": "BoM Brisbane",
+    "bom_melbourne_20180616": "BoM Melbourne",
+    "opera_europe_20180824": "OPERA 2018",
+    "mrms_conus_20190610": "MRMS",
+}
+"""Event names as the README writes them."""
+
+README_BEGIN, README_END = "<!-- skill-table: begin -->", "<!-- skill-table: end -->"
+"""Markers around the README's Skill table; ``readme --write`` replaces what lies between them."""
+
+
+def readme_block(root: Path, details: str) -> str:
+    """The README's Skill table from the scored folds under ``root``: per held-out fold, the mean CSI at
+    1 mm/h of the model (the same recipe trained on the other fold), extrapolation, S-PROG and
+    persistence, then the model's frequency bias and MSE beside extrapolation's; ``details``: the
+    page with the per-event tables."""
+    folds = [(held_out(f), fold_means(root, f)) for f in ("A", "B")]
+    if any(not means for _, means in folds):
+        raise SystemExit(f"{root}: expected both folds scored, found {[bool(m) for _, m in folds]}")
+    rows = [
+        "| held-out events | model (same recipe) | pySTEPS extrapolation | pySTEPS S-PROG | persistence |",
+        "|---|---|---|---|---|",
+    ]
+    for events, means in folds:
+        names = ", ".join(EVENT_NAMES[e] for e in events)
+        csi = {m: means[m]["csi1"] for m in METHODS}
+        rows.append(
+            f"| {names} | **{csi['model']:.3f}** | {csi['extrapolation']:.3f} | {csi['sprog']:.3f} | "
+            f"{csi['persistence']:.3f} |"
+        )
+    (_, a), (_, b) = folds
+    rows += [
+        "",
+        f"Frequency bias at 1 mm/h {a['model']['bias1']:.2f} and {b['model']['bias1']:.2f}; MSE "
+        f"{a['model']['mse']:.2f} and {b['model']['mse']:.2f} mm²/h² against extrapolation's "
+        f"{a['extrapolation']['mse']:.2f} and {b['extrapolation']['mse']:.2f}. Per event and lead (CSI at 1 and "
+        f"5 mm/h, POD, FAR, bias, MSE): `{details}`.",
+    ]
+    return "\n".join(rows)
+
+
+def write_readme(readme: Path, block: str) -> None:
+    """Replace the text between ``README_BEGIN`` and ``README_END`` in ``readme`` by ``block`` (atomically)."""
+    text = readme.read_text(encoding="utf-8")
+    if text.count(README_BEGIN) != 1 or text.count(README_END) != 1:
+        raise SystemExit(f"{readme}: expected one {README_BEGIN} and one {README_END}, found neither or several")
+    head, rest = text.split(README_BEGIN)
+    _, tail = rest.split(README_END)
+    tmp = readme.with_name(f".{readme.name}.tmp")
+    tmp.write_text(f"{head}{README_BEGIN}\n{block}\n{README_END}{tail}", encoding="utf-8")
+    tmp.replace(readme)
+
+
 def derive(source: Path, target: Path, overrides: list[str], zero_head: bool = False) -> None:
     """Write ``target``: ``source``'s weights and provenance with its stored config changed by
     ``overrides`` (``SECTION.KEY=VALUE``, as ``nowcast train --set``), e.g. a fold model with
@@ -265,6 +325,7 @@ def derive(source: Path, target: Path, overrides: list[str], zero_head: bool = F
 
 
 def main() -> None:
+    global REUSE
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("evaluate", help="score a fold model on the events it never saw")
@@ -276,6 +337,11 @@ def main() -> None:
     t = sub.add_parser("table", help="tabulate the scored folds")
     t.add_argument("root", type=Path)
     t.add_argument("--reuse-baselines", type=Path, help="take methods a run did not score from this folds root")
+    r = sub.add_parser("readme", help="the README's Skill table from the scored folds")
+    r.add_argument("root", type=Path)
+    r.add_argument("--reuse-baselines", type=Path, help="take methods a run did not score from this folds root")
+    r.add_argument("--details", required=True, help="the page with the per-event tables, named in the text")
+    r.add_argument("--write", type=Path, help="replace the table between the markers of this README")
     d = sub.add_parser("derive", help="copy a checkpoint with config values changed (e.g. model.probmatching)")
     d.add_argument("source", type=Path)
     d.add_argument("target", type=Path)
@@ -286,8 +352,14 @@ def main() -> None:
         evaluate(a.fold, a.model, a.out, a.events, a.baselines)
     elif a.cmd == "derive":
         derive(a.source, a.target, a.overrides, a.zero_head)
+    elif a.cmd == "readme":
+        REUSE = a.reuse_baselines
+        block = readme_block(a.root, a.details)
+        if a.write:
+            write_readme(a.write, block)
+        else:
+            print(block)
     else:
-        global REUSE
         REUSE = a.reuse_baselines
         print(table(a.root))
 
