@@ -94,8 +94,14 @@ def test_predict_with_the_default_model_needs_no_pysteps(
     """The shipped Lagrangian model forecasts with ``import pysteps`` failing: only the baselines need it."""
     from nowcast.cli import app
 
+    from nowcast import cascade, motion
+
     data = radar_file("r.nc", frames=8, size=(64, 72))
+    for name in [m for m in sys.modules if m.startswith("pysteps.")]:  # no submodule cached from other tests
+        monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "pysteps", None)  # "import pysteps" now raises ImportError
+    cascade._bandpass.cache_clear()  # nor weights or motion cached
+    monkeypatch.setattr(motion, "_RECENT_MOTION", {})
     result = cli_runner.invoke(app, ["predict", str(data), "-o", str(tmp_path / "f.nc"), "--steps", "3"])
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "f.nc").is_file()
