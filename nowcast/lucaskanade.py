@@ -12,7 +12,9 @@ Why a port: ``import pysteps`` costs about 3 s (its package imports ``pysteps.bl
 statistics, matplotlib and pandas), more than the whole motion estimate, and its IDW spends about
 1.5 s of a 512 x 512 field in numpy temporaries. Here the nearest vectors come from one KD-tree
 query and the weights from a few in-place operations: the same field (to ~1e-14 px per step) in
-0.4-1 s instead of 2-10 s on this project's 2-core test machine (docs/performance.md). ``tests/test_lucaskanade.py`` holds it to pySTEPS on real radar frames.
+0.4-1 s instead of 2-10 s on this project's 2-core test machine (docs/performance.md).
+``tests/test_lucaskanade.py`` holds it to pySTEPS on real radar frames. Each frame is opened once
+(pySTEPS opens the middle ones twice, as the end of one pair and the start of the next).
 
 Ported from pySTEPS (https://github.com/pySTEPS/pysteps), BSD 3-Clause License,
 Copyright (c) 2019, PySteps developers; the licence text is in ``nowcast/LICENSES/pysteps.txt``.
@@ -162,8 +164,6 @@ def idw(xy: np.ndarray, uv: np.ndarray, shape: tuple[int, int], workers: int = 1
     for start in range(0, h * w, _CHUNK):
         sl = slice(start, min(start + _CHUNK, h * w))
         dist, inds = tree.query(np.column_stack((xs[sl], ys[sl])).astype(np.float64), k=k, workers=workers)
-        if k == 1:
-            dist, inds = dist[:, None], inds[:, None]
         dist += _IDW_OFFSET
         weights = np.reciprocal(np.power(dist, _IDW_POWER, out=dist), out=dist)  # as pySTEPS, in place
         weights /= weights.sum(axis=1, keepdims=True)
@@ -186,8 +186,8 @@ def dense_lucaskanade(frames: np.ndarray, workers: int | None = None) -> np.ndar
 
         workers = available_cores()
     xy, uv = np.empty((0, 2)), np.empty((0, 2))
-    for prev, nxt in zip(x[:-1], x[1:]):
-        prev, nxt = morph_opening(prev), morph_opening(nxt)
+    opened = [morph_opening(frame) for frame in x]
+    for prev, nxt in zip(opened[:-1], opened[1:]):
         points = shitomasi(prev)
         if points.shape[0] == 0:
             continue

@@ -26,7 +26,6 @@ import io
 import sys
 import warnings
 from types import SimpleNamespace
-
 from typing import TYPE_CHECKING
 
 import numpy as np

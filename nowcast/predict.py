@@ -82,8 +82,9 @@ def forecast_array(
     (``probmatch.match_forecast``); with ``cdf_lagrangian`` it does so before it is advected.
 
     Lagrangian models (``model.frame``): motion from ``motion.motion_field`` on each sample's input
-    frames, or ``velocity`` (B, 2, H, W) px per step when the caller has computed it; input frame t_last - j is advected j steps forward into the frame of the last observation,
-    the network forecasts there, and its forecast k (in mm/h) is advected k steps forward.
+    frames, or ``velocity`` (B, 2, H, W) px per step when the caller has computed it; input frame
+    t_last - j is advected j steps forward into the frame of the last observation, the network
+    forecasts there, and its forecast k (in mm/h) is advected k steps forward.
     """
     import torch
 
