@@ -84,7 +84,7 @@ def extrapolation(frames: np.ndarray, steps: int) -> np.ndarray:
     return out[:, 0] if squeeze else out
 
 
-def sprog(frames: np.ndarray, steps: int) -> np.ndarray:
+def sprog(frames: np.ndarray, steps: int, velocity: np.ndarray | None = None) -> np.ndarray:
     """pySTEPS S-PROG (Seed 2003): the deterministic cascade nowcast, the classical anchor.
 
     The last ``SPROG_AR_ORDER + 1`` frames in dBR (``motion.to_dbr``: -15 dBR where dry or no data) are
@@ -92,42 +92,57 @@ def sprog(frames: np.ndarray, steps: int) -> np.ndarray:
     advected along ``motion.motion_field`` and damped by its AR(2) model, so small scales fade as lead
     time grows; pySTEPS matches the forecast's distribution to the last frame's (``cdf``). Rain-rate
     threshold 0.1 mm/h (-10 dBR). Back in mm/h, below 0.1 mm/h is 0. Multi-channel input: each channel
-    along the motion of their mean.
+    along the motion of their mean. ``velocity``: (2, H, W) pixels per step to advect along instead of
+    ``motion_field``'s (``scripts/skill_ceiling.py`` gives it the motion of the observed hour).
 
     No data: NaN where the extrapolation of the last frame is NaN (source outside the domain or no
     data), as for ``extrapolation``. Dry input gives a dry forecast.
     """
     x, squeeze = _as_frames(frames, steps)
     steps = int(steps)
-    need = SPROG_AR_ORDER + 1
-    if x.shape[0] < need:
-        raise ValueError(f"frames: S-PROG needs at least {need} frames, found {x.shape[0]}")
-    ps = pysteps_methods()
+    if x.shape[0] < SPROG_AR_ORDER + 1:
+        raise ValueError(f"frames: S-PROG needs at least {SPROG_AR_ORDER + 1} frames, found {x.shape[0]}")
     last = x[-1]
     out = np.full((steps, *last.shape), np.nan, dtype=np.float32)
     if not np.isfinite(last).any():
         return out[:, 0] if squeeze else out
-    velocity = motion_field(x)
+    velocity = motion_field(x) if velocity is None else velocity
     thr = 10.0 * np.log10(DBR_THRESHOLD)
     for c in range(last.shape[0]):
-        dbr = to_dbr(x[-need:, c])  # (need, H, W), DBR_ZERO where dry or no data
-        if not (dbr[-1] >= thr).any():
-            out[:, c] = 0.0
-        else:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # pySTEPS prints its settings
-                warnings.simplefilter("ignore", RuntimeWarning)
-                fc = ps.sprog(
-                    dbr, velocity, steps, precip_thr=thr, n_cascade_levels=SPROG_LEVELS, ar_order=SPROG_AR_ORDER
-                )  # (steps, H, W) dBR
-            fc = np.asarray(fc, dtype=np.float64)
-            rate = np.where(np.isfinite(fc) & (fc >= thr), 10.0 ** (fc / 10.0), 0.0)
-            out[:, c] = np.where(np.isfinite(fc), rate, np.nan)
-        reach = ps.advect(
-            np.where(np.isfinite(last[c]), 0.0, np.nan), velocity, steps, outval=np.nan, allow_nonfinite_values=True
-        )  # NaN where the extrapolation has no data
-        out[:, c][~np.isfinite(reach)] = np.nan
+        fc = sprog_dbr(x[:, c], steps, velocity)  # (steps, H, W) dBR, NaN out of reach
+        rate = np.where(np.isfinite(fc) & (fc >= thr), 10.0 ** (fc / 10.0), 0.0)
+        out[:, c] = np.where(np.isfinite(fc), rate, np.nan)
     out[:, ~np.isfinite(last)] = np.nan
     return out[:, 0] if squeeze else out
+
+
+def sprog_dbr(frames: np.ndarray, steps: int, velocity: np.ndarray) -> np.ndarray:
+    """``sprog``'s forecast of one channel in dBR, before the 0.1 mm/h threshold: (steps, H, W) float64.
+
+    frames: (T_in, H, W) mm/h, NaN = no data; velocity: (2, H, W) pixels per step. NaN where the
+    extrapolation of the last frame has no data; -15 dBR everywhere when the last frame is dry.
+    """
+    x = np.asarray(frames, dtype=np.float32)
+    need = SPROG_AR_ORDER + 1
+    if x.shape[0] < need:
+        raise ValueError(f"frames: S-PROG needs at least {need} frames, found {x.shape[0]}")
+    ps = pysteps_methods()
+    thr = 10.0 * np.log10(DBR_THRESHOLD)
+    dbr = to_dbr(x[-need:])  # (need, H, W), DBR_ZERO where dry or no data
+    if not (dbr[-1] >= thr).any():
+        fc = np.full((int(steps), *x.shape[1:]), DBR_ZERO, dtype=np.float64)
+    else:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # pySTEPS prints its settings
+            warnings.simplefilter("ignore", RuntimeWarning)
+            fc = ps.sprog(
+                dbr, velocity, int(steps), precip_thr=thr, n_cascade_levels=SPROG_LEVELS, ar_order=SPROG_AR_ORDER
+            )
+        fc = np.asarray(fc, dtype=np.float64)
+    reach = ps.advect(
+        np.where(np.isfinite(x[-1]), 0.0, np.nan), velocity, int(steps), outval=np.nan, allow_nonfinite_values=True
+    )  # NaN where the extrapolation has no data
+    fc[~np.isfinite(reach)] = np.nan
+    return fc
 
 
 _METHODS: dict[str, Method] = {"persistence": persistence, "extrapolation": extrapolation, "sprog": sprog}
@@ -158,4 +173,4 @@ def get_method(name: str) -> Method:
     return _METHODS[key]
 
 
-__all__ = ["DBR_ZERO", "Method", "extrapolation", "get_method", "names", "persistence", "sprog", "to_dbr"]
+__all__ = ["DBR_ZERO", "Method", "extrapolation", "get_method", "names", "persistence", "sprog", "sprog_dbr", "to_dbr"]

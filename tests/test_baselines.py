@@ -131,3 +131,29 @@ def test_sprog_of_dry_frames_is_dry_and_needs_three_frames(pysteps_installed) ->
     assert dry.shape == (2, 16, 16) and np.nanmax(dry) == 0.0
     with pytest.raises(ValueError, match="at least 3 frames"):
         baselines.sprog(moving_rain(2), 2)
+
+
+def test_sprog_along_a_given_motion(pysteps_installed) -> None:
+    seq = moving_rain(10, size=(64, 64), shift=(0, 2))
+    x, truth = seq[:4], seq[4:]
+
+    def csi1(forecast: np.ndarray) -> np.ndarray:
+        scores = metrics.init_scores(6, (1.0,))
+        metrics.accumulate(
+            scores, forecast[None, :, None], np.where(np.isfinite(forecast), truth, np.nan)[None, :, None]
+        )
+        return metrics.compute(scores)["CSI"][:, 0]
+
+    right = np.zeros((2, 64, 64), np.float32)
+    right[0] = 2.0  # 2 pixels per step along x (columns): the true motion
+    along = baselines.sprog(x, 6, velocity=right)
+    still = baselines.sprog(x, 6, velocity=np.zeros_like(right))
+    assert np.isnan(along[:, :, :2]).all() and np.isfinite(still).all()  # only the moving one loses the upwind edge
+    good, bad = csi1(along), csi1(still)
+    assert good[0] > 0.9 and (good > bad).all() and good[-1] > bad[-1] + 0.5  # still rain falls behind
+    # the dBR forecast it thresholds: the same rain above 0.1 mm/h, NaN where there is no data
+    dbr = baselines.sprog_dbr(x, 6, right)
+    np.testing.assert_array_equal(np.isnan(dbr), np.isnan(along))
+    np.testing.assert_allclose(
+        np.where(dbr >= -10.0, 10.0 ** (dbr / 10.0), 0.0)[np.isfinite(dbr)], along[np.isfinite(along)], rtol=1e-6
+    )
