@@ -13,8 +13,10 @@ crops forecasts full frames.
 
 from __future__ import annotations
 
+import functools
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -336,17 +338,39 @@ class EncoderForecaster(nn.Module):
 def gaussian_smooth(fields: Tensor, sigma: float) -> Tensor:
     """fields (..., H, W) smoothed by a Gaussian of standard deviation ``sigma`` pixels (separable, kernel
     radius ceil(3 sigma), edges mirrored as scipy.ndimage's "mirror"; replicated where a side is shorter
-    than the radius)."""
+    than the radius).
+
+    Each pass is one matrix product with a banded (n, n) matrix that holds the kernel and the edge
+    handling (``_smoothing_matrix``): 10-20 times faster than a 1-channel convolution with a
+    2 x 24 + 1-tap kernel on a CPU, forward and backward (``scripts/bench_lagrangian.py``).
+    """
     radius = max(1, math.ceil(3 * sigma))
-    x = torch.arange(-radius, radius + 1, device=fields.device, dtype=fields.dtype)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    kernel = kernel / kernel.sum()
     shape = fields.shape
-    flat = fields.reshape(-1, 1, *shape[-2:])
-    mode = "reflect" if min(shape[-2:]) > radius else "replicate"
-    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode=mode), kernel.view(1, 1, 1, -1))
-    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode=mode), kernel.view(1, 1, -1, 1))
-    return flat.reshape(shape)
+    h, w = shape[-2:]
+    mode = "mirror" if min(h, w) > radius else "nearest"
+    rows = _smoothing_matrix(h, float(sigma), radius, mode).to(fields.device, fields.dtype)  # (H, H)
+    cols = _smoothing_matrix(w, float(sigma), radius, mode).to(fields.device, fields.dtype)  # (W, W)
+    return (rows @ fields.reshape(-1, h, w) @ cols.T).reshape(shape)
+
+
+@functools.lru_cache(maxsize=16)
+def _smoothing_matrix(n: int, sigma: float, radius: int, mode: str) -> Tensor:
+    """(n, n) float64 matrix M with (M @ v)[i] = sum over d in [-radius, radius] of k[d] v[i + d], k the
+    normalised Gaussian of ``sigma``, indices outside 0..n-1 mirrored (``mirror``: -1 -> 1; needs
+    radius < n) or clamped (``nearest``)."""
+    d = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (d / sigma) ** 2)
+    kernel /= kernel.sum()
+    i = np.arange(n)[:, None]
+    j = i + d[None, :]  # (n, 2 radius + 1) source of each tap
+    if mode == "mirror":
+        j = np.abs(j)
+        j = np.where(j > n - 1, 2 * (n - 1) - j, j)
+    else:
+        j = np.clip(j, 0, n - 1)
+    m = np.zeros((n, n))
+    np.add.at(m, (np.broadcast_to(i, j.shape), j), np.broadcast_to(kernel, j.shape))
+    return torch.from_numpy(m)
 
 
 def pad_to_multiple(frames: Tensor, stride: int) -> Tensor:

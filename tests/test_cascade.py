@@ -101,6 +101,9 @@ def test_residual_smoothing_is_scipys_gaussian_and_removes_the_patch_lattice() -
         [[gaussian_filter(x[i, j].numpy(), 4.0, mode="mirror", truncate=3.0) for j in range(3)] for i in range(2)]
     )
     np.testing.assert_allclose(gaussian_smooth(x, 4.0).numpy(), ref, atol=1e-12)
+    small = torch.from_numpy(np.random.default_rng(1).random((20, 30)))  # a side shorter than the radius (24)
+    ref = gaussian_filter(small.numpy(), 8.0, mode="nearest", truncate=3.0)
+    np.testing.assert_allclose(gaussian_smooth(small, 8.0).numpy(), ref, atol=1e-12)
     # a lattice of 8-pixel period (the patch 4 x downsample 2 grid) keeps exp(-2 pi^2 sigma^2 / 64) of
     # its amplitude: 7e-12 at sigma = 8 (away from the mirrored edges), and a constant field is unchanged
     yy, xx = np.mgrid[0:96, 0:96]
