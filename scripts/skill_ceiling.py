@@ -12,6 +12,10 @@ peek at the observed future:
 - ``sprog-obs-motion``: S-PROG advected along the motion of the observed hour (Lucas-Kanade of all
   frames from t0 to the last lead, pooled, in dBR): the best constant motion.
 - ``sprog-obs-both``: both.
+- ``sprog-obs-amounts-wide`` and ``sprog-obs-both-wide``: the same with the wet area above every rate
+  1.25 times the observed one (frequency bias 1.25, the issue's upper limit). Where the pattern is
+  imperfect, a larger area than observed can score a higher CSI; these bound that gain within the
+  issue's rules.
 - ``persistence`` and ``extrapolation``. Persistence checks that the cases are those of the fold
   evaluation (``--check``: its mean CSI must agree to 0.002 per event). The pixels differ a little:
   every method is scored where all of these have data, and the motion of the observed hour leaves the
@@ -48,7 +52,18 @@ from nowcast.motion import DBR_THRESHOLD, motion_field, to_dbr  # noqa: E402
 from nowcast.probmatch import match_cdf  # noqa: E402
 from nowcast.reports import write_reports  # noqa: E402
 
-METHODS = ("sprog", "sprog-obs-amounts", "sprog-obs-motion", "sprog-obs-both", "extrapolation", "persistence")
+METHODS = (
+    "sprog",
+    "sprog-obs-amounts",
+    "sprog-obs-amounts-wide",
+    "sprog-obs-motion",
+    "sprog-obs-both",
+    "sprog-obs-both-wide",
+    "extrapolation",
+    "persistence",
+)
+WIDE = 1.25
+"""Wet-area factor of the ``-wide`` oracles: the issue's upper limit on frequency bias."""
 THRESHOLDS = (0.5, 1.0, 5.0, 10.0)
 
 
@@ -60,15 +75,24 @@ def _rate(dbr: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(dbr), rate, np.nan).astype(np.float32)
 
 
-def _obs_amounts(dbr: np.ndarray, observed: np.ndarray) -> np.ndarray:
+def _obs_amounts(dbr: np.ndarray, observed: np.ndarray, area: float = 1.0) -> np.ndarray:
     """Each lead of S-PROG's dBR forecast (steps, H, W) given the observed frame's distribution on the
-    pixels both have data: mm/h (steps, H, W)."""
+    pixels both have data: mm/h (steps, H, W). ``area`` > 1: the area above every rate is that many
+    times the observed one (frequency bias ``area`` at every threshold, as far as the pixels allow): the
+    pixel S-PROG ranks i-th wettest gets the observed (i / area)-th wettest value."""
     out = np.full(dbr.shape, np.nan, dtype=np.float32)
     for k in range(dbr.shape[0]):
         both = np.isfinite(dbr[k]) & np.isfinite(observed[k])
         # ranks from dBR (every pixel is ranked, dry ones too, so the wet area can grow), values observed
         ranked = np.where(both, dbr[k] - np.nanmin(dbr[k]) + 1.0, np.nan)
-        out[k] = match_cdf(ranked, np.where(both, observed[k], np.nan))
+        if area == 1.0:
+            out[k] = match_cdf(ranked, np.where(both, observed[k], np.nan))
+            continue
+        wettest_first = np.argsort(-ranked[both], kind="stable")
+        values = np.sort(observed[k][both])[::-1]
+        matched = np.empty(values.size, dtype=np.float32)
+        matched[wettest_first] = values[(np.arange(values.size) / area).astype(np.int64)]
+        out[k][both] = matched
     return out
 
 
@@ -110,11 +134,13 @@ def score_event(event: str, out: Path) -> None:
             "sprog-obs-amounts": _obs_amounts(base, obs),
             "sprog-obs-motion": _rate(moved),
             "sprog-obs-both": _obs_amounts(moved, obs),
+            "sprog-obs-amounts-wide": _obs_amounts(base, obs, WIDE),
+            "sprog-obs-both-wide": _obs_amounts(moved, obs, WIDE),
             "extrapolation": baselines.extrapolation(x, steps),
             "persistence": baselines.persistence(x, steps),
         }
         nan_last = ~np.isfinite(x[-1])
-        for m in ("sprog-obs-amounts", "sprog-obs-motion", "sprog-obs-both"):
+        for m in (m for m in METHODS if m.startswith("sprog-obs")):
             fc[m][:, nan_last] = np.nan  # as every method: no forecast where the last frame has no data
         _score_case(ev, {m: f[:, None] for m, f in fc.items()}, obs[:, None], True)
         ev.n_cases += 1

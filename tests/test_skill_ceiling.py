@@ -44,3 +44,15 @@ def test_hour_motion_is_the_motion_of_the_observed_frames(ceiling, pysteps_insta
     assert v.shape == (2, 64, 64)
     np.testing.assert_allclose(np.median(v[0]), 2.0, atol=0.1)  # x component: columns per step
     np.testing.assert_allclose(np.median(v[1]), 1.0, atol=0.1)  # y component: rows per step
+
+
+def test_wide_amounts_forecast_a_quarter_more_area_above_every_rate(ceiling) -> None:
+    rng = np.random.default_rng(5)
+    dbr = rng.normal(-5.0, 6.0, (1, 40, 40))
+    observed = np.where(rng.random((1, 40, 40)) < 0.3, rng.gamma(1.0, 3.0, (1, 40, 40)), 0.0).astype(np.float32)
+    out = ceiling._obs_amounts(dbr, observed, area=1.25)
+    for t in (0.5, 1.0, 5.0):
+        bias = (out >= t).sum() / (observed >= t).sum()  # observed areas of 40-300 pixels: within one pixel
+        assert abs(bias - 1.25) <= 1.0 / (observed >= t).sum()
+    wettest_first = np.argsort(-dbr[0].ravel(), kind="stable")
+    assert (np.diff(out[0].ravel()[wettest_first]) <= 0).all()  # S-PROG's order kept
