@@ -107,13 +107,18 @@ def sprog(frames: np.ndarray, steps: int, velocity: np.ndarray | None = None) ->
     if not np.isfinite(last).any():
         return out[:, 0] if squeeze else out
     velocity = motion_field(x) if velocity is None else velocity
-    thr = 10.0 * np.log10(DBR_THRESHOLD)
     for c in range(last.shape[0]):
-        fc = sprog_dbr(x[:, c], steps, velocity)  # (steps, H, W) dBR, NaN out of reach
-        rate = np.where(np.isfinite(fc) & (fc >= thr), 10.0 ** (fc / 10.0), 0.0)
-        out[:, c] = np.where(np.isfinite(fc), rate, np.nan)
+        out[:, c] = dbr_rate(sprog_dbr(x[:, c], steps, velocity))
     out[:, ~np.isfinite(last)] = np.nan
     return out[:, 0] if squeeze else out
+
+
+def dbr_rate(dbr: np.ndarray) -> np.ndarray:
+    """dBR (any shape), NaN = no data -> mm/h float32: 0 below ``DBR_THRESHOLD`` (0.1 mm/h), NaN kept."""
+    thr = 10.0 * np.log10(DBR_THRESHOLD)
+    with np.errstate(invalid="ignore"):
+        rate = np.where(dbr >= thr, 10.0 ** (dbr / 10.0), 0.0)
+    return np.where(np.isfinite(dbr), rate, np.nan).astype(np.float32)
 
 
 def sprog_dbr(frames: np.ndarray, steps: int, velocity: np.ndarray) -> np.ndarray:
@@ -173,4 +178,15 @@ def get_method(name: str) -> Method:
     return _METHODS[key]
 
 
-__all__ = ["DBR_ZERO", "Method", "extrapolation", "get_method", "names", "persistence", "sprog", "sprog_dbr", "to_dbr"]
+__all__ = [
+    "DBR_ZERO",
+    "Method",
+    "extrapolation",
+    "get_method",
+    "names",
+    "persistence",
+    "sprog",
+    "sprog_dbr",
+    "to_dbr",
+    "dbr_rate",
+]

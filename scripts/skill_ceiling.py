@@ -8,9 +8,10 @@ peek at the observed future:
 - ``sprog``: pySTEPS S-PROG as the baseline (``baselines.sprog``), the anchor.
 - ``sprog-obs-amounts``: S-PROG's forecast in dBR (before its 0.1 mm/h threshold) given, at each lead,
   the distribution of the observed frame (``probmatch.match_cdf``): its pattern, the true amounts and
-  wet area. The best that any growth and decay of the rain *amounts* on S-PROG's pattern can do.
+  wet area: what perfect growth and decay of the rain *amounts* would give S-PROG's pattern.
 - ``sprog-obs-motion``: S-PROG advected along the motion of the observed hour (Lucas-Kanade of all
-  frames from t0 to the last lead, pooled, in dBR): the best constant motion.
+  frames from t0 to the last lead, pooled, in dBR): the motion the rain had, held constant (not the
+  best constant motion for every lead: on MRMS and CIRRUS it scores below the input motion).
 - ``sprog-obs-both``: both.
 - ``sprog-obs-amounts-wide`` and ``sprog-obs-both-wide``: the same with the wet area above every rate
   1.25 times the observed one (frequency bias 1.25, the issue's upper limit). Where the pattern is
@@ -32,7 +33,6 @@ to S-PROG's.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 import warnings
@@ -48,7 +48,7 @@ from nowcast import baselines, metrics  # noqa: E402
 from nowcast.evaluate import Evaluation, _Frames, _score_case  # noqa: E402
 from nowcast.io import open_archive  # noqa: E402
 from nowcast.lucaskanade import dense_lucaskanade  # noqa: E402
-from nowcast.motion import DBR_THRESHOLD, motion_field, to_dbr  # noqa: E402
+from nowcast.motion import motion_field, to_dbr  # noqa: E402
 from nowcast.probmatch import match_cdf  # noqa: E402
 from nowcast.reports import write_reports  # noqa: E402
 
@@ -65,14 +65,6 @@ METHODS = (
 WIDE = 1.25
 """Wet-area factor of the ``-wide`` oracles: the issue's upper limit on frequency bias."""
 THRESHOLDS = (0.5, 1.0, 5.0, 10.0)
-
-
-def _rate(dbr: np.ndarray) -> np.ndarray:
-    """dBR (steps, H, W), NaN = no data -> mm/h, 0 below ``DBR_THRESHOLD``, float32."""
-    thr = 10.0 * np.log10(DBR_THRESHOLD)
-    with np.errstate(invalid="ignore"):
-        rate = np.where(dbr >= thr, 10.0 ** (dbr / 10.0), 0.0)
-    return np.where(np.isfinite(dbr), rate, np.nan).astype(np.float32)
 
 
 def _obs_amounts(dbr: np.ndarray, observed: np.ndarray, area: float = 1.0) -> np.ndarray:
@@ -130,9 +122,9 @@ def score_event(event: str, out: Path) -> None:
         base = baselines.sprog_dbr(x, steps, v_in)
         moved = baselines.sprog_dbr(x, steps, v_obs)
         fc = {
-            "sprog": baselines.sprog(x, steps),
+            "sprog": baselines.dbr_rate(base),  # baselines.sprog(x, steps), without computing it twice
             "sprog-obs-amounts": _obs_amounts(base, obs),
-            "sprog-obs-motion": _rate(moved),
+            "sprog-obs-motion": baselines.dbr_rate(moved),
             "sprog-obs-both": _obs_amounts(moved, obs),
             "sprog-obs-amounts-wide": _obs_amounts(base, obs, WIDE),
             "sprog-obs-both-wide": _obs_amounts(moved, obs, WIDE),
@@ -140,7 +132,7 @@ def score_event(event: str, out: Path) -> None:
             "persistence": baselines.persistence(x, steps),
         }
         nan_last = ~np.isfinite(x[-1])
-        for m in (m for m in METHODS if m.startswith("sprog-obs")):
+        for m in (m for m in METHODS if m.startswith("sprog")):
             fc[m][:, nan_last] = np.nan  # as every method: no forecast where the last frame has no data
         _score_case(ev, {m: f[:, None] for m, f in fc.items()}, obs[:, None], True)
         ev.n_cases += 1
@@ -149,13 +141,11 @@ def score_event(event: str, out: Path) -> None:
 
 
 def _csi1(path: Path) -> dict[str, float]:
-    """Method -> mean over leads of CSI >= 1 mm/h in an evaluate metrics.csv."""
-    rows: dict[str, list[float]] = {}
-    with open(path, newline="") as fh:
-        for r in csv.DictReader(fh):
-            if r["score"] == "CSI" and r["threshold"] and float(r["threshold"]) == 1.0:
-                rows.setdefault(r["method"], []).append(float(r["value"]))
-    return {m: float(np.nanmean(v)) for m, v in rows.items()}
+    """Method -> mean over leads of CSI >= 1 mm/h in an evaluate metrics.csv (read by ``folds``)."""
+    table = folds._read_plain(path)
+    return {
+        m: folds._mean([v for _, v in rows]) for (m, score, thr), rows in table.items() if (score, thr) == ("CSI", "1")
+    }
 
 
 def report(out: Path, check: Path | None) -> str:
