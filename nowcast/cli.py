@@ -4,9 +4,6 @@ Each command parses its options and calls one library function. Library errors (
 become one line on stderr and exit code 2; anything unexpected exits 1, with the traceback only under
 ``--verbose``. Heavy modules (torch, matplotlib, xarray) are imported inside the commands so that
 ``nowcast --help`` stays fast.
-
-Length: over 500 lines of option declarations and their help texts, one command per function;
-no logic of its own beyond parsing and error mapping.
 """
 
 from __future__ import annotations
@@ -251,9 +248,17 @@ def info(
 ) -> None:
     """Describe a radar file, an archive of several files, or a checkpoint."""
     with _errors():
-        from nowcast.io.info import describe
+        from nowcast.models.checkpoint import CHECKPOINT_SUFFIXES
 
-        for line in describe(files, variable=variable):
+        if len(files) == 1 and files[0].suffix in CHECKPOINT_SUFFIXES:
+            from nowcast.models.checkpoint import describe_checkpoint
+
+            lines = describe_checkpoint(files[0])
+        else:
+            from nowcast.io.info import describe_radar
+
+            lines = describe_radar([str(f) for f in files], variable=variable)
+        for line in lines:
             typer.echo(line)
 
 
@@ -288,7 +293,7 @@ def train(
     """Train a ConvLSTM encoder-forecaster (CPU, one GPU, or several through torchrun)."""
     with _errors():
         from nowcast.config import load_config, resolve_config
-        from nowcast.train import run_training
+        from nowcast.training.loop import run_training
 
         if resume is not None:
             base = resolve_config(config) if config is not None else resume / "config.yaml"
@@ -341,13 +346,11 @@ def predict(
     never interleave.
     """
     with _errors():
-        from nowcast.predict import predict_to_file
+        from nowcast.predict import PredictSettings, predict_to_file
 
-        predict_to_file(
-            [str(p) for p in inputs],
+        settings = PredictSettings(
             model=model,
             steps=steps,
-            at=at,
             output=output,
             plot=plot,
             max_age_min=max_age,
@@ -357,6 +360,7 @@ def predict(
             threads=threads,
             device=device,
         )
+        predict_to_file([str(p) for p in inputs], settings, at=at)
     _done_and_closed()
 
 
@@ -405,6 +409,7 @@ def watch(
         float, typer.Option(metavar="SECONDS", help="Seconds to wait for another run writing into the same directory.")
     ] = 60.0,
     threads: ThreadsOption = 0,
+    device: DeviceOption = "auto",
 ) -> None:
     """Stay resident: forecast each new radar frame as it arrives, with the model loaded once.
 
@@ -412,24 +417,29 @@ def watch(
     and skipped; SIGTERM or Ctrl-C stops after the forecast under way (exit 0).
     """
     with _errors():
+        from nowcast.predict import PredictSettings
         from nowcast.watch import watch as run_watch
 
+        settings = PredictSettings(
+            model=model,
+            steps=steps,
+            output=output,
+            plot=plot,
+            max_age_min=max_age,
+            variable=variable,
+            lock_timeout_s=lock_timeout,
+            history=_command_line(),
+            threads=threads,
+            device=device,
+        )
         run_watch(
             pattern,
-            output,
-            model=model,
-            plot=plot,
-            steps=steps,
-            variable=variable,
-            max_age_min=max_age,
-            lock_timeout_s=lock_timeout,
+            settings,
             poll_s=poll,
             settle_s=settle,
             state_path=state,
             once=once,
             max_forecasts=max_forecasts,
-            history=_command_line(),
-            threads=threads,
         )
 
 
@@ -502,7 +512,7 @@ def evaluate(
     )  # usage errors (exit 2) are raised outside _errors
     scales = numbers(fss_scales, int, "--fss-scales")
     with _errors():
-        from nowcast.evaluate import evaluate_files
+        from nowcast.verification.evaluate import evaluate_files
 
         table = evaluate_files(
             [str(p) for p in inputs],

@@ -3,9 +3,6 @@
 Every field has its default here and only here. ``load_config`` rejects unknown keys (suggesting the
 nearest valid name), checks types and ranges, and reports every problem in one ``ConfigError``.
 No torch import: the CLI and ``io`` use this module too.
-
-Length: over 500 lines because every field's default and its documentation live here (the point of
-the module); the loading and validation code is under 200 lines.
 """
 
 from __future__ import annotations
@@ -21,11 +18,8 @@ from typing import Any, Literal
 import yaml
 
 from nowcast.errors import ConfigError, NowcastError
+from nowcast.units import RAIN_THRESHOLD, ZR_A, ZR_B
 
-ZR_A = 200.0
-"""Marshall-Palmer Z-R relation Z = a R^b: the prefactor a (mm^6 m^-3 per (mm/h)^b), the default everywhere."""
-ZR_B = 1.6
-"""Marshall-Palmer Z-R relation: the exponent b."""
 
 # The valid values of the string settings, said once: by their types (``config show`` lists them,
 # ``load_config`` checks them).
@@ -70,7 +64,7 @@ class DataConfig:
     """Random flips and 90-degree rotations of training windows."""
     min_rain_fraction: float = 0.0
     """Training windows whose valid pixels are rainy (>= rain_threshold) less than this are skipped."""
-    rain_threshold: float = 0.1
+    rain_threshold: float = RAIN_THRESHOLD
     """Rain/no-rain threshold in mm/h used by min_rain_fraction."""
     val_fraction: float = 0.2
     """Share of each segment's time held out for validation when val_files is empty."""
@@ -155,19 +149,19 @@ class ModelConfig:
     one model serves radars at different steps."""
     base: Base = "last"
     """What a ``residual`` model adds its output to. last: the last input frame (untrained: optical-flow
-    extrapolation). sprog: the S-PROG forecast in the Lagrangian frame (``cascade.sprog``; untrained:
+    extrapolation). sprog: the S-PROG forecast in the Lagrangian frame (``nowcasts.cascade.damped_cascade``; untrained:
     pySTEPS S-PROG); needs frame=lagrangian, in_frames >= 3 and transform.kind=dbz."""
     probmatching: ProbMatching = "none"
     """none: the network's values as they are. cdf: each forecast frame keeps the network's pattern
-    (rank order) but takes the distribution of the last observed frame (``probmatch.match_cdf``), as
+    (rank order) but takes the distribution of the last observed frame (``nowcasts.probmatch.match_cdf``), as
     pySTEPS S-PROG does; a forecast then neither grows nor loses rain overall. cdf_lagrangian
     (``frame: lagrangian`` only): the same matching, but in the frame of the last observation, before
     the forecast is advected, where both cover the same pixels; rain then leaves the domain with the
-    flow instead of being squeezed into what remains of it (docs/default-model.md, recipe r3-smooth-lag)."""
+    flow instead of being squeezed into what remains of it (docs/default-model.md)."""
     residual_smoothing: float = 0.0
     """Gaussian standard deviation (pixels) of a smoothing of the network's output before a ``residual``
     model adds it to its base; 0: none. Against the dotted lattice at the patch period that a 4x4-patch
-    head can leave at low rain rates (docs/default-model.md, recipe r3-smooth). ConvLSTM only."""
+    head can leave at low rain rates (docs/default-model.md). ConvLSTM only."""
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,6 @@ class OutputError(NowcastError):
     """An output that cannot be written (bad path template, lock held too long, unwritable directory)."""
 
 
-class MissingDependencyError(NowcastError):
-    """An optional dependency (e.g. pysteps for the extrapolation baseline) is not installed."""
-
-
 class TrainingDivergedError(NowcastError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
 

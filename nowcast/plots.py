@@ -7,8 +7,6 @@ written atomically (``io.atomic_output``).
 
 Shared helpers for every rain map: ``rain_colour_scale`` (the discrete radar-style scale), ``draw_rain``
 (one panel) and ``add_rain_colorbar`` (the scale with its no-data and no-rain keys).
-
-Length: about 600 lines of figure layout, one function per figure, sharing the rain-map helpers.
 """
 
 from __future__ import annotations

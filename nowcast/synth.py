@@ -26,6 +26,7 @@ from nowcast import __version__
 from nowcast.errors import NowcastError
 from nowcast.io.atomic import atomic_output
 from nowcast.io.writing import PACK_MAX, PACKING
+from nowcast.units import RAIN_THRESHOLD
 
 log = logging.getLogger(__name__)
 
@@ -302,7 +303,7 @@ def synthetic_sequence(
         rain[t] = np.where(inside, field, np.nan)
 
     valid = rain[:, inside]
-    rainy = float((valid > 0.1).mean()) if valid.size else 0.0
+    rainy = float((valid > RAIN_THRESHOLD).mean()) if valid.size else 0.0
     log.debug(
         "synthetic rain: %d systems, %d cores (%d embedded), rainy fraction %.3f, max %.1f mm/h",
         n_sys,

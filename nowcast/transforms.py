@@ -1,4 +1,4 @@
-"""Rain rate <-> model space, the Z-R relation and no-data masks. Pure numpy (no torch).
+"""Rain rate <-> model space: what the network sees. Pure numpy (no torch).
 
 Model space (DESIGN section 4):
 - ``dbz``: R (mm/h) -> Z = a R^b -> dBZ = 10 log10 Z, scaled to [0, 1] over [dbz_min, dbz_max] and
@@ -10,7 +10,7 @@ Model space (DESIGN section 4):
   not configured and stores it in the resolved config, so checkpoints carry it.
 Values above the top of a bounded model space (``dbz``: the rate at ``dbz_max``; ``minmax``:
 ``value_max``) are capped; ``forward`` logs one warning per transform when that happens.
-NaN (no data) stays NaN in both directions; ``fill_nodata`` replaces it before a network sees it.
+NaN (no data) stays NaN in both directions; it becomes 0 in model space just before the network.
 """
 
 from __future__ import annotations
@@ -21,36 +21,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nowcast.config import ZR_A, ZR_B, TransformConfig
+from nowcast.config import TransformConfig
 from nowcast.errors import ConfigError
+from nowcast.units import ZR_A, ZR_B, dbz_to_rate, rate_to_dbz
 
 if TYPE_CHECKING:
     from nowcast.config import Config
 
 log = logging.getLogger(__name__)
-
-
-def rate_to_dbz(rate: np.ndarray, a: float = ZR_A, b: float = ZR_B) -> np.ndarray:
-    """Reflectivity (dBZ) of rain rate ``rate`` (mm/h) by Z = a R^b; 0 mm/h gives -inf."""
-    rate = np.asarray(rate, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return 10.0 * np.log10(a) + 10.0 * b * np.log10(rate)
-
-
-def dbz_to_rate(dbz: np.ndarray, a: float = ZR_A, b: float = ZR_B) -> np.ndarray:
-    """Rain rate (mm/h) of reflectivity ``dbz`` by R = (Z / a)^(1/b); NaN stays NaN."""
-    dbz = np.asarray(dbz, dtype=np.float64)
-    return np.power(10.0 ** (dbz / 10.0) / a, 1.0 / b)
-
-
-def valid_mask(rate: np.ndarray) -> np.ndarray:
-    """True where ``rate`` holds data (finite); same shape as ``rate``."""
-    return np.isfinite(rate)
-
-
-def fill_nodata(x: np.ndarray, value: float = 0.0) -> np.ndarray:
-    """Copy of ``x`` with non-finite values replaced by ``value``."""
-    return np.where(np.isfinite(x), x, np.float32(value)).astype(np.float32, copy=False)
 
 
 _DEFAULT = TransformConfig()

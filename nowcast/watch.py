@@ -23,6 +23,7 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
 import hashlib
 import json
@@ -40,7 +41,10 @@ import numpy as np
 
 from nowcast.errors import NowcastError, OutputError
 from nowcast.io import NS, atomic_output, iso_time, open_radar
-from nowcast.predict import LoadedModel, _expand, parse_time, predict_to_file
+from nowcast.forecast import parse_time
+from nowcast.io.paths import expand_template
+from nowcast.models.checkpoint import LoadedModel
+from nowcast.predict import PredictSettings, predict_to_file
 
 log = logging.getLogger(__name__)
 
@@ -111,39 +115,28 @@ class Watcher:
     def __init__(
         self,
         pattern: str,
-        output: str,
         loaded: LoadedModel,
+        settings: PredictSettings,
         *,
-        plot: str | None = None,
-        steps: int | None = None,
-        variable: str | None = None,
-        max_age_min: float | None = None,
-        lock_timeout_s: float = 60.0,
         settle_s: float = 1.0,
         state_path: Path | None = None,
-        history: str | None = None,
-        threads: int = 1,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if settings.output is None:
+            raise NowcastError(f"{pattern}: expected an output template (-o), found none")
         self.pattern = os.path.expanduser(pattern)
-        self.output = output
+        self.output = str(settings.output)
         self.loaded = loaded
-        self.plot = plot
-        self.steps = steps
-        self.variable = variable
-        self.max_age_min = max_age_min
-        self.lock_timeout_s = lock_timeout_s
+        self.settings = settings
         self.settle_s = settle_s
-        self.state_path = state_path or default_state_path(pattern, output)
-        self.history = history
-        self.threads = threads
+        self.state_path = state_path or default_state_path(pattern, self.output)
         self.clock = clock
         self.seen: dict[str, _Seen] = {}
         self.last_done = read_state(self.state_path)
         self.forecasts = 0
-        for template, what in ((output, "-o"), (plot, "--plot")):  # a malformed template fails at start
+        for template, what in ((settings.output, "-o"), (settings.plot, "--plot")):  # malformed: fails at start
             if template is not None:
-                _expand(str(template), 0, "stem", what)
+                expand_template(str(template), 0, "stem", what)
 
     # -- files -----------------------------------------------------------------------------------
 
@@ -152,7 +145,7 @@ class Watcher:
         d = self.loaded.config.data
         rate = open_radar(
             path,
-            variable=self.variable or d.variable,
+            variable=self.settings.variable or d.variable,
             units=d.units,
             zr_a=d.zr_a,
             zr_b=d.zr_b,
@@ -234,18 +227,7 @@ class Watcher:
             return None
         try:
             out = predict_to_file(
-                self._inputs(t_ref, holder),
-                model=self.loaded,
-                steps=self.steps,
-                at=iso_time(t_ref),
-                output=self.output,
-                plot=self.plot,
-                max_age_min=self.max_age_min,
-                variable=self.variable,
-                lock_timeout_s=self.lock_timeout_s,
-                history=self.history,
-                threads=self.threads,
-                stem_of=holder,
+                self._inputs(t_ref, holder), self.settings, loaded=self.loaded, at=iso_time(t_ref), stem_of=holder
             )
         except NowcastError as exc:
             log.warning("no forecast from %s: %s", iso_time(t_ref), " ".join(str(exc).split()))
@@ -271,7 +253,7 @@ class Watcher:
 def warm_up(loaded: LoadedModel, plot: bool = False) -> None:
     """Run the model once on a small blank input (and import the plotting code), so that the first
     real forecast does not pay for lazy initialisation."""
-    from nowcast.predict import forecast_array
+    from nowcast.forecast import forecast_array
     from nowcast.transforms import Transform
 
     cfg = loaded.config
@@ -310,32 +292,25 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 def watch(
     pattern: str,
-    output: str,
+    settings: PredictSettings,
     *,
-    model: str | Path | None = None,
-    plot: str | None = None,
-    steps: int | None = None,
-    variable: str | None = None,
-    max_age_min: float | None = None,
-    lock_timeout_s: float = 60.0,
     poll_s: float = 1.0,
     settle_s: float = 1.0,
     state_path: Path | None = None,
     once: bool = False,
     max_forecasts: int = 0,
-    history: str | None = None,
-    threads: int = 0,
     stop: threading.Event | None = None,
 ) -> int:
     """``nowcast watch``: forecast each new frame of the files matching ``pattern`` until stopped.
 
-    Parameters as ``Watcher`` and ``predict_to_file``; ``poll_s``: seconds between looks; ``once``:
-    look once (forecast at most once) and return; ``max_forecasts``: return after that many forecasts
-    (0: no limit); ``stop``: an event that ends the loop (set by SIGTERM/SIGINT in the main thread).
-    Returns the number of forecasts written. Raises NowcastError before watching for a bad checkpoint,
-    a bad template, a state file that is not one, or a pattern whose directory does not exist.
+    ``settings``: as ``predict`` (``output`` is required); ``poll_s``: seconds between looks;
+    ``settle_s``: seconds a file must stay unchanged before it is read; ``state_path``: as ``Watcher``;
+    ``once``: look once (forecast at most once) and return; ``max_forecasts``: return after that many
+    forecasts (0: no limit); ``stop``: an event that ends the loop (set by SIGTERM/SIGINT in the main
+    thread). Returns the number of forecasts written. Raises NowcastError before watching for a bad
+    checkpoint, a bad template, a state file that is not one, or a pattern whose directory does not exist.
     """
-    from nowcast.predict import load_model
+    from nowcast.models.checkpoint import load_model
     from nowcast.runtime import cpu_threads, set_threads
 
     if poll_s <= 0 or settle_s < 0:
@@ -344,23 +319,11 @@ def watch(
     folder = Path(os.path.dirname(static) or ".")  # the directory part before any glob character
     if not folder.is_dir():
         raise NowcastError(f"{pattern}: expected files in an existing directory, found no directory {folder}")
-    loaded = load_model(model)
-    n_threads = set_threads(cpu_threads(threads))  # once: the watcher's own load must not lower it later
-    watcher = Watcher(
-        pattern,
-        output,
-        loaded,
-        plot=plot,
-        steps=steps,
-        variable=variable,
-        max_age_min=max_age_min,
-        lock_timeout_s=lock_timeout_s,
-        settle_s=settle_s,
-        state_path=state_path,
-        history=history,
-        threads=n_threads,
-    )
-    warm_up(loaded, plot=plot is not None)
+    loaded = load_model(settings.model)
+    n_threads = set_threads(cpu_threads(settings.threads))  # once: the watcher's own load must not lower it later
+    settings = dataclasses.replace(settings, threads=n_threads)
+    watcher = Watcher(pattern, loaded, settings, settle_s=settle_s, state_path=state_path)
+    warm_up(loaded, plot=settings.plot is not None)
     last = "none" if watcher.last_done is None else iso_time(watcher.last_done)
     log.info(
         "watching %s every %g s: model '%s', %d thread(s), output %s, state %s (last forecast %s)",
@@ -368,7 +331,7 @@ def watch(
         poll_s,
         loaded.config.model.name,
         n_threads,
-        output,
+        watcher.output,
         watcher.state_path,
         last,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from scripts.common import RADAR_DIR
+
 import logging
 import os
 import subprocess
@@ -14,7 +16,7 @@ import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "radar"
+REAL_DATA = RADAR_DIR
 """The eight real radar events (see its README.md); absent on machines without the shared folder."""
 
 CRS_ATTRS = {
@@ -211,9 +213,9 @@ def make_tiny_checkpoint(path: Path, *overrides: str) -> Path:
     """An untrained, seeded ``configs/tiny.yaml`` model (4 frames in, 4 out, 300 s) saved at ``path``."""
     import torch
 
-    from nowcast.checkpoint import save_checkpoint
+    from nowcast.models.checkpoint import save_checkpoint
     from nowcast.config import load_config
-    from nowcast.model import build_model
+    from nowcast.models.registry import build_model
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml", list(overrides))
     torch.manual_seed(0)
@@ -266,14 +268,10 @@ def cli_runner():
 
 @pytest.fixture
 def pysteps_installed() -> None:
-    """Skip when pysteps or OpenCV is missing (imports pysteps without its stdout banner)."""
-    from nowcast.errors import MissingDependencyError
-    from nowcast.motion import pysteps_methods
+    """Imports pysteps (a core dependency) once, without its stdout banner, before a test that compares with it."""
+    from nowcast.nowcasts.baselines import pysteps_methods
 
-    try:
-        pysteps_methods()
-    except MissingDependencyError as exc:
-        pytest.skip(str(exc))
+    pysteps_methods()
 
 
 SLOW_WRITER = """

@@ -1,4 +1,4 @@
-"""S-PROG in the Lagrangian frame (``nowcast.cascade``) and the model that learns a correction of it."""
+"""S-PROG in the Lagrangian frame (``nowcast.nowcasts.cascade``) and the model that learns a correction of it."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from nowcast import baselines
-from nowcast.cascade import ar2_parameters, sprog
+from nowcast.nowcasts import baselines
+from nowcast.nowcasts.cascade import ar2_parameters, damped_cascade
 from nowcast.config import ConfigError, load_config
-from nowcast.model import build_model
-from nowcast.motion import to_dbr
-from nowcast.predict import forecast_array
+from nowcast.models.registry import build_model
+from nowcast.units import to_dbr
+from nowcast.forecast import forecast_array
 from nowcast.transforms import Transform
 from tests.conftest import REPO_ROOT, moving_rain
 
@@ -30,7 +30,7 @@ SPROG_BASE = (
 def test_bandpass_weights_equal_pysteps_filter_gaussian(pysteps_installed) -> None:
     from pysteps.cascade.bandpass_filters import filter_gaussian
 
-    from nowcast.cascade import _bandpass
+    from nowcast.nowcasts.cascade import _bandpass
 
     for shape in ((64, 64), (65, 64), (37, 53), (765, 700)):  # odd and even sides
         np.testing.assert_array_equal(_bandpass(*shape, 6), filter_gaussian(shape, 6)["weights_2d"])
@@ -60,14 +60,14 @@ def test_equals_pysteps_sprog_without_motion(pysteps_installed) -> None:
     frames = frames + np.random.default_rng(1).normal(0, 0.5, frames.shape) * (frames > -15)  # decorrelate the scales
     with contextlib.redirect_stdout(io.StringIO()):
         ref = pysteps_sprog.forecast(frames, np.zeros((2, 64, 80)), 5, precip_thr=-10.0, n_cascade_levels=6, ar_order=2)
-    ours = sprog(torch.from_numpy(frames)[None], 5, -10.0)[0].numpy()
+    ours = damped_cascade(torch.from_numpy(frames)[None], 5, -10.0)[0].numpy()
     np.testing.assert_allclose(ours, ref, atol=1e-6)
     assert np.abs(ours[-1] - frames[-1]).max() > 1.0  # it forecast something other than the last frame
 
 
 def test_dry_input_stays_as_it_is() -> None:
     frames = torch.zeros(2, 3, 16, 16, dtype=torch.float64)
-    np.testing.assert_array_equal(sprog(frames, 4, 1e-6).numpy(), 0.0)
+    np.testing.assert_array_equal(damped_cascade(frames, 4, 1e-6).numpy(), 0.0)
 
 
 def test_untrained_model_on_sprog_base_is_pysteps_sprog(pysteps_installed) -> None:
@@ -94,7 +94,7 @@ def test_sprog_base_needs_a_lagrangian_residual_model() -> None:
 def test_residual_smoothing_is_scipys_gaussian_and_removes_the_patch_lattice() -> None:
     from scipy.ndimage import gaussian_filter
 
-    from nowcast.model import gaussian_smooth
+    from nowcast.models.layers import gaussian_smooth
 
     x = torch.from_numpy(np.random.default_rng(0).random((2, 3, 40, 37)))
     ref = np.stack(
@@ -124,7 +124,7 @@ def test_residual_smoothing_changes_only_the_networks_part() -> None:
         base = model.base_forecast(frames, 3)
         model.residual_smoothing = 0.0
         raw = model(frames, 3, 300.0)
-    from nowcast.model import gaussian_smooth
+    from nowcast.models.layers import gaussian_smooth
 
     torch.testing.assert_close(smoothed - base, gaussian_smooth(raw - base, 8.0), atol=1e-5, rtol=0)
     with pytest.raises(ConfigError, match="model.residual_smoothing"):

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pytest
 
-from nowcast import metrics
-from nowcast.checkpoint import model_from_checkpoint
+from nowcast.verification import metrics
+from nowcast.models.checkpoint import model_from_checkpoint
 from nowcast.cli import app
-from nowcast.errors import MissingDependencyError
-from nowcast.evaluate import evaluate_files, run_evaluation
+from nowcast.verification.evaluate import evaluate_files, run_evaluation
 from nowcast.io import open_archive
-from nowcast.predict import forecast_array
+from nowcast.forecast import forecast_array
 from nowcast.transforms import Transform
 
 from tests.conftest import moving_rain
@@ -25,16 +23,6 @@ from tests.conftest import moving_rain
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (32, 40)  # multiples of the tiny model's total stride (8)
 PLOTS = ("csi_by_lead.png", "pod_by_lead.png", "far_by_lead.png", "mse_mae_by_lead.png", "example_case.png")
-
-
-@pytest.fixture
-def need_pysteps() -> None:
-    from nowcast.baselines import get_method
-
-    try:
-        get_method("extrapolation")
-    except MissingDependencyError as exc:
-        pytest.skip(str(exc))
 
 
 def _moving_file(radar_file: Callable[..., Path], name: str, frames: int, seed: int = 0, **kw) -> Path:
@@ -49,7 +37,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def test_cli_writes_every_report_and_prints_the_table(
-    cli_runner, radar_file: Callable[..., Path], tiny_checkpoint: Path, tmp_path: Path, need_pysteps: None
+    cli_runner, radar_file: Callable[..., Path], tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
     data = _moving_file(radar_file, "event.nc", 12)
     out = tmp_path / "rep"
@@ -108,9 +96,7 @@ def test_persistence_of_an_unchanging_sequence_scores_csi_one_at_every_lead(
     assert summary["settings"]["model"] is None and summary["settings"]["time_step_s"] == 300
 
 
-def test_extrapolation_beats_persistence_on_rain_moving_one_pixel_per_step(
-    radar_file: Callable[..., Path], need_pysteps: None
-) -> None:
+def test_extrapolation_beats_persistence_on_rain_moving_one_pixel_per_step(radar_file: Callable[..., Path]) -> None:
     archive = open_archive([_moving_file(radar_file, "moving.nc", 14)], time_step=300)
     ev = run_evaluation(archive, in_frames=3, steps=6, baselines=("persistence", "extrapolation"), stride=2)
     k = ev.scores["persistence"].thresholds.index(1.0)
@@ -120,9 +106,7 @@ def test_extrapolation_beats_persistence_on_rain_moving_one_pixel_per_step(
     assert csi["extrapolation"][0] >= csi["persistence"][0]
 
 
-def test_two_files_together_pool_the_counts_of_each(
-    radar_file: Callable[..., Path], tiny_checkpoint: Path, need_pysteps: None
-) -> None:
+def test_two_files_together_pool_the_counts_of_each(radar_file: Callable[..., Path], tiny_checkpoint: Path) -> None:
     a = _moving_file(radar_file, "a.nc", 11, seed=1)
     b = _moving_file(radar_file, "b.nc", 10, seed=2, start="2021-06-02T08:00:00")
     model, cfg, _ = model_from_checkpoint(tiny_checkpoint)
@@ -152,7 +136,7 @@ def test_two_files_together_pool_the_counts_of_each(
 
 
 def test_model_scores_equal_training_validation_on_the_same_windows(
-    radar_file: Callable[..., Path], tiny_checkpoint: Path, need_pysteps: None
+    radar_file: Callable[..., Path], tiny_checkpoint: Path
 ) -> None:
     """What ``train._validate`` does per window (forecast_array, then metrics.accumulate) gives the same numbers."""
     data = _moving_file(radar_file, "val.nc", 13)
@@ -185,9 +169,7 @@ def test_model_scores_equal_training_validation_on_the_same_windows(
             np.testing.assert_allclose(getattr(got, name), getattr(expected, name), rtol=1e-6, err_msg=name)
 
 
-def test_common_mask_scores_every_method_on_the_same_pixels(
-    radar_file: Callable[..., Path], need_pysteps: None
-) -> None:
+def test_common_mask_scores_every_method_on_the_same_pixels(radar_file: Callable[..., Path]) -> None:
     archive = open_archive([_moving_file(radar_file, "m.nc", 10)], time_step=300)
     kw = dict(in_frames=3, steps=3, baselines=("persistence", "extrapolation"))
     common = run_evaluation(archive, **kw)
@@ -215,18 +197,17 @@ def test_cli_errors_exit_2_with_one_line(
 ) -> None:
     data = radar_file("e.nc", frames=16, size=SIZE)
     runner = cli_runner
-    monkeypatch.setitem(sys.modules, "pysteps", None)  # "import pysteps" now raises ImportError
     result = runner.invoke(app, ["evaluate", str(data), "--no-model", "--out", str(tmp_path / "r1")])
     assert result.exit_code == 2
-    assert "pip install pysteps opencv-python-headless" in result.stderr and "Traceback" not in result.stderr
+    assert "expected a run of at least 24 frames" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "r1").exists()  # failed before any work
 
     result = runner.invoke(app, ["evaluate", str(data), "--no-model", "--baselines", "persistence,optical"])
     assert result.exit_code == 2 and "expected one of persistence, extrapolation" in result.stderr
 
-    import nowcast.predict
+    import nowcast.models.checkpoint
 
-    monkeypatch.setattr(nowcast.predict, "default_model_path", lambda: tmp_path / "missing" / "default.pt")
+    monkeypatch.setattr(nowcast.models.checkpoint, "default_model_path", lambda: tmp_path / "missing" / "default.pt")
     result = runner.invoke(app, ["evaluate", str(data), "--baselines", "persistence"])
     assert result.exit_code == 2 and "--no-model" in result.stderr and "default.pt" in result.stderr
 

@@ -13,9 +13,10 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from nowcast import metrics
-from nowcast.checkpoint import model_from_checkpoint
-from nowcast.evaluate import evaluate_files, merge_evaluations, rank_share, run_evaluation
+from nowcast.verification import metrics
+from nowcast.models.checkpoint import model_from_checkpoint
+from nowcast.verification.evaluate import evaluate_files, rank_share, run_evaluation
+from nowcast.verification.results import merge_evaluations
 from nowcast.io import open_archive
 from nowcast.transforms import Transform
 

@@ -15,7 +15,7 @@ import pytest
 import xarray as xr
 import yaml
 
-from nowcast.checkpoint import load_checkpoint
+from nowcast.models.checkpoint import load_checkpoint
 from nowcast.cli import app
 from nowcast.config import Config, config_from_dict, field_docs, load_config, shipped_configs
 from nowcast.synth import write_synthetic

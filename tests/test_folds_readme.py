@@ -1,10 +1,8 @@
-"""``scripts/folds.py readme``: the README's Skill table rebuilt from fold evaluations (issue 12)."""
+"""``scripts/research/folds.py readme``: the README's Skill table rebuilt from fold evaluations (issue 12)."""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,13 +12,10 @@ from tests.conftest import REPO_ROOT
 
 @pytest.fixture
 def folds():
-    """scripts/folds.py as a module (it is a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("folds_script", REPO_ROOT / "scripts" / "folds.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["folds_script"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("folds_script", None)
+    """``scripts/research/folds.py``."""
+    from scripts.research import folds
+
+    return folds
 
 
 def _metrics(path: Path, csi1: dict[str, list[float]], mse: dict[str, list[float]]) -> None:

@@ -1,4 +1,4 @@
-"""``scripts/gpu_check.py --device cpu``: every part runs on a small size, CUDA-only checks are skipped with a
+"""``scripts/bench/gpu_check.py --device cpu``: every part runs on a small size, CUDA-only checks are skipped with a
 reason, and the JSON report holds what the table shows (issue 16)."""
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ def test_gpu_check_runs_on_the_cpu(tmp_path: Path) -> None:
     proc = subprocess.run(
         [
             sys.executable,
-            str(REPO / "scripts" / "gpu_check.py"),
+            "-m",
+            "scripts.bench.gpu_check",
             "--device",
             "cpu",
             "--out",
@@ -32,6 +33,7 @@ def test_gpu_check_runs_on_the_cpu(tmp_path: Path) -> None:
             "850",
         ],
         env=env,
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=900,
@@ -65,7 +67,7 @@ def test_gpu_check_refuses_cuda_without_a_gpu(tmp_path: Path) -> None:
         pytest.skip("this machine has a GPU")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "gpu_check.py"), "--device", "cuda", "--out", str(tmp_path / "r.json")],
+        [sys.executable, "-m", "scripts.bench.gpu_check", "--device", "cuda", "--out", str(tmp_path / "r.json")],
         env=env,
         capture_output=True,
         text=True,

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from nowcast import baselines
+from nowcast.nowcasts import baselines
 from nowcast.cli import app
 from nowcast.config import ConfigError, DataConfig, ModelConfig, load_config
-from nowcast.evaluate import evaluate_files
-from nowcast.model import build_model, count_parameters
-from nowcast.predict import forecast_array
+from nowcast.verification.evaluate import evaluate_files
+from nowcast.models.registry import build_model, count_parameters
+from nowcast.forecast import forecast_array
 from nowcast.transforms import Transform
 from tests.conftest import REPO_ROOT, make_tiny_checkpoint, moving_rain
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 import xarray as xr
 
-from nowcast import baselines
+from nowcast.nowcasts import baselines
 from nowcast.config import ConfigError, load_config
-from nowcast.model import build_model
-from nowcast.predict import forecast_array
+from nowcast.models.registry import build_model
+from nowcast.forecast import forecast_array
 from nowcast.transforms import Transform
 from tests.conftest import REPO_ROOT, moving_rain
 
@@ -125,3 +125,22 @@ def test_one_model_trains_and_forecasts_at_each_file_s_own_step(
     assert summary["settings"]["time_step_s"] == 600
     assert summary["methods"] == ["model", "extrapolation", "sprog"]
     assert summary["lead_min"] == [10.0, 20.0, 30.0]
+
+
+def test_training_and_inference_warp_inputs_the_same_way() -> None:
+    """Training's Lagrangian window and inference's input warp are one transform: on the same frames the
+    input part of a training window equals what ``forecast_array`` feeds the network (to float16)."""
+    import torch
+
+    from nowcast.motion import motion_field, to_lagrangian
+    from nowcast.training.windows import lagrangian_window
+
+    frames = moving_rain(9, size=(48, 56), shift=(1, 2), seed=4)[:, None].astype(np.float32)  # (T, 1, H, W)
+    frames[:, :, :3, :5] = np.nan
+    transform = Transform()
+    window = lagrangian_window(frames, 6, transform)  # (9, 1, H, W) float16: 6 inputs, 3 targets
+    x = torch.from_numpy(transform.forward(frames[:6]).astype(np.float32))[None]
+    velocity = torch.from_numpy(motion_field(frames[:6]))[None]
+    inference = to_lagrangian(x, velocity)[0].numpy().astype(np.float16)
+    np.testing.assert_array_equal(window[:6], inference)
+    assert np.isfinite(window[:6]).mean() > 0.5 and not np.array_equal(window[0], window[5])

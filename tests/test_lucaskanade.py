@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nowcast import lucaskanade as lk
-from nowcast.motion import to_dbr
+from nowcast.motion import lucaskanade as lk
+from nowcast.units import to_dbr
 from tests.conftest import moving_rain
 
 
@@ -94,14 +94,15 @@ def test_predict_with_the_default_model_needs_no_pysteps(
     """The shipped Lagrangian model forecasts with ``import pysteps`` failing: only the baselines need it."""
     from nowcast.cli import app
 
-    from nowcast import cascade, motion
+    from nowcast.motion import flow
+    from nowcast.nowcasts import cascade
 
     data = radar_file("r.nc", frames=8, size=(64, 72))
     for name in [m for m in sys.modules if m.startswith("pysteps.")]:  # no submodule cached from other tests
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "pysteps", None)  # "import pysteps" now raises ImportError
     cascade._bandpass.cache_clear()  # nor weights or motion cached
-    monkeypatch.setattr(motion, "_RECENT_MOTION", {})
+    monkeypatch.setattr(flow, "_RECENT_MOTION", {})
     result = cli_runner.invoke(app, ["predict", str(data), "-o", str(tmp_path / "f.nc"), "--steps", "3"])
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "f.nc").is_file()

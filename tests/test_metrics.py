@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from nowcast import metrics
+from nowcast.verification import metrics
 
 
 def _table_fields(a: int, b: int, c: int, d: int, thr: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

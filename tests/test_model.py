@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from nowcast.config import ModelConfig
-from nowcast.model import ConvLSTMCell, build_model, count_parameters
+from nowcast.models.convlstm import ConvLSTMCell
+from nowcast.models.registry import build_model, count_parameters
 
 TINY = ModelConfig(channels=1, patch=2, hidden=(6, 8), kernels=(3, 3), downsample=(1, 2))
 

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from nowcast import motion
+from nowcast.nowcasts import baselines
 from tests.conftest import moving_rain
+
+
+def _advect(field: torch.Tensor, velocity: torch.Tensor, steps: int) -> torch.Tensor:
+    """``field`` (B, N, H, W) advected 1..steps steps along ``velocity``: (B, steps, N, H, W)."""
+    return motion.from_lagrangian(field[:, None].expand(-1, steps, -1, -1, -1), velocity)
 
 
 def _uniform(dx: float, dy: float, h: int, w: int) -> torch.Tensor:
@@ -20,7 +26,7 @@ def _uniform(dx: float, dy: float, h: int, w: int) -> torch.Tensor:
 def test_whole_pixel_motion_shifts_the_field_and_leaves_no_data_upwind() -> None:
     rng = np.random.default_rng(0)
     field = rng.uniform(0, 10, size=(12, 15)).astype(np.float32)
-    out = motion.advect(torch.from_numpy(field)[None, None], _uniform(2.0, -1.0, 12, 15), 3)[0, :, 0].numpy()
+    out = _advect(torch.from_numpy(field)[None, None], _uniform(2.0, -1.0, 12, 15), 3)[0, :, 0].numpy()
     for k in (1, 2, 3):  # moving right 2 and up 1 per step: out_k[r, c] = field[r + k, c - 2k]
         expected = np.full_like(field, np.nan)
         expected[: 12 - k, 2 * k :] = field[k:, : 15 - 2 * k]
@@ -30,7 +36,7 @@ def test_whole_pixel_motion_shifts_the_field_and_leaves_no_data_upwind() -> None
 def test_half_pixel_motion_interpolates_and_spreads_no_data_to_both_neighbours() -> None:
     field = np.arange(20, dtype=np.float32).reshape(4, 5)
     field[1, 2] = np.nan
-    out = motion.advect(torch.from_numpy(field)[None, None], _uniform(0.5, 0.0, 4, 5), 1)[0, 0, 0].numpy()
+    out = _advect(torch.from_numpy(field)[None, None], _uniform(0.5, 0.0, 4, 5), 1)[0, 0, 0].numpy()
     # value at column c comes from column c - 0.5: the mean of columns c - 1 and c
     assert out[0, 1] == pytest.approx(0.5) and out[3, 4] == pytest.approx(18.5)
     assert np.isnan(out[:, 0]).all()  # the source is outside the grid
@@ -39,10 +45,8 @@ def test_half_pixel_motion_interpolates_and_spreads_no_data_to_both_neighbours()
 
 
 def test_lagrangian_inputs_of_a_translating_pattern_equal_the_last_frame() -> None:
-    from nowcast.predict import to_lagrangian_inputs
-
     x = moving_rain(5, size=(30, 36), shift=(1, 2)).astype(np.float32)  # 1 row down, 2 columns right per step
-    lag = to_lagrangian_inputs(torch.from_numpy(x)[None, :, None], _uniform(2.0, 1.0, 30, 36))[0, :, 0].numpy()
+    lag = motion.to_lagrangian(torch.from_numpy(x)[None, :, None], _uniform(2.0, 1.0, 30, 36))[0, :, 0].numpy()
     for j in range(5):
         both = np.isfinite(lag[j])
         assert both.mean() > 0.5
@@ -69,13 +73,13 @@ def test_torch_advection_matches_pysteps_on_real_frames(real_data, pysteps_insta
     """
     import xarray as xr
 
-    ps = motion.pysteps_methods()
+    ps = baselines.pysteps_methods()
     for name, t0 in (("knmi_netherlands_20100826.nc", 45), ("opera_europe_20180824.nc", 10)):
         with xr.open_dataset(real_data / name) as ds:
             r = ds["rainfall_rate"].values[t0 - 3 : t0].astype(np.float32)
         v = motion.motion_field(r)
         ref = ps.advect(r[-1].astype(np.float64), v.astype(np.float64), 12, outval=np.nan, allow_nonfinite_values=True)
-        ours = motion.advect(torch.from_numpy(r[-1])[None, None], torch.from_numpy(v)[None], 12)[0, :, 0].numpy()
+        ours = _advect(torch.from_numpy(r[-1])[None, None], torch.from_numpy(v)[None], 12)[0, :, 0].numpy()
         assert (np.isfinite(ref) != np.isfinite(ours)).mean() < 1e-4
         both = np.isfinite(ref) & np.isfinite(ours)
         np.testing.assert_allclose(ours[both], ref[both], rtol=0, atol=0.01)
@@ -83,7 +87,7 @@ def test_torch_advection_matches_pysteps_on_real_frames(real_data, pysteps_insta
 
 def test_lagrangian_window_brings_targets_back_to_the_last_frame(pysteps_installed) -> None:
     from nowcast.config import Config
-    from nowcast.data import lagrangian_window
+    from nowcast.training.windows import lagrangian_window
     from nowcast.transforms import Transform
 
     x = moving_rain(8, size=(80, 80), shift=(0, 2)).astype(np.float32)[:, None]  # (T, 1, H, W)

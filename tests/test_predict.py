@@ -21,7 +21,9 @@ from conftest import make_tiny_checkpoint
 from nowcast.cli import app
 from nowcast.errors import CheckpointError, InputError, OutputError
 from nowcast.io import lock_path, open_radar, output_lock, remove_stale_temporaries
-from nowcast.predict import forecast, forecast_array, load_model, predict_to_file
+from nowcast.forecast import forecast, forecast_array
+from nowcast.models.checkpoint import load_model
+from nowcast.predict import PredictSettings, predict_to_file
 from nowcast.transforms import Transform
 
 REPO = Path(__file__).resolve().parents[1]
@@ -250,7 +252,7 @@ def test_auxiliary_lat_lon_are_copied(ckpt, tmp_path):
     src = tmp_path / "latlon.nc"
     ds.to_netcdf(src, encoding={n: dict(ds[n].encoding) for n in ("rainfall_rate", "time", "x", "y")})
 
-    out = predict_to_file([src], model=ckpt, output=tmp_path / "fc.nc")
+    out = predict_to_file([src], PredictSettings(model=ckpt, output=tmp_path / "fc.nc"))
 
     with xr.open_dataset(out) as fc, xr.open_dataset(src) as inp:
         for name in ("lat", "lon"):
@@ -394,7 +396,7 @@ def test_bad_input_exits_2_with_one_line(cli_runner, case, radar_file, ckpt, tmp
 
 
 def test_missing_default_model_says_pass_model(cli_runner, radar_file, tmp_path, monkeypatch):
-    monkeypatch.setattr("nowcast.predict.default_model_path", lambda: tmp_path / "models" / "default.pt")
+    monkeypatch.setattr("nowcast.models.checkpoint.default_model_path", lambda: tmp_path / "models" / "default.pt")
     with pytest.raises(CheckpointError, match="pass a checkpoint with --model"):
         load_model(None)
     src = radar_file(size=SIZE)
@@ -403,7 +405,7 @@ def test_missing_default_model_says_pass_model(cli_runner, radar_file, tmp_path,
 
 
 def test_default_model_forecasts(cli_runner, radar_file, tmp_path):
-    from nowcast.checkpoint import default_model_path
+    from nowcast.models.checkpoint import default_model_path
 
     if not default_model_path().is_file():
         pytest.skip(f"no shipped model at {default_model_path()}")
@@ -471,10 +473,10 @@ def test_write_errors_are_output_errors(radar_file, ckpt, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(OutputError):
-        predict_to_file([src], model=ckpt, output=blocker / "fc.nc")
+        predict_to_file([src], PredictSettings(model=ckpt, output=blocker / "fc.nc"))
 
 
 def test_library_errors_are_input_errors(radar_file, ckpt):
     src = radar_file(frames=3, size=SIZE)
     with pytest.raises(InputError, match="found 3"):
-        predict_to_file([src], model=ckpt)
+        predict_to_file([src], PredictSettings(model=ckpt))

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from nowcast.config import ConfigError, load_config
-from nowcast.model import build_model
-from nowcast.predict import forecast_array
-from nowcast.probmatch import match_cdf
+from nowcast.models.registry import build_model
+from nowcast.forecast import forecast_array
+from nowcast.nowcasts.probmatch import match_cdf
 from nowcast.transforms import Transform
 from tests.conftest import REPO_ROOT, moving_rain
 

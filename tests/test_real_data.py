@@ -12,7 +12,7 @@ import pytest
 from nowcast.cli import app
 from nowcast.io import open_archive
 
-REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "radar"  # as conftest.REAL_DATA
+from tests.conftest import REAL_DATA  # noqa: E402
 
 
 def _readme_table(folder: Path) -> dict[str, dict[str, str]]:

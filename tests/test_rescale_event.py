@@ -1,8 +1,7 @@
-"""scripts/rescale_event.py: extra 5-minute training events made from events at other steps."""
+"""scripts/data/rescale_event.py: extra 5-minute training events made from events at other steps."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -11,16 +10,15 @@ import numpy as np
 import pytest
 
 from nowcast.io import open_radar
+from tests.conftest import REPO_ROOT
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "rescale_event.py"
 
-
-@pytest.fixture(scope="module")
+@pytest.fixture
 def rescale():
-    spec = importlib.util.spec_from_file_location("rescale_event", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """``scripts/data/rescale_event.py``."""
+    from scripts.data import rescale_event
+
+    return rescale_event
 
 
 def test_area_mean_of_valid_pixels_and_half_cover_rule(rescale) -> None:
@@ -45,7 +43,12 @@ def test_rescaled_event_reads_as_5_minutes_on_the_matched_grid(radar_file, tmp_p
     src = radar_file(frames=20, size=(64, 48), step=600, global_attrs={"pixel_size_x_m": 500.0})
     before = src.read_bytes()
     dst = tmp_path / "rescaled.nc"
-    subprocess.run([sys.executable, str(SCRIPT), str(src), str(dst)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "scripts.data.rescale_event", str(src), str(dst)],
+        check=True,
+        capture_output=True,
+        cwd=REPO_ROOT,
+    )
     assert src.read_bytes() == before
     source, out = open_radar(src, time_step=600), open_radar(dst, time_step=300)
     assert out.sizes == {"time": 20, "y": 16, "x": 12}
@@ -59,7 +62,10 @@ def test_rescaled_event_reads_as_5_minutes_on_the_matched_grid(radar_file, tmp_p
 def test_refuses_to_invent_detail(radar_file, tmp_path: Path) -> None:
     src = radar_file(frames=5, step=120, global_attrs={"pixel_size_x_m": 1000.0})
     run = subprocess.run(
-        [sys.executable, str(SCRIPT), str(src), str(tmp_path / "o.nc")], capture_output=True, text=True
+        [sys.executable, "-m", "scripts.data.rescale_event", str(src), str(tmp_path / "o.nc")],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
     )
     assert run.returncode != 0 and "coarsening factor >= 1" in run.stderr
     assert not (tmp_path / "o.nc").exists()

@@ -1,24 +1,20 @@
-"""``scripts/skill_ceiling.py``: the oracles that bound what S-PROG could gain from growth, decay and motion."""
+"""``scripts/research/skill_ceiling.py``: the oracles that bound what S-PROG could gain from growth, decay and motion."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 
 import numpy as np
 import pytest
 
-from tests.conftest import REPO_ROOT, moving_rain
+from tests.conftest import moving_rain
 
 
 @pytest.fixture
 def ceiling():
-    """scripts/skill_ceiling.py as a module (it is a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("skill_ceiling_script", REPO_ROOT / "scripts" / "skill_ceiling.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("folds", None)
+    """``scripts/research/skill_ceiling.py``."""
+    from scripts.research import skill_ceiling
+
+    return skill_ceiling
 
 
 def test_observed_amounts_keep_the_forecast_ranks_and_take_the_observed_values(ceiling) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from nowcast.checkpoint import checkpoint_config, load_checkpoint, read_config
+from nowcast.models.checkpoint import checkpoint_config, load_checkpoint, read_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,7 +98,7 @@ def test_read_config_equals_the_full_load(tiny_checkpoint):
 
 
 def test_read_config_of_the_shipped_model():
-    from nowcast.checkpoint import default_model_path
+    from nowcast.models.checkpoint import default_model_path
 
     if not default_model_path().is_file():
         pytest.skip("no shipped model")

@@ -16,14 +16,15 @@ import numpy as np
 import pytest
 import torch
 
-from nowcast.checkpoint import load_checkpoint, save_checkpoint
+from nowcast.models.checkpoint import load_checkpoint, save_checkpoint
 from nowcast.cli import app
 from nowcast.config import load_config
 from nowcast.errors import CheckpointError, ConfigError, TrainingDivergedError
-from nowcast.model import build_model
+from nowcast.models.registry import build_model
 from nowcast.synth import write_synthetic
-import nowcast.train
-from nowcast.train import lr_at, masked_loss, run_training, soft_csi_loss
+import nowcast.training.loop
+from nowcast.training.loop import lr_at, run_training
+from nowcast.training.losses import masked_loss, soft_csi_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -226,7 +227,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(synth_file: Path, tmp_pat
         ],
     )
     with pytest.raises(TrainingDivergedError, match="step 3: expected a finite value, found nan"):
-        monkeypatch.setattr(nowcast.train, "masked_loss", poisoned)
+        monkeypatch.setattr(nowcast.training.loop, "masked_loss", poisoned)
         run_training(cfg, run_dir=tmp_path / "run")
     last = load_checkpoint(tmp_path / "run" / "last.pt")
     assert last["training"]["step"] == 2

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nowcast.transforms import Transform, dbz_to_rate, fill_nodata, rate_to_dbz
+from nowcast.transforms import Transform
+from nowcast.units import dbz_to_rate, rate_to_dbz
 
 
 def test_marshall_palmer_values() -> None:
@@ -41,8 +42,3 @@ def test_inverse_never_negative() -> None:
     for kind in ("dbz", "log", "linear"):
         x = np.linspace(-3, 3, 101)
         assert (Transform(kind=kind).inverse(x) >= 0).all()
-
-
-def test_fill_nodata() -> None:
-    out = fill_nodata(np.array([np.nan, 1.0, np.inf], dtype=np.float32))
-    np.testing.assert_array_equal(out, [0.0, 1.0, 0.0])

@@ -22,7 +22,8 @@ import xarray as xr
 
 from nowcast.cli import app
 from nowcast.errors import NowcastError
-from nowcast.predict import load_model
+from nowcast.models.checkpoint import load_model
+from nowcast.predict import PredictSettings
 from nowcast.watch import Watcher, default_state_path, read_state
 from tests.conftest import next_slowed_write, slowed_nowcast
 
@@ -52,7 +53,8 @@ def feed(tmp_path, radar_file):
 def _watcher(tmp_path: Path, loaded, **options) -> Watcher:
     options.setdefault("settle_s", 0.0)
     options.setdefault("state_path", tmp_path / "state.json")
-    return Watcher(str(tmp_path / "in" / "*.nc"), str(tmp_path / "fc" / FC), loaded, **options)
+    settings = PredictSettings(output=str(tmp_path / "fc" / FC))
+    return Watcher(str(tmp_path / "in" / "*.nc"), loaded, settings, **options)
 
 
 def _ref(path: Path) -> np.datetime64:
@@ -165,8 +167,8 @@ def test_stem_is_the_file_of_the_newest_frame(tmp_path, feed, loaded):
     feed("radar_1220.nc", 4)
     w = Watcher(
         str(tmp_path / "in" / "*.nc"),
-        str(tmp_path / "fc" / "{stem}.nc"),
         loaded,
+        PredictSettings(output=str(tmp_path / "fc" / "{stem}.nc")),
         settle_s=0,
         state_path=tmp_path / "s.json",
     )

@@ -9,10 +9,11 @@ No module here imports torch at import time.
   ``complete_grid_mapping``).
 - ``nowcast.io.atomic``: how every output file is written (``atomic_output``, ``output_lock``,
   ``remove_stale_temporaries``, ``write_error``).
-- ``nowcast.io.info``: what ``nowcast info`` prints for radar files and checkpoints (``describe``).
+- ``nowcast.io.info``: what ``nowcast info`` prints for radar files (``describe_radar``).
+- ``nowcast.io.paths``: output path templates (``expand_template``, ``output_path``, ``DEFAULT_OUTPUT``).
 
 The names below are importable from ``nowcast.io`` itself. Each is loaded from its module on first use,
-so that e.g. ``nowcast.checkpoint``, which needs only ``atomic_output``, does not import xarray.
+so that e.g. ``nowcast.models.checkpoint``, which needs only ``atomic_output``, does not import xarray.
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ _MODULE_OF = {
     "output_lock": "atomic",
     "remove_stale_temporaries": "atomic",
     "write_error": "atomic",
-    "describe": "info",
-    "describe_checkpoint": "info",
     "describe_radar": "info",
+    "DEFAULT_OUTPUT": "paths",
+    "expand_template": "paths",
+    "output_path": "paths",
 }
 
 __all__ = sorted(_MODULE_OF)

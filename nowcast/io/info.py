@@ -1,21 +1,18 @@
-"""What ``nowcast info`` prints: descriptions of radar files and of checkpoints, in one place.
-
-No torch import at module level: a checkpoint is read (with torch) only when one is described.
-"""
+"""What ``nowcast info`` prints for radar files: grid, period, time step, rain statistics, per file and as
+one archive. (A checkpoint describes itself: ``models.checkpoint.describe_checkpoint``.)"""
 
 from __future__ import annotations
 
 import collections
 import logging
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import dask
 import dask.array
 import numpy as np
 import xarray as xr
 
-from nowcast.config import ZR_A, ZR_B
+from nowcast.units import RAIN_THRESHOLD, ZR_A, ZR_B
 from nowcast.errors import InputError
 from nowcast.io.reading import (
     NS,
@@ -31,16 +28,6 @@ from nowcast.io.reading import (
 
 log = logging.getLogger("nowcast.io")
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
-"""File endings ``describe`` reads as a checkpoint rather than a radar file."""
-
-
-def describe(paths: Sequence[str | Path], variable: str | None = None) -> list[str]:
-    """The lines ``nowcast info`` prints: one checkpoint (by its ending), else radar files as one archive."""
-    if len(paths) == 1 and Path(paths[0]).suffix in CHECKPOINT_SUFFIXES:
-        return describe_checkpoint(paths[0])
-    return describe_radar([str(f) for f in paths], variable=variable)
-
 
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:g} min"
@@ -52,7 +39,7 @@ def _file_stats(rate: xr.DataArray) -> dict[str, float]:
     valid = x >= 0
     try:
         n_valid, n_rainy, n_negative, vmax = dask.compute(
-            valid.sum(), (x > 0.1).sum(), (x < 0).sum(), dask.array.where(valid, x, -np.inf).max()
+            valid.sum(), (x > RAIN_THRESHOLD).sum(), (x < 0).sum(), dask.array.where(valid, x, -np.inf).max()
         )
     except (OSError, RuntimeError) as exc:
         raise _read_error(rate, exc) from None
@@ -89,7 +76,9 @@ def _describe_file(path: str, variable: str | None) -> tuple[list[str], dict[str
             f"gaps:            {len(runs) - 1} (longest {_minutes(longest_gap)} missing); {len(runs)} segments "
             f"of {min(sizes)} to {max(sizes)} frames"
         )
-    lines.append(f"rainy fraction:  {stats['rainy'] / stats['valid']:.3f} (valid pixels > 0.1 mm/h, all frames)")
+    lines.append(
+        f"rainy fraction:  {stats['rainy'] / stats['valid']:.3f} (valid pixels > {RAIN_THRESHOLD:g} mm/h, all frames)"
+    )
     lines.append(f"NaN fraction:    {1 - stats['valid'] / stats['n']:.3f} (pixels with no data)")
     if stats["negative"]:
         lines.append(f"negative values: {int(stats['negative'])} (treated as no data)")
@@ -141,65 +130,3 @@ def describe_radar(paths: Sequence[str], variable: str | None = None) -> list[st
         if off:
             lines.append(f"left out:        {len(off)} file(s) at another time step: {', '.join(off)}")
     return lines
-
-
-def describe_checkpoint(path: str | Path) -> list[str]:
-    """Lines describing a checkpoint for ``nowcast info``: config, provenance, metrics, size, SHA-256."""
-    from nowcast.checkpoint import model_from_checkpoint, sha256_file  # torch, only for a checkpoint
-
-    model, cfg, ckpt = model_from_checkpoint(path)
-    n_params = sum(p.numel() for p in model.parameters())
-    m, d = cfg.model, cfg.data
-    prov = ckpt.get("provenance", {})
-    step = f"{d.time_step} s" if d.time_step else "the data's own"
-    lines = [
-        f"checkpoint: {path}",
-        f"  format: {ckpt['format']} v{ckpt['format_version']}, written by nowcast {ckpt.get('nowcast_version', '?')}",
-        f"  sha256: {sha256_file(path)}",
-        f"  kind: {'training (resumable)' if 'training' in ckpt else 'inference'}",
-        (
-            f"  model: {m.name}, patch {m.patch}, levels {list(m.hidden)}, kernels {list(m.kernels)}, "
-            f"downsample {list(m.downsample)}, peephole {m.peephole}, {n_params:,} parameters"
-            if m.kind == "convlstm"
-            else f"  model: {m.name}, kind {m.kind}, patch {m.patch}, LSTM widths {list(m.hidden)}, "
-            f"conv widths {list(m.conv_widths)}"
-            + (f", frames of {m.frame_size[0]} x {m.frame_size[1]} only" if m.frame_size else "")
-            + f", {n_params:,} parameters"
-        ),
-        f"  frame: {m.frame}"
-        + (
-            (
-                ", forecasts the change from S-PROG"
-                if m.base == "sprog"
-                else ", forecasts the change from the last frame"
-            )
-            if m.residual
-            else ""
-        )
-        + (", sees the time step" if m.step_input else "")
-        + (", probability-matched to the last frame" if m.probmatching == "cdf" else ""),
-        f"  input: {m.channels} channel(s), {d.in_frames} frames in, {d.out_frames} out, time step "
-        f"{step}, variable {d.variable or '(auto)'}, "
-        f"units {d.units or '(from file)'}",
-        f"  transform: {cfg.transform.kind}",
-    ]
-    if "training" in ckpt:
-        lines.append(f"  step: {ckpt['training'].get('step')}")
-    for key, value in prov.items():
-        if isinstance(value, dict):
-            inner = ", ".join(f"{k}={_short(v)}" for k, v in value.items())
-            lines.append(f"  {key}: {inner}")
-        elif isinstance(value, list):
-            lines.append(f"  {key}: {len(value)} item(s)")
-            lines.extend(f"    {_short(v)}" for v in value[:20])
-        else:
-            lines.append(f"  {key}: {_short(value)}")
-    return lines
-
-
-def _short(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k}: {_short(x)}" for k, x in v.items()) + "}"
-    return str(v)

@@ -9,9 +9,6 @@ archive larger than memory is never loaded whole.
 - ``segments``: the gap-free runs of such a DataArray.
 - ``open_archive``: many files and glob patterns -> an ``Archive`` of segments; unusable files skipped.
 - ``data_time_step``: the time step of the first (or newest) usable file.
-
-Length: about 600 lines: the input contract of DESIGN section 3 (variables, dims, units, fill
-values, time steps, gaps), each rule with its one-line error.
 """
 
 from __future__ import annotations
@@ -28,9 +25,8 @@ import dask
 import numpy as np
 import xarray as xr
 
-from nowcast.config import ZR_A, ZR_B
 from nowcast.errors import InputError, first_line
-from nowcast.transforms import dbz_to_rate
+from nowcast.units import ZR_A, ZR_B, dbz_to_rate
 
 log = logging.getLogger("nowcast.io")  # one logger for the package: its messages read "nowcast.io"
 

@@ -1,0 +1,302 @@
+"""The forecast engine: rain-rate frames in, forecast frames out, in memory.
+
+- ``forecast_array``: numpy frames (B, T, C, H, W) in mm/h -> forecast frames; what ``predict``,
+  ``watch``, ``evaluate`` and training's validation all call. A Lagrangian model's frames go through
+  ``motion.lagrangian`` (the same transform training uses).
+- ``input_frames`` / ``select_frames`` / ``check_input``: the checked input of one forecast from a radar
+  DataArray (frames, step, channels, gaps, frames without data).
+- ``forecast`` / ``forecast_frames``: a forecast DataArray with valid times, lead times, reference time
+  and the input's grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import numpy as np
+import xarray as xr
+
+from nowcast.config import Config, frame_size_problem, lead_times
+from nowcast.errors import InputError
+from nowcast.io import NS, iso_time, times_ns
+from nowcast.motion.flow import motion_field
+from nowcast.nowcasts.probmatch import match_forecast
+from nowcast.transforms import Transform
+
+if TYPE_CHECKING:  # torch loads with the model, not with this module: input errors are reported first
+    import torch
+
+log = logging.getLogger(__name__)
+
+
+def forecast_array(
+    model: torch.nn.Module,
+    transform: Transform,
+    frames: np.ndarray,
+    steps: int,
+    *,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    time_step: float | None = None,
+    velocity: np.ndarray | None = None,
+) -> np.ndarray:
+    """Forecast ``steps`` frames from observed rain rates.
+
+    frames: (B, T_in, C, H, W) mm/h, NaN = no data; ``time_step``: seconds between them (used by
+    models with ``step_input``). Returns (B, steps, C, H, W) float32 mm/h, NaN wherever the last input
+    frame has no data (and, for a Lagrangian model, where the forecast's source lies outside the data).
+    The model runs in inference mode on ``device``. On the CPU the encoder steps through time with one
+    fused convolution per step (``batched_input=False``): as fast there, and it does not keep every
+    frame's gate pre-activations alive.
+
+    With ``model.probmatching: cdf`` each forecast frame then takes the last frame's distribution
+    (``nowcasts.probmatch.match_forecast``); with ``cdf_lagrangian`` it does so before it is advected.
+
+    Lagrangian models (``model.frame``): motion from ``motion.motion_field`` on each sample's input
+    frames, or ``velocity`` (B, 2, H, W) px per step when the caller has computed it; input frame
+    t_last - j is advected j steps forward into the frame of the last observation, the network
+    forecasts there, and its forecast k (in mm/h) is advected k steps forward.
+    """
+    import torch
+
+    from nowcast.motion.lagrangian import from_lagrangian, to_lagrangian
+    from nowcast.runtime import autocast
+
+    device = torch.device(device)
+    cfg = getattr(model, "cfg", None)
+    problem = frame_size_problem(cfg, frames.shape) if cfg is not None else None
+    if problem:
+        raise InputError(f"input frames: {problem}")
+    lagrangian = getattr(cfg, "frame", "eulerian") == "lagrangian"
+    x = transform.forward(frames)  # (B, T, C, H, W) model space, NaN = no data
+    with torch.inference_mode():
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+        if lagrangian:
+            if velocity is None:
+                velocity = np.stack([motion_field(f) for f in frames])
+            velocity = torch.from_numpy(np.asarray(velocity, dtype=np.float32)).to(device)  # (B, 2, H, W)
+            xt = to_lagrangian(xt, velocity)
+        xt = torch.nan_to_num(xt, nan=0.0)
+        with autocast(device, precision):
+            out = model(xt, steps, time_step, batched_input=device.type != "cpu")
+        pred = torch.from_numpy(transform.inverse(out.float().cpu().numpy()))  # (B, steps, C, H, W)
+        if lagrangian:  # no data where the last frame has none, then carried along with the rain
+            last_ok = torch.from_numpy(np.isfinite(frames[:, -1:]))  # (B, 1, C, H, W)
+            pred = torch.where(last_ok, pred, torch.full((), float("nan")))
+            if getattr(cfg, "probmatching", "none") == "cdf_lagrangian":  # same pixels as the last frame here
+                pred = torch.from_numpy(match_forecast(pred.numpy(), frames[:, -1]))
+            pred = from_lagrangian(pred, velocity.cpu())
+    nodata = ~np.isfinite(frames[:, -1:])  # (B, 1, C, H, W)
+    pred_np = np.where(nodata, np.float32(np.nan), pred.numpy()).astype(np.float32)
+    if getattr(cfg, "probmatching", "none") == "cdf":
+        pred_np = match_forecast(pred_np, frames[:, -1])
+    return pred_np
+
+
+def parse_time(value: str | np.datetime64 | datetime) -> int:
+    """A reference time as nanoseconds since 1970 (UTC). Text is ISO 8601; an offset or ``Z`` is
+    converted to UTC, a time without one is taken as UTC."""
+    import pandas as pd
+
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError):
+        ts = pd.NaT
+    if ts is pd.NaT:
+        raise InputError(f"--at {value!s}: expected an ISO 8601 time such as 2021-06-01T12:00Z, found {value!r}")
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return int(ts.as_unit("ns").value)
+
+
+def source_name(rate: xr.DataArray) -> str:
+    """The file a radar DataArray came from, for messages."""
+    return str(rate.attrs.get("source_file") or rate.name or "input")
+
+
+def select_frames(rate: xr.DataArray, in_frames: int, time_step: int, at: int | None = None) -> np.ndarray:
+    """Indices along ``time`` of the ``in_frames`` frames ``time_step`` seconds apart ending at ``at``
+    (ns since 1970; None: the last frame).
+
+    Raises InputError naming what was needed and what was found: no frame at ``at``, too few frames
+    before it, a gap among them, or a frame among them without any data.
+    """
+    src = source_name(rate)
+    t = times_ns(rate)
+    if t.size == 0:
+        raise InputError(f"{src}: expected {in_frames} frames {time_step} s apart, found none")
+    t_ref = int(t[-1]) if at is None else int(at)
+    needed = t_ref - np.arange(in_frames - 1, -1, -1, dtype=np.int64) * int(time_step) * NS
+    idx = np.searchsorted(t, needed)
+    present = (idx < t.size) & (t[np.minimum(idx, t.size - 1)] == needed)
+    span = f"{in_frames} frames {time_step} s apart from {iso_time(needed[0])} to {iso_time(t_ref)}"
+    if not present[-1]:
+        before = t[t <= t_ref]
+        nearest = f"; the last frame before it is {iso_time(before[-1])}" if before.size else ""
+        raise InputError(
+            f"{src}: expected a frame at the reference time {iso_time(t_ref)}, found none "
+            f"(frames at {time_step} s from {iso_time(t[0])} to {iso_time(t[-1])}{nearest})"
+        )
+    if not present.all():
+        missing = needed[~present]
+        listed = ", ".join(iso_time(m) for m in missing[:3]) + (
+            f" and {missing.size - 3} more" if missing.size > 3 else ""
+        )
+        why = f"the input starts at {iso_time(t[0])}" if missing.max() < t[0] else f"a gap in time: missing {listed}"
+        raise InputError(f"{src}: expected {span}, found {int(present.sum())} ({why})")
+    return idx
+
+
+def _checked_frames(rate: xr.DataArray, idx: np.ndarray, time_step: int) -> np.ndarray:
+    """The selected frames as float32 (T, C, H, W); frames without any data count as missing."""
+    frames = np.asarray(rate.isel(time=idx).values, dtype=np.float32)
+    if "channel" not in rate.dims:
+        frames = frames[:, None]
+    empty = ~np.isfinite(frames).reshape(frames.shape[0], -1).any(axis=1)
+    if empty.any():
+        t = times_ns(rate)[idx]
+        n_empty = int(empty.sum())
+        listed = ", ".join(iso_time(x) for x in t[empty][:3]) + (f" and {n_empty - 3} more" if n_empty > 3 else "")
+        raise InputError(
+            f"{source_name(rate)}: expected data in each of the {len(idx)} input frames ({time_step} s apart up to "
+            f"{iso_time(t[-1])}), found {n_empty} frame(s) with no data at all: {listed}"
+        )
+    return frames
+
+
+def check_input(rate: xr.DataArray, config: Config) -> None:
+    """Raise InputError unless ``rate`` fits the model of ``config``: dims, channel count, time step."""
+    src = source_name(rate)
+    if "time" not in rate.dims or rate.ndim not in (3, 4) or rate.dims[-2:] != ("y", "x"):
+        raise InputError(f"{src}: expected dims (time, y, x) or (time, channel, y, x), found {rate.dims}")
+    channels = rate.sizes.get("channel", 1)
+    if channels != config.model.channels:
+        raise InputError(
+            f"{src}: expected {config.model.channels} channel(s) for model '{config.model.name}', "
+            f"found {channels} (dims {', '.join(map(str, rate.dims))})"
+        )
+    problem = frame_size_problem(config.model, rate.shape)
+    if problem:
+        raise InputError(f"{src}: {problem}")
+    declared = rate.attrs.get("time_step")
+    step = config.data.time_step
+    if declared is not None and int(declared) != step:
+        raise InputError(
+            f"{src}: expected frames at the model's time step of {step} s, found a step of {int(declared)} s"
+        )
+
+
+def forecast(
+    rate: xr.DataArray,
+    model: torch.nn.Module,
+    config: Config,
+    *,
+    steps: int | None = None,
+    at: str | np.datetime64 | datetime | int | None = None,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+) -> xr.DataArray:
+    """Forecast from the last ``config.data.in_frames`` frames of ``rate``, ending at ``at``.
+
+    Parameters
+    ----------
+    rate
+        Rain rates (mm/h, NaN = no data) with dims ``(time, y, x)`` or ``(time, channel, y, x)``, as
+        from ``io.open_radar(..., time_step=config.data.time_step)`` (or several files joined along
+        time); lazy (dask) arrays are fine: only the needed frames are read.
+    model, config
+        The model (eval mode, on ``device``) and the config of its checkpoint: time step, frames in,
+        transform.
+    steps
+        Lead times to forecast (default ``config.data.out_frames``); more or fewer than trained is fine.
+    at
+        Reference time (ISO text, datetime64, datetime, or ns since 1970 UTC); None: the last frame.
+
+    Returns
+    -------
+    xr.DataArray
+        float32 mm/h, dims as ``rate``, NaN where the reference frame has no data, the full frame
+        (any size). Coordinates: ``time`` (valid times), ``forecast_period(time)`` (timedelta64),
+        scalar ``forecast_reference_time``, and the input's grid coordinates and grid mapping.
+        ``attrs``: those of ``rate`` (variable, standard_name, long_name, units, grid_mapping, ...).
+
+    Raises
+    ------
+    InputError
+        Wrong channel count for the model, a step other than the model's, no frame at ``at``, too few
+        frames, a gap, or a needed frame without any data.
+    """
+    frames, idx = input_frames(rate, config, at)
+    return forecast_frames(frames, int(times_ns(rate)[idx[-1]]), rate, model, config, steps, device, precision)
+
+
+def input_frames(
+    rate: xr.DataArray, config: Config, at: str | np.datetime64 | datetime | int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The checked input of a forecast: the ``in_frames`` frames ending at ``at`` as float32
+    (T, C, H, W) mm/h, read once, and their indices along ``rate``'s time.
+
+    Raises InputError (``forecast``'s list) for input the model cannot use.
+    """
+    d = config.data
+    check_input(rate, config)
+    t_at = None if at is None else (int(at) if isinstance(at, (int, np.integer)) else parse_time(at))
+    idx = select_frames(rate, d.in_frames, d.time_step, t_at)
+    return _checked_frames(rate, idx, d.time_step), idx
+
+
+def forecast_frames(
+    frames: np.ndarray,
+    t_ref: int,
+    like: xr.DataArray,
+    model: torch.nn.Module,
+    config: Config,
+    steps: int | None,
+    device: torch.device | str,
+    precision: str,
+    velocity: np.ndarray | None = None,
+) -> xr.DataArray:
+    """``forecast`` of checked input ``frames`` (T, C, H, W) whose last is at ``t_ref`` (ns); dims,
+    grid coordinates, name and attrs as ``like``; ``velocity`` (2, H, W): their motion, if known."""
+    d = config.data
+    rate = like
+    steps = lead_times(steps, d.out_frames)
+    started = time.perf_counter()
+    out = forecast_array(
+        model,
+        Transform.from_config(config),
+        frames[None],
+        steps,
+        device=device,
+        precision=precision,
+        time_step=d.time_step,
+        velocity=None if velocity is None else velocity[None],
+    )
+    log.debug(
+        "model forward: %d x %s frames -> %d steps in %.2f s",
+        frames.shape[0],
+        "x".join(map(str, frames.shape[1:])),
+        steps,
+        time.perf_counter() - started,
+    )
+    out = out[0] if "channel" in rate.dims else out[0, :, 0]  # (steps, [C,] H, W)
+
+    lead = np.arange(1, steps + 1, dtype=np.int64) * d.time_step
+    coords: dict[str, object] = {
+        "time": ("time", (t_ref + lead * NS).astype("datetime64[ns]"), {"standard_name": "time", "axis": "T"}),
+        "forecast_period": (
+            "time",
+            lead.astype("timedelta64[s]").astype("timedelta64[ns]"),
+            {"standard_name": "forecast_period"},
+        ),
+        "forecast_reference_time": ((), np.datetime64(t_ref, "ns"), {"standard_name": "forecast_reference_time"}),
+    }
+    for name, coord in rate.coords.items():
+        if "time" not in coord.dims and name not in coords:
+            coords[str(name)] = coord.variable
+    result = xr.DataArray(out, dims=rate.dims, coords=coords, name=rate.name, attrs=dict(rate.attrs))
+    result.attrs["time_step"] = d.time_step
+    return result

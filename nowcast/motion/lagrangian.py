@@ -1,0 +1,49 @@
+"""The Lagrangian frame: frames moved into the frame of the last observation, and forecasts moved out.
+
+One transform for training and inference. ``to_lagrangian`` warps a window (inputs, and in training the
+targets too) into the frame of its last input frame; ``from_lagrangian`` advects a forecast made there
+back to the ground. Both are batched torch on any device, built on ``motion.advection``. Motion is a
+(B, 2, H, W) field in pixels per step of the data (``motion.flow.motion_field``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from nowcast.motion.advection import displacements, warp
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+
+def to_lagrangian(frames: Tensor, velocity: Tensor, in_frames: int | None = None) -> Tensor:
+    """Frames (B, T, C, H, W) in the frame of frame ``in_frames - 1`` (default: the last), same shape.
+
+    Input frame ``in_frames - 1 - j`` is advected j steps forward along ``velocity`` (B, 2, H, W) px per
+    step; a later frame ``in_frames - 1 + k`` (a training target) is advected k steps backward, so a
+    forecast advected k steps forward (``from_lagrangian``) lands on it. NaN where the source lies
+    outside the grid or has no data.
+    """
+    import torch
+
+    n_in = frames.shape[1] if in_frames is None else int(in_frames)
+    n_out = frames.shape[1] - n_in
+    velocity = velocity.to(frames.dtype)
+    out = [frames[:, n_in - 1]]
+    if n_in > 1:
+        back = displacements(velocity, n_in - 1)  # (B, n_in - 1, 2, H, W)
+        out = [warp(frames[:, n_in - 1 - j], back[:, j - 1]) for j in range(n_in - 1, 0, -1)] + out
+    if n_out > 0:
+        ahead = displacements(-velocity, n_out)  # (B, n_out, 2, H, W)
+        out += [warp(frames[:, n_in - 1 + k], ahead[:, k - 1]) for k in range(1, n_out + 1)]
+    return torch.stack(out, 1)
+
+
+def from_lagrangian(forecast: Tensor, velocity: Tensor) -> Tensor:
+    """A forecast (B, steps, C, H, W) made in the frame of the last observation, frame k advected k steps
+    forward along ``velocity`` (B, 2, H, W) px per step: the forecast on the ground, same shape."""
+    import torch
+
+    steps = forecast.shape[1]
+    disp = displacements(velocity.float(), steps).to(forecast.device)  # (B, steps, 2, H, W)
+    return torch.stack([warp(forecast[:, k], disp[:, k]) for k in range(steps)], 1)

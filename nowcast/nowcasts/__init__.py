@@ -1,0 +1,11 @@
+"""Nowcasting methods that learn nothing: persistence, pySTEPS extrapolation and S-PROG (``baselines``,
+the references), S-PROG's damped cascade in torch (``cascade``, what the Lagrangian model starts from) and
+probability matching (``probmatch``).
+
+The facts of S-PROG live here, once: both the pySTEPS reference and the torch cascade use them.
+"""
+
+SPROG_LEVELS = 6
+"""Cascade levels of S-PROG (pySTEPS' default)."""
+SPROG_AR_ORDER = 2
+"""Order of the autoregressive model of each cascade level; a forecast needs ``SPROG_AR_ORDER + 1`` frames."""

@@ -1,0 +1,737 @@
+"""The training loop: one process on a CPU or GPU, or several under ``torchrun`` (DDP).
+
+A run directory holds ``config.yaml`` (resolved), ``metrics.csv``, ``last.pt`` (every
+``train.ckpt_every`` steps, at the end and on Ctrl-C/SIGTERM), ``best.pt`` (lowest validation loss)
+and the inference-only ``model.pt``. Every random choice is seeded by (seed, step), so ``--resume``
+continues exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as dt
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from nowcast.forecast import forecast_array
+from nowcast.models.checkpoint import load_checkpoint, save_checkpoint
+from nowcast.models.registry import build_model, model_stride
+from nowcast.config import FIXED_SIZE_KINDS, Config, config_to_dict, save_config
+from nowcast.training.windows import (
+    StepSampler,
+    TrainWindows,
+    Window,
+    all_windows,
+    lagrangian_windows,
+    segment_frames,
+    split_windows,
+    to_model_space,
+    window_rain_fraction,
+)
+from nowcast.errors import CheckpointError, ConfigError, InputError, TrainingDivergedError
+from nowcast.io import Archive, open_archive, remove_stale_temporaries
+from nowcast.runtime import (
+    DistInfo,
+    autocast,
+    available_cores,
+    resolve_precision,
+    select_device,
+    set_threads,
+    setup_distributed,
+)
+from nowcast.training.losses import HKO7_THRESHOLDS, HKO7_WEIGHTS, masked_loss, soft_csi_loss
+from nowcast.transforms import Transform
+from nowcast.verification import metrics
+
+log = logging.getLogger(__name__)
+
+
+# Settings that decide the validation windows and the validation loss: when any differs on resume,
+# the resumed run's best validation loss is not comparable and best.pt starts afresh.
+_VALIDATION_KEYS = {
+    "data": (
+        "files",
+        "val_files",
+        "variable",
+        "units",
+        "zr_a",
+        "zr_b",
+        "time_step",
+        "in_frames",
+        "out_frames",
+        "val_fraction",
+        "val_block",
+        "val_stride",
+    ),
+    "transform": ("kind", "dbz_min", "dbz_max", "log_eps", "linear_scale"),
+    "train": ("loss", "balanced", "max_val_windows"),
+}
+
+
+def _validation_signature(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a plain config dict (as in a checkpoint) that defines validation windows and loss."""
+    return {f"{sec}.{k}": config.get(sec, {}).get(k) for sec, keys in _VALIDATION_KEYS.items() for k in keys}
+
+
+def lr_at(step: int, cfg: Config) -> float:
+    """Learning rate of ``step``: linear warm-up to ``train.lr``, then cosine decay to ``lr * min_lr_ratio``."""
+    tr = cfg.train
+    if step < tr.warmup_steps:
+        return tr.lr * (step + 1) / tr.warmup_steps
+    span = max(1, tr.steps - tr.warmup_steps)
+    progress = min(1.0, (step - tr.warmup_steps) / span)
+    return tr.lr * (tr.min_lr_ratio + (1 - tr.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _all_mean(value: float, info: DistInfo) -> float:
+    if info.world == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(total)
+    return float(total.item()) / info.world
+
+
+class _StopFlag:
+    """Turns SIGINT/SIGTERM into a flag checked between steps, so last.pt is always a complete step."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+        log.warning("stopping after the current step (signal %d); press Ctrl-C again to abort", signum)
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+class _MetricsLog:
+    """metrics.csv of a run: one row per logged step; columns fixed at creation."""
+
+    def __init__(self, path: Path, thresholds: tuple[float, ...], resume_step: int | None, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+        self.columns = ["step", "epoch", "lr", "train_loss", "val_loss"]
+        self.columns += [f"val_csi_{t:g}" for t in thresholds] + ["frames_per_s"]
+        if not enabled:
+            return
+        if resume_step is not None and path.exists():
+            with open(path, newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
+            self._write(rows)
+        elif not path.exists():
+            self._write([])
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        tmp = self.path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, self.columns)
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, self.path)
+
+    def append(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", newline="") as fh:
+            csv.DictWriter(fh, self.columns).writerow({k: row.get(k, "") for k in self.columns})
+
+
+def _open_data(cfg: Config) -> tuple[Archive, Archive | None]:
+    """Training (and validation) archives; with ``data.time_step`` 0 each file at its own step."""
+    d = cfg.data
+    if not d.files:
+        raise ConfigError(
+            "data.files: expected at least one radar file or glob, found none (use --set data.files=[a.nc])"
+        )
+    n = d.in_frames + d.out_frames
+    kw = dict(variable=d.variable, units=d.units, zr_a=d.zr_a, zr_b=d.zr_b, min_frames=n)
+    step = d.time_step or None  # 0: each file at its own step
+    train_arc = open_archive(list(d.files), time_step=step, **kw)
+    val_arc = open_archive(list(d.val_files), time_step=step, **kw) if d.val_files else None
+    return train_arc, val_arc
+
+
+def _segment_key(seg: Any) -> str:
+    """What identifies a segment for the Lagrangian window cache: file, size, mtime, first time, step."""
+    src = str(seg.attrs.get("source_file", "?"))
+    try:
+        st = os.stat(src)
+        stamp = f"{st.st_size}-{int(st.st_mtime)}"
+    except OSError:
+        stamp = "?"
+    return f"{os.path.abspath(src)}|{stamp}|{seg['time'].values[0]}|{seg.sizes['time']}|{seg.attrs.get('time_step')}"
+
+
+def _data_range(arc: Archive) -> tuple[float, float]:
+    """Minimum and maximum over the valid (finite, >= 0) values of every segment, streamed by dask."""
+    lows, highs = [], []
+    for seg in arc.segments:
+        valid = seg.where(seg >= 0)
+        lows.append(valid.min())
+        highs.append(valid.max())
+    lo, hi = dask.compute(lows, highs)
+    return float(np.nanmin([float(v) for v in lo])), float(np.nanmax([float(v) for v in hi]))
+
+
+def _fit_to_data(cfg: Config, arc: Archive, resumed: bool) -> Config:
+    """``cfg`` with what it leaves to the data filled in from the training archive.
+
+    From scratch, ``model.channels`` follows the data's channel count (logged when it differs from the
+    config's); a resumed run must match (ConfigError naming the key). A ``minmax`` transform without a
+    range gets the data's minimum and maximum.
+    """
+    channels = int(arc.segments[0].sizes.get("channel", 1))
+    if channels != cfg.model.channels:
+        if resumed:
+            raise ConfigError(
+                f"model.channels: expected {cfg.model.channels} channel(s) as in the resumed run, found "
+                f"{channels} in {arc.files[0]}"
+            )
+        log.info("model.channels: %d from the data (the config said %d)", channels, cfg.model.channels)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, channels=channels))
+    tr = cfg.transform
+    if tr.kind == "minmax" and (tr.value_min is None or tr.value_max is None):
+        lo, hi = _data_range(arc)
+        lo = lo if tr.value_min is None else tr.value_min
+        hi = hi if tr.value_max is None else tr.value_max
+        if not hi > lo:
+            raise ConfigError(f"transform.value_min/value_max: expected a data range, found all values equal to {lo:g}")
+        log.info("minmax transform range from the training data: %g to %g", lo, hi)
+        cfg = dataclasses.replace(cfg, transform=dataclasses.replace(tr, value_min=lo, value_max=hi))
+    return cfg
+
+
+def _crop(cfg: Config) -> int:
+    """Training crop in pixels: ``data.crop`` rounded down to a multiple of the model's stride (at least one)."""
+    s = model_stride(cfg.model)
+    return max(s, cfg.data.crop // s * s)
+
+
+def _fix_frame_size(cfg: Config, arc: Archive) -> Config:
+    """``cfg`` with ``model.frame_size`` set to the training crop for the kinds whose weights depend on it
+    (fc_lstm, cnn_lstm): ``data.crop``, or the smaller side of the smallest frame when that is smaller,
+    rounded down to the model's stride. Such a model trains on crops of exactly that size (square) and
+    validates on the centre of the validation frames."""
+    m = cfg.model
+    if m.kind not in FIXED_SIZE_KINDS:
+        return cfg
+    s = model_stride(m)
+    side = min(min(seg.shape[-2:]) for seg in arc.segments)
+    crop = min(_crop(cfg), max(s, side // s * s))
+    if not m.frame_size:
+        log.info("model.frame_size: %d x %d, the training crop (model.kind %s flattens each frame)", crop, crop, m.kind)
+        return dataclasses.replace(cfg, model=dataclasses.replace(m, frame_size=(crop, crop)))
+    h, w = m.frame_size
+    if h != w or h % model_stride(m):
+        raise ConfigError(
+            f"model.frame_size: expected a square size, a multiple of {model_stride(m)}, to train model.kind "
+            f"{m.kind} on crops, found {h} x {w}"
+        )
+    return cfg
+
+
+def _centre(frames: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """The central ``size`` (H, W) of frames (..., H, W); as they are when ``size`` is empty."""
+    if not size or frames.ndim < 2:
+        return frames
+    H, W = frames.shape[-2:]
+    h, w = size
+    if H < h or W < w:
+        raise InputError(f"validation frames of {H} x {W} pixels: expected at least model.frame_size {h} x {w}")
+    top, left = (H - h) // 2, (W - w) // 2
+    return frames[..., top : top + h, left : left + w]
+
+
+def _validate(
+    model: torch.nn.Module,
+    val_frames: list[np.ndarray],
+    val_steps: list[int],
+    windows: list[Window],
+    cfg: Config,
+    transform: Transform,
+    device: torch.device,
+    precision: str,
+    info: DistInfo,
+) -> tuple[float, metrics.Scores]:
+    """Validation loss (model space) and pooled scores (mm/h) over this rank's share of ``windows``."""
+    d = cfg.data
+    scores = metrics.init_scores(d.out_frames, cfg.eval.thresholds, cfg.eval.comparison)
+    total, count = 0.0, 0
+    for w in windows[info.rank :: info.world]:
+        seg = val_frames[w.segment]  # (T, C, H, W) mm/h
+        obs_in = seg[w.start : w.start + d.in_frames][None]
+        obs_out = seg[w.start + d.in_frames : w.start + d.in_frames + d.out_frames][None]
+        pred = forecast_array(
+            model, transform, obs_in, d.out_frames, device=device, precision=precision, time_step=val_steps[w.segment]
+        )
+        metrics.accumulate(scores, pred, obs_out)
+        target = torch.from_numpy(transform.forward(obs_out))
+        pred_model = torch.from_numpy(np.nan_to_num(transform.forward(pred), nan=0.0))
+        total += float(masked_loss(pred_model, target, cfg.train.loss))
+        count += 1
+    if info.world > 1:
+        gathered: list[Any] = [None] * info.world
+        dist.all_gather_object(gathered, (total, count, scores))
+        total = sum(g[0] for g in gathered)
+        count = sum(g[1] for g in gathered)
+        scores = gathered[0][2]
+        for g in gathered[1:]:
+            scores = metrics.merge(scores, g[2])
+    return total / max(count, 1), scores
+
+
+def _val_rates(arc: Archive, windows: list[Window]) -> list[np.ndarray]:
+    """Observed rain rates (mm/h, (T, C, H, W) float32) of the segments that validation windows use."""
+    used = {w.segment for w in windows}
+    return [segment_frames(s) if i in used else np.empty((0,), np.float32) for i, s in enumerate(arc.segments)]
+
+
+def _provenance(
+    cfg: Config,
+    train_arc: Archive,
+    val_arc: Archive | None,
+    final: dict[str, Any],
+    earlier: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Where the weights come from. ``earlier``: the provenance of the run resumed, whose training files
+    and periods are kept ahead of this run's (a model resumed on new data learned from both)."""
+
+    def union(key: str, now: list[str]) -> list[str]:
+        return list(dict.fromkeys([*(earlier or {}).get(key, []), *now]))
+
+    prov: dict[str, Any] = {
+        "trained": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "train_files": union("train_files", [str(f) for f in train_arc.files]),
+        "train_periods": union("train_periods", train_arc.periods()),
+        "final_metrics": final,
+    }
+    if val_arc is not None:
+        prov["val_files"] = [str(f) for f in val_arc.files]
+        prov["val_periods"] = val_arc.periods()
+    return prov
+
+
+@dataclass
+class _Data:
+    """Everything training reads, prepared once by ``_prepare_data``."""
+
+    train_arc: Archive
+    val_arc: Archive | None
+    train_frames: list[np.ndarray]
+    """Model-space frames per segment, or (Lagrangian) one warped window each, (T, C, H, W) float32."""
+    train_windows: list[Window]
+    train_steps: list[float]
+    """Time step (s) of each entry of ``train_frames``."""
+    weights: np.ndarray | None
+    """Sampling weight per training window (``data.min_rain_fraction``), None: uniform."""
+    rain_level: float
+    """``data.rain_threshold`` in model space."""
+    val_windows: list[Window]
+    val_rates: list[np.ndarray]
+    """Observed rain rates (mm/h) of the segments validation windows use."""
+    val_steps: list[int]
+    """Time step (s) of each validation segment."""
+
+
+def _prepare_data(cfg: Config, train_arc: Archive, val_arc: Archive | None, info: DistInfo) -> _Data:
+    """Windows, splits and frames of the archives ``_open_data`` opened (``cfg`` fitted to them)."""
+    d, tr = cfg.data, cfg.train
+    transform = Transform.from_config(cfg)
+    window = d.in_frames + d.out_frames
+    lagrangian = cfg.model.frame == "lagrangian"
+    lengths = [s.sizes["time"] for s in train_arc.segments]
+    if val_arc is None:
+        train_windows, val_windows = split_windows(
+            lengths, window, val_fraction=d.val_fraction, val_block=d.val_block, val_stride=d.val_stride
+        )
+        val_source = train_arc
+    else:
+        train_windows = split_windows(lengths, window, val_fraction=0.0, val_block=d.val_block, val_stride=1)[0]
+        val_windows = all_windows([s.sizes["time"] for s in val_arc.segments], window, d.val_stride)
+        val_source = val_arc
+    if not train_windows:
+        raise InputError(
+            f"{', '.join(train_arc.files)}: expected at least one training window of {window} frames, found none"
+        )
+    if len(val_windows) > tr.max_val_windows:
+        pick = np.linspace(0, len(val_windows) - 1, tr.max_val_windows).round().astype(int)
+        val_windows = [val_windows[i] for i in pick]
+    log.info("%d training windows, %d validation windows of %d frames", len(train_windows), len(val_windows), window)
+    if not val_windows:
+        log.warning(
+            "no validation windows (segments too short for data.val_block=%d); best.pt will be the final weights",
+            d.val_block,
+        )
+    val_rates = [_centre(r, cfg.model.frame_size) for r in _val_rates(val_source, val_windows)]
+    val_steps = [int(seg.attrs["time_step"]) for seg in val_source.segments]
+    train_steps = [float(seg.attrs["time_step"]) for seg in train_arc.segments]
+    if lagrangian:  # each training window in the frame of its last input frame, once (and cached)
+        started = time.perf_counter()
+        rates = [segment_frames(seg) for seg in train_arc.segments]
+        train_frames = lagrangian_windows(
+            rates,
+            train_windows,
+            d.in_frames,
+            d.out_frames,
+            transform,
+            keys=[_segment_key(seg) for seg in train_arc.segments],
+            cache_dir=d.cache_dir,
+            progress=info.main and sys.stderr.isatty(),
+        )
+        train_steps = [train_steps[w.segment] for w in train_windows]
+        train_windows = [Window(i, 0) for i in range(len(train_windows))]
+        del rates
+        log.info("%d Lagrangian training windows ready in %.0f s", len(train_windows), time.perf_counter() - started)
+    else:
+        train_frames = to_model_space(train_arc.segments, transform)
+
+    rain_level = transform.threshold(d.rain_threshold)
+    weights = None
+    if d.min_rain_fraction > 0:
+        frac = window_rain_fraction(train_frames, train_windows, window, rain_level)
+        keep = frac >= d.min_rain_fraction
+        if not keep.any():
+            raise InputError(f"data.min_rain_fraction={d.min_rain_fraction}: expected some rainy windows, found none")
+        weights = keep.astype(np.float64)
+        log.info("%d of %d training windows meet min_rain_fraction", int(keep.sum()), len(keep))
+    return _Data(
+        train_arc,
+        val_arc,
+        train_frames,
+        train_windows,
+        train_steps,
+        weights,
+        rain_level,
+        val_windows,
+        val_rates,
+        val_steps,
+    )
+
+
+@dataclass
+class _Run:
+    """The state of one training run that its phases share."""
+
+    cfg: Config
+    out: Path
+    info: DistInfo
+    device: torch.device
+    data: _Data
+    model: torch.nn.Module
+    """The bare model: its state_dict is what checkpoints hold (``fwd`` may wrap it in DDP or compile it)."""
+    optimizer: torch.optim.Optimizer
+    start_step: int = 0
+    best_val: float = math.inf
+    earlier: dict[str, Any] | None = None
+    """Provenance of the run resumed, if any."""
+    last_scores: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The latest validation's loss and CSI, for the provenance of best.pt and model.pt."""
+
+
+def _run_dir(config_name: str, run_dir: str | Path | None, resume: str | Path | None) -> Path:
+    """Where the run lives: the resumed one, the one asked for, or ``runs/<config>-<time>``."""
+    if resume is not None:
+        return Path(resume)
+    if run_dir is not None:
+        return Path(run_dir)
+    return Path("runs") / f"{config_name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+
+
+def _restore(run: _Run) -> None:
+    """Continue ``run`` from its ``last.pt``: weights, optimizer, step, best validation loss, RNG."""
+    last = run.out / "last.pt"
+    if run.info.main:  # temporaries of checkpoints a killed run was writing
+        for name in ("last.pt", "best.pt", "model.pt"):
+            for stale in remove_stale_temporaries(run.out / name, suffix=".pt", min_age_s=0.0):
+                log.info("removed %s, left by an interrupted write", stale)
+    ckpt = load_checkpoint(last)
+    if "training" not in ckpt:
+        raise CheckpointError(f"{last}: expected a resumable training checkpoint, found an inference-only one")
+    run.model.load_state_dict(ckpt["state_dict"])
+    run.optimizer.load_state_dict(ckpt["training"]["optimizer"])
+    run.start_step = int(ckpt["training"]["step"])
+    run.earlier = ckpt.get("provenance") or None
+    run.best_val = float(ckpt["training"].get("best_val", math.inf))
+    if _validation_signature(ckpt["config"]) != _validation_signature(config_to_dict(run.cfg)):
+        log.info(
+            "validation data or loss differ from the resumed run's; best.pt restarts from this run's first validation"
+        )
+        run.best_val = math.inf
+    torch.set_rng_state(ckpt["training"]["torch_rng"])
+    log.info("resuming %s at step %d", run.out, run.start_step)
+
+
+def _save(run: _Run, name: str, step: int | None = None) -> None:
+    """Write ``name`` (last.pt, best.pt or model.pt) into the run directory; with ``step``, resumable."""
+    if not run.info.main:
+        return
+    training = None
+    if step is not None:
+        training = {
+            "optimizer": run.optimizer.state_dict(),
+            "step": step,
+            "best_val": run.best_val,
+            "torch_rng": torch.get_rng_state(),
+        }
+    scores = {} if name == "last.pt" else run.last_scores
+    provenance = _provenance(run.cfg, run.data.train_arc, run.data.val_arc, scores, run.earlier)
+    save_checkpoint(
+        run.out / name, config=run.cfg, state_dict=run.model.state_dict(), provenance=provenance, training=training
+    )
+
+
+def _loss_levels(transform: Transform, cfg: Config, device: torch.device) -> dict[str, torch.Tensor]:
+    """Model-space thresholds of the balanced loss and the soft-CSI term, and the balanced weights."""
+    return {
+        "levels": torch.tensor([transform.threshold(r) for r in HKO7_THRESHOLDS], device=device),
+        "level_weights": torch.tensor(HKO7_WEIGHTS, device=device),
+        "csi_levels": torch.tensor([transform.threshold(r) for r in cfg.train.csi_thresholds], device=device),
+    }
+
+
+def _loader(run: _Run, crop: int) -> DataLoader:
+    """Batches of (input, target, time step) from the training windows, in a resumable order."""
+    d, tr, info = run.cfg.data, run.cfg.train, run.info
+    dataset = TrainWindows(
+        run.data.train_frames,
+        run.data.train_windows,
+        d.in_frames,
+        d.out_frames,
+        crop,
+        augment=d.augment,
+        min_rain=d.min_rain_fraction,
+        rain_level=run.data.rain_level,
+        time_steps=run.data.train_steps,
+    )
+    if tr.batch_size % info.world:
+        raise ConfigError(f"train.batch_size: expected a multiple of the {info.world} DDP ranks, found {tr.batch_size}")
+    sampler = StepSampler(
+        len(run.data.train_windows),
+        tr.batch_size,
+        tr.steps,
+        seed=tr.seed,
+        start_step=run.start_step,
+        rank=info.rank,
+        world=info.world,
+        weights=run.data.weights,
+    )
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=d.workers, pin_memory=run.device.type == "cuda")
+
+
+def _train_step(
+    run: _Run,
+    fwd: torch.nn.Module,
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    step: int,
+    loss_levels: dict[str, torch.Tensor],
+    precision: str,
+) -> float:
+    """One optimizer step on ``batch``; the loss. A non-finite loss (on any rank) stops the run."""
+    cfg, tr, device = run.cfg, run.cfg.train, run.device
+    x, y, dts = batch
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # (B, T, C, h, w)
+    dts = dts.to(device)  # (B,) seconds
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr_at(step, cfg)
+    with autocast(device, precision):
+        pred = fwd(x, cfg.data.out_frames, dts).float()  # losses in fp32 under bf16 autocast
+    balanced = tr.balanced
+    loss = masked_loss(
+        pred,
+        y,
+        tr.loss,
+        loss_levels["level_weights"] if balanced else None,
+        loss_levels["levels"] if balanced else None,
+    )
+    if tr.csi_weight > 0:
+        loss = loss + tr.csi_weight * soft_csi_loss(pred, y, loss_levels["csi_levels"])
+    finite = torch.isfinite(loss.detach()).float()
+    if run.info.world > 1:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if finite.item() == 0:
+        raise TrainingDivergedError(
+            f"training loss at step {step}: expected a finite value, found {loss.item()}; "
+            f"stopped, the last good checkpoint {run.out / 'last.pt'} is intact (lower train.lr?)"
+        )
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if tr.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), tr.grad_clip)
+    run.optimizer.step()
+    return float(loss.detach())
+
+
+def _validation(run: _Run, done: int, row: dict[str, Any], transform: Transform, precision: str) -> None:
+    """Validate at step ``done``: fill ``row``'s validation columns, log, keep the best in best.pt."""
+    cfg = run.cfg
+    val_loss, scores = _validate(
+        run.model,
+        run.data.val_rates,
+        run.data.val_steps,
+        run.data.val_windows,
+        cfg,
+        transform,
+        run.device,
+        precision,
+        run.info,
+    )
+    csi = np.nanmean(metrics.compute(scores)["CSI"], axis=0)  # mean over leads, per threshold
+    row["val_loss"] = f"{val_loss:.6f}"
+    for thr, c in zip(cfg.eval.thresholds, csi):
+        row[f"val_csi_{thr:g}"] = f"{c:.4f}"
+    run.last_scores = {"step": done, "val_loss": val_loss}
+    run.last_scores.update({f"val_csi_{thr:g}": float(c) for thr, c in zip(cfg.eval.thresholds, csi)})
+    log.info(
+        "step %d: train loss %s, val loss %.5f, val CSI %s",
+        done,
+        row["train_loss"],
+        val_loss,
+        ", ".join(f"{thr:g}:{c:.3f}" for thr, c in zip(cfg.eval.thresholds, csi)),
+    )
+    if val_loss < run.best_val:
+        run.best_val = val_loss
+        _save(run, "best.pt")
+
+
+def run_training(
+    cfg: Config,
+    *,
+    config_name: str = "run",
+    run_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+) -> Path:
+    """Train ``cfg`` and return the run directory. ``resume``: a run directory to continue exactly.
+
+    The phases: prepare the data (``_prepare_data``), build or restore the model (``_restore``), then
+    ``_train_step`` per batch, ``_validation`` every ``train.val_every`` steps and ``_save`` of last.pt,
+    best.pt and model.pt.
+    """
+    device = select_device(cfg.train.device)
+    info = setup_distributed(device)
+    if device.type == "cpu":
+        set_threads(cfg.train.threads or max(1, available_cores() // info.world))
+    precision = resolve_precision(cfg.train.precision, device)
+    out = _run_dir(config_name, run_dir, resume)
+    train_arc, val_arc = _open_data(cfg)
+    cfg = _fit_to_data(cfg, train_arc, resume is not None)
+    cfg = _fix_frame_size(cfg, train_arc)
+    data = _prepare_data(cfg, train_arc, val_arc, info)
+    d, tr = cfg.data, cfg.train
+    if info.main:  # the data and the config fit: only now the run directory is created
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+        log.info("run directory: %s", out)
+
+    torch.manual_seed(tr.seed)
+    model = build_model(cfg.model, cfg.data).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tr.lr, weight_decay=tr.weight_decay)
+    run = _Run(cfg, out, info, device, data, model, optimizer)
+    if resume is not None:
+        _restore(run)
+    wrapped = model
+    if info.distributed:
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+        log.info("DistributedDataParallel over %d process(es), %s backend", info.world, dist.get_backend())
+    fwd = torch.compile(wrapped) if tr.compile else wrapped
+
+    transform = Transform.from_config(cfg)
+    loss_levels = _loss_levels(transform, cfg, device)
+    crop = cfg.model.frame_size[0] if cfg.model.frame_size else _crop(cfg)
+    loader = _loader(run, crop)
+    mlog = _MetricsLog(out / "metrics.csv", cfg.eval.thresholds, run.start_step if resume else None, info.main)
+    window = d.in_frames + d.out_frames
+
+    progress = None
+    if info.main and sys.stderr.isatty() and log.getEffectiveLevel() <= logging.INFO:
+        from tqdm import tqdm
+
+        progress = tqdm(total=tr.steps, initial=run.start_step, unit="step", dynamic_ncols=True)
+    done = run.start_step
+    tick, frames_done, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
+    try:
+        with _StopFlag() as stop:
+            wrapped.train()
+            for step, batch in enumerate(loader, start=run.start_step):
+                loss_sum += _train_step(run, fwd, batch, step, loss_levels, precision)
+                done = step + 1
+                loss_n += 1
+                frames_done += batch[0].shape[0] * window * info.world
+                if progress:
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{loss_sum / loss_n:.4f}")
+                validate_now = done % tr.val_every == 0 or done == tr.steps
+                if done % tr.log_every == 0 or validate_now:
+                    elapsed = time.perf_counter() - tick
+                    row: dict[str, Any] = {
+                        "step": done,
+                        "epoch": f"{done * tr.batch_size / len(data.train_windows):.3f}",
+                        "lr": f"{lr_at(step, cfg):.3e}",
+                        "train_loss": f"{_all_mean(loss_sum / loss_n, info):.6f}",
+                        "frames_per_s": f"{frames_done / max(elapsed, 1e-9):.1f}",
+                    }
+                    if validate_now and data.val_windows:
+                        wrapped.eval()
+                        _validation(run, done, row, transform, precision)
+                        wrapped.train()
+                    elif not progress:
+                        log.info("step %d: train loss %s, lr %s", done, row["train_loss"], row["lr"])
+                    mlog.append(row)
+                    tick, frames_done, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
+                if done % tr.ckpt_every == 0 or done == tr.steps:
+                    _save(run, "last.pt", done)
+                if stop.signal is not None:
+                    _save(run, "last.pt", done)
+                    log.warning("interrupted at step %d; resume with: nowcast train --resume %s", done, out)
+                    raise KeyboardInterrupt
+    finally:
+        if progress:
+            progress.close()
+    if run.start_step >= tr.steps:
+        log.info("nothing to do: the run is already at step %d of %d", run.start_step, tr.steps)
+    if info.main:
+        _save(run, "last.pt", done)
+        if not (out / "best.pt").exists():
+            _save(run, "best.pt")
+        _save(run, "model.pt")
+        log.info(
+            "done: %s is the model to use (nowcast predict FILE --model %s); best.pt has the lowest "
+            "validation loss, last.pt resumes (--resume %s)",
+            out / "model.pt",
+            out / "model.pt",
+            out,
+        )
+    if info.distributed:  # leave the process group cleanly (NCCL warns at exit otherwise)
+        dist.barrier()
+        dist.destroy_process_group()
+    return out

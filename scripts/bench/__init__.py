@@ -1,0 +1,1 @@
+"""Benchmarks: figures printed as ratios measured side by side in one run, and the GPU check."""

@@ -1,0 +1,1 @@
+"""Event tools: rescale, tile and make test sequences from radar events."""
