@@ -37,11 +37,11 @@ class _OneLineErrors(TyperGroup):
     def main(self, *args: object, standalone_mode: bool = True, **extra: object) -> object:  # type: ignore[override]
         try:
             rv = super().main(*args, standalone_mode=False, **extra)  # type: ignore[arg-type]
-        except _NoArgsIsHelp as exc:  # `nowcast` alone: the help, exit 2
+        except _NoArgsIsHelp as exc:  # `nowcast` (or `nowcast config`) alone: the help on stdout, exit 0
             if not standalone_mode:
                 raise
-            exc.show()  # type: ignore[attr-defined]
-            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+            typer.echo(exc.format_message())  # type: ignore[attr-defined]
+            sys.exit(0)
         except _click_errors.UsageError as exc:
             if not standalone_mode:
                 raise
@@ -101,11 +101,15 @@ class _Group(_OneLineErrors):
         return cmd
 
 
+_CONTEXT = {"help_option_names": ["-h", "--help"]}
+"""Click context settings of every command: -h is --help (subcommands inherit it)."""
+
 app = typer.Typer(
     name="nowcast",
     cls=_Group,
     help="Precipitation nowcasting from weather-radar sequences with a ConvLSTM encoder-forecaster.",
     no_args_is_help=True,
+    context_settings=_CONTEXT,
     add_completion=True,
     rich_markup_mode=None,  # plain help like git's or pip's: no boxes, no <bool> after flags
     pretty_exceptions_enable=False,
@@ -113,6 +117,7 @@ app = typer.Typer(
 config_app = typer.Typer(
     help="List the shipped configs, or print one resolved with every key's type and meaning.",
     no_args_is_help=True,
+    context_settings=_CONTEXT,
     rich_markup_mode=None,
 )
 app.add_typer(config_app, name="config")
