@@ -149,7 +149,7 @@ def test_no_arguments_prints_the_help_and_exits_0(cli_runner, args):
     assert result.stderr == ""
 
 
-@pytest.mark.parametrize("args", [[], ["predict"], ["config"], ["config", "show"]])
+@pytest.mark.parametrize("args", [[], ["predict"], ["convert"], ["config"], ["config", "show"]])
 def test_h_is_help_everywhere(cli_runner, args):
     short = cli_runner.invoke(app, [*args, "-h"], prog_name="nowcast")
     long = cli_runner.invoke(app, [*args, "--help"], prog_name="nowcast")

@@ -10,6 +10,9 @@ No module here imports torch at import time.
 - ``nowcast.io.atomic``: how every output file is written (``atomic_output``, ``output_lock``,
   ``remove_stale_temporaries``, ``write_error``).
 - ``nowcast.io.info``: what ``nowcast info`` prints for radar files and checkpoints (``describe``).
+- ``nowcast.io.convert``: operational radar formats read by pySTEPS' importers -> one radar NetCDF
+  in the input schema (``convert_files``, ``ConvertSettings``, ``FORMATS``, ``file_time``, ``frame_grid``,
+  ``to_rain_rate``).
 
 The names below are importable from ``nowcast.io`` itself. Each is loaded from its module on first use,
 so that e.g. ``nowcast.checkpoint``, which needs only ``atomic_output``, does not import xarray.
@@ -46,6 +49,12 @@ _MODULE_OF = {
     "describe": "info",
     "describe_checkpoint": "info",
     "describe_radar": "info",
+    "FORMATS": "convert",
+    "ConvertSettings": "convert",
+    "convert_files": "convert",
+    "file_time": "convert",
+    "frame_grid": "convert",
+    "to_rain_rate": "convert",
 }
 
 __all__ = sorted(_MODULE_OF)
