@@ -34,11 +34,11 @@ class _OneLineErrors(TyperGroup):
     def main(self, *args: object, standalone_mode: bool = True, **extra: object) -> object:  # type: ignore[override]
         try:
             rv = super().main(*args, standalone_mode=False, **extra)  # type: ignore[arg-type]
-        except _NoArgsIsHelp as exc:  # `nowcast` alone: the help, exit 2
+        except _NoArgsIsHelp as exc:  # `nowcast` (or `nowcast config`) alone: the help on stdout, exit 0
             if not standalone_mode:
                 raise
-            exc.show()  # type: ignore[attr-defined]
-            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+            typer.echo(exc.format_message())  # type: ignore[attr-defined]
+            sys.exit(0)
         except _click_errors.UsageError as exc:
             if not standalone_mode:
                 raise
@@ -98,11 +98,15 @@ class _Group(_OneLineErrors):
         return cmd
 
 
+_CONTEXT = {"help_option_names": ["-h", "--help"]}
+"""Click context settings of every command: -h is --help (subcommands inherit it)."""
+
 app = typer.Typer(
     name="nowcast",
     cls=_Group,
     help="Precipitation nowcasting from weather-radar sequences with a ConvLSTM encoder-forecaster.",
     no_args_is_help=True,
+    context_settings=_CONTEXT,
     add_completion=True,
     rich_markup_mode=None,  # plain help like git's or pip's: no boxes, no <bool> after flags
     pretty_exceptions_enable=False,
@@ -110,6 +114,7 @@ app = typer.Typer(
 config_app = typer.Typer(
     help="List the shipped configs, or print one resolved with every key's type and meaning.",
     no_args_is_help=True,
+    context_settings=_CONTEXT,
     rich_markup_mode=None,
 )
 app.add_typer(config_app, name="config")
@@ -533,6 +538,81 @@ def evaluate(
         )
         if table:  # under torchrun only rank 0 reports
             typer.echo(table)
+
+
+def _importer_options(items: list[str]) -> dict[str, Any]:
+    """``--option KEY=VALUE`` items as importer keyword arguments; values read as JSON (numbers, true,
+    false, null, lists) where they parse, else as text."""
+    import json
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise typer.BadParameter(f"expected KEY=VALUE, found {item!r}", param_hint="--option")
+        try:
+            out[key.strip()] = json.loads(text)
+        except ValueError:
+            out[key.strip()] = text
+    return out
+
+
+@app.command()
+def convert(
+    files: Annotated[
+        list[Path],
+        typer.Argument(metavar="FILES", help="Radar files, one frame each, in any order (sorted by their times)."),
+    ],
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            metavar="FMT",
+            help="pySTEPS importer: bom_rf3, dwd_hdf5, dwd_radolan, fmi_geotiff, fmi_pgm, knmi_hdf5, mch_gif, "
+            "mch_hdf5, mch_metranet, mrms_grib, odim_hdf5, opera_hdf5 or saf_crri.",
+        ),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="OUT.nc", help="NetCDF file to write.")],
+    variable_name: Annotated[
+        str, typer.Option(metavar="NAME", help="Name of the rain-rate variable written.")
+    ] = "rainfall_rate",
+    time_pattern: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="PATTERN",
+            help="Time stamp in the file names, strftime-like (%Y %y %m %d %j %H %M %S, ? any one character), "
+            "e.g. 'AQC%y%j%H%M'; default: the first of 20240601120000, 20240601_120000, 202406011200, ... found.",
+        ),
+    ] = None,
+    option: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--option",
+            metavar="KEY=VALUE",
+            help="Importer argument (repeatable), e.g. qty=DBZH (odim_hdf5) or product=AQC, unit=mm, accutime=5 "
+            "(mch_gif).",
+        ),
+    ] = None,
+) -> None:
+    """Convert operational radar files (ODIM HDF5, BoM, FMI, KNMI, MeteoSwiss, MRMS, ...) to one radar NetCDF.
+
+    Each file is read by pySTEPS' importer for its format, converted to rain rate in mm/h (accumulations
+    divided by their period, reflectivity by Z = 200 R^1.6) and written in the schema nowcast reads:
+    rainfall_rate(time, y, x), int16-packed, CF grid mapping; atomically.
+    """
+    kwargs = _importer_options(list(option or []))  # usage errors (exit 2) are raised outside _errors
+    with _errors():
+        from nowcast.io.convert import ConvertSettings, convert_files
+
+        settings = ConvertSettings(
+            format=format_,
+            time_pattern=time_pattern,
+            variable_name=variable_name,
+            importer_kwargs=kwargs,
+            command=_command_line(),
+        )
+        convert_files([str(f) for f in files], output, settings)
 
 
 @config_app.command("list")

@@ -33,6 +33,10 @@ class OutputError(NowcastError):
     """An output that cannot be written (bad path template, lock held too long, unwritable directory)."""
 
 
+class MissingDependencyError(NowcastError):
+    """A package that only one input format needs (h5py, pygrib, GDAL, ...) is not installed."""
+
+
 class TrainingDivergedError(NowcastError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
 

@@ -141,9 +141,21 @@ def test_usage_error_through_python_m_is_one_line():
     assert len(proc.stderr.strip().splitlines()) == 1 and "'--steps'" in proc.stderr and "'abc'" in proc.stderr
 
 
-def test_no_arguments_prints_the_help(cli_runner):
-    result = cli_runner.invoke(app, [], prog_name="nowcast")
-    assert "Usage:" in result.output and "predict" in result.output
+@pytest.mark.parametrize("args", [[], ["config"]])
+def test_no_arguments_prints_the_help_and_exits_0(cli_runner, args):
+    result = cli_runner.invoke(app, args, prog_name="nowcast")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("Usage: nowcast") and ("predict" in result.stdout or "show" in result.stdout)
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize("args", [[], ["predict"], ["convert"], ["config"], ["config", "show"]])
+def test_h_is_help_everywhere(cli_runner, args):
+    short = cli_runner.invoke(app, [*args, "-h"], prog_name="nowcast")
+    long = cli_runner.invoke(app, [*args, "--help"], prog_name="nowcast")
+    assert short.exit_code == long.exit_code == 0, short.stderr
+    assert short.stdout == long.stdout and short.stdout.startswith(f"Usage: nowcast {' '.join(args)}".rstrip())
+    assert "-h, --help" in short.stdout
 
 
 def test_version_prints_the_version_and_exits_0(cli_runner):

@@ -11,6 +11,9 @@ No module here imports torch at import time.
   ``remove_stale_temporaries``, ``write_error``).
 - ``nowcast.io.info``: what ``nowcast info`` prints for radar files (``describe_radar``).
 - ``nowcast.io.paths``: output path templates (``expand_template``, ``output_path``, ``DEFAULT_OUTPUT``).
+- ``nowcast.io.convert``: operational radar formats read by pySTEPS' importers -> one radar NetCDF
+  in the input schema (``convert_files``, ``ConvertSettings``, ``FORMATS``, ``file_time``, ``frame_grid``,
+  ``to_rain_rate``).
 
 The names below are importable from ``nowcast.io`` itself. Each is loaded from its module on first use,
 so that e.g. ``nowcast.models.checkpoint``, which needs only ``atomic_output``, does not import xarray.
@@ -48,6 +51,12 @@ _MODULE_OF = {
     "DEFAULT_OUTPUT": "paths",
     "expand_template": "paths",
     "output_path": "paths",
+    "FORMATS": "convert",
+    "ConvertSettings": "convert",
+    "convert_files": "convert",
+    "file_time": "convert",
+    "frame_grid": "convert",
+    "to_rain_rate": "convert",
 }
 
 __all__ = sorted(_MODULE_OF)
