@@ -63,7 +63,8 @@ class DataConfig:
     augment: bool = True
     """Random flips and 90-degree rotations of training windows."""
     min_rain_fraction: float = 0.0
-    """Training windows whose valid pixels are rainy (>= rain_threshold) less than this are skipped."""
+    """A training window whose last input frame has fewer rainy valid pixels (> rain_threshold) than this
+    share is replaced by another drawn at random (up to 20 draws)."""
     rain_threshold: float = RAIN_THRESHOLD
     """Rain/no-rain threshold in mm/h used by min_rain_fraction."""
     val_fraction: float = 0.2
@@ -73,10 +74,17 @@ class DataConfig:
     val_stride: int = 6
     """Stride in frames between validation windows."""
     workers: int = 0
-    """DataLoader worker processes."""
+    """DataLoader worker processes reading (and, Lagrangian, computing motion for) the next batches while
+    the model trains; 0: the training process reads them itself."""
     cache_dir: str | None = None
-    """Directory where Lagrangian training windows (motion and warped frames) are cached between runs
-    (None: computed afresh by every run)."""
+    """Directory of the motion cache: the Lucas-Kanade motion of each forecast time a Lagrangian model
+    trains on, computed once and shared by later runs (None: kept in memory by each process only)."""
+    margin: int = 64
+    """Pixels read around a Lagrangian training crop so that its warp finds the rain that moves into it
+    (displacements up to this many pixels over the window are exact)."""
+    preload: bool = False
+    """Hold the whole training archive in memory instead of reading windows when a batch needs them
+    (for benchmarks: the samples are the same)."""
 
 
 @dataclass(frozen=True)
@@ -320,6 +328,9 @@ def _validate(cfg: Config, problems: list[str]) -> None:
     for name in ("in_frames", "out_frames", "crop", "val_block", "val_stride"):
         if getattr(d, name) < 1:
             problems.append(f"data.{name}: expected a positive integer, found {getattr(d, name)}")
+    for name in ("margin", "workers"):
+        if getattr(d, name) < 0:
+            problems.append(f"data.{name}: expected an integer >= 0, found {getattr(d, name)}")
     if d.time_step < 0 or (d.time_step == 0 and m.frame != "lagrangian"):
         problems.append(
             f"data.time_step: expected a positive number of seconds (0, the data's own step, needs "

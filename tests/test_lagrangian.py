@@ -92,7 +92,7 @@ def test_one_model_trains_and_forecasts_at_each_file_s_own_step(
     ]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
-    assert len(list((tmp_path / "cache").glob("lag-*.npy"))) > 0
+    assert len(list((tmp_path / "cache").glob("*.npz"))) > 0  # the motion of the forecast times it trained on
     for f, step in ((f5, 300), (f10, 600)):
         out = tmp_path / f"fc_{step}.nc"
         res = runner.invoke(app, ["predict", str(f), "--model", str(run / "model.pt"), "-o", str(out)])
@@ -127,20 +127,58 @@ def test_one_model_trains_and_forecasts_at_each_file_s_own_step(
     assert summary["lead_min"] == [10.0, 20.0, 30.0]
 
 
-def test_training_and_inference_warp_inputs_the_same_way() -> None:
-    """Training's Lagrangian window and inference's input warp are one transform: on the same frames the
-    input part of a training window equals what ``forecast_array`` feeds the network (to float16)."""
+def _streamed(radar_file, size, crop, margin, seed=7):
+    """A Lagrangian training sample of a synthetic file, as training streams it: the dataset's item, the
+    batch on the device, and the crop origin and frames it came from."""
     import torch
 
-    from nowcast.motion import motion_field, to_lagrangian
-    from nowcast.training.windows import lagrangian_window
+    from nowcast.io import open_archive
+    from nowcast.training.windows import FrameSource, SampleSettings, TrainWindows, Window, training_batch
 
-    frames = moving_rain(9, size=(48, 56), shift=(1, 2), seed=4)[:, None].astype(np.float32)  # (T, 1, H, W)
-    frames[:, :, :3, :5] = np.nan
+    values = moving_rain(9, size=size, shift=(1, 2), seed=4)
+    values[:, :3, :5] = np.nan
+    path = radar_file("w.nc", frames=9, size=size, values=values)
+    source = FrameSource(open_archive([path], time_step=None, scan=False).segments)
+    st = SampleSettings(in_frames=6, out_frames=3, crop=crop, margin=margin, augment=False, lagrangian=True)
+    ds = TrainWindows(source, [Window(0, 0)], st, Transform())
+    block, velocity, _, aug = ds[(0, seed)]
+    x, y = training_batch(block[None], velocity[None], aug[None], st)
+    rng = np.random.default_rng(seed)
+    _, last = ds._draw(0, rng)
+    origin = ds._crop_origin(last, rng)
+    return x[0].numpy(), y[0].numpy(), origin, source.read(0, 0, 9), torch
+
+
+def test_training_and_inference_warp_a_whole_frame_the_same_way(radar_file) -> None:
+    """Training's streamed Lagrangian sample of a whole frame is what inference feeds the network (its
+    inputs, warped by ``forecast_array``'s transform) and what a forecast advected out must land on,
+    given the same motion: training's comes from the motion cache, stored as float16 (within 1/128 px
+    of inference's below 16 px per step)."""
+    from nowcast.motion import motion_field, to_lagrangian
+
+    x, y, _, frames, torch = _streamed(radar_file, (48, 56), crop=64, margin=0)
     transform = Transform()
-    window = lagrangian_window(frames, 6, transform)  # (9, 1, H, W) float16: 6 inputs, 3 targets
-    x = torch.from_numpy(transform.forward(frames[:6]).astype(np.float32))[None]
-    velocity = torch.from_numpy(motion_field(frames[:6]))[None]
-    inference = to_lagrangian(x, velocity)[0].numpy().astype(np.float16)
-    np.testing.assert_array_equal(window[:6], inference)
-    assert np.isfinite(window[:6]).mean() > 0.5 and not np.array_equal(window[0], window[5])
+    exact = motion_field(frames[:6])
+    cached = exact.astype(np.float16).astype(np.float32)
+    assert np.abs(cached - exact).max() <= 2.0**-7 and np.abs(exact).max() > 1.0
+    velocity = torch.from_numpy(cached)[None]
+    inputs = to_lagrangian(torch.from_numpy(transform.forward(frames[:6]))[None], velocity)[0]
+    np.testing.assert_array_equal(x, torch.nan_to_num(inputs, nan=0.0).numpy())
+    whole = to_lagrangian(torch.from_numpy(transform.forward(frames))[None], velocity, 6)[0].numpy()
+    np.testing.assert_array_equal(y, whole[6:])
+    assert np.isfinite(y).mean() > 0.5 and not np.array_equal(x[0], x[5])
+
+
+def test_a_streamed_crop_with_its_margin_equals_the_crop_of_the_whole_frame_warp(radar_file) -> None:
+    """Rain moves 2.2 px per step here; over 5 steps back and 3 ahead that is less than the 16 px read
+    around the crop, so the crop warped on its own equals the same crop of the whole frame warped (to
+    float32 rounding of the interpolation weights)."""
+    from nowcast.motion import motion_field, to_lagrangian
+
+    x, y, (oy, ox), frames, torch = _streamed(radar_file, (64, 72), crop=24, margin=16)
+    transform = Transform()
+    velocity = torch.from_numpy(motion_field(frames[:6]).astype(np.float16).astype(np.float32))[None]
+    whole = to_lagrangian(torch.from_numpy(transform.forward(frames))[None], velocity, 6)[0].numpy()
+    crop = whole[:, :, oy : oy + 24, ox : ox + 24]
+    np.testing.assert_allclose(y, crop[6:], atol=1e-5, equal_nan=True)
+    np.testing.assert_allclose(x, np.nan_to_num(crop[:6], nan=0.0), atol=1e-5)

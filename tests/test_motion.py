@@ -87,12 +87,12 @@ def test_torch_advection_matches_pysteps_on_real_frames(real_data, pysteps_insta
 
 def test_lagrangian_window_brings_targets_back_to_the_last_frame(pysteps_installed) -> None:
     from nowcast.config import Config
-    from nowcast.training.windows import lagrangian_window
     from nowcast.transforms import Transform
 
     x = moving_rain(8, size=(80, 80), shift=(0, 2)).astype(np.float32)[:, None]  # (T, 1, H, W)
     tr = Transform.from_config(Config())
-    lag = lagrangian_window(x, 4, tr).astype(np.float32)[:, 0]  # model space
+    velocity = torch.from_numpy(motion.motion_field(x[:4]))[None]
+    lag = motion.to_lagrangian(torch.from_numpy(tr.forward(x))[None], velocity, 4)[0, :, 0].numpy()  # model space
     last = tr.forward(x[3, 0])
     for t in range(8):  # inputs advected forward, targets backward: all near the last input frame
         both = np.isfinite(lag[t]) & (np.abs(lag[t]) + np.abs(last) > 0.05)

@@ -31,16 +31,16 @@ from nowcast.forecast import forecast_array
 from nowcast.models.checkpoint import load_checkpoint, save_checkpoint
 from nowcast.models.registry import build_model, model_stride
 from nowcast.config import FIXED_SIZE_KINDS, Config, config_to_dict, save_config
+from nowcast.training.motion_cache import MotionCache
 from nowcast.training.windows import (
+    FrameSource,
+    SampleSettings,
     StepSampler,
     TrainWindows,
     Window,
     all_windows,
-    lagrangian_windows,
-    segment_frames,
     split_windows,
-    to_model_space,
-    window_rain_fraction,
+    training_batch,
 )
 from nowcast.errors import CheckpointError, ConfigError, InputError, TrainingDivergedError
 from nowcast.io import Archive, open_archive, remove_stale_temporaries
@@ -171,22 +171,11 @@ def _open_data(cfg: Config) -> tuple[Archive, Archive | None]:
             "data.files: expected at least one radar file or glob, found none (use --set data.files=[a.nc])"
         )
     n = d.in_frames + d.out_frames
-    kw = dict(variable=d.variable, units=d.units, zr_a=d.zr_a, zr_b=d.zr_b, min_frames=n)
+    kw = dict(variable=d.variable, units=d.units, zr_a=d.zr_a, zr_b=d.zr_b, min_frames=n, scan=False)
     step = d.time_step or None  # 0: each file at its own step
     train_arc = open_archive(list(d.files), time_step=step, **kw)
     val_arc = open_archive(list(d.val_files), time_step=step, **kw) if d.val_files else None
     return train_arc, val_arc
-
-
-def _segment_key(seg: Any) -> str:
-    """What identifies a segment for the Lagrangian window cache: file, size, mtime, first time, step."""
-    src = str(seg.attrs.get("source_file", "?"))
-    try:
-        st = os.stat(src)
-        stamp = f"{st.st_size}-{int(st.st_mtime)}"
-    except OSError:
-        stamp = "?"
-    return f"{os.path.abspath(src)}|{stamp}|{seg['time'].values[0]}|{seg.sizes['time']}|{seg.attrs.get('time_step')}"
 
 
 def _data_range(arc: Archive) -> tuple[float, float]:
@@ -271,8 +260,7 @@ def _centre(frames: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
 
 def _validate(
     model: torch.nn.Module,
-    val_frames: list[np.ndarray],
-    val_steps: list[int],
+    source: FrameSource,
     windows: list[Window],
     cfg: Config,
     transform: Transform,
@@ -280,16 +268,22 @@ def _validate(
     precision: str,
     info: DistInfo,
 ) -> tuple[float, metrics.Scores]:
-    """Validation loss (model space) and pooled scores (mm/h) over this rank's share of ``windows``."""
+    """Validation loss (model space) and pooled scores (mm/h) over this rank's share of ``windows``, each
+    window's frames read from ``source`` when it is scored."""
     d = cfg.data
     scores = metrics.init_scores(d.out_frames, cfg.eval.thresholds, cfg.eval.comparison)
     total, count = 0.0, 0
     for w in windows[info.rank :: info.world]:
-        seg = val_frames[w.segment]  # (T, C, H, W) mm/h
-        obs_in = seg[w.start : w.start + d.in_frames][None]
-        obs_out = seg[w.start + d.in_frames : w.start + d.in_frames + d.out_frames][None]
+        frames = _centre(source.read(w.segment, w.start, w.start + d.in_frames + d.out_frames), cfg.model.frame_size)
+        obs_in, obs_out = frames[None, : d.in_frames], frames[None, d.in_frames :]  # (1, T, C, H, W) mm/h
         pred = forecast_array(
-            model, transform, obs_in, d.out_frames, device=device, precision=precision, time_step=val_steps[w.segment]
+            model,
+            transform,
+            obs_in,
+            d.out_frames,
+            device=device,
+            precision=precision,
+            time_step=source.steps[w.segment],
         )
         metrics.accumulate(scores, pred, obs_out)
         target = torch.from_numpy(transform.forward(obs_out))
@@ -305,12 +299,6 @@ def _validate(
         for g in gathered[1:]:
             scores = metrics.merge(scores, g[2])
     return total / max(count, 1), scores
-
-
-def _val_rates(arc: Archive, windows: list[Window]) -> list[np.ndarray]:
-    """Observed rain rates (mm/h, (T, C, H, W) float32) of the segments that validation windows use."""
-    used = {w.segment for w in windows}
-    return [segment_frames(s) if i in used else np.empty((0,), np.float32) for i, s in enumerate(arc.segments)]
 
 
 def _provenance(
@@ -340,42 +328,31 @@ def _provenance(
 
 @dataclass
 class _Data:
-    """Everything training reads, prepared once by ``_prepare_data``."""
+    """What training reads, as windows over lazily read archives (``_prepare_data``)."""
 
     train_arc: Archive
     val_arc: Archive | None
-    train_frames: list[np.ndarray]
-    """Model-space frames per segment, or (Lagrangian) one warped window each, (T, C, H, W) float32."""
+    train_source: FrameSource
     train_windows: list[Window]
-    train_steps: list[float]
-    """Time step (s) of each entry of ``train_frames``."""
-    weights: np.ndarray | None
-    """Sampling weight per training window (``data.min_rain_fraction``), None: uniform."""
-    rain_level: float
-    """``data.rain_threshold`` in model space."""
+    samples: SampleSettings
+    val_source: FrameSource
     val_windows: list[Window]
-    val_rates: list[np.ndarray]
-    """Observed rain rates (mm/h) of the segments validation windows use."""
-    val_steps: list[int]
-    """Time step (s) of each validation segment."""
 
 
-def _prepare_data(cfg: Config, train_arc: Archive, val_arc: Archive | None, info: DistInfo) -> _Data:
-    """Windows, splits and frames of the archives ``_open_data`` opened (``cfg`` fitted to them)."""
+def _windows(cfg: Config, train_arc: Archive, val_arc: Archive | None) -> tuple[list[Window], list[Window]]:
+    """Training and validation windows: a time-block split of the training archive, or (``val_files``)
+    every training window and the validation files' windows ``val_stride`` apart, at most
+    ``train.max_val_windows`` of them, spread evenly."""
     d, tr = cfg.data, cfg.train
-    transform = Transform.from_config(cfg)
     window = d.in_frames + d.out_frames
-    lagrangian = cfg.model.frame == "lagrangian"
     lengths = [s.sizes["time"] for s in train_arc.segments]
     if val_arc is None:
         train_windows, val_windows = split_windows(
             lengths, window, val_fraction=d.val_fraction, val_block=d.val_block, val_stride=d.val_stride
         )
-        val_source = train_arc
     else:
         train_windows = split_windows(lengths, window, val_fraction=0.0, val_block=d.val_block, val_stride=1)[0]
         val_windows = all_windows([s.sizes["time"] for s in val_arc.segments], window, d.val_stride)
-        val_source = val_arc
     if not train_windows:
         raise InputError(
             f"{', '.join(train_arc.files)}: expected at least one training window of {window} frames, found none"
@@ -389,50 +366,28 @@ def _prepare_data(cfg: Config, train_arc: Archive, val_arc: Archive | None, info
             "no validation windows (segments too short for data.val_block=%d); best.pt will be the final weights",
             d.val_block,
         )
-    val_rates = [_centre(r, cfg.model.frame_size) for r in _val_rates(val_source, val_windows)]
-    val_steps = [int(seg.attrs["time_step"]) for seg in val_source.segments]
-    train_steps = [float(seg.attrs["time_step"]) for seg in train_arc.segments]
-    if lagrangian:  # each training window in the frame of its last input frame, once (and cached)
-        started = time.perf_counter()
-        rates = [segment_frames(seg) for seg in train_arc.segments]
-        train_frames = lagrangian_windows(
-            rates,
-            train_windows,
-            d.in_frames,
-            d.out_frames,
-            transform,
-            keys=[_segment_key(seg) for seg in train_arc.segments],
-            cache_dir=d.cache_dir,
-            progress=info.main and sys.stderr.isatty(),
-        )
-        train_steps = [train_steps[w.segment] for w in train_windows]
-        train_windows = [Window(i, 0) for i in range(len(train_windows))]
-        del rates
-        log.info("%d Lagrangian training windows ready in %.0f s", len(train_windows), time.perf_counter() - started)
-    else:
-        train_frames = to_model_space(train_arc.segments, transform)
+    return train_windows, val_windows
 
-    rain_level = transform.threshold(d.rain_threshold)
-    weights = None
-    if d.min_rain_fraction > 0:
-        frac = window_rain_fraction(train_frames, train_windows, window, rain_level)
-        keep = frac >= d.min_rain_fraction
-        if not keep.any():
-            raise InputError(f"data.min_rain_fraction={d.min_rain_fraction}: expected some rainy windows, found none")
-        weights = keep.astype(np.float64)
-        log.info("%d of %d training windows meet min_rain_fraction", int(keep.sum()), len(keep))
-    return _Data(
-        train_arc,
-        val_arc,
-        train_frames,
-        train_windows,
-        train_steps,
-        weights,
-        rain_level,
-        val_windows,
-        val_rates,
-        val_steps,
+
+def _prepare_data(cfg: Config, train_arc: Archive, val_arc: Archive | None, info: DistInfo) -> _Data:
+    """Windows and frame sources of the archives ``_open_data`` opened (``cfg`` fitted to them). Reads no
+    frame: samples are read, and their motion computed, when a batch needs them."""
+    d = cfg.data
+    train_windows, val_windows = _windows(cfg, train_arc, val_arc)
+    lagrangian = cfg.model.frame == "lagrangian"
+    samples = SampleSettings(
+        in_frames=d.in_frames,
+        out_frames=d.out_frames,
+        crop=cfg.model.frame_size[0] if cfg.model.frame_size else _crop(cfg),
+        margin=d.margin if lagrangian else 0,
+        augment=d.augment,
+        min_rain=d.min_rain_fraction,
+        rain_level=Transform.from_config(cfg).threshold(d.rain_threshold),
+        lagrangian=lagrangian,
     )
+    train_source = FrameSource(train_arc.segments, preload=d.preload)
+    val_source = FrameSource((val_arc or train_arc).segments, preload=False)
+    return _Data(train_arc, val_arc, train_source, train_windows, samples, val_source, val_windows)
 
 
 @dataclass
@@ -516,19 +471,16 @@ def _loss_levels(transform: Transform, cfg: Config, device: torch.device) -> dic
     }
 
 
-def _loader(run: _Run, crop: int) -> DataLoader:
-    """Batches of (input, target, time step) from the training windows, in a resumable order."""
+def _loader(run: _Run) -> DataLoader:
+    """Batches of training samples (``TrainWindows`` items), read by ``data.workers`` processes, in a
+    resumable order."""
     d, tr, info = run.cfg.data, run.cfg.train, run.info
     dataset = TrainWindows(
-        run.data.train_frames,
+        run.data.train_source,
         run.data.train_windows,
-        d.in_frames,
-        d.out_frames,
-        crop,
-        augment=d.augment,
-        min_rain=d.min_rain_fraction,
-        rain_level=run.data.rain_level,
-        time_steps=run.data.train_steps,
+        run.data.samples,
+        Transform.from_config(run.cfg),
+        MotionCache(d.cache_dir),
     )
     if tr.batch_size % info.world:
         raise ConfigError(f"train.batch_size: expected a multiple of the {info.world} DDP ranks, found {tr.batch_size}")
@@ -540,23 +492,30 @@ def _loader(run: _Run, crop: int) -> DataLoader:
         start_step=run.start_step,
         rank=info.rank,
         world=info.world,
-        weights=run.data.weights,
     )
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=d.workers, pin_memory=run.device.type == "cuda")
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=d.workers,
+        pin_memory=run.device.type == "cuda",
+        prefetch_factor=2 if d.workers else None,
+        persistent_workers=False,
+    )
 
 
 def _train_step(
     run: _Run,
     fwd: torch.nn.Module,
-    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
     step: int,
     loss_levels: dict[str, torch.Tensor],
     precision: str,
 ) -> float:
     """One optimizer step on ``batch``; the loss. A non-finite loss (on any rank) stops the run."""
     cfg, tr, device = run.cfg, run.cfg.train, run.device
-    x, y, dts = batch
-    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # (B, T, C, h, w)
+    block, velocity, dts, aug = batch
+    block, velocity = block.to(device, non_blocking=True), velocity.to(device, non_blocking=True)
+    x, y = training_batch(block, velocity, aug, run.data.samples)  # (B, T, C, h, w)
     dts = dts.to(device)  # (B,) seconds
     for group in run.optimizer.param_groups:
         group["lr"] = lr_at(step, cfg)
@@ -593,8 +552,7 @@ def _validation(run: _Run, done: int, row: dict[str, Any], transform: Transform,
     cfg = run.cfg
     val_loss, scores = _validate(
         run.model,
-        run.data.val_rates,
-        run.data.val_steps,
+        run.data.val_source,
         run.data.val_windows,
         cfg,
         transform,
@@ -633,6 +591,7 @@ def run_training(
     ``_train_step`` per batch, ``_validation`` every ``train.val_every`` steps and ``_save`` of last.pt,
     best.pt and model.pt.
     """
+    started = time.perf_counter()
     device = select_device(cfg.train.device)
     info = setup_distributed(device)
     if device.type == "cpu":
@@ -667,8 +626,7 @@ def run_training(
 
     transform = Transform.from_config(cfg)
     loss_levels = _loss_levels(transform, cfg, device)
-    crop = cfg.model.frame_size[0] if cfg.model.frame_size else _crop(cfg)
-    loader = _loader(run, crop)
+    loader = _loader(run)
     mlog = _MetricsLog(out / "metrics.csv", cfg.eval.thresholds, run.start_step if resume else None, info.main)
     window = d.in_frames + d.out_frames
 
@@ -684,6 +642,8 @@ def run_training(
             wrapped.train()
             for step, batch in enumerate(loader, start=run.start_step):
                 loss_sum += _train_step(run, fwd, batch, step, loss_levels, precision)
+                if step == run.start_step:
+                    log.info("first step done %.1f s after the start", time.perf_counter() - started)
                 done = step + 1
                 loss_n += 1
                 frames_done += batch[0].shape[0] * window * info.world

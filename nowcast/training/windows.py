@@ -1,27 +1,34 @@
-"""Training and validation samples: windows inside segments, a time-block split, crops and augmentation.
+"""Training and validation samples, streamed: windows inside segments, a time-block split, crops, motion,
+augmentation.
 
-Never opens files itself: it receives the segments of an ``io.Archive``. Training frames are held in
-model space as float16 (NaN = no data), about a quarter of the float32 rain rates' footprint in memory.
-Every random choice of a training step (which windows, which crops, which flips) is drawn from a
-generator seeded by ``(seed, step)``, so a resumed run and a run of several DDP ranks see exactly the
-data an uninterrupted single-process run sees.
+Never opens files itself: it receives the lazy segments of an ``io.Archive`` (``FrameSource``) and reads a
+sample's frames when a batch needs them: the last input frame (to choose a rainy crop) and the window's
+frames within the crop, plus a margin for a Lagrangian model. Memory is bounded by batch x window x crop,
+whatever the archive's length. A Lagrangian sample carries the motion of its input frames
+(``training.motion_cache``, computed lazily once per forecast time) and is warped on the training device,
+per batch, by ``motion.to_lagrangian``, the function inference uses (``training_batch``).
+
+Every random choice of a training step (which windows, which crops, which flips) is drawn from a generator
+seeded by ``(seed, step)``, so a resumed run and a run of several DDP ranks see exactly the data an
+uninterrupted single-process run sees.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator, Sequence
 
+import dask
 import numpy as np
 import torch
 import xarray as xr
 from torch.utils.data import Dataset, Sampler
 
-from nowcast.motion.flow import motion_field
+from nowcast.io import times_ns
+from nowcast.motion.flow import MOTION_FRAMES, motion_field
 from nowcast.motion.lagrangian import to_lagrangian
+from nowcast.training.motion_cache import MotionCache, file_identity, motion_key
 from nowcast.transforms import Transform
 
 log = logging.getLogger(__name__)
@@ -33,16 +40,9 @@ class Window:
     out_frames) is for the caller to say."""
 
     segment: int
-    """Index into the list of segments (or, for Lagrangian training, of prepared windows)."""
+    """Index into the archive's list of segments."""
     start: int
     """Index of the window's first frame within its segment."""
-
-
-def segment_frames(segment: xr.DataArray) -> np.ndarray:
-    """Rain rates (mm/h, float32) of a segment as (T, C, H, W), read frame by frame."""
-    frames = [np.asarray(segment.isel(time=t).values, dtype=np.float32) for t in range(segment.sizes["time"])]
-    arr = np.stack(frames)
-    return arr[:, None] if arr.ndim == 3 else arr
 
 
 def split_windows(
@@ -77,77 +77,183 @@ def all_windows(lengths: Sequence[int], window: int, stride: int = 1) -> list[Wi
     return [Window(s, t) for s, n in enumerate(lengths) for t in range(0, n - window + 1, stride)]
 
 
-class TrainWindows(Dataset):
-    """Random crops of training windows in model space.
+class FrameSource:
+    """Rain rates (mm/h, float32, NaN = no data) of an archive's segments, read when asked for.
 
-    Items are addressed by a spec ``(window_index, item_seed)`` from ``StepSampler``; each returns
-    ``x`` (in_frames, C, h, w) float32 with no-data filled by 0, ``y`` (out_frames, C, h, w)
-    float32 with NaN where there is no data, and the time step in seconds (0-d float32 tensor; 0 when
-    ``time_steps`` is not given).
+    ``preload``: hold every segment in memory instead (the comparison run of ``scripts/bench/bench_data.py``
+    and tests; the samples are the same). Picklable, for DataLoader workers: each reopens the files.
+    """
+
+    def __init__(self, segments: Sequence[xr.DataArray], preload: bool = False) -> None:
+        self.segments = list(segments)
+        self.steps = [int(seg.attrs["time_step"]) for seg in self.segments]
+        self.identities = [file_identity(str(seg.attrs.get("source_file", "?"))) for seg in self.segments]
+        self.times = [times_ns(seg) for seg in self.segments]
+        self.loaded = [self._read(s, 0, seg.sizes["time"]) for s, seg in enumerate(self.segments)] if preload else None
+
+    def frame_shape(self, s: int) -> tuple[int, int]:
+        """(H, W) of segment ``s``."""
+        return tuple(self.segments[s].shape[-2:])  # type: ignore[return-value]
+
+    def read(self, s: int, t0: int, t1: int, ys: slice = slice(None), xs: slice = slice(None)) -> np.ndarray:
+        """Frames ``t0 .. t1 - 1`` of segment ``s`` within rows ``ys`` and columns ``xs``: (T, C, h, w)."""
+        if self.loaded is not None:
+            return self.loaded[s][t0:t1, :, ys, xs]
+        return self._read(s, t0, t1, ys, xs)
+
+    def _read(self, s: int, t0: int, t1: int, ys: slice = slice(None), xs: slice = slice(None)) -> np.ndarray:
+        part = self.segments[s].isel(time=slice(t0, t1), y=ys, x=xs)
+        with dask.config.set(scheduler="synchronous"):  # a worker reads on its own; no thread pool per read
+            arr = np.asarray(part.values, dtype=np.float32)
+        return arr[:, None] if arr.ndim == 3 else arr
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """How a training sample is cut from a window."""
+
+    in_frames: int
+    out_frames: int
+    crop: int
+    """Crop side in pixels (smaller where a frame is smaller)."""
+    margin: int = 0
+    """Pixels read around the crop for a Lagrangian model: warped pixels whose source lies further out
+    are no data (excluded from the loss), where a warp of the whole frame would have found them."""
+    augment: bool = True
+    min_rain: float = 0.0
+    """Windows whose last input frame has fewer rainy valid pixels than this share are redrawn."""
+    rain_level: float = 0.0
+    """``data.rain_threshold`` in model space."""
+    lagrangian: bool = False
+
+
+MAX_DRAWS = 20
+"""Windows drawn for one sample before a dry one is taken anyway (``min_rain``)."""
+CROP_TRIES = 8
+"""Crop positions tried for one with data and rain in the last input frame."""
+
+
+class TrainWindows(Dataset):
+    """Random crops of training windows, read on demand, in model space.
+
+    Items are addressed by a spec ``(window_index, item_seed)`` from ``StepSampler``. Each is a tuple of
+    ``block`` (in_frames + out_frames, C, S, S) float32 model space, NaN = no data, the crop at
+    ``[margin, margin + crop)`` in both directions (S = crop + 2 margin; outside the frame: NaN);
+    ``velocity`` (2, S, S) pixels per step (Lagrangian; else shape (0,)); the time step in seconds
+    (0-d float32); ``aug`` (2,) int64: quarter turns and a left-right flip, applied by ``training_batch``.
     """
 
     def __init__(
         self,
-        frames: list[np.ndarray],
+        source: FrameSource,
         windows: list[Window],
-        in_frames: int,
-        out_frames: int,
-        crop: int,
-        *,
-        augment: bool = True,
-        min_rain: float = 0.0,
-        rain_level: float = 0.0,
-        time_steps: Sequence[float] | None = None,
+        settings: SampleSettings,
+        transform: Transform,
+        motion: MotionCache | None = None,
     ) -> None:
-        self.frames = frames  # each (T, C, H, W) float16, model space, NaN = no data
-        self.time_steps = time_steps  # seconds between the frames of each entry of ``frames``
-        self.windows = windows
-        self.in_frames, self.out_frames = in_frames, out_frames
-        self.crop = crop
-        self.augment = augment
-        self.min_rain = min_rain
-        self.rain_level = rain_level  # model-space value of the rain threshold
+        self.source, self.windows, self.settings, self.transform = source, windows, settings, transform
+        self.motion = motion if motion is not None else MotionCache(None)
 
     def __len__(self) -> int:
         return len(self.windows)
 
-    def _crop_origin(self, seg: np.ndarray, t_last: int, rng: np.random.Generator) -> tuple[int, int]:
-        """Top-left corner of a crop, preferring crops with data and rain in the last input frame."""
-        _, _, h, w = seg.shape
-        ch, cw = min(self.crop, h), min(self.crop, w)
+    def _draw(self, index: int, rng: np.random.Generator) -> tuple[Window, np.ndarray]:
+        """The window to use and its last input frame (C, H, W) in model space: ``index``, or windows drawn
+        from ``rng`` while the last input frame is drier than ``min_rain``."""
+        st = self.settings
+        for attempt in range(MAX_DRAWS):
+            win = self.windows[index]
+            t_last = win.start + st.in_frames - 1
+            last = self.transform.forward(self.source.read(win.segment, t_last, t_last + 1)[0])
+            finite = np.isfinite(last)
+            rain = float((last[finite] > st.rain_level).mean()) if finite.any() else 0.0
+            if st.min_rain <= 0 or rain >= st.min_rain or attempt == MAX_DRAWS - 1:
+                return win, last
+            index = int(rng.integers(0, len(self.windows)))
+        raise AssertionError("unreachable")
+
+    def _crop_origin(self, last: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
+        """Top-left corner of a crop, preferring crops with data and rain in the last input frame (C, H, W)."""
+        st = self.settings
+        _, h, w = last.shape
+        ch, cw = min(st.crop, h), min(st.crop, w)
         best, best_score = (0, 0), -1.0
-        for _ in range(8):
+        for _ in range(CROP_TRIES):
             oy, ox = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-            patch = seg[t_last, :, oy : oy + ch, ox : ox + cw]
+            patch = last[:, oy : oy + ch, ox : ox + cw]
             finite = np.isfinite(patch)
             valid = finite.mean()
-            rain = (patch[finite] > self.rain_level).mean() if finite.any() else 0.0
+            rain = (patch[finite] > st.rain_level).mean() if finite.any() else 0.0
             score = float(rain) if valid > 0.5 else -1.0 + float(valid)
-            if valid > 0.5 and rain >= max(self.min_rain, 1e-9):
+            if valid > 0.5 and rain >= max(st.min_rain, 1e-9):
                 return oy, ox
             if score > best_score:
                 best, best_score = (oy, ox), score
         return best
 
-    def __getitem__(self, spec: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _velocity(self, win: Window) -> np.ndarray:
+        """Motion (2, H, W) of the window's input frames, px per step: ``motion_field`` of its last
+        ``MOTION_FRAMES`` input frames, through the cache."""
+        st, s = self.settings, win.segment
+        t_last = win.start + st.in_frames - 1
+        shape = self.source.frame_shape(s)
+        key = motion_key(self.source.identities[s], int(self.source.times[s][t_last]), self.source.steps[s], shape)
+        first = max(win.start, t_last - MOTION_FRAMES + 1)
+        return self.motion.get(key, shape, lambda: motion_field(self.source.read(s, first, t_last + 1)))
+
+    def __getitem__(self, spec: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         index, seed = spec
         rng = np.random.default_rng(seed)
-        win = self.windows[index]
-        seg = self.frames[win.segment]
-        n = self.in_frames + self.out_frames
-        oy, ox = self._crop_origin(seg, win.start + self.in_frames - 1, rng)
-        ch, cw = min(self.crop, seg.shape[2]), min(self.crop, seg.shape[3])
-        block = np.asarray(seg[win.start : win.start + n, :, oy : oy + ch, ox : ox + cw], dtype=np.float32)
-        if self.augment:
-            k = int(rng.integers(0, 4))
-            block = np.rot90(block, k, axes=(2, 3))
-            if rng.integers(0, 2):
-                block = block[..., ::-1]
-        block = np.ascontiguousarray(block)
-        x = np.nan_to_num(block[: self.in_frames], nan=0.0)
-        y = block[self.in_frames :]
-        step = float(self.time_steps[win.segment]) if self.time_steps is not None else 0.0
-        return torch.from_numpy(x), torch.from_numpy(y), torch.tensor(step, dtype=torch.float32)
+        st = self.settings
+        win, last = self._draw(index, rng)
+        oy, ox = self._crop_origin(last, rng)
+        h, w = last.shape[-2:]
+        ch, cw = min(st.crop, h), min(st.crop, w)
+        m = st.margin
+        ys, xs = slice(max(0, oy - m), min(h, oy + ch + m)), slice(max(0, ox - m), min(w, ox + cw + m))
+        pads = ((oy - ys.start, ys.stop - oy - ch), (ox - xs.start, xs.stop - ox - cw))
+        pads = ((m - pads[0][0], m - pads[0][1]), (m - pads[1][0], m - pads[1][1]))  # what lies outside the frame
+        n = st.in_frames + st.out_frames
+        rates = self.source.read(win.segment, win.start, win.start + n, ys, xs)
+        block = np.pad(self.transform.forward(rates), ((0, 0), (0, 0), *pads), constant_values=np.nan)
+        velocity = np.zeros((0,), np.float32)
+        if st.lagrangian:
+            velocity = np.pad(self._velocity(win)[:, ys, xs], ((0, 0), *pads), mode="edge")
+        k = int(rng.integers(0, 4)) if st.augment else 0
+        flip = int(rng.integers(0, 2)) if st.augment else 0
+        if ch != cw:
+            k = k // 2 * 2  # only half turns keep a non-square crop's shape
+        step = float(self.source.steps[win.segment])
+        return (
+            torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32)),
+            torch.from_numpy(np.ascontiguousarray(velocity, dtype=np.float32)),
+            torch.tensor(step, dtype=torch.float32),
+            torch.tensor([k, flip], dtype=torch.int64),
+        )
+
+
+def training_batch(
+    block: torch.Tensor, velocity: torch.Tensor, aug: torch.Tensor, settings: SampleSettings
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of ``TrainWindows`` items, on the training device, as the network's input and target.
+
+    block (B, T, C, S, S), velocity (B, 2, S, S) or (B, 0), aug (B, 2). A Lagrangian batch is warped into
+    the frame of each window's last input frame (``motion.to_lagrangian``: inputs forward, targets
+    backward), then the margin is cut off and each sample turned and flipped. Returns ``x`` (B, in, C, h, w)
+    with no data as 0 and ``y`` (B, out, C, h, w) with NaN where there is no data.
+    """
+    st = settings
+    if st.lagrangian:
+        block = to_lagrangian(block, velocity, st.in_frames)
+    m = st.margin
+    if m:
+        block = block[..., m : block.shape[-2] - m, m : block.shape[-1] - m]
+    turned = []
+    for b in range(block.shape[0]):
+        sample = torch.rot90(block[b], int(aug[b, 0]), dims=(-2, -1))
+        turned.append(torch.flip(sample, dims=(-1,)) if int(aug[b, 1]) else sample)
+    block = torch.stack(turned)
+    return torch.nan_to_num(block[:, : st.in_frames], nan=0.0), block[:, st.in_frames :]
 
 
 class StepSampler(Sampler[list[tuple[int, int]]]):
@@ -188,95 +294,3 @@ class StepSampler(Sampler[list[tuple[int, int]]]):
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for step in range(self.start_step, self.total_steps):
             yield self.batch_for_step(step)
-
-
-def window_rain_fraction(frames: list[np.ndarray], windows: list[Window], length: int, level: float) -> np.ndarray:
-    """Share of valid pixels above ``level`` (model space) over each window's frames, shape (n_windows,)."""
-    per_frame = []
-    for seg in frames:
-        fr = []
-        for t in range(seg.shape[0]):
-            f = seg[t]
-            finite = np.isfinite(f)
-            fr.append(float((f[finite] > level).mean()) if finite.any() else 0.0)
-        per_frame.append(np.array(fr))
-    return np.array([per_frame[w.segment][w.start : w.start + length].mean() for w in windows])
-
-
-def to_model_space(segments: list[xr.DataArray], transform: Transform) -> list[np.ndarray]:
-    """Each segment as (T, C, H, W) float16 model-space values (NaN = no data), converted frame by frame."""
-    out = []
-    for seg in segments:
-        t = seg.sizes["time"]
-        first = np.asarray(seg.isel(time=0).values)
-        shape = (t,) + ((1,) + first.shape if first.ndim == 2 else first.shape)
-        arr = np.empty(shape, dtype=np.float16)
-        for i in range(t):
-            frame = np.asarray(seg.isel(time=i).values, dtype=np.float32)
-            arr[i] = transform.forward(frame).reshape(shape[1:])
-        out.append(arr)
-    return out
-
-
-def lagrangian_window(frames: np.ndarray, in_frames: int, transform: Transform) -> np.ndarray:
-    """One window in the frame of its last input frame: (T, C, H, W) mm/h -> (T, C, H, W) float16 model space.
-
-    Motion: ``motion.motion_field`` of the input frames (what the model will see at inference). Input
-    frame ``in_frames - 1 - j`` is advected j steps forward; target frame ``in_frames - 1 + k`` is
-    advected k steps backward (along the reversed motion), so a forecast advected k steps forward
-    lands on it. NaN where the source lies outside the data or has none.
-    """
-    x = torch.from_numpy(np.ascontiguousarray(transform.forward(frames), dtype=np.float32))  # (T, C, H, W)
-    velocity = torch.from_numpy(motion_field(frames[:in_frames]))[None]  # (1, 2, H, W)
-    out = to_lagrangian(x[None], velocity, in_frames)[0]
-    return out.numpy().astype(np.float16)
-
-
-def lagrangian_windows(
-    segments: list[np.ndarray],
-    windows: list[Window],
-    in_frames: int,
-    out_frames: int,
-    transform: Transform,
-    *,
-    keys: Sequence[str] | None = None,
-    cache_dir: str | Path | None = None,
-    progress: bool = False,
-) -> list[np.ndarray]:
-    """``lagrangian_window`` of every window, one (in + out, C, H, W) float16 array each.
-
-    segments: (T, C, H, W) float32 mm/h. With ``cache_dir``, each window is stored there as ``.npy``
-    under a name hashed from ``keys[window.segment]`` (what identifies the segment: file, first time),
-    its start, the frame counts and the transform, and read back by later runs (the motion costs about
-    a second per window on a CPU).
-    """
-    n = in_frames + out_frames
-    cache = Path(cache_dir) if cache_dir else None
-    if cache is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-    it: Sequence[Window] | Iterator[Window] = windows
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(windows, desc="motion", unit="window", leave=False)
-    out = []
-    for w in it:
-        path = None
-        if cache is not None and keys is not None:
-            ident = f"{keys[w.segment]}|{w.start}|{in_frames}|{out_frames}|{transform!r}|v1"
-            path = cache / f"lag-{hashlib.sha256(ident.encode()).hexdigest()[:24]}.npy"
-            if path.is_file():
-                try:
-                    arr = np.load(path)
-                    if arr.shape[0] == n:
-                        out.append(arr)
-                        continue
-                except (OSError, ValueError):
-                    pass
-        arr = lagrangian_window(segments[w.segment][w.start : w.start + n], in_frames, transform)
-        if path is not None:
-            tmp = path.with_suffix(f".{np.random.randint(1 << 30)}.tmp.npy")
-            np.save(tmp, arr)
-            tmp.replace(path)
-        out.append(arr)
-    return out

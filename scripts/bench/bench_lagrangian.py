@@ -3,9 +3,10 @@
 Side by side in one run, on the same synthetic windows (``nowcast.synth``, ``--size`` pixels, the
 frames of ``configs/lagrangian.yaml``), on ``--threads`` CPU threads:
 
-- the one-off cost of preparing a Lagrangian window (``data.lagrangian_window``: Lucas-Kanade motion,
-  inputs advected forward, targets backward), paid once per window and cached in ``data.cache_dir``;
-- a training step (batch from ``TrainWindows``, forward, masked balanced loss, backward, AdamW) of the
+- the one-off cost of a window's motion (Lucas-Kanade), paid once per forecast time and cached in
+  ``data.cache_dir``;
+- a training step (a batch of ``TrainWindows`` items from frames in memory, warped per batch by
+  ``training_batch``, forward, masked balanced loss, backward, AdamW) of the
   Lagrangian recipe r1 (residual head on the last frame, step channel), of the shipped model's
   settings (v6: the residual added to the torch S-PROG of ``nowcast.nowcasts.cascade``, smoothed by
   sigma = 8 px, matched in the Lagrangian frame), and of the same network in the Eulerian frame (no
@@ -25,15 +26,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from nowcast.config import load_config
-from nowcast.training.windows import TrainWindows, Window, lagrangian_window, segment_frames
-from nowcast.io import open_radar
+from nowcast.io import open_archive
 from nowcast.models.registry import build_model
+from nowcast.motion import motion_field
 from nowcast.synth import write_synthetic
 from nowcast.training.losses import HKO7_THRESHOLDS, HKO7_WEIGHTS, masked_loss
+from nowcast.training.windows import FrameSource, SampleSettings, TrainWindows, Window, training_batch
 from nowcast.transforms import Transform
 
 
@@ -70,26 +71,22 @@ def main() -> None:
     tr = Transform.from_config(lag_cfg)
     with tempfile.TemporaryDirectory() as tmp:
         path = write_synthetic(Path(tmp) / "s.nc", frames=n + 4, size=(args.size, args.size), seed=3)
-        rates = segment_frames(open_radar(path))  # (T, 1, H, W) mm/h
+        source = FrameSource(open_archive([path], time_step=None, scan=False).segments, preload=True)
     prep = []
-    lag_windows = []
     for start in range(4):
         t0 = time.perf_counter()
-        lag_windows.append(lagrangian_window(rates[start : start + n], d.in_frames, tr))
+        motion_field(source.read(0, start, start + d.in_frames))
         prep.append(time.perf_counter() - t0)
-    eul_frames = [tr.forward(rates).astype(np.float16)]
-    lag_ds = TrainWindows(
-        lag_windows, [Window(i, 0) for i in range(4)], d.in_frames, d.out_frames, args.size, time_steps=[300.0] * 4
-    )
+    windows = [Window(0, s) for s in range(4)]
+    lag_settings = SampleSettings(d.in_frames, d.out_frames, args.size, margin=d.margin, lagrangian=True)
+    eul_settings = SampleSettings(d.in_frames, d.out_frames, args.size)
+    lag_ds = TrainWindows(source, windows, lag_settings, tr)
+    for i in range(4):
+        lag_ds[(i, i)]  # the motion of each window, computed once here and kept in memory (as a warm cache)
     sets = {
         "lagrangian": (lag_cfg, lag_ds),
         "lagrangian-v6": (v6_cfg, lag_ds),
-        "eulerian": (
-            eul_cfg,
-            TrainWindows(
-                eul_frames, [Window(0, s) for s in range(4)], d.in_frames, d.out_frames, args.size, time_steps=[300.0]
-            ),
-        ),
+        "eulerian": (eul_cfg, TrainWindows(source, windows, eul_settings, tr)),
     }
     levels = torch.tensor([tr.threshold(r) for r in HKO7_THRESHOLDS])
     weights = torch.tensor(HKO7_WEIGHTS)
@@ -101,7 +98,8 @@ def main() -> None:
 
         def step(model=model, opt=opt, ds=ds) -> None:
             items = [ds[(i % len(ds), i)] for i in range(args.batch)]
-            x, y, dt = (torch.stack(v) for v in zip(*items))
+            block, velocity, dt, aug = (torch.stack(v) for v in zip(*items))
+            x, y = training_batch(block, velocity, aug, ds.settings)
             loss = masked_loss(model(x, d.out_frames, dt), y, "mse+mae", weights, levels)
             opt.zero_grad()
             loss.backward()
@@ -119,7 +117,7 @@ def main() -> None:
         f"{args.size}x{args.size} crops, batch {args.batch}, {d.in_frames}+{d.out_frames} frames, {args.threads} threads, "
         f"CPU {torch.backends.cpu.get_cpu_capability()}"
     )
-    print(f"Lagrangian window preparation (once per window, cached): {min(prep):.3f} s per {args.size}^2 window")
+    print(f"motion of a window (once per forecast time, cached): {min(prep):.3f} s per {args.size}^2 window")
     for name, t in best.items():
         print(f"training step, {name:13}: {t:.3f} s")
     for name in ("lagrangian", "lagrangian-v6"):
