@@ -234,12 +234,20 @@ def synth(
     ),
     step: Annotated[int, typer.Option(metavar="SECONDS", help="Time step in seconds.")] = 300,
     seed: Annotated[int, typer.Option(metavar="S", help="Random seed; the same seed gives the same file.")] = 0,
+    growth: Annotated[
+        str,
+        typer.Option(
+            metavar="KIND",
+            help="Predictable growth and decay that extrapolation cannot forecast: none, or orographic "
+            "(rain enhanced up to x5 over fixed hills).",
+        ),
+    ] = "none",
 ) -> None:
     """Write a synthetic radar sequence of moving, growing and decaying rain cells."""
     with _errors():
         from nowcast.synth import write_synthetic
 
-        path = write_synthetic(out, frames=frames, size=size, step_s=step, seed=seed)
+        path = write_synthetic(out, frames=frames, size=size, step_s=step, seed=seed, growth=growth)
         log.info("wrote %s (%d frames of %dx%d, step %d s)", path, frames, size[0], size[1], step)
 
 

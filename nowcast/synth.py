@@ -10,6 +10,14 @@ optical-flow extrapolation can track and a ConvLSTM can learn. The summed field 
 is the rain rate: mostly light rain with a few intense cores and smooth edges. A disc of radius
 0.48 * min(H, W) around the centre is the radar coverage; outside it the data are NaN.
 
+With ``growth="orographic"`` the rain is enhanced over fixed high ground: a few hills (Gaussian,
+0.08-0.16 of the domain wide, drawn from the seed) multiply the rain rate by up to 1 + ``OROGRAPHIC_GAIN``
+at their tops, and a light background (``OROGRAPHIC_BACKGROUND``, moist air) gives rain of its own over
+the higher ground. The enhancement stays where the hills are while the rain moves through: rain intensifies
+as it moves onto the high ground and weakens as it leaves. Its growth and decay are predictable from the
+frames (where the rain has been enhanced, it will be again) but not by S-PROG or any extrapolation,
+which carry the enhanced rain on with the wind (``scripts/research/learnability.py``).
+
 Everything is drawn from one ``numpy.random.Generator(seed)``: the same arguments give the same data.
 """
 
@@ -207,6 +215,28 @@ def _render(
     return out
 
 
+OROGRAPHIC_GAIN = 4.0
+"""Rain over a hilltop is this much heavier than it would be over flat ground, plus one (x5)."""
+OROGRAPHIC_BACKGROUND = 0.3
+"""mm/h of light rain everywhere before the enhancement (0.2 mm/h over flat ground after the offset)."""
+GROWTHS = ("none", "orographic")
+"""The kinds of predictable growth and decay ``synthetic_sequence`` can add."""
+
+
+def _hills(seed: int, shape: tuple[int, int]) -> np.ndarray:
+    """Height of the high ground, 0 to 1, (H, W): three to five Gaussian hills, from their own generator
+    (so the rain of a seed is the same with or without them)."""
+    rng = np.random.default_rng([seed, 1])
+    height, width = shape
+    rows, cols = np.arange(height)[:, None], np.arange(width)[None, :]
+    ground = np.zeros(shape)
+    for _ in range(int(rng.integers(3, 6))):
+        r, c = rng.uniform(0.15, 0.85) * height, rng.uniform(0.15, 0.85) * width
+        sigma = rng.uniform(0.08, 0.16) * min(shape)
+        ground = np.maximum(ground, np.exp(-0.5 * ((rows - r) ** 2 + (cols - c) ** 2) / sigma**2))
+    return ground
+
+
 def _coverage(shape: tuple[int, int]) -> np.ndarray:
     """Boolean (H, W): True inside the radar disc of radius 0.48 * min(H, W) centred on the grid."""
     height, width = shape
@@ -240,6 +270,7 @@ def synthetic_sequence(
     seed: int = 0,
     pixel_m: float = 1000.0,
     start: str = "2024-06-01T12:00",
+    growth: str = "none",
 ) -> xr.Dataset:
     """Make a synthetic radar rain-rate sequence in the schema of the real radar files.
 
@@ -257,6 +288,8 @@ def synthetic_sequence(
         Pixel size in metres (sets the ``x``/``y`` coordinates only).
     start : str
         Time of the first frame, ISO 8601, UTC.
+    growth : str
+        ``none``, or ``orographic``: rain enhanced over fixed hills (see the module's docstring).
 
     Returns
     -------
@@ -270,9 +303,11 @@ def synthetic_sequence(
     Raises
     ------
     NowcastError
-        If ``frames``, ``size``, ``step_s``, ``pixel_m`` or ``start`` are invalid.
+        If ``frames``, ``size``, ``step_s``, ``pixel_m``, ``start`` or ``growth`` are invalid.
     """
     height, width = _check(frames, size, step_s, pixel_m, seed)
+    if growth not in GROWTHS:
+        raise NowcastError(f"synthetic data: growth must be one of {', '.join(GROWTHS)}, found {growth!r}")
     frames, step_s = int(frames), int(step_s)
     try:
         t_start = np.datetime64(start, "s")
@@ -296,9 +331,12 @@ def synthetic_sequence(
     cols, rows = _tracks(wind, cells, parent_all, offset_all, -spin_up, frames)
 
     inside = _coverage(shape)
+    orographic = growth == "orographic"
+    gain = 1.0 + OROGRAPHIC_GAIN * _hills(seed, shape) if orographic else 1.0
+    background = OROGRAPHIC_BACKGROUND if orographic else 0.0
     rain = np.empty((frames,) + shape, dtype=np.float32)
     for t in range(frames):
-        field = _render(cols[t], rows[t], t, cells, shape) - RAIN_OFFSET
+        field = (_render(cols[t], rows[t], t, cells, shape) + background) * gain - RAIN_OFFSET
         field = np.round(np.clip(field, 0.0, PACK_MAX), 2)  # the int16 packing's resolution (PACK_STEP)
         rain[t] = np.where(inside, field, np.nan)
 
@@ -426,10 +464,16 @@ def _dataset(
 
 
 def write_synthetic(
-    path: str | Path, *, frames: int = 36, size: tuple[int, int] = (256, 256), step_s: int = 300, seed: int = 0
+    path: str | Path,
+    *,
+    frames: int = 36,
+    size: tuple[int, int] = (256, 256),
+    step_s: int = 300,
+    seed: int = 0,
+    growth: str = "none",
 ) -> Path:
     """Write :func:`synthetic_sequence` to a NetCDF file atomically and return its path."""
-    ds = synthetic_sequence(frames=frames, size=size, step_s=step_s, seed=seed)
+    ds = synthetic_sequence(frames=frames, size=size, step_s=step_s, seed=seed, growth=growth)
     encoding = {name: dict(ds[name].encoding) for name in ("rainfall_rate", "time", "x", "y")}
     target = Path(path)
     with atomic_output(target, suffix=".nc") as tmp:

@@ -1,0 +1,92 @@
+"""Does the learned correction learn when the data carry a signal? The default recipe on orographic rain.
+
+Synthetic rain with growth and decay that the frames predict but extrapolation cannot forecast
+(``nowcast synth --growth orographic``: rain enhanced up to x5 over fixed hills, different hills in every
+file) trains ``configs/default.yaml`` as a user would (``nowcast train --config default``); the model is
+then scored with ``nowcast evaluate`` on a sequence from a seed it never saw, beside S-PROG,
+extrapolation and persistence. Prints the mean CSI at 1 mm/h over the leads up to 60 minutes and the
+ratio to S-PROG's (the issue's target: at least 1.10). Resumable: run it again to continue the training.
+
+    python -m scripts.research.learnability [--out runs/learnability] [--steps 600] [--files 8] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from scripts.common import cpu_summary
+
+SIZE = 256
+FRAMES = 96
+TEST_SEED = 999
+
+
+def _nowcast(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "nowcast", *args], check=True)
+
+
+def _archive(out: Path, n_files: int) -> tuple[list[Path], Path]:
+    """Training files (seeds 100..) and the test file (seed ``TEST_SEED``), made once."""
+    data = out / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    files = []
+    for seed in [*range(100, 100 + n_files), TEST_SEED]:
+        path = data / f"orographic_{seed}.nc"
+        if not path.exists():
+            frames = 48 if seed == TEST_SEED else FRAMES
+            _nowcast("-q", "synth", str(path), "--growth", "orographic", "--frames", str(frames), "--size", str(SIZE),
+                     str(SIZE), "--seed", str(seed))  # fmt: skip
+        files.append(path)
+    return files[:-1], files[-1]
+
+
+def mean_csi(metrics_csv: Path, threshold: float = 1.0, max_lead: float = 60.0) -> dict[str, float]:
+    """Mean CSI at ``threshold`` over leads up to ``max_lead`` minutes, per method, from ``metrics.csv``."""
+    values: dict[str, list[float]] = defaultdict(list)
+    with open(metrics_csv, newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["score"] == "CSI" and float(row["threshold"]) == threshold and float(row["lead_min"]) <= max_lead:
+                values[row["method"]].append(float(row["value"]))
+    return {m: sum(v) / len(v) for m, v in values.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("runs/learnability"))
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--files", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    train_files, test_file = _archive(args.out, args.files)
+    run = args.out / "run"
+    sets = [
+        f"data.files=[{','.join(map(str, train_files))}]",
+        f"train.steps={args.steps}",
+        "train.val_every=200",
+        f"data.cache_dir={args.out / 'motion'}",
+    ]
+    if (run / "last.pt").exists():
+        _nowcast(
+            "train", "--resume", str(run), *[x for s in sets for x in ("--set", s)], "--threads", str(args.threads)
+        )
+    else:
+        _nowcast("train", "--config", "default", "--run-dir", str(run), *[x for s in sets for x in ("--set", s)],
+                 "--threads", str(args.threads))  # fmt: skip
+    ev = args.out / "eval"
+    _nowcast("evaluate", str(test_file), "--model", str(run / "model.pt"), "--baselines",
+             "persistence,extrapolation,sprog", "--out", str(ev), "--threads", str(args.threads))  # fmt: skip
+    csi = mean_csi(ev / "metrics.csv")
+    print(f"machine: {cpu_summary()}; {args.steps} steps on {len(train_files)} files of {FRAMES} x {SIZE}^2")
+    for method, value in sorted(csi.items(), key=lambda kv: -kv[1]):
+        print(f"  {method:14} mean CSI >= 1 mm/h, leads <= 60 min: {value:.3f}")
+    ratio = csi["model"] / csi["sprog"]
+    print(f"model / S-PROG: {ratio:.3f} (target >= 1.10: {'met' if ratio >= 1.10 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()
