@@ -199,3 +199,23 @@ def test_cli_synth_rejects_bad_arguments_with_exit_code_2(cli_runner, tmp_path) 
     assert result.exit_code == 2
     assert "frames" in result.output
     assert not out.exists()
+
+
+def test_orographic_growth_multiplies_the_same_rain_by_the_hills() -> None:
+    """``growth="orographic"``: the rain of the same seed, plus the light background, times 1 + gain x
+    hill height, so the heaviest enhancement sits still on the hilltops while the rain moves through."""
+    from nowcast.synth import OROGRAPHIC_BACKGROUND, OROGRAPHIC_GAIN, RAIN_OFFSET, _hills, synthetic_sequence
+
+    flat = synthetic_sequence(frames=6, size=(64, 64), seed=5)["rainfall_rate"].values.astype(np.float64)
+    oro = synthetic_sequence(frames=6, size=(64, 64), seed=5, growth="orographic")["rainfall_rate"].values
+    hills = _hills(5, (64, 64))
+    assert hills.max() == pytest.approx(1.0, abs=0.05) and hills.min() < 0.05
+    base = np.where(flat > 0, flat + RAIN_OFFSET, np.nan)  # where the flat field is not clipped at 0
+    expected = (base + OROGRAPHIC_BACKGROUND) * (1.0 + OROGRAPHIC_GAIN * hills) - RAIN_OFFSET
+    ok = np.isfinite(expected) & (expected < 327)
+    # both fields are rounded to 0.01 mm/h; the flat one's rounding is multiplied by up to 1 + gain = 5
+    np.testing.assert_allclose(oro[ok], expected[ok], atol=0.005 * (1 + OROGRAPHIC_GAIN) + 0.005 + 1e-6)
+    top = np.unravel_index(hills.argmax(), hills.shape)
+    assert (oro[:, top[0], top[1]] >= (OROGRAPHIC_BACKGROUND * (1 + OROGRAPHIC_GAIN * 0.95) - RAIN_OFFSET)).all()
+    with pytest.raises(NowcastError, match="growth must be one of none, orographic"):
+        synthetic_sequence(frames=2, size=(16, 16), growth="convective")

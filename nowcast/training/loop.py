@@ -302,7 +302,6 @@ def _validate(
 
 
 def _provenance(
-    cfg: Config,
     train_arc: Archive,
     val_arc: Archive | None,
     final: dict[str, Any],
@@ -456,7 +455,7 @@ def _save(run: _Run, name: str, step: int | None = None) -> None:
             "torch_rng": torch.get_rng_state(),
         }
     scores = {} if name == "last.pt" else run.last_scores
-    provenance = _provenance(run.cfg, run.data.train_arc, run.data.val_arc, scores, run.earlier)
+    provenance = _provenance(run.data.train_arc, run.data.val_arc, scores, run.earlier)
     save_checkpoint(
         run.out / name, config=run.cfg, state_dict=run.model.state_dict(), provenance=provenance, training=training
     )

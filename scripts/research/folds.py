@@ -101,40 +101,26 @@ def evaluate(
         subprocess.run(cmd, check=True)
 
 
-REUSE: Path | None = None
-"""Where ``table`` takes the rows of methods a run did not score (``--reuse-baselines``)."""
-
-
-def _read(path: Path) -> dict[tuple[str, str, str], list[tuple[float, float]]]:
-    """(method, score, threshold) -> [(lead_min, value)] from an evaluate metrics.csv; methods missing
-    there come from the same event's metrics.csv under ``REUSE`` (scored on the same cases: the
-    persistence rows of both files must agree, or this raises)."""
+def read_metrics(path: Path, reuse: Path | None = None) -> dict[tuple[str, str, str], list[tuple[float, float]]]:
+    """(method, score, threshold) -> [(lead_min, value)] from an evaluate metrics.csv; with ``reuse`` (a
+    folds root, ``--reuse-baselines``), methods missing there come from the same event's metrics.csv
+    under it (scored on the same cases: the persistence rows of both files must agree, or this raises)."""
     table: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
     with open(path, newline="") as fh:
         for row in csv.DictReader(fh):
             thr = row["threshold"] and f"{float(row['threshold']):g}"
             table[(row["method"], row["score"], thr)].append((float(row["lead_min"]), float(row["value"])))
-    if REUSE is not None and (REUSE / path.parent.name / "metrics.csv").is_file():
-        global_ = _read_plain(REUSE / path.parent.name / "metrics.csv")
-        for key in (k for k in global_ if k[0] == "persistence" and k[1] == "CSI"):
-            mine, theirs = sorted(table.get(key, [])), sorted(global_[key])
+    if reuse is not None and (reuse / path.parent.name / "metrics.csv").is_file():
+        other = read_metrics(reuse / path.parent.name / "metrics.csv")
+        for key in (k for k in other if k[0] == "persistence" and k[1] == "CSI"):
+            mine, theirs = sorted(table.get(key, [])), sorted(other[key])
             if mine and any(abs(a[1] - b[1]) > 2e-3 for a, b in zip(mine, theirs)):
-                raise SystemExit(f"{path}: persistence {key[1]} {key[2]} differs from {REUSE}: not the same cases")
+                raise SystemExit(f"{path}: persistence {key[1]} {key[2]} differs from {reuse}: not the same cases")
         scored = {k[0] for k in table}
-        for key, rows in global_.items():
+        for key, rows in other.items():
             if key[0] not in scored:
                 table[key] = rows
     return table
-
-
-def _read_plain(path: Path) -> dict[tuple[str, str, str], list[tuple[float, float]]]:
-    """``_read`` without borrowing rows."""
-    global REUSE
-    saved, REUSE = REUSE, None
-    try:
-        return _read(path)
-    finally:
-        REUSE = saved
 
 
 def _mean(values: list[float]) -> float:
@@ -142,10 +128,10 @@ def _mean(values: list[float]) -> float:
     return sum(ok) / len(ok) if ok else math.nan
 
 
-def event_means(path: Path) -> dict[str, dict[str, float]]:
+def event_means(path: Path, reuse: Path | None = None) -> dict[str, dict[str, float]]:
     """Per method, the means over lead times of one event's metrics.csv: CSI >= 1 and >= 5 mm/h,
     POD, FAR and frequency bias at 1 mm/h, MSE."""
-    t = _read(path)
+    t = read_metrics(path, reuse)
     out = {}
     for m in METHODS:
         out[m] = {
@@ -159,15 +145,17 @@ def event_means(path: Path) -> dict[str, dict[str, float]]:
     return out
 
 
-def fold_means(root: Path, fold: str) -> dict[str, dict[str, float]]:
+def fold_means(root: Path, fold: str, reuse: Path | None = None) -> dict[str, dict[str, float]]:
     """Per method, the mean over the events held out from ``fold`` of each event's means (``event_means``)."""
-    per_event = [event_means(root / e / "metrics.csv") for e in held_out(fold) if (root / e / "metrics.csv").is_file()]
+    per_event = [
+        event_means(root / e / "metrics.csv", reuse) for e in held_out(fold) if (root / e / "metrics.csv").is_file()
+    ]
     return (
         {m: {k: _mean([ev[m][k] for ev in per_event]) for k in per_event[0][m]} for m in METHODS} if per_event else {}
     )
 
 
-def table(root: Path) -> str:
+def table(root: Path, reuse: Path | None = None) -> str:
     """Markdown tables: per event (CSI at 1 and 5 mm/h, POD, FAR, bias at 1 mm/h, MSE), per fold, targets."""
     lines: list[str] = []
     fold_rows: dict[str, dict[str, dict[str, list[float]]]] = {}
@@ -179,7 +167,7 @@ def table(root: Path) -> str:
             if not path.is_file():
                 lines += [f"{event}: not scored yet", ""]
                 continue
-            t = _read(path)
+            t = read_metrics(path, reuse)
             leads = [lead for lead, _ in sorted(t[("model", "CSI", "1")])]
             lines += [f"**{event}** (leads {leads[0]:g}-{leads[-1]:g} min)", ""]
             lines += [
@@ -257,12 +245,12 @@ README_BEGIN, README_END = "<!-- skill-table: begin -->", "<!-- skill-table: end
 """Markers around the README's Skill table; ``readme --write`` replaces what lies between them."""
 
 
-def readme_block(root: Path, details: str) -> str:
+def readme_block(root: Path, details: str, reuse: Path | None = None) -> str:
     """The README's Skill table from the scored folds under ``root``: per held-out fold, the mean CSI at
     1 mm/h of the model (the same recipe trained on the other fold), extrapolation, S-PROG and
     persistence, then the model's frequency bias and MSE beside extrapolation's; ``details``: the
     page with the per-event tables."""
-    folds = [(held_out(f), fold_means(root, f)) for f in ("A", "B")]
+    folds = [(held_out(f), fold_means(root, f, reuse)) for f in ("A", "B")]
     if any(not means for _, means in folds):
         raise SystemExit(f"{root}: expected both folds scored, found {[bool(m) for _, m in folds]}")
     rows = [
@@ -327,7 +315,6 @@ def derive(source: Path, target: Path, overrides: list[str], zero_head: bool = F
 
 
 def main() -> None:
-    global REUSE
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("evaluate", help="score a fold model on the events it never saw")
@@ -355,15 +342,13 @@ def main() -> None:
     elif a.cmd == "derive":
         derive(a.source, a.target, a.overrides, a.zero_head)
     elif a.cmd == "readme":
-        REUSE = a.reuse_baselines
-        block = readme_block(a.root, a.details)
+        block = readme_block(a.root, a.details, a.reuse_baselines)
         if a.write:
             write_readme(a.write, block)
         else:
             print(block)
     else:
-        REUSE = a.reuse_baselines
-        print(table(a.root))
+        print(table(a.root, a.reuse_baselines))
 
 
 if __name__ == "__main__":

@@ -142,7 +142,7 @@ def score_event(event: str, out: Path) -> None:
 
 def _csi1(path: Path) -> dict[str, float]:
     """Method -> mean over leads of CSI >= 1 mm/h in an evaluate metrics.csv (read by ``folds``)."""
-    table = folds._read_plain(path)
+    table = folds.read_metrics(path)
     return {
         m: folds._mean([v for _, v in rows]) for (m, score, thr), rows in table.items() if (score, thr) == ("CSI", "1")
     }
