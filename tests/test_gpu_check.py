@@ -42,7 +42,7 @@ def test_gpu_check_runs_on_the_cpu(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["passed"] is True and report["machine"]["device"] == "cpu"
     parts = report["parts"]
-    assert list(parts) == ["correctness", "ddp", "commands", "hko7", "speed"]
+    assert list(parts) == ["correctness", "streaming", "ddp", "commands", "hko7", "speed"]
     assert all(p["status"] == "ok" for p in parts.values()), {k: p["reason"] for k, p in parts.items()}
 
     def row(part: str, check: str) -> dict:
@@ -51,6 +51,7 @@ def test_gpu_check_runs_on_the_cpu(tmp_path: Path) -> None:
     fp32 = row("correctness", "fp32")  # the CPU against itself: the same kernels, the same result
     assert fp32["ok"] is True and fp32["value"] == {"forecast": 0.0, "loss": 0.0, "gradients": 0.0}
     assert 0 < row("correctness", "bf16")["value"]["forecast"] <= 5e-2  # bf16 rounding, but close
+    assert row("streaming", "train, 0 workers")["ok"] is True
     assert row("ddp", "the model ran under DDP")["value"] is True
     assert row("ddp", "resumed run")["ok"] is True
     assert row("commands", "--device cuda")["note"] == "skipped: no CUDA device"

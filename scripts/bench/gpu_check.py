@@ -15,6 +15,8 @@ Parts (``--parts``, in this order):
 - ``ddp``: ``torchrun --nproc_per_node 1 -m nowcast train`` (NCCL on CUDA, gloo on the CPU) on a
   synthetic file for 2 steps, then ``--resume`` to 4, checking the checkpoints and metrics; on CUDA
   also an uninterrupted 4-step run, and the relative difference of its weights from the resumed run's.
+- ``streaming``: ``nowcast train --config default`` on a synthetic archive: frames per second and
+  time to the first step with 0, 2 and 4 DataLoader workers (CUDA; the CPU runs 0 workers, 4 steps);
 - ``speed``: ours against the textbook ConvLSTM of ``scripts/bench/bench_train.py`` (same topology and size),
   inference and one training step, side by side and interleaved: fp32, bf16, bf16 + channels-last,
   compiled (``default``), and CUDA graphs (``torch.compile(mode="reduce-overhead")``, inference).
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import dataclasses
 import json
 import math
@@ -71,7 +74,7 @@ from nowcast.training.losses import masked_loss  # noqa: E402
 REAL_FILE = RADAR_DIR / "mch_switzerland_20150515.nc"
 HKO7_SEC_PER_SEQ = 0.032
 """HKO-7's PyTorch ConvLSTM (Shi et al. 2017 benchmark code), seconds per 5-in, 20-out 480 x 480 sequence."""
-GUARDS = {"correctness": 100, "ddp": 110, "commands": 110, "hko7": 100, "speed": 160}
+GUARDS = {"correctness": 100, "streaming": 130, "ddp": 110, "commands": 110, "hko7": 100, "speed": 160}
 """Seconds each part may take at most on CUDA (parts run in this order; the budget can cut them shorter)."""
 TOLERANCE = {"fp32": 5e-3, "bf16": 5e-2}
 """Largest relative error passed against the CPU fp32 result (fp32 on CUDA may use TF32 in convolutions)."""
@@ -631,8 +634,49 @@ def part_commands(part: Part, device: torch.device, args: argparse.Namespace, le
         part.add("evaluate speed-up", f"{secs['cpu'] / secs['cuda']:.2f}x", "whole command, cpu time / cuda time")
 
 
+def part_streaming(part: Part, device: torch.device, args: argparse.Namespace, left: Callable[[], float]) -> None:
+    """``nowcast train --config default`` (streaming windows, lazy motion, warps on the device, bf16 on
+    CUDA) on a synthetic archive: frames per second and time to the first step, by DataLoader workers."""
+    from nowcast.synth import write_synthetic
+
+    cuda = device.type == "cuda"
+    work = Path(args.work) / "streaming"
+    size, frames, steps = (512, 48, 40) if cuda else (96, 24, 4)
+    files = [str(write_synthetic(work / f"s{i}.nc", frames=frames, size=(size, size), seed=i)) for i in range(4)]
+    part.add("archive", f"{len(files)} files x {frames} frames of {size}^2", "synthetic rain")
+    env = _env(args.threads)
+    for workers in (0, 2, 4) if cuda else (0,):
+        run = work / f"run-w{workers}"
+        sets = [
+            f"data.files=[{','.join(files)}]",
+            f"data.workers={workers}",
+            f"data.cache_dir={work / 'motion'}",
+            f"train.steps={steps}",
+            f"train.device={device}",
+            "train.log_every=10" if cuda else "train.log_every=2",
+            "train.val_every=100000",
+            "train.batch_size=16" if cuda else "train.batch_size=2",
+            *([] if cuda else ["data.crop=32", "data.margin=8"]),
+        ]
+        cmd = [sys.executable, "-m", "nowcast", "train", "--config", "default", "--run-dir", str(run)]
+        took, proc = _command([*cmd, *[x for s in sets for x in ("--set", s)]], env, left())
+        if proc.returncode != 0:
+            part.add(f"train, {workers} workers", f"{took:.1f} s", _failure(proc), False)
+            continue
+        first = next(
+            (ln.split("first step done ")[1] for ln in proc.stderr.splitlines() if "first step done" in ln), "?"
+        )
+        with open(run / "metrics.csv", newline="") as fh:
+            rates = [float(r["frames_per_s"]) for r in csv.DictReader(fh) if r["frames_per_s"]]
+        best = max(rates[1:] or rates)
+        part.add(
+            f"train, {workers} workers", f"{best:.0f} frames/s", f"first step {first}; whole run {took:.0f} s", True
+        )
+
+
 PARTS: dict[str, Callable[[Part, torch.device, argparse.Namespace, Callable[[], float]], None]] = {
     "correctness": part_correctness,
+    "streaming": part_streaming,
     "ddp": part_ddp,
     "commands": part_commands,
     "hko7": part_hko7,
