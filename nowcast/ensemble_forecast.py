@@ -13,13 +13,16 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
 
 from nowcast.io import NS
 from nowcast.motion.flow import motion_field
-from nowcast.nowcasts.ensemble import EnsembleSettings, ensemble_forecast
+
+if TYPE_CHECKING:  # torch loads when an ensemble is made, not with predict: input errors are reported first
+    from nowcast.nowcasts.ensemble import EnsembleSettings
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,8 @@ class EnsembleProduct:
     """Rates (mm/h, increasing) whose exceedance probabilities are written."""
 
     def __post_init__(self) -> None:
+        if int(self.members) < 1:
+            raise ValueError(f"members: expected at least 1, found {self.members}")
         t = tuple(float(x) for x in self.thresholds)
         if not t or any(b <= a for a, b in zip(t, t[1:])) or not all(np.isfinite(t)) or min(t) <= 0:
             raise ValueError(f"probabilities: expected positive, increasing thresholds in mm/h, found {list(t)}")
@@ -46,7 +51,9 @@ class EnsembleProduct:
 
     @property
     def settings(self) -> EnsembleSettings:
-        """The ensemble's settings (validates ``members``)."""
+        """The ensemble's settings."""
+        from nowcast.nowcasts.ensemble import EnsembleSettings
+
         return EnsembleSettings(members=int(self.members), seed=int(self.seed))
 
 
@@ -65,6 +72,8 @@ def ensemble_members(
     (2, H, W) px per step: the frames' motion, if known (else ``motion_field``)."""
     if frames.ndim != 4 or frames.shape[1] != 1 or "channel" in like.dims:
         raise ValueError(f"frames: an ensemble needs one channel (T, 1, H, W), found {frames.shape}")
+    from nowcast.nowcasts.ensemble import ensemble_forecast
+
     x = frames[:, 0]
     velocity = motion_field(x) if velocity is None else velocity
     started = time.perf_counter()

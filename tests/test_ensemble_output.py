@@ -89,3 +89,51 @@ def test_ensemble_file_passes_cf_1_11(members, tmp_path, packed) -> None:
         [CHECKER, "--test=cf:1.11", "--format=text", str(path)], capture_output=True, text=True, timeout=300
     )
     assert "All tests passed!" in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def synth_and_model(tmp_path_factory):
+    from tests.conftest import make_tiny_checkpoint
+
+    from nowcast.cli import app
+    from typer.testing import CliRunner
+
+    folder = tmp_path_factory.mktemp("ens_cli")
+    src = folder / "synth.nc"
+    result = CliRunner().invoke(app, ["synth", str(src), "--frames", "6", "--size", "64", "64"])
+    assert result.exit_code == 0, result.output
+    return src, make_tiny_checkpoint(folder / "tiny.pt", "data.time_step=300")
+
+
+def test_predict_members_writes_a_reproducible_ensemble(cli_runner, synth_and_model, tmp_path) -> None:
+    from nowcast.cli import app
+
+    src, ckpt = synth_and_model
+    common = ["predict", str(src), "--model", str(ckpt), "--steps", "3", "--members", "4", "--probabilities", "1,10"]
+    outs = []
+    for name, seed in (("a.nc", "7"), ("b.nc", "7"), ("c.nc", "8")):
+        result = cli_runner.invoke(app, [*common, "--seed", seed, "-o", str(tmp_path / name)])
+        assert result.exit_code == 0, result.stderr
+        with xr.open_dataset(tmp_path / name) as ds:
+            outs.append(ds[MEMBERS_VARIABLE].values)
+            assert ds.sizes["realization"] == 4 and ds.sizes["threshold"] == 2 and ds.sizes["time"] == 3
+            assert "ensemble" in ds.attrs["source"]
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert not np.array_equal(outs[0], outs[2], equal_nan=True)
+    if CHECKER is not None:
+        proc = subprocess.run(
+            [CHECKER, "--test=cf:1.11", "--format=text", str(tmp_path / "a.nc")], capture_output=True, text=True
+        )
+        assert "All tests passed!" in proc.stdout, proc.stdout
+
+
+def test_predict_refuses_bad_probabilities(cli_runner, synth_and_model, tmp_path) -> None:
+    from nowcast.cli import app
+
+    src, ckpt = synth_and_model
+    base = ["predict", str(src), "--model", str(ckpt), "-o", str(tmp_path / "x.nc")]
+    result = cli_runner.invoke(app, [*base, "--members", "3", "--probabilities", "10,1"])
+    assert result.exit_code == 2 and "increasing" in result.stderr
+    result = cli_runner.invoke(app, [*base, "--members", "-1"])
+    assert result.exit_code == 2 and "--members" in result.stderr
+    assert not (tmp_path / "x.nc").exists()
