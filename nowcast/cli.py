@@ -352,12 +352,25 @@ def predict(
     ] = 60.0,
     threads: ThreadsOption = 0,
     device: DeviceOption = "auto",
+    members: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            help="Write an ensemble of N members (STEPS-like, the model not run), its exceedance probabilities "
+            "and mean instead of the model's forecast; 0: no ensemble.",
+        ),
+    ] = 0,
+    seed: Annotated[int, typer.Option(metavar="S", help="Seed of the ensemble: the same seed, the same members.")] = 0,
+    probabilities: Annotated[
+        str, typer.Option(metavar="LIST", help="Comma-separated thresholds (mm/h) of the ensemble's probabilities.")
+    ] = "1,10,30",
 ) -> None:
     """Forecast from the latest frames and write a CF-conventions NetCDF on the input's grid.
 
     Written atomically under a lock (.nowcast.lock, one per output directory): overlapping cron runs
     never interleave.
     """
+    ensemble = _ensemble_product(members, seed, probabilities)
     with _errors():
         from nowcast.predict import PredictSettings, predict_to_file
 
@@ -372,6 +385,7 @@ def predict(
             history=_command_line(),
             threads=threads,
             device=device,
+            ensemble=ensemble,
         )
         predict_to_file([str(p) for p in inputs], settings, at=at)
     _done_and_closed()
@@ -546,6 +560,20 @@ def evaluate(
         )
         if table:  # under torchrun only rank 0 reports
             typer.echo(table)
+
+
+def _ensemble_product(members: int, seed: int, probabilities: str) -> Any:
+    """``--members/--seed/--probabilities`` as an ``EnsembleProduct`` (None without members); usage errors exit 2."""
+    if members < 0:
+        raise typer.BadParameter(f"expected 0 (no ensemble) or more members, found {members}", param_hint="--members")
+    if members == 0:
+        return None
+    from nowcast.ensemble_forecast import EnsembleProduct
+
+    try:
+        return EnsembleProduct(members, seed, tuple(float(t) for t in probabilities.split(",") if t.strip()))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--probabilities") from None
 
 
 def _importer_options(items: list[str]) -> dict[str, Any]:

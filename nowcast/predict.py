@@ -18,10 +18,12 @@ import xarray as xr
 
 from nowcast import __version__
 from nowcast.config import Config, lead_times
+from nowcast.ensemble_forecast import EnsembleProduct, ensemble_members
 from nowcast.errors import InputError, StaleInputError
 from nowcast.forecast import forecast_frames, input_frames, parse_time, source_name
 from nowcast.io import (
     FORECAST_REFERENCES,
+    write_ensemble,
     NS,
     data_time_step,
     iso_time,
@@ -69,6 +71,8 @@ class PredictSettings:
     """``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
     packed: bool = True
     """int16-packed output (as the radar files) rather than float32."""
+    ensemble: EnsembleProduct | None = None
+    """Write an ensemble product instead (``ensemble_forecast``: members, exceedance probabilities, their mean)."""
 
 
 def predict_to_file(
@@ -145,9 +149,12 @@ def predict_to_file(
         remove_stale_temporaries(out_path, min_age_s=0.0)  # under the lock: leftovers of killed runs
         net = loaded.model.to(dev)
         precision = resolve_precision("auto", dev)
-        fc = forecast_frames(frames, t_ref, rate, net, cfg, s.steps, dev, precision, velocity)
         attrs = _global_attrs(rate, cfg, loaded, s.history, archive.files, t_ref)
-        write_forecast(fc, out_path, global_attrs=attrs, packed=s.packed)
+        if s.ensemble is not None:
+            fc = _write_ensemble(frames, t_ref, rate, cfg, s, velocity, out_path, attrs)
+        else:
+            fc = forecast_frames(frames, t_ref, rate, net, cfg, s.steps, dev, precision, velocity)
+            write_forecast(fc, out_path, global_attrs=attrs, packed=s.packed)
     if plot_path is not None:
         from nowcast.plots import plot_forecast
 
@@ -160,6 +167,34 @@ def predict_to_file(
     extra = f" and {plot_path}" if plot_path is not None else ""
     log.info("forecast from %s, +%g min: wrote %s%s in %.1f s", iso_time(t_ref), lead_min, out_path, extra, elapsed)
     return out_path
+
+
+def _write_ensemble(
+    frames: np.ndarray,
+    t_ref: int,
+    rate: xr.DataArray,
+    cfg: Config,
+    s: PredictSettings,
+    velocity: np.ndarray | None,
+    out_path: Path,
+    attrs: dict[str, object],
+) -> xr.DataArray:
+    """Write ``s.ensemble``'s product of ``frames`` to ``out_path``; return the ensemble mean (for the plot)."""
+    product = s.ensemble
+    assert product is not None
+    if "channel" in rate.dims:
+        raise InputError(
+            f"{source_name(rate)}: expected one channel for an ensemble (--members), found {rate.sizes['channel']}"
+        )
+    steps = lead_times(s.steps, cfg.data.out_frames)
+    members = ensemble_members(frames, t_ref, rate, cfg.data.time_step, steps, product, velocity)
+    attrs = dict(attrs)
+    attrs["source"] = (
+        f"nowcast {__version__}, STEPS-like ensemble of {product.members} members (seed {product.seed}): "
+        "S-PROG cascade with pySTEPS nonparametric noise; the model was not run"
+    )
+    write_ensemble(members, product.thresholds, out_path, global_attrs=attrs, packed=s.packed)
+    return members.mean("realization").assign_attrs(members.attrs)
 
 
 def _model_config(

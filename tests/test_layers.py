@@ -18,7 +18,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("nowcast.motion",),
     ("nowcast.nowcasts",),
     ("nowcast.models", "nowcast.plots", "nowcast.synth"),
-    ("nowcast.forecast",),
+    ("nowcast.forecast", "nowcast.ensemble_forecast"),
     ("nowcast.verification",),
     ("nowcast.training", "nowcast.predict"),
     ("nowcast.watch",),

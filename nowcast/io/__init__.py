@@ -7,6 +7,8 @@ No module here imports torch at import time.
   nanoseconds: ``NS``, ``times_ns``, ``iso_time``).
 - ``nowcast.io.writing``: a forecast -> a CF-1.11 NetCDF (``forecast_dataset``, ``write_forecast``,
   ``complete_grid_mapping``).
+- ``nowcast.io.ensemble_writing``: an ensemble -> members, exceedance probabilities and mean in one
+  CF-1.11 NetCDF (``ensemble_dataset``, ``write_ensemble``).
 - ``nowcast.io.atomic``: how every output file is written (``atomic_output``, ``output_lock``,
   ``remove_stale_temporaries``, ``write_error``).
 - ``nowcast.io.info``: what ``nowcast info`` prints for radar files (``describe_radar``).
@@ -41,6 +43,8 @@ _MODULE_OF = {
     "complete_grid_mapping": "writing",
     "forecast_dataset": "writing",
     "write_forecast": "writing",
+    "ensemble_dataset": "ensemble_writing",
+    "write_ensemble": "ensemble_writing",
     "LOCK_NAME": "atomic",
     "atomic_output": "atomic",
     "lock_path": "atomic",

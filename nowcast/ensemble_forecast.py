@@ -1,0 +1,97 @@
+"""The ensemble product of ``nowcast predict --members N``: members as a DataArray with valid times, lead
+times, reference time and the input's grid, ready for ``io.ensemble_writing.write_ensemble``.
+
+Where the learned model stands: the members come from the STEPS-like ensemble alone
+(``nowcasts.ensemble``: S-PROG's cascade with stochastic perturbations, advected along the same motion
+the Lagrangian model uses), and the file's deterministic ``rainfall_rate`` is their mean. The ConvLSTM
+does not run for an ensemble product: centring perturbations on its forecast needs a spread calibrated
+against its own errors, which ``nowcast evaluate`` has to measure first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import xarray as xr
+
+from nowcast.io import NS
+from nowcast.motion.flow import motion_field
+
+if TYPE_CHECKING:  # torch loads when an ensemble is made, not with predict: input errors are reported first
+    from nowcast.nowcasts.ensemble import EnsembleSettings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROBABILITY_THRESHOLDS = (1.0, 10.0, 30.0)
+"""Exceedance thresholds (mm/h) of the probabilities written with an ensemble: a warning forecaster's."""
+
+
+@dataclass(frozen=True)
+class EnsembleProduct:
+    """What an ensemble forecast file holds."""
+
+    members: int
+    """Ensemble members (at least 1)."""
+    seed: int = 0
+    """Seed of the members: the same seed and input give the same file."""
+    thresholds: tuple[float, ...] = DEFAULT_PROBABILITY_THRESHOLDS
+    """Rates (mm/h, increasing) whose exceedance probabilities are written."""
+
+    def __post_init__(self) -> None:
+        if int(self.members) < 1:
+            raise ValueError(f"members: expected at least 1, found {self.members}")
+        t = tuple(float(x) for x in self.thresholds)
+        if not t or any(b <= a for a, b in zip(t, t[1:])) or not all(np.isfinite(t)) or min(t) <= 0:
+            raise ValueError(f"probabilities: expected positive, increasing thresholds in mm/h, found {list(t)}")
+        object.__setattr__(self, "thresholds", t)
+
+    @property
+    def settings(self) -> EnsembleSettings:
+        """The ensemble's settings."""
+        from nowcast.nowcasts.ensemble import EnsembleSettings
+
+        return EnsembleSettings(members=int(self.members), seed=int(self.seed))
+
+
+def ensemble_members(
+    frames: np.ndarray,
+    t_ref: int,
+    like: xr.DataArray,
+    time_step: int,
+    steps: int,
+    product: EnsembleProduct,
+    velocity: np.ndarray | None = None,
+) -> xr.DataArray:
+    """Members of checked input ``frames`` (T, 1, H, W) mm/h whose last is at ``t_ref`` (ns), one step
+    of ``time_step`` s apart: (realization, time, y, x) float32 mm/h, NaN = no data. Coordinates,
+    name and attrs as ``forecast.forecast_frames`` gives a single forecast of ``like``; ``velocity``
+    (2, H, W) px per step: the frames' motion, if known (else ``motion_field``)."""
+    if frames.ndim != 4 or frames.shape[1] != 1 or "channel" in like.dims:
+        raise ValueError(f"frames: an ensemble needs one channel (T, 1, H, W), found {frames.shape}")
+    from nowcast.nowcasts.ensemble import ensemble_forecast
+
+    x = frames[:, 0]
+    velocity = motion_field(x) if velocity is None else velocity
+    started = time.perf_counter()
+    members = ensemble_forecast(x, velocity, steps, product.settings)  # (M, steps, H, W)
+    log.debug("ensemble: %d members x %d steps in %.2f s", product.members, steps, time.perf_counter() - started)
+    lead = np.arange(1, steps + 1, dtype=np.int64) * int(time_step)
+    coords: dict[str, object] = {
+        "realization": ("realization", np.arange(product.members, dtype=np.int32)),
+        "time": ("time", (t_ref + lead * NS).astype("datetime64[ns]"), {"standard_name": "time", "axis": "T"}),
+        "forecast_period": ("time", lead.astype("timedelta64[s]").astype("timedelta64[ns]")),
+        "forecast_reference_time": ((), np.datetime64(t_ref, "ns"), {"standard_name": "forecast_reference_time"}),
+    }
+    for name, coord in like.coords.items():
+        if "time" not in coord.dims and name not in coords:
+            coords[str(name)] = coord.variable
+    out = xr.DataArray(members, dims=("realization", *like.dims), coords=coords, name=like.name, attrs=dict(like.attrs))
+    out.attrs["time_step"] = int(time_step)
+    return out
+
+
+__all__ = ["DEFAULT_PROBABILITY_THRESHOLDS", "EnsembleProduct", "ensemble_members"]
