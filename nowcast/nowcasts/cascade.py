@@ -62,7 +62,7 @@ def decompose(fields: torch.Tensor, levels: int = LEVELS) -> tuple[torch.Tensor,
     return (parts - means) / stds.clamp_min(1e-12), means, stds
 
 
-def _corr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def lag_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pearson correlation over the last two dims: (..., H, W) x2 -> (...)."""
     a = a - a.mean((-2, -1), keepdim=True)
     b = b - b.mean((-2, -1), keepdim=True)
@@ -80,7 +80,7 @@ def ar2_parameters(gamma1: torch.Tensor, gamma2: torch.Tensor) -> tuple[torch.Te
     return phi1, phi2
 
 
-def _match_last(forecast: torch.Tensor, last: torch.Tensor, wet_threshold: float) -> torch.Tensor:
+def match_last(forecast: torch.Tensor, last: torch.Tensor, wet_threshold: float) -> torch.Tensor:
     """Each (H, W) field of forecast (N, S, H, W) with the wet area ratio and distribution of last (N, H, W):
     the top ``war`` fraction of its pixels get the last frame's values by rank, the rest its minimum.
     The last frame is sorted once for its S forecasts, which are ranked in one batched argsort."""
@@ -109,7 +109,7 @@ def damped_cascade(frames: torch.Tensor, steps: int, wet_threshold: float, level
         raise ValueError(f"frames: S-PROG needs at least {AR_ORDER + 1} frames, found {frames.shape[1]}")
     x = frames[:, -(AR_ORDER + 1) :]
     z, means, stds = decompose(x, levels)  # (N, 3, L, H, W), (N, 3, L, 1, 1)
-    phi1, phi2 = ar2_parameters(_corr(z[:, 2], z[:, 1]), _corr(z[:, 2], z[:, 0]))  # (N, L)
+    phi1, phi2 = ar2_parameters(lag_correlation(z[:, 2], z[:, 1]), lag_correlation(z[:, 2], z[:, 0]))  # (N, L)
     phi1, phi2 = phi1[..., None, None], phi2[..., None, None]
     prev, cur = z[:, 1], z[:, 2]
     last = x[:, -1]
@@ -120,5 +120,5 @@ def damped_cascade(frames: torch.Tensor, steps: int, wet_threshold: float, level
         fields.append((cur * stds[:, 2] + means[:, 2]).sum(1))  # (N, H, W)
     if not fields:
         return frames.new_zeros((frames.shape[0], 0, *frames.shape[2:]))
-    out = _match_last(torch.stack(fields, 1), last, wet_threshold)  # (N, steps, H, W)
+    out = match_last(torch.stack(fields, 1), last, wet_threshold)  # (N, steps, H, W)
     return torch.where(wet[:, None, None, None], out, last[:, None]).to(frames.dtype)

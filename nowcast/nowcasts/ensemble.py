@@ -31,7 +31,7 @@ import torch
 
 from nowcast.motion.lagrangian import from_lagrangian, to_lagrangian
 from nowcast.nowcasts import SPROG_AR_ORDER, SPROG_LEVELS
-from nowcast.nowcasts.cascade import _corr, _match_last, ar2_parameters, decompose
+from nowcast.nowcasts.cascade import lag_correlation, match_last, ar2_parameters, decompose
 from nowcast.units import DBR_ZERO, RAIN_THRESHOLD, to_dbr
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ def perturbed_cascade(lag: torch.Tensor, steps: int, gens: list[torch.Generator]
     h, w = lag.shape[-2:]
     n = len(gens)
     z, means, stds = decompose(lag, levels)  # (3, L, H, W), (3, L, 1, 1) x2
-    gamma1, gamma2 = _corr(z[2], z[1]), _corr(z[2], z[0])  # (L,)
+    gamma1, gamma2 = lag_correlation(z[2], z[1]), lag_correlation(z[2], z[0])  # (L,)
     phi1, phi2 = ar2_parameters(gamma1, gamma2)
     sigma = innovation_scale(gamma1, phi1, phi2)
     phi1, phi2, sigma = (v[:, None, None] for v in (phi1, phi2, sigma))  # (L, 1, 1)
@@ -155,7 +155,7 @@ def perturbed_cascade(lag: torch.Tensor, steps: int, gens: list[torch.Generator]
         eps, _, _ = decompose(correlated_noise(gens, filt, (h, w)), levels)  # (N, L, H, W), normalised
         prev, cur = cur, phi1 * cur + phi2 * prev + sigma * eps
         field = (cur * stds[2] + means[2]).sum(1)  # (N, H, W)
-        out[:, k] = _match_last(field[None], lag[-1][None], WET_DBR)[0]  # the last frame sorted once
+        out[:, k] = match_last(field[None], lag[-1][None], WET_DBR)[0]  # the last frame sorted once
     return out
 
 
