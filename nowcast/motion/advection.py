@@ -20,58 +20,67 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 
-def _pixel_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """(1, 2, H, W): x (column) and y (row) index of every pixel."""
+def _pixel_grid(h: int, w: int, device: torch.device, dtype: torch.dtype, top: int = 0, left: int = 0) -> Tensor:
+    """(1, 2, h, w): x (column) and y (row) index of every pixel of an h x w window whose top-left pixel is
+    (``top``, ``left``) of the grid."""
     import torch
 
     ys, xs = torch.meshgrid(
-        torch.arange(h, device=device, dtype=dtype), torch.arange(w, device=device, dtype=dtype), indexing="ij"
+        torch.arange(top, top + h, device=device, dtype=dtype),
+        torch.arange(left, left + w, device=device, dtype=dtype),
+        indexing="ij",
     )
     return torch.stack([xs, ys])[None]
 
 
-def _normalised(coords: Tensor) -> Tensor:
-    """Absolute pixel coordinates (B, 2, H, W) -> ``grid_sample`` grid (B, H, W, 2) with align_corners."""
+def _normalised(coords: Tensor, h: int, w: int) -> Tensor:
+    """Absolute pixel coordinates (B, 2, h', w') on an (h, w) grid -> ``grid_sample`` grid (B, h', w', 2)
+    with align_corners."""
     import torch
 
-    h, w = coords.shape[-2:]
     gx = coords[:, 0] * (2.0 / max(w - 1, 1)) - 1.0
     gy = coords[:, 1] * (2.0 / max(h - 1, 1)) - 1.0
     return torch.stack([gx, gy], dim=-1)
 
 
 def _sample_clamped(field: Tensor, coords: Tensor) -> Tensor:
-    """Bilinear samples of ``field`` (B, N, H, W) at ``coords`` (B, 2, H, W), clamped at the edges."""
+    """Bilinear samples of ``field`` (B, N, H, W) at ``coords`` (B, 2, h, w), clamped at the edges."""
     import torch.nn.functional as F
 
-    return F.grid_sample(field, _normalised(coords), mode="bilinear", padding_mode="border", align_corners=True)
+    grid = _normalised(coords, *field.shape[-2:])
+    return F.grid_sample(field, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
-def displacements(velocity: Tensor, steps: int) -> Tensor:
+def displacements(velocity: Tensor, steps: int, margin: int = 0) -> Tensor:
     """Backward trajectories of ``steps`` time steps along a constant motion field.
 
-    velocity: (B, 2, H, W) pixels per step. Returns (B, steps, 2, H, W): for lead k, the offset from each
-    pixel to where the value found there after k steps comes from. Midpoint integration, one iteration
-    per step, as ``pysteps.extrapolation.semilagrangian.extrapolate`` with ``n_iter=1``.
+    velocity: (B, 2, H, W) pixels per step. Returns (B, steps, 2, H - 2 margin, W - 2 margin): for lead k,
+    the offset from each pixel (of the field without its ``margin``) to where the value found there after
+    k steps comes from; trajectories may leave the inner window and use the motion of the margin. Midpoint
+    integration, one iteration per step, as ``pysteps.extrapolation.semilagrangian.extrapolate`` with
+    ``n_iter=1``; each pixel's trajectory is the same whatever the margin.
     """
     import torch
 
     if velocity.dim() != 4 or velocity.shape[1] != 2:
         raise ValueError(f"velocity: expected (B, 2, H, W), found {tuple(velocity.shape)}")
-    base = _pixel_grid(*velocity.shape[-2:], velocity.device, velocity.dtype)
-    disp = torch.zeros_like(velocity)
-    inc = velocity
+    m = int(margin)
+    H, W = velocity.shape[-2:]
+    base = _pixel_grid(H - 2 * m, W - 2 * m, velocity.device, velocity.dtype, m, m)
+    inc = velocity[..., m : H - m, m : W - m]
+    disp = torch.zeros_like(inc)
     out = []
     for _ in range(int(steps)):
         inc = _sample_clamped(velocity, base + disp - inc / 2.0)
         disp = disp - inc
         inc = _sample_clamped(velocity, base + disp)
         out.append(disp)
-    return torch.stack(out, 1) if out else velocity.new_zeros((velocity.shape[0], 0, *velocity.shape[1:]))
+    return torch.stack(out, 1) if out else disp.new_zeros((disp.shape[0], 0, *disp.shape[1:]))
 
 
-def warp(field: Tensor, displacement: Tensor) -> Tensor:
-    """``field`` sampled at each pixel plus ``displacement``: (B, N, H, W), (B, 2, H, W) -> (B, N, H, W).
+def warp(field: Tensor, displacement: Tensor, margin: int = 0) -> Tensor:
+    """``field`` (B, N, H, W) sampled at each pixel of its inner window (without ``margin``) plus
+    ``displacement`` (B, 2, H - 2 margin, W - 2 margin): (B, N, H - 2 margin, W - 2 margin).
 
     Bilinear; NaN where the source lies outside the grid or interpolation touches a no-data (NaN) pixel
     of that channel.
@@ -79,16 +88,17 @@ def warp(field: Tensor, displacement: Tensor) -> Tensor:
     import torch
     import torch.nn.functional as F
 
-    h, w = field.shape[-2:]
-    coords = _pixel_grid(h, w, field.device, displacement.dtype) + displacement
-    grid = _normalised(coords).to(field.dtype)
+    H, W = field.shape[-2:]
+    h, w = displacement.shape[-2:]
+    coords = _pixel_grid(h, w, field.device, displacement.dtype, margin, margin) + displacement
+    grid = _normalised(coords, H, W).to(field.dtype)
     valid = torch.isfinite(field)
     filled = torch.where(valid, field, torch.zeros((), dtype=field.dtype, device=field.device))
     values = F.grid_sample(filled, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     weight = F.grid_sample(valid.to(field.dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     eps = 1e-4
     inside = (
-        (coords[:, 0] >= -eps) & (coords[:, 0] <= w - 1 + eps) & (coords[:, 1] >= -eps) & (coords[:, 1] <= h - 1 + eps)
-    )[:, None]  # (B, 1, H, W)
+        (coords[:, 0] >= -eps) & (coords[:, 0] <= W - 1 + eps) & (coords[:, 1] >= -eps) & (coords[:, 1] <= H - 1 + eps)
+    )[:, None]  # (B, 1, h, w)
     ok = inside & (weight > 1.0 - eps)
     return torch.where(ok, values, torch.full((), float("nan"), dtype=field.dtype, device=field.device))

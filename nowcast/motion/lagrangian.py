@@ -16,26 +16,30 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 
-def to_lagrangian(frames: Tensor, velocity: Tensor, in_frames: int | None = None) -> Tensor:
-    """Frames (B, T, C, H, W) in the frame of frame ``in_frames - 1`` (default: the last), same shape.
+def to_lagrangian(frames: Tensor, velocity: Tensor, in_frames: int | None = None, margin: int = 0) -> Tensor:
+    """Frames (B, T, C, H, W) in the frame of frame ``in_frames - 1`` (default: the last), without
+    ``margin`` pixels on each side: (B, T, C, H - 2 margin, W - 2 margin).
 
     Input frame ``in_frames - 1 - j`` is advected j steps forward along ``velocity`` (B, 2, H, W) px per
     step; a later frame ``in_frames - 1 + k`` (a training target) is advected k steps backward, so a
     forecast advected k steps forward (``from_lagrangian``) lands on it. NaN where the source lies
-    outside the grid or has no data.
+    outside the grid or has no data. The margin (training crops) is where rain moving into the window
+    comes from: each inner pixel gets exactly what a warp of the whole field gives it.
     """
     import torch
 
     n_in = frames.shape[1] if in_frames is None else int(in_frames)
     n_out = frames.shape[1] - n_in
+    m = int(margin)
+    H, W = frames.shape[-2:]
     velocity = velocity.to(frames.dtype)
-    out = [frames[:, n_in - 1]]
+    out = [frames[:, n_in - 1, ..., m : H - m, m : W - m]]
     if n_in > 1:
-        back = displacements(velocity, n_in - 1)  # (B, n_in - 1, 2, H, W)
-        out = [warp(frames[:, n_in - 1 - j], back[:, j - 1]) for j in range(n_in - 1, 0, -1)] + out
+        back = displacements(velocity, n_in - 1, m)  # (B, n_in - 1, 2, h, w)
+        out = [warp(frames[:, n_in - 1 - j], back[:, j - 1], m) for j in range(n_in - 1, 0, -1)] + out
     if n_out > 0:
-        ahead = displacements(-velocity, n_out)  # (B, n_out, 2, H, W)
-        out += [warp(frames[:, n_in - 1 + k], ahead[:, k - 1]) for k in range(1, n_out + 1)]
+        ahead = displacements(-velocity, n_out, m)  # (B, n_out, 2, h, w)
+        out += [warp(frames[:, n_in - 1 + k], ahead[:, k - 1], m) for k in range(1, n_out + 1)]
     return torch.stack(out, 1)
 
 

@@ -243,10 +243,10 @@ def training_batch(
     with no data as 0 and ``y`` (B, out, C, h, w) with NaN where there is no data.
     """
     st = settings
-    if st.lagrangian:
-        block = to_lagrangian(block, velocity, st.in_frames)
     m = st.margin
-    if m:
+    if st.lagrangian:
+        block = to_lagrangian(block, velocity, st.in_frames, m)  # the inner window only: 4x less work at m = crop / 2
+    elif m:
         block = block[..., m : block.shape[-2] - m, m : block.shape[-1] - m]
     turned = []
     for b in range(block.shape[0]):
