@@ -113,13 +113,14 @@ def nodata_status(last: np.ndarray, steps: int, velocity: np.ndarray | None = No
     if velocity is not None:
         import torch
 
-        from nowcast.motion.lagrangian import from_lagrangian
+        from nowcast.motion.advection import displacements, outside, warp
 
-        probe = np.concatenate([np.zeros_like(last[:1]), np.where(nodata, np.nan, 0.0)]).astype(np.float32)
-        probes = torch.from_numpy(np.ascontiguousarray(np.broadcast_to(probe, (1, steps, *probe.shape))))
-        moved = from_lagrangian(probes, torch.from_numpy(np.asarray(velocity, np.float32)[None]))[0].numpy()
-        status[np.isnan(moved[:, 1:])] = STATUS_NO_DATA
-        status[np.broadcast_to(np.isnan(moved[:, :1]), status.shape)] = STATUS_OUTSIDE
+        disp = displacements(torch.from_numpy(np.asarray(velocity, np.float32))[None], steps)[0]  # (steps, 2, H, W)
+        if nodata.any():  # rain arriving from pixels without data
+            probe = torch.from_numpy(np.where(nodata, np.float32(np.nan), np.float32(0.0))[None])  # (1, C, H, W)
+            for k in range(steps):
+                status[k][np.isnan(warp(probe, disp[k : k + 1])[0].numpy())] = STATUS_NO_DATA
+        status[np.broadcast_to(outside(disp).numpy()[:, None], status.shape)] = STATUS_OUTSIDE
     status[:, nodata] = STATUS_NO_DATA
     return status
 
