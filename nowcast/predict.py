@@ -184,8 +184,9 @@ def _horizon_text(fc: xr.DataArray, t_ref: int, cfg: Config) -> str:
     """'2024-11-26T02:00:00Z, +60 min (12 steps of 5 min)', with 'beyond the N trained' when so; for
     frame-numbered input 'frame 15, +6 frames'."""
     steps, trained = fc.sizes["time"], cfg.data.out_frames
-    if fc.attrs.get("frame_numbers"):
-        return f"frame {t_ref // (cfg.data.time_step * NS)}, +{steps} frames"
+    per_frame = int(fc.attrs.get("frame_numbers") or 0)
+    if per_frame:
+        return f"frame {t_ref // (per_frame * NS)}, +{steps} frames"
     beyond = f", beyond the {trained} trained" if steps > trained else ""
     step_min = cfg.data.time_step / 60
     return f"{iso_time(t_ref)}, +{steps * step_min:g} min ({steps} steps of {step_min:g} min{beyond})"
