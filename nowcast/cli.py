@@ -160,7 +160,28 @@ ModelOption = Annotated[
     Optional[Path], typer.Option(metavar="CKPT", help="Checkpoint (default: the model shipped with nowcast).")
 ]
 
-StepsOption = Annotated[Optional[int], typer.Option(metavar="N", help="Lead times to forecast (default: as trained).")]
+StepsOption = Annotated[
+    Optional[int],
+    typer.Option(metavar="N", help="Lead times to forecast, counted in frames (not with --lead; default: see --lead)."),
+]
+
+LeadOption = Annotated[
+    Optional[str],
+    typer.Option(
+        metavar="DURATION",
+        help="Forecast horizon as a duration, e.g. 60min, 1h, 90m: the fewest steps reaching it (not with --steps; "
+        "default 60min, or the model's trained frames for frame-numbered input and minmax image models).",
+    ),
+]
+
+
+def _lead_seconds(lead: str | None) -> int | None:
+    """``--lead`` in seconds (None when not given); a bad duration is exit 2."""
+    if lead is None:
+        return None
+    from nowcast.leads import parse_duration
+
+    return parse_duration(lead)
 
 
 def _version(value: bool) -> None:
@@ -326,6 +347,7 @@ def predict(
     ],
     model: ModelOption = None,
     steps: StepsOption = None,
+    lead: LeadOption = None,
     at: Annotated[
         Optional[str], typer.Option(metavar="ISO_TIME", help="Reference time (ISO 8601); default: the last frame.")
     ] = None,
@@ -377,6 +399,7 @@ def predict(
         settings = PredictSettings(
             model=model,
             steps=steps,
+            lead_s=_lead_seconds(lead),
             output=output,
             plot=plot,
             max_age_min=max_age,
@@ -411,6 +434,7 @@ def watch(
     ] = None,
     model: ModelOption = None,
     steps: StepsOption = None,
+    lead: LeadOption = None,
     max_age: Annotated[
         Optional[float],
         typer.Option(metavar="MINUTES", help="Skip (one log line) a newest frame older than this many minutes."),
@@ -450,6 +474,7 @@ def watch(
         settings = PredictSettings(
             model=model,
             steps=steps,
+            lead_s=_lead_seconds(lead),
             output=output,
             plot=plot,
             max_age_min=max_age,
@@ -500,7 +525,18 @@ def evaluate(
     ] = False,
     stride: Annotated[int, typer.Option(metavar="N", help="Frames between forecast times.")] = 1,
     steps: Annotated[
-        Optional[int], typer.Option(metavar="N", help="Lead times to verify (default: as trained).")
+        Optional[int],
+        typer.Option(
+            metavar="N", help="Lead times to verify, counted in frames (not with --lead; default: see --lead)."
+        ),
+    ] = None,
+    lead: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="DURATION",
+            help="Horizon to verify as a duration, e.g. 60min, 1h, 90m (not with --steps; default 60min, or the "
+            "model's trained frames for a minmax image model).",
+        ),
     ] = None,
     out: Annotated[Path, typer.Option(metavar="DIR", help="Report directory.")] = Path("evaluation"),
     variable: Annotated[Optional[str], typer.Option(metavar="NAME", help="Input data variable.")] = None,
@@ -522,7 +558,7 @@ def evaluate(
     threads: ThreadsOption = 0,
     device: DeviceOption = "auto",
 ) -> None:
-    """Score the model against persistence and optical-flow extrapolation per threshold and lead time.
+    """Score model(s), persistence, extrapolation and sprog per threshold and lead.
 
     Scales out over processes: torchrun --nproc_per_node N -m nowcast evaluate ... splits the forecast
     times among the ranks; rank 0 merges the counts and alone writes the reports.
@@ -551,6 +587,7 @@ def evaluate(
             comparison=">" if strict else ">=",
             stride=stride,
             steps=steps,
+            lead_s=_lead_seconds(lead),
             out_dir=out,
             variable=variable,
             fss_scales=scales,

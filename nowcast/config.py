@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import yaml
 
@@ -420,15 +421,34 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), parsed
 
 
-def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
-    """Build and validate a ``Config`` from a plain mapping; raise one ``ConfigError`` listing every problem."""
+def config_from_dict(raw: dict[str, Any], source: str = "config", overrides: Sequence[str] = ()) -> Config:
+    """Build and validate a ``Config`` from a plain mapping; raise one ``ConfigError`` listing every problem.
+
+    ``overrides``: the ``--set`` items applied to ``raw``; a problem with a key one of them set is
+    attributed to that item, not to ``source``."""
     problems: list[str] = []
     cfg = _build(Config, raw, "", problems)
     if not problems:
         _validate(cfg, problems)
     if problems:
-        raise ConfigError(f"{source}: {len(problems)} problem(s): " + "; ".join(problems))
+        raise ConfigError(_problems_text(problems, source, overrides))
     return cfg
+
+
+def _problems_text(problems: list[str], source: str, overrides: Sequence[str]) -> str:
+    """One line: the problems of ``source``, then each problem of a key set by a ``--set`` item, named by it."""
+    set_by = {".".join(parse_override(o)[0]): o for o in overrides}
+    parts, rest = [], []
+    for problem in problems:
+        key = re.match(r"(?:unknown key ')?([\w.]+)", problem)
+        item = set_by.get(key.group(1)) if key else None
+        if item:
+            parts.append(f"--set {item}: {problem}")
+        else:
+            rest.append(problem)
+    if rest:
+        parts.insert(0, f"{source}: {len(rest)} problem(s): " + "; ".join(rest))
+    return "; ".join(parts)
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -460,7 +480,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {text}: '{k}' is not a section")
         node[keys[-1]] = value
-    return config_from_dict(raw, source)
+    return config_from_dict(raw, source, overrides)
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import xarray as xr
 
-from nowcast.config import Config, frame_size_problem, lead_times
+from nowcast.config import Config, frame_size_problem
 from nowcast.errors import InputError
-from nowcast.io import NS, iso_time, times_ns
+from nowcast.io import NS, STATUS, STATUS_NO_DATA, STATUS_OUTSIDE, iso_time, times_ns
+from nowcast.leads import forecast_steps
 from nowcast.motion.flow import motion_field
 from nowcast.nowcasts.probmatch import match_forecast
 from nowcast.transforms import Transform
@@ -71,7 +72,8 @@ def forecast_array(
     if problem:
         raise InputError(f"input frames: {problem}")
     lagrangian = getattr(cfg, "frame", "eulerian") == "lagrangian"
-    x = transform.forward(frames)  # (B, T, C, H, W) model space, NaN = no data
+    transform.note_capped(frames)
+    x = transform.forward(frames, check=False)  # (B, T, C, H, W) model space, NaN = no data
     with torch.inference_mode():
         xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
         if lagrangian:
@@ -94,6 +96,39 @@ def forecast_array(
     if getattr(cfg, "probmatching", "none") == "cdf":
         pred_np = match_forecast(pred_np, frames[:, -1])
     return pred_np
+
+
+def nodata_status(last: np.ndarray, steps: int, velocity: np.ndarray | None = None) -> np.ndarray:
+    """Why forecast pixels have no value: (steps, C, H, W) int8 of ``io.STATUS_FLAGS``.
+
+    ``last``: the last observed frame (C, H, W) mm/h, NaN = no data. ``velocity``: the motion (2, H, W)
+    in px per step of a Lagrangian forecast, None for an Eulerian one. A pixel is ``STATUS_NO_DATA`` where
+    ``last`` has no data there or (Lagrangian) where the rain arriving there after k steps comes from a
+    pixel without data; ``STATUS_OUTSIDE`` where it comes from outside the grid (not observed); else
+    ``STATUS_FORECAST``. The same advection as ``forecast_array``'s, so a forecast is NaN exactly where
+    this is not ``STATUS_FORECAST``.
+    """
+    nodata = ~np.isfinite(last)  # (C, H, W)
+    status = np.zeros((steps, *last.shape), dtype=np.int8)
+    if velocity is not None:
+        import torch
+
+        from nowcast.motion.advection import displacements, outside, warp
+
+        disp = displacements(torch.from_numpy(np.asarray(velocity, np.float32))[None], steps)[0]  # (steps, 2, H, W)
+        if nodata.any():  # rain arriving from pixels without data
+            probe = torch.from_numpy(np.where(nodata, np.float32(np.nan), np.float32(0.0))[None])  # (1, C, H, W)
+            for k in range(steps):
+                status[k][np.isnan(warp(probe, disp[k : k + 1])[0].numpy())] = STATUS_NO_DATA
+        status[np.broadcast_to(outside(disp).numpy()[:, None], status.shape)] = STATUS_OUTSIDE
+    status[:, nodata] = STATUS_NO_DATA
+    return status
+
+
+def counts_frames(rate: xr.DataArray, config: Config) -> bool:
+    """Whether the forecast horizon of ``rate`` is a number of frames rather than a duration: frame-numbered
+    input (no dates), or a model of values that are not rain (``transform.kind: minmax``)."""
+    return bool(rate.attrs.get("frame_numbers")) or config.transform.kind == "minmax"
 
 
 def parse_time(value: str | np.datetime64 | datetime) -> int:
@@ -211,7 +246,8 @@ def forecast(
         The model (eval mode, on ``device``) and the config of its checkpoint: time step, frames in,
         transform.
     steps
-        Lead times to forecast (default ``config.data.out_frames``); more or fewer than trained is fine.
+        Lead times to forecast; more or fewer than trained is fine. None: the next hour
+        (``leads.forecast_steps``; ``config.data.out_frames`` for frame-numbered input or a minmax model).
     at
         Reference time (ISO text, datetime64, datetime, or ns since 1970 UTC); None: the last frame.
 
@@ -220,7 +256,8 @@ def forecast(
     xr.DataArray
         float32 mm/h, dims as ``rate``, NaN where the reference frame has no data, the full frame
         (any size). Coordinates: ``time`` (valid times), ``forecast_period(time)`` (timedelta64),
-        scalar ``forecast_reference_time``, and the input's grid coordinates and grid mapping.
+        scalar ``forecast_reference_time``, the input's grid coordinates and grid mapping, and
+        ``io.STATUS`` (dims as the data, int8): why a pixel has no value (``nodata_status``).
         ``attrs``: those of ``rate`` (variable, standard_name, long_name, units, grid_mapping, ...).
 
     Raises
@@ -260,11 +297,14 @@ def forecast_frames(
     velocity: np.ndarray | None = None,
 ) -> xr.DataArray:
     """``forecast`` of checked input ``frames`` (T, C, H, W) whose last is at ``t_ref`` (ns); dims,
-    grid coordinates, name and attrs as ``like``; ``velocity`` (2, H, W): their motion, if known."""
+    grid coordinates, name and attrs as ``like``; ``velocity`` (2, H, W): their motion, if known;
+    ``steps`` None: ``leads.forecast_steps``' default."""
     d = config.data
     rate = like
-    steps = lead_times(steps, d.out_frames)
+    steps = forecast_steps(steps, None, d.time_step, d.out_frames, in_frames_only=counts_frames(like, config))
     started = time.perf_counter()
+    if velocity is None and config.model.frame == "lagrangian":
+        velocity = motion_field(frames)
     out = forecast_array(
         model,
         Transform.from_config(config),
@@ -275,6 +315,7 @@ def forecast_frames(
         time_step=d.time_step,
         velocity=None if velocity is None else velocity[None],
     )
+    status = nodata_status(frames[-1], steps, velocity)  # (steps, C, H, W)
     log.debug(
         "model forward: %d x %s frames -> %d steps in %.2f s",
         frames.shape[0],
@@ -283,6 +324,7 @@ def forecast_frames(
         time.perf_counter() - started,
     )
     out = out[0] if "channel" in rate.dims else out[0, :, 0]  # (steps, [C,] H, W)
+    status = status if "channel" in rate.dims else status[:, 0]
 
     lead = np.arange(1, steps + 1, dtype=np.int64) * d.time_step
     coords: dict[str, object] = {
@@ -297,6 +339,7 @@ def forecast_frames(
     for name, coord in rate.coords.items():
         if "time" not in coord.dims and name not in coords:
             coords[str(name)] = coord.variable
+    coords[STATUS] = (rate.dims, status)
     result = xr.DataArray(out, dims=rate.dims, coords=coords, name=rate.name, attrs=dict(rate.attrs))
     result.attrs["time_step"] = d.time_step
     return result

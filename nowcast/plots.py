@@ -11,6 +11,7 @@ Shared helpers for every rain map: ``rain_colour_scale`` (the discrete radar-sty
 
 from __future__ import annotations
 
+
 import logging
 import math
 from pathlib import Path
@@ -197,6 +198,35 @@ def _lead_minutes(forecast: xr.DataArray) -> np.ndarray:
     return np.asarray(v, dtype=np.float64) / (60.0 if units.startswith("s") else 1.0)
 
 
+def panel_titles(observed: xr.DataArray, forecast: xr.DataArray, shown: Sequence[int]) -> list[str]:
+    """Titles of the observed panel and of forecast lead indices ``shown``: 'observed\\n2021-06-01 12:20 UTC',
+    '+15 min\\nvalid 2021-06-01 12:35 UTC'; for frame-numbered input (``attrs["frame_numbers"]``, no dates)
+    'observed\\nframe 15', '+3\\nframe 18'."""
+    ref = forecast["forecast_reference_time"].values
+    obs_time = observed["time"].values if "time" in observed.coords else ref
+    numbered = bool(forecast.attrs.get("frame_numbers"))
+    leads = [f"+{k + 1}" for k in range(forecast.sizes["time"])] if numbered else _lead_labels(forecast)
+    valid = "" if numbered else "valid "
+    times = forecast["time"].values
+    return [f"observed\n{_time_label(forecast, obs_time)}"] + [
+        f"{leads[i]}\n{valid}{_time_label(forecast, times[i])}" for i in shown
+    ]
+
+
+def _lead_labels(forecast: xr.DataArray) -> list[str]:
+    """'+5 min', '+10 min', ... of ``forecast``'s lead times."""
+    return [f"+{m:g} min" for m in _lead_minutes(forecast)]
+
+
+def _time_label(forecast: xr.DataArray, t: Any) -> str:
+    """'2021-06-01 12:20 UTC', or 'frame 15' for frame-numbered input (frames read ``attrs["frame_numbers"]``
+    seconds apart from 1970)."""
+    per_frame = int(forecast.attrs.get("frame_numbers") or 0)
+    if per_frame:
+        return f"frame {np.datetime64(t, 'ns').astype(np.int64) // (per_frame * 1_000_000_000)}"
+    return _utc(t)
+
+
 def _utc(t: Any, fmt: str = "%Y-%m-%d %H:%M") -> str:
     return np.datetime64(t, "s").astype(object).strftime(fmt) + " UTC"
 
@@ -260,7 +290,8 @@ def plot_forecast(
         Show only the rectangle around the observed frame's coverage (e.g. a radar disc inside a
         mostly empty composite grid).
 
-    Each panel's title gives the lead time and the valid time (UTC); one discrete colour bar
+    Each panel's title gives the lead time and the valid time (UTC), or for frame-numbered input
+    (``attrs["frame_numbers"]``) the frames ahead and the frame number; one discrete colour bar
     (``RAIN_LEVELS``) with keys for no data (grey) and no rain (white) serves all panels. A forecast of
     exactly 3 channels is an image sequence: drawn as RGB (``rgb_panels``), ``channel`` is ignored.
     """
@@ -272,18 +303,14 @@ def plot_forecast(
     if crop:
         window = _coverage_window(observed.isel(channel=0) if rgb else observed)
         observed, forecast = observed.isel(window), forecast.isel(window)
-    leads = _lead_minutes(forecast)
-    ref = forecast["forecast_reference_time"].values
-    obs_time = observed["time"].values if "time" in observed.coords else ref
-    fields = [observed]
-    titles = [f"observed\n{_utc(obs_time)}"]
-    for i in lead_panels(forecast.sizes["time"], panels):
-        fields.append(forecast.isel(time=i))
-        titles.append(f"+{leads[i]:g} min\nvalid {_utc(forecast['time'].values[i])}")
+    shown = lead_panels(forecast.sizes["time"], panels)
+    fields = [observed, *(forecast.isel(time=i) for i in shown)]
+    titles = panel_titles(observed, forecast, shown)
     if title is None:
         name = str(forecast.attrs.get("long_name", forecast.name or "rain rate"))
         chan = f", channel {channel}" if "channel" in forecast.coords and not rgb else ""
-        title = f"nowcast of {name}{chan} from {_utc(ref)}" + (f" (model '{model}')" if model else "")
+        ref = _time_label(forecast, forecast["forecast_reference_time"].values)
+        title = f"nowcast of {name}{chan} from {ref}" + (f" (model '{model}')" if model else "")
     if rgb:
         return rgb_panels(fields, titles, path, title)
     return rain_panels(fields, titles, path, title)

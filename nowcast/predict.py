@@ -17,15 +17,16 @@ import numpy as np
 import xarray as xr
 
 from nowcast import __version__
-from nowcast.config import Config, lead_times
+from nowcast.config import Config
 from nowcast.ensemble_forecast import EnsembleProduct, ensemble_members
 from nowcast.errors import InputError, StaleInputError
-from nowcast.forecast import forecast_frames, input_frames, parse_time, source_name
+from nowcast.forecast import counts_frames, forecast_frames, input_frames, parse_time, source_name
 from nowcast.io import (
     FORECAST_REFERENCES,
     write_ensemble,
     NS,
     data_time_step,
+    fits_packing,
     iso_time,
     open_archive,
     output_lock,
@@ -34,6 +35,7 @@ from nowcast.io import (
     write_forecast,
 )
 from nowcast.io.paths import expand_template, not_an_input, output_path
+from nowcast.leads import check_horizon, forecast_steps
 from nowcast.models.checkpoint import LoadedModel, load_model, model_path, read_config
 from nowcast.motion.flow import motion_field
 
@@ -51,7 +53,10 @@ class PredictSettings:
     model: str | Path | None = None
     """Checkpoint; None: the model shipped with nowcast."""
     steps: int | None = None
-    """Lead times to forecast (default: as trained)."""
+    """Lead times to forecast, counted in frames; not with ``lead_s``."""
+    lead_s: int | None = None
+    """Forecast horizon in seconds (``--lead``), the fewest steps reaching it; neither this nor ``steps``:
+    ``leads.DEFAULT_LEAD_S`` (``leads.forecast_steps`` says when the trained frames are used instead)."""
     output: str | Path | None = None
     """Output path; may hold ``{reference_time:%Y%m%d%H%M}`` and ``{stem}``. An existing directory gets
     the default name; None: ``io.paths.DEFAULT_OUTPUT`` next to the first input."""
@@ -69,8 +74,9 @@ class PredictSettings:
     """torch CPU threads; 0: ``$OMP_NUM_THREADS`` if set, else the free cores (``runtime.cpu_threads``)."""
     device: str = "auto"
     """``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
-    packed: bool = True
-    """int16-packed output (as the radar files) rather than float32."""
+    packed: bool | None = None
+    """int16-packed output (0.01 steps, as the radar files) rather than float32; None: packed unless the
+    model's values may leave the packing's range (a minmax model beyond +-327.67, e.g. 0-1000 data)."""
     ensemble: EnsembleProduct | None = None
     """Write an ensemble product instead (``ensemble_forecast``: members, exceedance probabilities, their mean)."""
 
@@ -120,11 +126,13 @@ def predict_to_file(
     # the one check of the input, and its one read, before creating anything or waiting for a lock
     frames, idx = input_frames(rate, cfg, t_ref)
     rate = rate.isel(time=idx)
+    steps = forecast_steps(s.steps, s.lead_s, d.time_step, d.out_frames, in_frames_only=counts_frames(rate, cfg))
     named = str(stem_of) if stem_of is not None else archive.files[0]
-    out_path = output_path(s.output, t_ref, named, archive.files)
+    per_frame = int(rate.attrs.get("frame_numbers") or 0)
+    out_path = output_path(s.output, t_ref, named, archive.files, per_frame)
     plot_path = None
     if s.plot is not None:
-        plot_path = expand_template(str(s.plot), t_ref, Path(named).stem, "--plot")
+        plot_path = expand_template(str(s.plot), t_ref, Path(named).stem, "--plot", per_frame)
         not_an_input(plot_path, archive.files, "--plot")
 
     from nowcast.runtime import cpu_threads
@@ -151,10 +159,10 @@ def predict_to_file(
         precision = resolve_precision("auto", dev)
         attrs = _global_attrs(rate, cfg, loaded, s.history, archive.files, t_ref)
         if s.ensemble is not None:
-            fc = _write_ensemble(frames, t_ref, rate, cfg, s, velocity, out_path, attrs)
+            fc = _write_ensemble(frames, t_ref, rate, cfg, s, steps, velocity, out_path, attrs)
         else:
-            fc = forecast_frames(frames, t_ref, rate, net, cfg, s.steps, dev, precision, velocity)
-            write_forecast(fc, out_path, global_attrs=attrs, packed=s.packed)
+            fc = forecast_frames(frames, t_ref, rate, net, cfg, steps, dev, precision, velocity)
+            write_forecast(fc, out_path, global_attrs=attrs, packed=_packed(s, cfg))
     if plot_path is not None:
         from nowcast.plots import plot_forecast
 
@@ -163,9 +171,8 @@ def predict_to_file(
             remove_stale_temporaries(plot_path, min_age_s=0.0)
             plot_forecast(observed, fc, plot_path, model=cfg.model.name)
     elapsed = time.perf_counter() - started
-    lead_min = fc.sizes["time"] * d.time_step / 60
     extra = f" and {plot_path}" if plot_path is not None else ""
-    log.info("forecast from %s, +%g min: wrote %s%s in %.1f s", iso_time(t_ref), lead_min, out_path, extra, elapsed)
+    log.info("forecast from %s: wrote %s%s in %.1f s", _horizon_text(fc, t_ref, cfg), out_path, extra, elapsed)
     return out_path
 
 
@@ -175,6 +182,7 @@ def _write_ensemble(
     rate: xr.DataArray,
     cfg: Config,
     s: PredictSettings,
+    steps: int,
     velocity: np.ndarray | None,
     out_path: Path,
     attrs: dict[str, object],
@@ -186,15 +194,37 @@ def _write_ensemble(
         raise InputError(
             f"{source_name(rate)}: expected one channel for an ensemble (--members), found {rate.sizes['channel']}"
         )
-    steps = lead_times(s.steps, cfg.data.out_frames)
     members = ensemble_members(frames, t_ref, rate, cfg.data.time_step, steps, product, velocity)
     attrs = dict(attrs)
     attrs["source"] = (
         f"nowcast {__version__}, STEPS-like ensemble of {product.members} members (seed {product.seed}): "
         "S-PROG cascade with pySTEPS nonparametric noise; the model was not run"
     )
-    write_ensemble(members, product.thresholds, out_path, global_attrs=attrs, packed=s.packed)
+    write_ensemble(members, product.thresholds, out_path, global_attrs=attrs, packed=_packed(s, cfg))
     return members.mean("realization").assign_attrs(members.attrs)
+
+
+def _packed(s: PredictSettings, cfg: Config) -> bool:
+    """``s.packed``, or by default: int16 for rain (rates above 327.67 mm/h clipped, as in the radar files)
+    and for a minmax model whose range fits the packing; float32 for a wider range."""
+    t = cfg.transform
+    if s.packed is not None:
+        return s.packed
+    if t.kind == "minmax" and t.value_min is not None and t.value_max is not None:
+        return fits_packing(t.value_min, t.value_max)
+    return True
+
+
+def _horizon_text(fc: xr.DataArray, t_ref: int, cfg: Config) -> str:
+    """'2024-11-26T02:00:00Z, +60 min (12 steps of 5 min)', with 'beyond the N trained' when so; for
+    frame-numbered input 'frame 15, +6 frames'."""
+    steps, trained = fc.sizes["time"], cfg.data.out_frames
+    per_frame = int(fc.attrs.get("frame_numbers") or 0)
+    if per_frame:
+        return f"frame {t_ref // (per_frame * NS)}, +{steps} frames"
+    beyond = f", beyond the {trained} trained" if steps > trained else ""
+    step_min = cfg.data.time_step / 60
+    return f"{iso_time(t_ref)}, +{steps * step_min:g} min ({steps} steps of {step_min:g} min{beyond})"
 
 
 def _model_config(
@@ -211,7 +241,7 @@ def _model_config(
         stored = read_config(ckpt_path)
         loaded = load_model(ckpt_path) if stored is None else None  # unreadable without torch: its error now
         cfg = stored if stored is not None else loaded.config  # type: ignore[union-attr]
-    lead_times(s.steps, cfg.data.out_frames)  # before any file is read
+    check_horizon(s.steps, s.lead_s)  # before any file is read
     if cfg.data.time_step == 0:  # a model for any step: the newest input file's
         step = data_time_step([str(p) for p in inputs], s.variable or cfg.data.variable, newest=True)
         if step is None:  # no usable file: the archive reader names each one and why
@@ -236,6 +266,12 @@ def _global_attrs(
     """The forecast file's global attributes beyond those the writer derives from the input."""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     title = f"Nowcast of {rate.attrs.get('input_title') or rate.attrs.get('long_name', 'rain rate')}"
+    per_frame = int(rate.attrs.get("frame_numbers") or 0)
+    reference: dict[str, object] = (
+        {"forecast_reference_frame": np.int64(t_ref // (per_frame * NS))}
+        if per_frame
+        else {"time_step_seconds": np.int32(cfg.data.time_step), "forecast_reference_time": iso_time(t_ref)}
+    )
     return {
         "title": title,
         "source": f"nowcast {__version__}, model '{cfg.model.name}', checkpoint {loaded.path.name} "
@@ -244,8 +280,7 @@ def _global_attrs(
         "references": FORECAST_REFERENCES,
         "date_created": stamp,
         "input_files": ", ".join(files),
-        "time_step_seconds": np.int32(cfg.data.time_step),
-        "forecast_reference_time": iso_time(t_ref),
+        **reference,
     }
 
 

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ContextManager
+from typing import TYPE_CHECKING, Any, ContextManager
 
 from nowcast.errors import NowcastError
 
@@ -132,3 +132,26 @@ def set_threads(threads: int = 0) -> int:
     threads = threads if threads > 0 else available_cores()
     torch.set_num_threads(threads)
     return threads
+
+
+PROGRESS_SIZE = (80, 20)
+"""Columns and rows of a progress bar's terminal when it reports 0 (a pty whose window size was never set)."""
+
+
+def progress_bar(total: int, unit: str, initial: int = 0) -> Any:
+    """A tqdm bar on stderr, sized to the terminal. A terminal that reports a size of 0 (a pty whose window
+    size was never set, as under some schedulers and ``ssh -T`` wrappers) is taken as ``PROGRESS_SIZE``:
+    tqdm's own sizing would then draw nothing at all (it places the bar below the last of 0 rows)."""
+    import sys
+
+    from tqdm import tqdm
+
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+        columns, rows = size.columns, size.lines
+    except (OSError, ValueError):
+        columns, rows = 0, 0
+    sizing: dict[str, Any] = {"dynamic_ncols": True}
+    if columns <= 0 or rows <= 0:
+        sizing = {"ncols": columns or PROGRESS_SIZE[0], "nrows": rows or PROGRESS_SIZE[1]}
+    return tqdm(total=total, initial=initial, unit=unit, file=sys.stderr, **sizing)

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 
 _DEFAULT = TransformConfig()
+_NOTED: set[tuple[str, float, str]] = set()
+"""(kind, limit, side) of the capping ``Transform.note_capped`` has reported in this process."""
 
 
 @dataclass(frozen=True)
@@ -83,34 +85,72 @@ class Transform:
             return float(self.value_max)  # type: ignore[arg-type]
         return float("inf")
 
-    def _check_range(self, r: np.ndarray) -> None:
-        """Warn once per transform when ``r`` holds values above ``max_value`` (or, for ``minmax``, below
-        ``value_min``): they are capped."""
+    def _beyond(self, r: np.ndarray) -> tuple[str, float, float] | None:
+        """Where ``r`` leaves the representable range: ("below", lowest value, value_min) for ``minmax``,
+        ("above", highest value, max_value), or None when it stays inside (NaN ignored)."""
         top = self.max_value
-        if self._warned or not np.isfinite(top) or r.size == 0 or not np.isfinite(r).any():
-            return
+        if not np.isfinite(top) or r.size == 0 or not np.isfinite(r).any():
+            return None
+        if self.kind == "minmax":
+            low = float(np.nanmin(r))
+            if low < float(self.value_min) - 1e-6 * (1 + abs(float(self.value_min))):  # type: ignore[arg-type]
+                return "below", low, float(self.value_min)  # type: ignore[arg-type]
         high = float(np.nanmax(r))
-        if self.kind == "minmax" and float(np.nanmin(r)) < float(self.value_min) - 1e-6 * (1 + abs(self.value_min)):
-            self._warned.append(True)
+        return ("above", high, top) if high > top * (1 + 1e-6) + 1e-6 else None
+
+    def _limit_text(self) -> str:
+        """The configured limit, e.g. ``transform.dbz_max=60 dBZ = 205 mm/h`` or ``transform.value_max=250``."""
+        if self.kind == "minmax":
+            return f"transform.value_max={self.value_max:g}"
+        return f"transform.dbz_max={self.dbz_max:g} dBZ = {self.max_value:.4g} mm/h"
+
+    def _check_range(self, r: np.ndarray) -> None:
+        """Training data: warn once per transform when ``r`` holds values the model space cannot represent
+        (they are capped), naming the key to change."""
+        beyond = None if self._warned else self._beyond(r)
+        if beyond is None:
+            return
+        self._warned.append(True)
+        side, found, limit = beyond
+        if side == "below":
             log.warning(
                 "data exceed the range of the minmax transform: found values down to %.4g, below "
                 "transform.value_min=%g; they are capped there",
-                float(np.nanmin(r)),
-                self.value_min,
-            )
-        elif high > top * (1 + 1e-6) + 1e-6:
-            self._warned.append(True)
-            key = "transform.value_max" if self.kind == "minmax" else "transform.dbz_max"
-            limit = f"{self.value_max:g}" if self.kind == "minmax" else f"{self.dbz_max:g} dBZ = {top:.4g} mm/h"
-            log.warning(
-                "data exceed the range of the %s transform: found values up to %.4g, above %s=%s; they are "
-                "capped there (raise %s, or use transform.kind=minmax for data that are not rain)",
-                self.kind,
-                high,
-                key,
+                found,
                 limit,
-                key,
             )
+            return
+        key = "transform.value_max" if self.kind == "minmax" else "transform.dbz_max"
+        log.warning(
+            "data exceed the range of the %s transform: found values up to %.4g, above %s; they are "
+            "capped there (raise %s, or use transform.kind=minmax for data that are not rain)",
+            self.kind,
+            found,
+            self._limit_text(),
+            key,
+        )
+
+    def note_capped(self, r: np.ndarray) -> None:
+        """Forecast input: say once per process (INFO) that values beyond the model's range are capped by
+        its transform, without training advice (a forecast cannot change the model)."""
+        beyond = self._beyond(r)
+        if beyond is None or (self.kind, self.max_value, beyond[0]) in _NOTED:
+            return
+        _NOTED.add((self.kind, self.max_value, beyond[0]))
+        side, found, limit = beyond
+        unit = "" if self.kind == "minmax" else " mm/h"
+        verb = "capped at" if side == "above" else "raised to"
+        log.info(
+            "input values %s %.4g%s (found %.4g) are %s %.4g%s by the model's %s transform",
+            side,
+            limit,
+            unit,
+            found,
+            verb,
+            limit,
+            unit,
+            self.kind,
+        )
 
     @property
     def min_rate(self) -> float:

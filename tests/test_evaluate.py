@@ -42,7 +42,19 @@ def test_cli_writes_every_report_and_prints_the_table(
     data = _moving_file(radar_file, "event.nc", 12)
     out = tmp_path / "rep"
     result = cli_runner.invoke(
-        app, ["evaluate", str(data), "--model", str(tiny_checkpoint), "--out", str(out), "--fss-scales", "1,5"]
+        app,
+        [
+            "evaluate",
+            str(data),
+            "--model",
+            str(tiny_checkpoint),
+            "--out",
+            str(out),
+            "--fss-scales",
+            "1,5",
+            "--lead",
+            "20min",
+        ],
     )
     assert result.exit_code == 0, result.output
     table = result.stdout
@@ -50,6 +62,7 @@ def test_cli_writes_every_report_and_prints_the_table(
     for method in ("model", "persistence", "extrapolation"):
         assert sum(line.startswith(method) for line in table.splitlines()) == 2  # a CSI row and an MSE row
     assert "5 forecast times" in table  # 12 frames - (4 in + 4 out) + 1
+    assert "; methods: model, persistence and extrapolation\n" in table
 
     for name in (*PLOTS, "fss_by_lead.png"):
         png = out / name

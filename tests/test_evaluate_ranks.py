@@ -100,7 +100,9 @@ def test_torchrun_two_gloo_ranks_give_the_counts_of_one_process(
 ) -> None:
     files = [str(f) for f in _archive_files(radar_file)]
     one = tmp_path / "one"
-    evaluate_files(files, model=tiny_checkpoint, baselines=("persistence",), out_dir=one, plots=False, device="cpu")
+    evaluate_files(
+        files, model=tiny_checkpoint, baselines=("persistence",), steps=4, out_dir=one, plots=False, device="cpu"
+    )
     two = tmp_path / "two"
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     cmd = [
@@ -118,6 +120,8 @@ def test_torchrun_two_gloo_ranks_give_the_counts_of_one_process(
         str(tiny_checkpoint),
         "--baselines",
         "persistence",
+        "--steps",
+        "4",
         "--out",
         str(two),
         "--device",

@@ -173,6 +173,8 @@ def test_each_kind_trains_predicts_and_evaluates_through_the_cli(
             str(run / "model.pt"),
             "--baselines",
             "persistence",
+            "--steps",
+            "4",
             "--out",
             str(out),
             "--threads",
@@ -197,7 +199,7 @@ def test_a_fixed_size_model_refuses_other_sizes_in_one_line(
     data = radar_file("wide.nc", frames=10, size=(32, 48))
     for args in (
         ["predict", str(data), "-o", str(tmp_path / "fc.nc")],
-        ["evaluate", str(data), "--out", str(tmp_path / "ev")],
+        ["evaluate", str(data), "--steps", "4", "--out", str(tmp_path / "ev")],
     ):
         result = cli_runner.invoke(app, [*args, "--model", str(ckpt)])
         assert result.exit_code == 2, result.output
@@ -264,6 +266,8 @@ def test_several_checkpoints_are_methods_named_after_their_runs_on_the_same_case
             str(b),
             "--baselines",
             "persistence",
+            "--steps",
+            "4",
             "--out",
             str(out),
             "--threads",
@@ -285,7 +289,7 @@ def test_several_checkpoints_are_methods_named_after_their_runs_on_the_same_case
     rows = _rows(out / "metrics.csv")
     for ckpt, name in ((a, "convlstm-run"), (b, "flat-run")):
         alone = tmp_path / f"alone-{name}"
-        evaluate_files([data], model=ckpt, baselines=("persistence",), out_dir=alone, plots=False, threads=1)
+        evaluate_files([data], model=ckpt, baselines=("persistence",), steps=4, out_dir=alone, plots=False, threads=1)
         single = _scores(_rows(alone / "metrics.csv"), "model")
         assert _scores(rows, name) == single and len(single) > 20
     assert _scores(rows, "convlstm-run") != _scores(rows, "flat-run")  # two different models
@@ -311,6 +315,8 @@ def test_names_override_run_names_and_duplicates_are_refused(
             "FC-LSTM",
             "--baselines",
             "persistence",
+            "--steps",
+            "4",
             "--out",
             str(tmp_path / "n"),
         ],
@@ -338,7 +344,8 @@ def test_names_override_run_names_and_duplicates_are_refused(
     }
     for why, (args, message) in cases.items():
         result = cli_runner.invoke(
-            app, ["evaluate", str(data), *args, "--baselines", "persistence", "--out", str(tmp_path / "x")]
+            app,
+            ["evaluate", str(data), *args, "--baselines", "persistence", "--steps", "4", "--out", str(tmp_path / "x")],
         )
         assert result.exit_code == 2, why
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, (why, result.stderr)

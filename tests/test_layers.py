@@ -12,7 +12,7 @@ PACKAGE = REPO_ROOT / "nowcast"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("nowcast", "nowcast.errors", "nowcast.units"),
-    ("nowcast.config",),
+    ("nowcast.config", "nowcast.leads"),
     ("nowcast.runtime", "nowcast.transforms"),
     ("nowcast.io",),
     ("nowcast.motion",),

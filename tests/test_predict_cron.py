@@ -45,7 +45,7 @@ def _temporaries(out: Path) -> list[Path]:
 def _valid(out: Path, reference: str) -> None:
     with xr.open_dataset(out) as ds:
         assert ds["forecast_reference_time"].values == np.datetime64(reference, "ns")
-        assert ds.sizes["time"] == 4
+        assert ds.sizes["time"] == 12  # the next hour at 5 min
         assert np.isfinite(ds["rainfall_rate"].values).any()
 
 

@@ -262,7 +262,8 @@ def test_config_errors_listed_together_exit_2(cli_runner, synth_file: Path, tmp_
     assert result.exit_code == 2
     err = result.stderr.strip()
     assert len(err.splitlines()) == 1
-    assert "2 problem(s)" in err and "did you mean 'hidden'" in err and "train.lr: expected float" in err
+    assert "--set model.hiden=[4]: unknown key 'model.hiden' (did you mean 'hidden'?)" in err
+    assert "--set train.lr=fast: train.lr: expected float" in err
     assert not (tmp_path / "r").exists()
 
 

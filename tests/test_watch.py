@@ -219,6 +219,17 @@ def test_watch_once_through_the_command_line(tmp_path, feed, tiny_checkpoint, cl
     assert again.exit_code == 0 and _outputs(tmp_path) == [".nowcast.lock", "fc_202106011220.nc"]
 
 
+def test_watch_forecasts_the_lead_asked_for(tmp_path, feed, tiny_checkpoint, cli_runner):
+    feed("a.nc", 0, frames=5)
+    out = tmp_path / "fc" / FC
+    args = ["watch", str(tmp_path / "in" / "*.nc"), "-o", str(out), "--model", str(tiny_checkpoint), "--once"]
+    result = cli_runner.invoke(app, [*args, "--settle", "0", "--lead", "25min"])
+    assert result.exit_code == 0, result.stderr
+    assert "+25 min (5 steps of 5 min, beyond the 4 trained)" in result.stderr
+    with xr.open_dataset(tmp_path / "fc" / "fc_202106011220.nc") as ds:
+        np.testing.assert_array_equal(ds["forecast_period"].values, [5, 10, 15, 20, 25])
+
+
 @pytest.mark.parametrize(
     "extra, expected",
     [

@@ -50,7 +50,9 @@ def _file_stats(rate: xr.DataArray) -> dict[str, float]:
 
 
 def _describe_file(path: str, variable: str | None) -> tuple[list[str], dict[str, float]]:
-    rate, step = _open_rate(path, variable=variable, units=None, zr_a=ZR_A, zr_b=ZR_B, time_step=None)
+    rate, step = _open_rate(
+        path, variable=variable, units=None, zr_a=ZR_A, zr_b=ZR_B, time_step=None, frame_step=1, as_read=True
+    )
     stats = _file_stats(rate)
     a = rate.attrs
     t = times_ns(rate)
@@ -58,31 +60,44 @@ def _describe_file(path: str, variable: str | None) -> tuple[list[str], dict[str
     lines = [f"file:            {path}"]
     if "input_title" in a:
         lines.append(f"title:           {a['input_title']}")
-    std = a.get("input_standard_name", a["standard_name"])
+    std = a.get("input_standard_name", "none" if "data_units" in a else a["standard_name"])
     lines.append(f"variable:        {a['variable']} (standard_name: {std})")
-    units = a.get("input_units", "mm h-1")
-    how = {"dbz": f", converted to mm h-1 by Z = {ZR_A:g} R^{ZR_B:g}", "flux": ", converted to mm h-1 (x 3600)"}
-    lines.append(f"units:           {units}{how.get(_unit_kind(units) or '', '')}")
+    unit = "mm/h"
+    if "data_units" in a:  # not rain: e.g. image intensities
+        unit = a["data_units"] or "(no units)"
+        lines.append(
+            f"units:           {unit} (not a rain unit: values as they are; train and predict need data.units)"
+        )
+    else:
+        units = a.get("input_units", "mm h-1")
+        how = {"dbz": f", converted to mm h-1 by Z = {ZR_A:g} R^{ZR_B:g}", "flux": ", converted to mm h-1 (x 3600)"}
+        lines.append(f"units:           {units}{how.get(_unit_kind(units) or '', '')}")
     lines.append(f"shape ({shape_dims}): " + " x ".join(str(n) for n in rate.shape))
-    lines.append(f"period (UTC):    {iso_time(t[0])} to {iso_time(t[-1])}")
-    lines.append(f"time step:       {step} s ({_minutes(step)})")
+    if rate.attrs.get("frame_numbers"):  # read 1 s apart: the seconds are the frame numbers
+        lines.append(f"frames:          {t[0] // NS} to {t[-1] // NS} (numbered, no dates)")
+        lines.append("time step:       1 frame (train and predict read frames data.time_step seconds apart)")
+    else:
+        lines.append(f"period (UTC):    {iso_time(t[0])} to {iso_time(t[-1])}")
+        lines.append(f"time step:       {step} s ({_minutes(step)})")
     runs = segments(rate)
     if len(runs) == 1:
         lines.append(f"gaps:            none (1 segment of {t.size} frames)")
     else:
         longest_gap = int(np.diff(t).max() // NS) - step
         sizes = [s.sizes["time"] for s in runs]
+        gap = f"{longest_gap} frames" if rate.attrs.get("frame_numbers") else _minutes(longest_gap)
         lines.append(
-            f"gaps:            {len(runs) - 1} (longest {_minutes(longest_gap)} missing); {len(runs)} segments "
+            f"gaps:            {len(runs) - 1} (longest {gap} missing); {len(runs)} segments "
             f"of {min(sizes)} to {max(sizes)} frames"
         )
-    lines.append(
-        f"rainy fraction:  {stats['rainy'] / stats['valid']:.3f} (valid pixels > {RAIN_THRESHOLD:g} mm/h, all frames)"
-    )
+    if "data_units" not in a:
+        lines.append(
+            f"rainy fraction:  {stats['rainy'] / stats['valid']:.3f} (valid pixels > {RAIN_THRESHOLD:g} mm/h, all frames)"
+        )
     lines.append(f"NaN fraction:    {1 - stats['valid'] / stats['n']:.3f} (pixels with no data)")
     if stats["negative"]:
         lines.append(f"negative values: {int(stats['negative'])} (treated as no data)")
-    lines.append(f"maximum:         {stats['max']:.2f} mm/h")
+    lines.append(f"maximum:         {stats['max']:.2f} {unit}")
     stats["frames"] = float(t.size)
     stats["step"] = float(step)
     return lines, stats

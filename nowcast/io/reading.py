@@ -19,7 +19,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import dask
 import numpy as np
@@ -200,22 +200,28 @@ def _arrange(var: xr.DataArray, path: Path) -> xr.DataArray:
     return arranged.rename(rename) if rename else arranged
 
 
-def _index_as_time(da: xr.DataArray, path: Path, time_step: int | None) -> xr.DataArray:
-    """``da`` with a time coordinate of frame numbers (integers counting by 1, no time units) replaced by
-    datetimes ``time_step`` seconds apart from 1970-01-01; unchanged otherwise or without ``time_step``.
-
-    Image sequences often number their frames instead of dating them; the model's step then says how
-    far apart they are.
-    """
-    if not time_step or "time" not in da.coords:
-        return da
+def _is_frame_index(da: xr.DataArray) -> bool:
+    """Whether ``da``'s time coordinate numbers the frames (integers counting by 1, no time units)."""
+    if "time" not in da.coords:
+        return False
     values = da["time"].values
     if not np.issubdtype(values.dtype, np.integer) or values.size < 2 or np.diff(values).min() != 1:
-        return da
-    if str(da["time"].attrs.get("units", "1")).strip().lower() not in ("1", "frame", "frames", "index", ""):
+        return False
+    return str(da["time"].attrs.get("units", "1")).strip().lower() in ("1", "frame", "frames", "index", "")
+
+
+def _index_as_time(da: xr.DataArray, path: Path, time_step: int | None) -> xr.DataArray:
+    """``da`` with a time coordinate of frame numbers (``_is_frame_index``) replaced by datetimes
+    ``time_step`` seconds apart from 1970-01-01; unchanged otherwise or without ``time_step``.
+
+    Image sequences often number their frames instead of dating them; the model's step then says how
+    far apart they are. Frame n is then n * time_step seconds after 1970-01-01, so it can be recovered.
+    """
+    if not time_step or not _is_frame_index(da):
         return da
     log.debug("%s: time is a frame index; frames read as %d s apart from 1970-01-01", path, time_step)
     start = np.datetime64("1970-01-01T00:00:00", "ns")
+    values = da["time"].values
     return da.assign_coords(time=start + values.astype(np.int64) * np.timedelta64(int(time_step), "s"))
 
 
@@ -323,8 +329,12 @@ def _open_rate(
     zr_a: float,
     zr_b: float,
     time_step: int | None,
+    frame_step: int | None = None,
+    as_read: bool = False,
 ) -> tuple[xr.DataArray, int]:
-    """Rain rate (mm/h, lazy, negatives not yet masked) at ``time_step`` and the file's own step."""
+    """Rain rate (mm/h, lazy, negatives not yet masked) at ``time_step`` and the file's own step.
+    ``nowcast info`` describes any sequence: ``frame_step``, seconds between numbered frames when
+    ``time_step`` is None; ``as_read``, values without units (or ``1``) taken as they are."""
     p = Path(path)
     ds = _open_dataset(p)
     name = _select_variable(ds, p, variable)
@@ -332,12 +342,17 @@ def _open_rate(
     where = f"{p}: variable '{name}'"
     if not np.issubdtype(var.dtype, np.number) or var.dtype == bool:
         raise InputError(f"{where}: expected numeric values, found {var.dtype}")
-    da = _index_as_time(_arrange(var, p), p, time_step)
+    arranged = _arrange(var, p)
+    numbered = _is_frame_index(arranged) and bool(time_step or frame_step)
+    da = _index_as_time(arranged, p, time_step or frame_step)
     t = times_ns(da, p)
     step = _time_step(t, ds, p, time_step)
 
     declared = units if units is not None else var.attrs.get("units")
     kind = _unit_kind(declared)
+    own_kind = _unit_kind(var.attrs.get("units"))  # None: the file's values are not rain (units given for them)
+    if kind is None and as_read and units is None and str(declared or "1").strip() in ("1", ""):
+        kind = "rate"  # no units: an image sequence, described as it is
     if kind is None:
         if units is not None:
             raise InputError(f"{where}: units given explicitly: expected one of {_ACCEPTED_UNITS}, found '{units}'")
@@ -356,7 +371,7 @@ def _open_rate(
     attrs["standard_name"] = std if std in ("rainfall_rate", "lwe_precipitation_rate") else "rainfall_rate"
     if std and std != attrs["standard_name"]:
         attrs["input_standard_name"] = str(std)
-    long_name = str(in_attrs.get("long_name", "rain rate"))
+    long_name = str(in_attrs.get("long_name", "rain rate" if own_kind else name))
     if kind == "dbz":
         attrs["long_name"] = f"rain rate from {long_name} by Z = {zr_a:g} R^{zr_b:g}"
     elif kind == "flux":
@@ -369,6 +384,10 @@ def _open_rate(
     if "cell_methods" in in_attrs:
         attrs["cell_methods"] = str(in_attrs["cell_methods"])
     attrs["time_step"] = int(time_step if time_step is not None else step)
+    if numbered:
+        attrs["frame_numbers"] = int(time_step or frame_step)  # type: ignore[arg-type]
+    if own_kind is None:
+        attrs["data_units"] = str(var.attrs.get("units", ""))
     for key in ("title", "institution"):
         if key in ds.attrs:
             attrs[f"input_{key}"] = str(ds.attrs[key])
@@ -463,7 +482,9 @@ def open_radar(
         negative values become NaN. Keeps x/y (and lat/lon) coordinates and the grid-mapping variable
         as a scalar coordinate. ``attrs``: source_file, variable, standard_name, long_name, units
         (mm h-1), time_step (s, int), grid_mapping, cell_methods, input_title, input_institution, input_license,
-        input_units / input_standard_name when converted.
+        input_units / input_standard_name when converted; ``frame_numbers`` (the seconds per frame used)
+        when time numbered the frames; ``data_units`` (the file's own units, '' for none) when they are not
+        a rain unit and ``units`` made the values readable as they are (image sequences).
 
     Raises
     ------
@@ -539,6 +560,7 @@ def open_archive(
     zr_b: float = ZR_B,
     min_frames: int = 1,
     scan: bool = True,
+    too_short: Callable[[int], str] | None = None,
 ) -> Archive:
     """Open files and glob patterns (sorted) as one archive of segments at ``time_step`` (None: each
     file at its own step, carried by each segment's ``attrs["time_step"]``).
@@ -546,7 +568,8 @@ def open_archive(
     A file that cannot be used (unreadable, no variable, a step that does not divide ``time_step``,
     no run of ``min_frames`` frames) is skipped with one warning naming it and why; but when exactly one
     plain path (no glob) is given, its error is raised. A pattern matching nothing, or no usable file
-    at all, raises InputError.
+    at all, raises InputError. ``too_short``: given the longest run (frames) of a file without a run of
+    ``min_frames``, its message after the file name (e.g. saying what would fit).
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -561,10 +584,8 @@ def open_archive(
             runs = segments(da, min_frames)
             if not runs:
                 longest = max(s.sizes["time"] for s in segments(da))
-                raise InputError(
-                    f"{f}: expected a run of at least {min_frames} frames {da.attrs['time_step']} s apart, "
-                    f"found at most {longest}"
-                )
+                why = f"expected a run of at least {min_frames} frames {da.attrs['time_step']} s apart, found at most"
+                raise InputError(f"{f}: " + (too_short(longest) if too_short is not None else f"{why} {longest}"))
         except InputError as exc:
             if strict:
                 raise

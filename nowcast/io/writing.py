@@ -37,7 +37,30 @@ PACK_STEP = 0.01
 """The packing's resolution in mm/h (its scale_factor)."""
 PACK_MAX = 327.67
 """The largest rate (mm/h) the packing holds: 32767 steps of 0.01."""
+STATUS = "nodata_status"
+"""Name of the forecast DataArray's coordinate saying why a pixel has no value (``STATUS_FLAGS``); written
+as the variable ``<data variable>_status``, named by the data variable's ``ancillary_variables``."""
+STATUS_FORECAST, STATUS_NO_DATA, STATUS_OUTSIDE = 0, 1, 2
+STATUS_FLAGS = {
+    STATUS_FORECAST: ("forecast", "a value is forecast"),
+    STATUS_NO_DATA: (
+        "no_radar_data",
+        "no value: the last observed frame has no data here, or where the rain arriving here comes from",
+    ),
+    STATUS_OUTSIDE: (
+        "from_outside_domain",
+        "no value: the rain arriving here comes from outside the radar grid, so it is unknown",
+    ),
+}
+"""Flag value -> (CF flag meaning, explanation) of the status variable."""
 _TIME_UNITS = "seconds since 1970-01-01 00:00:00"
+
+
+def fits_packing(low: float, high: float) -> bool:
+    """Whether values from ``low`` to ``high`` keep their value, to ``PACK_STEP``, in the int16 packing."""
+    return -PACK_MAX <= low and high <= PACK_MAX
+
+
 _TIME_UNITS_METADATA = "leap_seconds: none"  # CF-1.11: POSIX seconds, as the radar files' times are
 _CRS_TEXT_ATTRS = ("crs_wkt", "spatial_ref", "proj4", "proj4_params")
 
@@ -155,7 +178,8 @@ def forecast_dataset(
         ``nowcast.predict.forecast``: ``time`` valid times (datetime64), ``forecast_period(time)``
         (timedelta64, or numbers with units minutes/seconds), scalar ``forecast_reference_time``, the
         input's grid coordinates and its grid-mapping variable as a 0-d coordinate named by
-        ``attrs["grid_mapping"]``. ``attrs``: variable (output name; default the DataArray's name),
+        ``attrs["grid_mapping"]``, and optionally ``STATUS`` (dims as the data, int8 ``STATUS_FLAGS``),
+        written as ``<name>_status`` and named by the data variable's ``ancillary_variables``. ``attrs``: variable (output name; default the DataArray's name),
         standard_name, long_name, units, cell_methods, input_institution.
     global_attrs
         Added to (and overriding) the global attributes: give ``title``, ``source`` and ``history``.
@@ -195,17 +219,8 @@ def forecast_dataset(
             notes.append(f"grid mapping '{gm}' completed from its CRS: {', '.join(added)}")
 
     # the data variable
-    long_name = str(a.get("long_name", "rain rate"))
-    attrs: dict[str, object] = {
-        "standard_name": str(a.get("standard_name", "rainfall_rate")),
-        "long_name": f"nowcast of {long_name}",
-        "units": "mm h-1",
-    }
-    if "cell_methods" in a:
-        attrs["cell_methods"] = str(a["cell_methods"])
-    if gm_var is not None:
-        attrs["grid_mapping"] = gm
-    attrs["comment"] = "NaN/_FillValue: no data (no coverage in the last observed frame); 0: no rain"
+    status_name = f"{name}_status" if STATUS in fc.coords else None
+    attrs = _data_attrs(a, name, gm if gm_var is not None else None, status_name)
     data = fc.data if isinstance(fc.data, np.ndarray) else np.asarray(fc.values)
     data = data.astype(np.float32, copy=False)
     if packed:
@@ -216,34 +231,11 @@ def forecast_dataset(
     var = xr.Variable(fc.dims, data, attrs)
 
     # coordinates
-    lead_s = _lead_seconds(fc["forecast_period"])
-    in_minutes = bool(np.all(lead_s % 60 == 0))
-    fp = xr.Variable(
-        ("time",),
-        (lead_s // 60 if in_minutes else lead_s).astype(np.int32),
-        {
-            "standard_name": "forecast_period",
-            "long_name": "forecast lead time",
-            "units": "minutes" if in_minutes else "seconds",
-        },
-    )
-    coords: dict[str, xr.Variable] = {
-        "time": xr.Variable(
-            ("time",),
-            fc["time"].values.astype("datetime64[ns]"),
-            {"standard_name": "time", "long_name": "valid time (UTC)", "axis": "T"},
-        ),
-        "forecast_period": fp,
-        "forecast_reference_time": xr.Variable(
-            (),
-            np.datetime64(fc["forecast_reference_time"].values, "ns"),
-            {"standard_name": "forecast_reference_time", "long_name": "time of the last observed frame (UTC)"},
-        ),
-    }
+    coords = _time_coords(fc)
     aux: list[str] = []
     for cname, coord in fc.coords.items():
         cname = str(cname)
-        if cname in coords or cname == gm or "time" in coord.dims:
+        if cname in coords or cname in (gm, STATUS) or "time" in coord.dims:
             continue
         coords[cname] = coord.variable.copy()
         if cname not in fc.dims:
@@ -263,13 +255,16 @@ def forecast_dataset(
     ds = xr.Dataset({name: var}, coords=coords)
     if gm_var is not None:
         ds[gm] = gm_var
+    if status_name:
+        ds[status_name] = _status_variable(fc[STATUS], name, gm if gm_var is not None else None)
 
     # encodings
-    enc_time = {"units": _TIME_UNITS, "calendar": "standard", "dtype": "int64"}
-    ds["time"].encoding = dict(enc_time)
-    ds["forecast_reference_time"].encoding = dict(enc_time)
     for tname in ("time", "forecast_reference_time"):
-        ds[tname].attrs["units_metadata"] = _TIME_UNITS_METADATA
+        if np.issubdtype(ds[tname].dtype, np.datetime64):
+            ds[tname].encoding = {"units": _TIME_UNITS, "calendar": "standard", "dtype": "int64"}
+            ds[tname].attrs["units_metadata"] = _TIME_UNITS_METADATA
+        else:  # frame numbers
+            ds[tname].encoding = {"dtype": "int64", "_FillValue": None}
     ds["forecast_period"].encoding = {"dtype": "int32", "_FillValue": None}
     for cname in ds.coords:
         if cname not in ("time", "forecast_reference_time", "forecast_period"):
@@ -285,9 +280,20 @@ def forecast_dataset(
     ds[name].encoding = enc
     if gm_var is not None:
         ds[gm].encoding = {"coordinates": None}  # a grid mapping has no coordinates of its own
+    if status_name:
+        ds[status_name].encoding = {
+            "zlib": True,
+            "complevel": 4,
+            "chunksizes": chunks,
+            "dtype": "int8",
+            "_FillValue": None,
+            "coordinates": enc["coordinates"],
+        }
+    if fc.attrs.get("frame_numbers"):
+        ds = _as_frames(ds)
 
     # global attributes
-    g: dict[str, object] = {"Conventions": "CF-1.11", "title": f"nowcast of {long_name}"}
+    g: dict[str, object] = {"Conventions": "CF-1.11", "title": str(attrs["long_name"])}
     if a.get("input_institution"):
         g["institution"] = str(a["input_institution"])
     if a.get("input_license"):
@@ -299,6 +305,103 @@ def forecast_dataset(
         g["history"] = "; ".join(([str(g["history"])] if g.get("history") else []) + notes)
     ds.attrs = {k: v for k, v in g.items() if v is not None}
     return ds
+
+
+def _data_attrs(a: Mapping[str, object], name: str, grid_mapping: str | None, status: str | None) -> dict[str, object]:
+    """Attributes of the forecast variable from the input's (``open_radar``'s attrs): rain in mm h-1 with
+    its standard_name, or values that are not rain (``data_units``) in the input's own units."""
+    not_rain = "data_units" in a
+    long_name = str(a.get("long_name", name if not_rain else "rain rate"))
+    attrs: dict[str, object] = {}
+    if not not_rain or a.get("input_standard_name"):
+        attrs["standard_name"] = str(a.get("input_standard_name" if not_rain else "standard_name", "rainfall_rate"))
+    attrs["long_name"] = f"nowcast of {long_name}"
+    attrs["units"] = (str(a["data_units"]) or "1") if not_rain else "mm h-1"
+    if "cell_methods" in a:
+        attrs["cell_methods"] = str(a["cell_methods"])
+    if grid_mapping:
+        attrs["grid_mapping"] = grid_mapping
+    if status:
+        attrs["ancillary_variables"] = status
+    why = f"no forecast, {status} says why" if status else "no data (no coverage in the last observed frame)"
+    attrs["comment"] = f"NaN/_FillValue: {why}" + ("" if not_rain else "; 0: no rain")
+    return attrs
+
+
+def _time_coords(fc: xr.DataArray) -> dict[str, xr.Variable]:
+    """``time``, ``forecast_period`` and ``forecast_reference_time`` of the file: valid times, lead times
+    (minutes, or seconds when not whole minutes) and the last observed frame's time; for frame-numbered
+    input (``attrs["frame_numbers"]``, the seconds per frame) frame numbers and frames ahead, no dates."""
+    per_frame = int(fc.attrs.get("frame_numbers") or 0)
+    lead_s = _lead_seconds(fc["forecast_period"])
+    ref = np.datetime64(fc["forecast_reference_time"].values, "ns")
+    if per_frame:
+
+        def number(t: object) -> np.ndarray:
+            return np.asarray(t, "datetime64[ns]").astype(np.int64) // (per_frame * 1_000_000_000)
+
+        return {
+            "time": xr.Variable(("time",), number(fc["time"].values), {"long_name": "frame number", "units": "1"}),
+            "forecast_period": xr.Variable(
+                ("time",),
+                (lead_s // per_frame).astype(np.int32),
+                {"long_name": "frames after the last observed frame", "units": "1"},
+            ),
+            "forecast_reference_time": xr.Variable(
+                (), number(ref), {"long_name": "number of the last observed frame", "units": "1"}
+            ),
+        }
+    in_minutes = bool(np.all(lead_s % 60 == 0))
+    return {
+        "time": xr.Variable(
+            ("time",),
+            fc["time"].values.astype("datetime64[ns]"),
+            {"standard_name": "time", "long_name": "valid time (UTC)", "axis": "T"},
+        ),
+        "forecast_period": xr.Variable(
+            ("time",),
+            (lead_s // 60 if in_minutes else lead_s).astype(np.int32),
+            {
+                "standard_name": "forecast_period",
+                "long_name": "forecast lead time",
+                "units": "minutes" if in_minutes else "seconds",
+            },
+        ),
+        "forecast_reference_time": xr.Variable(
+            (),
+            ref,
+            {"standard_name": "forecast_reference_time", "long_name": "time of the last observed frame (UTC)"},
+        ),
+    }
+
+
+FRAME_NAMES = {"time": "frame", "forecast_period": "frames_ahead", "forecast_reference_time": "last_observed_frame"}
+"""Names in the file of a forecast from frame-numbered input, which has no times (``_time_coords``)."""
+
+
+def _as_frames(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with its time names replaced by ``FRAME_NAMES`` (CF reserves ``time`` for times)."""
+    out = ds.rename(FRAME_NAMES)
+    for var in out.variables.values():
+        text = var.encoding.get("coordinates")
+        if text:
+            var.encoding["coordinates"] = " ".join(FRAME_NAMES.get(n, n) for n in str(text).split())
+    return out
+
+
+def _status_variable(status: xr.DataArray, name: str, grid_mapping: str | None) -> xr.Variable:
+    """The CF flag variable (int8, ``STATUS_FLAGS``) saying why ``name`` has no value at a pixel."""
+    values = sorted(STATUS_FLAGS)
+    attrs: dict[str, object] = {
+        "long_name": f"status of {name}: why it has no value",
+        "standard_name": "status_flag",
+        "flag_values": np.array(values, dtype=np.int8),
+        "flag_meanings": " ".join(STATUS_FLAGS[v][0] for v in values),
+        "comment": "; ".join(f"{v} {STATUS_FLAGS[v][0]}: {STATUS_FLAGS[v][1]}" for v in values),
+    }
+    if grid_mapping:
+        attrs["grid_mapping"] = grid_mapping
+    return xr.Variable(status.dims, np.asarray(status.values, dtype=np.int8), attrs)
 
 
 def write_forecast(

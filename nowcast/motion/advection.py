@@ -78,6 +78,19 @@ def displacements(velocity: Tensor, steps: int, margin: int = 0) -> Tensor:
     return torch.stack(out, 1) if out else disp.new_zeros((disp.shape[0], 0, *disp.shape[1:]))
 
 
+def _inside(coords: Tensor, h: int, w: int, eps: float = 1e-4) -> Tensor:
+    """(B, H, W): whether absolute pixel coordinates (B, 2, H, W) lie on an ``h`` x ``w`` grid."""
+    x, y = coords[:, 0], coords[:, 1]
+    return (x >= -eps) & (x <= w - 1 + eps) & (y >= -eps) & (y <= h - 1 + eps)
+
+
+def outside(displacement: Tensor) -> Tensor:
+    """(B, H, W): pixels whose source (the pixel plus ``displacement``, (B, 2, H, W)) lies outside the
+    grid, where ``warp`` gives NaN whatever the field."""
+    h, w = displacement.shape[-2:]
+    return ~_inside(_pixel_grid(h, w, displacement.device, displacement.dtype) + displacement, h, w)
+
+
 def warp(field: Tensor, displacement: Tensor, margin: int = 0) -> Tensor:
     """``field`` (B, N, H, W) sampled at each pixel of its inner window (without ``margin``) plus
     ``displacement`` (B, 2, H - 2 margin, W - 2 margin): (B, N, H - 2 margin, W - 2 margin).
@@ -97,8 +110,5 @@ def warp(field: Tensor, displacement: Tensor, margin: int = 0) -> Tensor:
     values = F.grid_sample(filled, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     weight = F.grid_sample(valid.to(field.dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     eps = 1e-4
-    inside = (
-        (coords[:, 0] >= -eps) & (coords[:, 0] <= W - 1 + eps) & (coords[:, 1] >= -eps) & (coords[:, 1] <= H - 1 + eps)
-    )[:, None]  # (B, 1, h, w)
-    ok = inside & (weight > 1.0 - eps)
+    ok = _inside(coords, H, W)[:, None] & (weight > 1.0 - eps)  # (B, 1, h, w)
     return torch.where(ok, values, torch.full((), float("nan"), dtype=field.dtype, device=field.device))

@@ -105,6 +105,38 @@ def _all_mean(value: float, info: DistInfo) -> float:
     return float(total.item()) / info.world
 
 
+ETA_AFTER = 5
+"""Steps timed, after the first (warm-up) step of a run, before ``log_eta`` estimates its duration."""
+
+
+def log_eta(done: int, first: int, total: int, clock: dict[str, float]) -> None:
+    """Log once, ``ETA_AFTER`` steps after the first step of this run (``first`` + 1), the speed in steps/s
+    and when the run of ``total`` steps should end. ``clock``: the caller's empty dict, kept between calls."""
+    now = time.perf_counter()
+    if done == first + 1:
+        clock["start"] = now
+    elif done == first + 1 + ETA_AFTER and "start" in clock:
+        rate = ETA_AFTER / max(now - clock["start"], 1e-9)
+        left_s = (total - done) / rate
+        end = dt.datetime.now() + dt.timedelta(seconds=left_s)
+        log.info(
+            "%.3g steps/s (%.3g s a step): %d steps left, about %s, ending about %s",
+            rate,
+            1 / rate,
+            total - done,
+            _duration(left_s),
+            end.strftime("%Y-%m-%d %H:%M"),
+        )
+
+
+def _duration(seconds: float) -> str:
+    """'45 s', '12 min', '2 h 05 min'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
 class _StopFlag:
     """Turns SIGINT/SIGTERM into a flag checked between steps, so last.pt is always a complete step."""
 
@@ -631,11 +663,12 @@ def run_training(
 
     progress = None
     if info.main and sys.stderr.isatty() and log.getEffectiveLevel() <= logging.INFO:
-        from tqdm import tqdm
+        from nowcast.runtime import progress_bar
 
-        progress = tqdm(total=tr.steps, initial=run.start_step, unit="step", dynamic_ncols=True)
+        progress = progress_bar(tr.steps, "step", initial=run.start_step)
     done = run.start_step
     tick, frames_done, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
+    eta_clock: dict[str, float] = {}
     try:
         with _StopFlag() as stop:
             wrapped.train()
@@ -644,6 +677,7 @@ def run_training(
                 if step == run.start_step:
                     log.info("first step done %.1f s after the start", time.perf_counter() - started)
                 done = step + 1
+                log_eta(done, run.start_step, tr.steps, eta_clock)
                 loss_n += 1
                 frames_done += batch[0].shape[0] * window * info.world
                 if progress:

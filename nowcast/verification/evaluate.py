@@ -21,6 +21,7 @@ scores equal training validation's on the same windows even when extrapolation r
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import sys
 import time
@@ -34,6 +35,7 @@ from nowcast.verification import metrics
 from nowcast.config import EvalConfig, frame_size_problem, lead_times
 from nowcast.errors import InputError, NowcastError
 from nowcast.io import Archive, data_time_step, iso_time, open_archive
+from nowcast.leads import check_horizon, forecast_steps, lead_text
 from nowcast.verification.reports import format_table, lead_indices, table_threshold, write_reports
 from nowcast.verification.results import Evaluation, Example, merge_evaluations
 
@@ -244,9 +246,9 @@ def run_evaluation(
 
     bar = None
     if progress:
-        from tqdm import tqdm
+        from nowcast.runtime import progress_bar
 
-        bar = tqdm(total=total, unit="case", dynamic_ncols=True, file=sys.stderr)
+        bar = progress_bar(total, "case")
     show = lead_indices(steps, EXAMPLE_LEADS)
     report_every = -(-total // 10) if total >= 20 else total  # log lines: every 10 % of a long run
     done = 0
@@ -367,6 +369,7 @@ def evaluate_files(
     comparison: str = ">=",
     stride: int = 1,
     steps: int | None = None,
+    lead_s: int | None = None,
     out_dir: str | Path = "evaluation",
     variable: str | None = None,
     fss_scales: Sequence[int] = (),
@@ -384,9 +387,11 @@ def evaluate_files(
     forecasts the same cases, and the first one's settings (frames, variable, units) are used.
 
     Opens ``inputs`` as one archive at the checkpoint's time step (without a model: the first file's),
-    keeping only gap-free runs of at least in_frames + steps frames; runs ``run_evaluation``; writes
-    the reports into ``out_dir`` (``write_reports``) and returns the table of ``format_table``.
-    ``steps`` defaults to the checkpoint's out_frames and ``thresholds`` to its ``eval.thresholds``;
+    keeping only gap-free runs of at least in_frames + steps frames (a file too short says how many
+    lead times it allows); runs ``run_evaluation``; writes the reports into ``out_dir`` (``write_reports``)
+    and returns the table of ``format_table``. ``steps`` (``--steps``) or ``lead_s`` (``--lead``, seconds)
+    set the horizon, by default the next hour (``leads.forecast_steps``); ``thresholds`` defaults to the
+    checkpoint's ``eval.thresholds``;
     in_frames, variable, units and the Z-R relation come from the checkpoint (without a model: the
     ``Config`` defaults). FSS, when ``fss_scales`` are
     given, is computed at 1 mm/h (or the threshold closest to it). On the CPU the model runs on
@@ -397,6 +402,7 @@ def evaluate_files(
 
     if not inputs:
         raise NowcastError("evaluate: expected at least one radar file, found none")
+    check_horizon(steps, lead_s)
     for name in baselines:  # unknown names and missing optional packages fail before any work
         get_method(name)
     import torch
@@ -446,7 +452,7 @@ def evaluate_files(
         cfg = Config()  # without a model: the default frames; the data's own time step
         time_step = data_time_step([str(p) for p in inputs], variable) or cfg.data.time_step
     d = cfg.data
-    steps = lead_times(steps, d.out_frames)
+    steps = forecast_steps(steps, lead_s, time_step, d.out_frames, in_frames_only=cfg.transform.kind == "minmax")
     in_frames = d.in_frames
     variable = variable if variable is not None else d.variable
     thresholds = cfg.eval.thresholds if thresholds is None else thresholds
@@ -458,6 +464,7 @@ def evaluate_files(
         zr_a=d.zr_a,
         zr_b=d.zr_b,
         min_frames=in_frames + steps,
+        too_short=functools.partial(_too_short, in_frames=in_frames, steps=steps, time_step=time_step),
     )
     for c in configs.values():  # fc_lstm, cnn_lstm: frames of their size only
         for seg in archive.segments:
@@ -522,6 +529,18 @@ def evaluate_files(
         return ""
     write_reports(merged, out_dir, plots=plots)
     return format_table(merged, out_dir)
+
+
+def _too_short(longest: int, *, in_frames: int, steps: int, time_step: int) -> str:
+    """The error of a file whose longest run (frames) is too short for the horizon asked, with what fits."""
+    asked = (
+        f"expected a run of at least {in_frames + steps} frames {time_step} s apart ({in_frames} input frames + "
+        f"{steps} lead times of {time_step / 60:g} min), found at most {longest}"
+    )
+    fit = longest - in_frames
+    if fit < 1:
+        return f"{asked}: too short for even one lead time, which needs {in_frames + 1} frames"
+    return f"{asked}: --steps {fit} or --lead {lead_text(fit * time_step)} is the most it allows"
 
 
 @contextlib.contextmanager

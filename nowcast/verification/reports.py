@@ -228,6 +228,11 @@ def _write_plots(ev: Evaluation, out: Path) -> list[Path]:
     return written
 
 
+def _listed(names: Sequence[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def table_threshold(thresholds: Sequence[float]) -> int:
     """Index of the threshold shown in the table: 1 mm/h, else the closest to it."""
     return int(np.argmin([abs(math.log(t / 1.0)) if t > 0 else math.inf for t in thresholds]))
@@ -254,7 +259,7 @@ def format_table(ev: Evaluation, out_dir: str | Path | None = None) -> str:
 
     res = {m: metrics.compute(ev.scores[m]) for m in ev.methods}
     lines = [
-        f"{ev.n_cases} forecast times ({_period(ev)}) from {len(ev.files)} file(s)",
+        f"{ev.n_cases} forecast times ({_period(ev)}) from {len(ev.files)} file(s); methods: {_listed(ev.methods)}",
         "",
         *block(
             f"CSI (event: rain {comparison} {thresholds[k]:g} mm/h)",
