@@ -9,6 +9,7 @@ become one line on stderr and exit code 2; anything unexpected exits 1, with the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shlex
 import sys
@@ -340,6 +341,36 @@ def train(
         run_training(cfg, config_name=Path(base).stem, run_dir=run_dir, resume=resume)
 
 
+def _predict_settings(
+    model: Optional[Path],
+    steps: Optional[int],
+    lead: Optional[str],
+    output: Any,
+    plot: Any,
+    max_age: Optional[float],
+    variable: Optional[str],
+    lock_timeout: float,
+    threads: int,
+    device: str,
+) -> Any:
+    """The ``PredictSettings`` that ``predict`` and ``watch`` share, from their options."""
+    from nowcast.predict import PredictSettings
+
+    return PredictSettings(
+        model=model,
+        steps=steps,
+        lead_s=_lead_seconds(lead),
+        output=output,
+        plot=plot,
+        max_age_min=max_age,
+        variable=variable,
+        lock_timeout_s=lock_timeout,
+        history=_command_line(),
+        threads=threads,
+        device=device,
+    )
+
+
 @app.command()
 def predict(
     inputs: Annotated[
@@ -394,23 +425,10 @@ def predict(
     """
     ensemble = _ensemble_product(members, seed, probabilities)
     with _errors():
-        from nowcast.predict import PredictSettings, predict_to_file
+        from nowcast.predict import predict_to_file
 
-        settings = PredictSettings(
-            model=model,
-            steps=steps,
-            lead_s=_lead_seconds(lead),
-            output=output,
-            plot=plot,
-            max_age_min=max_age,
-            variable=variable,
-            lock_timeout_s=lock_timeout,
-            history=_command_line(),
-            threads=threads,
-            device=device,
-            ensemble=ensemble,
-        )
-        predict_to_file([str(p) for p in inputs], settings, at=at)
+        settings = _predict_settings(model, steps, lead, output, plot, max_age, variable, lock_timeout, threads, device)
+        predict_to_file([str(p) for p in inputs], dataclasses.replace(settings, ensemble=ensemble), at=at)
     _done_and_closed()
 
 
@@ -468,22 +486,9 @@ def watch(
     and skipped; SIGTERM or Ctrl-C stops after the forecast under way (exit 0).
     """
     with _errors():
-        from nowcast.predict import PredictSettings
         from nowcast.watch import watch as run_watch
 
-        settings = PredictSettings(
-            model=model,
-            steps=steps,
-            lead_s=_lead_seconds(lead),
-            output=output,
-            plot=plot,
-            max_age_min=max_age,
-            variable=variable,
-            lock_timeout_s=lock_timeout,
-            history=_command_line(),
-            threads=threads,
-            device=device,
-        )
+        settings = _predict_settings(model, steps, lead, output, plot, max_age, variable, lock_timeout, threads, device)
         run_watch(
             pattern,
             settings,
