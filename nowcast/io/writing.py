@@ -194,33 +194,54 @@ def forecast_dataset(
     a = dict(fc.attrs)
     name = str(a.get("variable") or fc.name or "rainfall_rate")
     gm = str(a.get("grid_mapping") or "")
-    gm_var = fc.coords[gm].variable.copy() if gm and gm in fc.coords and fc.coords[gm].ndim == 0 else None
-    notes: list[str] = []  # what was completed, for the history attribute
-    latlon: tuple[np.ndarray, np.ndarray] | None = None
-    if gm_var is not None:
-        completed, added = complete_grid_mapping(gm_var.attrs)
-        if completed is None:  # no CF grid mapping describes this CRS: locate pixels by latitude/longitude
-            has_latlon = {str(c.attrs.get("standard_name")) for c in fc.coords.values()} >= {"latitude", "longitude"}
-            if not has_latlon and "x" in fc.coords and "y" in fc.coords:
-                latlon = _latitude_longitude(gm_var.attrs, fc["x"].values, fc["y"].values)
-            what = "existing" if has_latlon else "2-D" if latlon is not None else "no"
-            log.info(
-                "grid mapping '%s' has no CF equivalent (%s): written without it, with %s latitude/longitude coordinates",
-                gm,
-                str(gm_var.attrs.get("proj4") or gm_var.attrs.get("proj4_params") or "no grid_mapping_name").strip(),
-                what,
-            )
-            notes.append(
-                f"grid mapping '{gm}' has no CF equivalent: left out, pixels located by {what} latitude/longitude"
-            )
-            gm_var = None
-        elif added:
-            gm_var.attrs = completed
-            notes.append(f"grid mapping '{gm}' completed from its CRS: {', '.join(added)}")
-
-    # the data variable
+    gm_var, latlon, notes = _grid_mapping(fc, gm)
     status_name = f"{name}_status" if STATUS in fc.coords else None
     attrs = _data_attrs(a, name, gm if gm_var is not None else None, status_name)
+    coords, aux = _coordinates(fc, gm, latlon)
+    ds = xr.Dataset({name: xr.Variable(fc.dims, _values(fc, packed), attrs)}, coords=coords)
+    if gm_var is not None:
+        ds[gm] = gm_var
+    if status_name:
+        ds[status_name] = _status_variable(fc[STATUS], name, gm if gm_var is not None else None)
+    _set_encodings(ds, name, fc.dims, aux, packed, gm if gm_var is not None else None, status_name)
+    if fc.attrs.get("frame_numbers"):
+        ds = _as_frames(ds)
+    ds.attrs = _global_attributes(a, str(attrs["long_name"]), global_attrs, notes)
+    return ds
+
+
+def _grid_mapping(
+    fc: xr.DataArray, gm: str
+) -> tuple[xr.Variable | None, tuple[np.ndarray, np.ndarray] | None, list[str]]:
+    """The input's grid-mapping variable completed from its CRS (``complete_grid_mapping``), or None with
+    2-D latitude/longitude (lat, lon) where CF has no grid mapping for the CRS; and notes for ``history``."""
+    gm_var = fc.coords[gm].variable.copy() if gm and gm in fc.coords and fc.coords[gm].ndim == 0 else None
+    notes: list[str] = []
+    latlon: tuple[np.ndarray, np.ndarray] | None = None
+    if gm_var is None:
+        return None, None, notes
+    completed, added = complete_grid_mapping(gm_var.attrs)
+    if completed is None:  # no CF grid mapping describes this CRS: locate pixels by latitude/longitude
+        has_latlon = {str(c.attrs.get("standard_name")) for c in fc.coords.values()} >= {"latitude", "longitude"}
+        if not has_latlon and "x" in fc.coords and "y" in fc.coords:
+            latlon = _latitude_longitude(gm_var.attrs, fc["x"].values, fc["y"].values)
+        what = "existing" if has_latlon else "2-D" if latlon is not None else "no"
+        log.info(
+            "grid mapping '%s' has no CF equivalent (%s): written without it, with %s latitude/longitude coordinates",
+            gm,
+            str(gm_var.attrs.get("proj4") or gm_var.attrs.get("proj4_params") or "no grid_mapping_name").strip(),
+            what,
+        )
+        notes.append(f"grid mapping '{gm}' has no CF equivalent: left out, pixels located by {what} latitude/longitude")
+        return None, latlon, notes
+    if added:
+        gm_var.attrs = completed
+        notes.append(f"grid mapping '{gm}' completed from its CRS: {', '.join(added)}")
+    return gm_var, None, notes
+
+
+def _values(fc: xr.DataArray, packed: bool) -> np.ndarray:
+    """The forecast's values as float32, clipped at ``PACK_MAX`` when ``packed``."""
     data = fc.data if isinstance(fc.data, np.ndarray) else np.asarray(fc.values)
     data = data.astype(np.float32, copy=False)
     if packed:
@@ -228,9 +249,14 @@ def forecast_dataset(
         if over:
             log.debug("%d forecast values above %.2f mm/h clipped to it (int16 packing)", over, PACK_MAX)
             data = np.minimum(data, np.float32(PACK_MAX))
-    var = xr.Variable(fc.dims, data, attrs)
+    return data
 
-    # coordinates
+
+def _coordinates(
+    fc: xr.DataArray, gm: str, latlon: tuple[np.ndarray, np.ndarray] | None
+) -> tuple[dict[str, xr.Variable], list[str]]:
+    """The file's coordinates (times, the input's grid, lat/lon when computed) and the names of the
+    auxiliary ones the data variable's ``coordinates`` attribute lists."""
     coords = _time_coords(fc)
     aux: list[str] = []
     for cname, coord in fc.coords.items():
@@ -241,24 +267,28 @@ def forecast_dataset(
         if cname not in fc.dims:
             aux.append(cname)
     if latlon is not None:
-        coords["lat"] = xr.Variable(
-            ("y", "x"),
-            latlon[0],
-            {"standard_name": "latitude", "units": "degrees_north", "long_name": "latitude of pixel centre"},
-        )
-        coords["lon"] = xr.Variable(
-            ("y", "x"),
-            latlon[1],
-            {"standard_name": "longitude", "units": "degrees_east", "long_name": "longitude of pixel centre"},
-        )
+        for key, values, std, units in (
+            ("lat", latlon[0], "latitude", "degrees_north"),
+            ("lon", latlon[1], "longitude", "degrees_east"),
+        ):
+            coords[key] = xr.Variable(
+                ("y", "x"), values, {"standard_name": std, "units": units, "long_name": f"{std} of pixel centre"}
+            )
         aux += ["lat", "lon"]
-    ds = xr.Dataset({name: var}, coords=coords)
-    if gm_var is not None:
-        ds[gm] = gm_var
-    if status_name:
-        ds[status_name] = _status_variable(fc[STATUS], name, gm if gm_var is not None else None)
+    return coords, aux
 
-    # encodings
+
+def _set_encodings(
+    ds: xr.Dataset,
+    name: str,
+    dims: tuple,
+    aux: list[str],
+    packed: bool,
+    gm: str | None,
+    status_name: str | None,
+) -> None:
+    """Encodings of every variable: times as int64 seconds since 1970 (CF-1.11 ``units_metadata``), the
+    data int16-packed or float32, zlib, one chunk per frame, its ``coordinates`` attribute."""
     for tname in ("time", "forecast_reference_time"):
         if np.issubdtype(ds[tname].dtype, np.datetime64):
             ds[tname].encoding = {"units": _TIME_UNITS, "calendar": "standard", "dtype": "int64"}
@@ -268,17 +298,13 @@ def forecast_dataset(
     ds["forecast_period"].encoding = {"dtype": "int32", "_FillValue": None}
     for cname in ds.coords:
         if cname not in ("time", "forecast_reference_time", "forecast_period"):
-            dtype = ds[cname].dtype
-            ds[cname].encoding = {"_FillValue": None} if dtype.kind in "fiu" else {}
-    chunks = tuple(1 if d in ("time", "channel") else ds.sizes[d] for d in fc.dims)
+            ds[cname].encoding = {"_FillValue": None} if ds[cname].dtype.kind in "fiu" else {}
+    chunks = tuple(1 if d in ("time", "channel") else ds.sizes[d] for d in dims)
     enc: dict[str, object] = {"zlib": True, "complevel": 4, "shuffle": True, "chunksizes": chunks}
-    if packed:
-        enc.update(PACKING)
-    else:
-        enc.update(dtype="float32", _FillValue=np.float32(np.nan))
+    enc.update(PACKING if packed else {"dtype": "float32", "_FillValue": np.float32(np.nan)})
     enc["coordinates"] = " ".join(["forecast_period", "forecast_reference_time", *aux])
     ds[name].encoding = enc
-    if gm_var is not None:
+    if gm is not None:
         ds[gm].encoding = {"coordinates": None}  # a grid mapping has no coordinates of its own
     if status_name:
         ds[status_name].encoding = {
@@ -289,22 +315,24 @@ def forecast_dataset(
             "_FillValue": None,
             "coordinates": enc["coordinates"],
         }
-    if fc.attrs.get("frame_numbers"):
-        ds = _as_frames(ds)
 
-    # global attributes
-    g: dict[str, object] = {"Conventions": "CF-1.11", "title": str(attrs["long_name"])}
+
+def _global_attributes(
+    a: Mapping[str, object], title: str, given: Mapping[str, object] | None, notes: list[str]
+) -> dict[str, object]:
+    """Conventions, title, the input's institution and licence, source, references, then ``given``
+    (title, source, history, ...), and what the writer completed appended to ``history``."""
+    g: dict[str, object] = {"Conventions": "CF-1.11", "title": title}
     if a.get("input_institution"):
         g["institution"] = str(a["input_institution"])
     if a.get("input_license"):
         g["license"] = str(a["input_license"])  # the data's usage terms travel with the product
     g["source"] = "nowcast"
     g["references"] = FORECAST_REFERENCES
-    g.update(global_attrs or {})
+    g.update(given or {})
     if notes:
         g["history"] = "; ".join(([str(g["history"])] if g.get("history") else []) + notes)
-    ds.attrs = {k: v for k, v in g.items() if v is not None}
-    return ds
+    return {k: v for k, v in g.items() if v is not None}
 
 
 def _data_attrs(a: Mapping[str, object], name: str, grid_mapping: str | None, status: str | None) -> dict[str, object]:
