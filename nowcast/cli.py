@@ -22,7 +22,7 @@ from typer.core import TyperGroup
 import typer.core
 
 from nowcast import __version__
-from nowcast.errors import NowcastError
+from nowcast.errors import NowcastError, first_line
 
 _click_errors = sys.modules[typer.BadParameter.__module__]  # click.exceptions, or the copy newer Typer vendors
 _NoArgsIsHelp: type[BaseException] = getattr(_click_errors, "NoArgsIsHelpError", ())  # type: ignore[assignment]
@@ -220,7 +220,7 @@ def _errors() -> Iterator[None]:
     except NowcastError as exc:
         if _state["verbose"]:
             traceback.print_exc()
-        message = " ".join(str(exc).split())
+        message = first_line(exc)
         typer.echo(f"nowcast: error: {message}", err=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
@@ -234,7 +234,7 @@ def _errors() -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001 - the edge of the program
         if _state["verbose"]:
             traceback.print_exc()
-        first = " ".join(str(exc).split())
+        first = " ".join(str(exc).split()) or type(exc).__name__
         typer.echo(
             f"nowcast: unexpected error: {type(exc).__name__}: {first} (rerun with --verbose for the traceback)",
             err=True,

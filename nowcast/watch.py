@@ -39,7 +39,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from nowcast.errors import NowcastError, OutputError
+from nowcast.errors import NowcastError, OutputError, first_line
 from nowcast.io import NS, atomic_output, iso_time, open_radar
 from nowcast.forecast import parse_time
 from nowcast.io.paths import expand_template
@@ -83,7 +83,7 @@ def read_state(path: Path) -> int | None:
         state = json.loads(path.read_text())
         return parse_time(str(state["last_reference_time"]))
     except (OSError, ValueError, KeyError, TypeError, NowcastError) as exc:
-        why = " ".join(str(exc).split()) or type(exc).__name__
+        why = first_line(exc) or type(exc).__name__
         raise NowcastError(
             f"{path}: expected a nowcast watch state (JSON with last_reference_time), found {why} "
             "(delete it to start afresh)"
@@ -174,14 +174,14 @@ class Watcher:
             try:
                 seen = self._open(path, key)
             except NowcastError as exc:
-                log.warning("skipped %s", " ".join(str(exc).split()))
+                log.warning("skipped %s", first_line(exc))
                 seen = _Seen(key, None)
             except Exception as exc:  # noqa: BLE001 - a resident process survives any one bad file
                 log.warning(
                     "skipped %s: expected a readable radar file, found %s: %s",
                     path,
                     type(exc).__name__,
-                    " ".join(str(exc).split()),
+                    first_line(exc),
                 )
                 log.debug("traceback of the file skipped", exc_info=True)
                 seen = _Seen(key, None)
@@ -230,14 +230,14 @@ class Watcher:
                 self._inputs(t_ref, holder), self.settings, loaded=self.loaded, at=iso_time(t_ref), stem_of=holder
             )
         except NowcastError as exc:
-            log.warning("no forecast from %s: %s", iso_time(t_ref), " ".join(str(exc).split()))
+            log.warning("no forecast from %s: %s", iso_time(t_ref), first_line(exc))
             return None
         except Exception as exc:  # noqa: BLE001 - one failed forecast does not stop the service
             log.error(
                 "no forecast from %s: unexpected %s: %s",
                 iso_time(t_ref),
                 type(exc).__name__,
-                " ".join(str(exc).split()),
+                first_line(exc),
             )
             log.debug("traceback of the failed forecast", exc_info=True)
             return None
@@ -246,7 +246,7 @@ class Watcher:
         try:
             write_state(self.state_path, t_ref, self.pattern, self.output)
         except OutputError as exc:  # the forecast is written; only a restart could repeat it
-            log.warning("state not saved: %s", " ".join(str(exc).split()))
+            log.warning("state not saved: %s", first_line(exc))
         return out
 
 

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from nowcast.errors import OutputError
+from nowcast.errors import OutputError, first_line
 from nowcast.io.reading import NS
 
 DEFAULT_OUTPUT = "{stem}_nowcast_{reference_time:%Y%m%d%H%M}.nc"
@@ -31,7 +31,7 @@ def expand_template(template: str, reference_time: int, stem: str, what: str, fr
     try:
         text = template.format(reference_time=ref, stem=stem)
     except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
-        why = f"unknown field {exc}" if isinstance(exc, (KeyError, IndexError)) else " ".join(str(exc).split())
+        why = f"unknown field {exc}" if isinstance(exc, (KeyError, IndexError)) else first_line(exc)
         raise OutputError(
             f"{what} {template}: expected a path using only {{reference_time:%Y%m%d%H%M}} and {{stem}}, found {why}"
         ) from None

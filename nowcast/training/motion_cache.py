@@ -29,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 
+from nowcast.errors import first_line
 from nowcast.motion.flow import MOTION_FRAMES
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class MotionCache:
                 stored_key, field = str(z["key"]), z["v"]
             ok = stored_key == key and field.shape == (2, *shape) and bool(np.isfinite(field).all())
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            log.warning("motion cache: %s unreadable (%s); computing it again", path, " ".join(str(exc).split()))
+            log.warning("motion cache: %s unreadable (%s); computing it again", path, first_line(exc))
             return None
         if not ok:
             log.warning("motion cache: %s does not hold the expected field; computing it again", path)
@@ -116,6 +117,6 @@ class MotionCache:
             os.replace(tmp, path)
         except OSError as exc:
             self._write_failed = True  # e.g. a full disk: train on, computing motion in memory only
-            log.warning("motion cache: cannot write %s (%s); going on without it", path, " ".join(str(exc).split()))
+            log.warning("motion cache: cannot write %s (%s); going on without it", path, first_line(exc))
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
