@@ -640,9 +640,10 @@ def plot_reliability(
             ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=0.9, label="perfect reliability")
             for colour, i in zip(colours, leads):
                 p, f, n = (np.asarray(rel[k])[i, c] for k in ("prob", "freq", "count"))
-                ax.plot(p, f, color=colour, marker="o", markersize=3.5, linewidth=1.4, label=f"+{lead_min[i]:g} min")
-                centres = (np.arange(n.size) + 0.5) / n.size
-                counts.step(centres, np.where(n > 0, n, np.nan), where="mid", color=colour, linewidth=1.1)
+                used = n > 0  # bins without a forecast probability left out, so the line is unbroken
+                style = {"color": colour, "marker": "o", "markersize": 3.5}
+                ax.plot(p[used], f[used], linewidth=1.4, label=f"+{lead_min[i]:g} min", **style)
+                counts.plot(p[used], n[used], linewidth=1.0, **style)
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1)
             ax.grid(True, color="0.88", linewidth=0.6)
