@@ -734,7 +734,8 @@ def plot_probabilistic_by_lead(
     axes[0].set_title("CRPS (lower is better)", fontsize=9)
     _lead_lines(axes[1], lead_min, {m: np.asarray(v) for m, v in spread_skill.items()})
     axes[1].axhline(1.0, color="0.5", linestyle="--", linewidth=0.9)
-    axes[1].set_ylim(bottom=0)
+    top = max([1.0, *(float(np.nanmax(v)) for v in spread_skill.values() if np.isfinite(v).any())])
+    axes[1].set_ylim(0, 1.15 * top)  # the reference line at 1 inside the panel, not on its edge
     axes[1].set_ylabel("spread / RMSE of the mean", fontsize=8)
     axes[1].set_title("spread-skill ratio (1: reliable spread)", fontsize=9)
     _lead_lines(axes[2], lead_min, {m: np.asarray(v) for m, v in bss.items()})
