@@ -518,7 +518,9 @@ def evaluate(
     baselines: Annotated[
         str,
         typer.Option(
-            metavar="LIST", help="Comma-separated baselines: persistence, extrapolation, sprog (pySTEPS S-PROG)."
+            metavar="LIST",
+            help="Comma-separated baselines: persistence, extrapolation, sprog (pySTEPS S-PROG), "
+            "steps (pySTEPS STEPS, with --members).",
         ),
     ] = "persistence,extrapolation",
     thresholds: Annotated[
@@ -560,6 +562,17 @@ def evaluate(
             help="Score every method on the pixels where all forecasts have data (fair), or each on its own.",
         ),
     ] = True,
+    members: Annotated[
+        Optional[int],
+        typer.Option(
+            metavar="N",
+            help="Also score an ensemble of N members (STEPS-like; pySTEPS STEPS too with --baselines ...,steps): "
+            "CRPS, Brier, reliability, ROC, rank histogram, spread-skill, and its mean as a method.",
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(metavar="S", help="Seed of the ensembles (each forecast time's seed derives from it).")
+    ] = 0,
     threads: ThreadsOption = 0,
     device: DeviceOption = "auto",
 ) -> None:
@@ -579,6 +592,7 @@ def evaluate(
         None if thresholds is None else numbers(thresholds, float, "--thresholds")
     )  # usage errors (exit 2) are raised outside _errors
     scales = numbers(fss_scales, int, "--fss-scales")
+    ensemble = _ensemble_evaluation(members, seed)
     with _errors():
         from nowcast.verification.evaluate import evaluate_files
 
@@ -599,9 +613,23 @@ def evaluate(
             common_mask=common_mask,
             threads=threads,
             device=device,
+            ensemble=ensemble,
         )
         if table:  # under torchrun only rank 0 reports
             typer.echo(table)
+
+
+def _ensemble_evaluation(members: int | None, seed: int) -> Any:
+    """``evaluate --members/--seed`` as an ``EnsembleEvaluation`` (None without members); usage errors exit 2."""
+    if members is None:
+        return None
+    if members < 1:
+        raise typer.BadParameter(f"expected at least 1 member, found {members}", param_hint="--members")
+    if seed < 0:
+        raise typer.BadParameter(f"expected 0 or a positive seed, found {seed}", param_hint="--seed")
+    from nowcast.verification.ensembles import EnsembleEvaluation
+
+    return EnsembleEvaluation(members, seed)
 
 
 def _ensemble_product(members: int, seed: int, probabilities: str) -> Any:

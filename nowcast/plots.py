@@ -387,6 +387,10 @@ _METHOD_STYLES: dict[str, dict[str, Any]] = {
     "model": {"color": "#1f5fbf", "linestyle": "-", "marker": "o"},
     "persistence": {"color": "#6e6e6e", "linestyle": "--", "marker": "s"},
     "extrapolation": {"color": "#e0701b", "linestyle": "-.", "marker": "^"},
+    "ensemble": {"color": "#c2185b", "linestyle": "-", "marker": "D"},  # verification.ensembles' names
+    "ensemble_mean": {"color": "#c2185b", "linestyle": "--", "marker": "d"},
+    "steps": {"color": "#6d4c41", "linestyle": "-", "marker": "v"},
+    "steps_mean": {"color": "#6d4c41", "linestyle": "--", "marker": "v"},
 }
 _OTHER_COLOURS = ("#2a9d3f", "#9b3fbf", "#c0392b", "#17a2b8")
 
@@ -621,4 +625,151 @@ def plot_example_case(
         f"example case: {when} (the forecast time with the most rain)" + (f"\n{source}" if source else ""),
         fontsize=10,
     )
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------------
+# ensembles (``nowcast evaluate --members``)
+
+
+def _lead_colours(n: int) -> list[Any]:
+    """``n`` colours from light to dark (viridis), the first lead the lightest."""
+    from matplotlib import colormaps
+
+    return [colormaps["viridis"](x) for x in np.linspace(0.75, 0.05, max(n, 1))[:n]]
+
+
+def plot_reliability(
+    values: dict[str, dict[str, np.ndarray]],
+    lead_min: Sequence[float],
+    leads: Sequence[int],
+    thresholds: Sequence[float],
+    path: str | Path,
+    *,
+    comparison: str = ">=",
+    subtitle: str = "",
+) -> Path:
+    """A PNG of reliability diagrams: a row per method, a column per threshold, a line per lead in ``leads``.
+
+    ``values``: method -> ``prob`` (mean forecast probability), ``freq`` (observed frequency) and
+    ``count`` (pixels), each (n_leads, n_thresholds, n_bins) (``probscores.reliability``). Under each
+    diagram the pixels per bin (log scale): how sharp the forecast is, and how much each point weighs.
+    """
+    n_m, n_t = len(values), len(thresholds)
+    fig = _new_figure(2.9 * n_t + 0.5, 3.5 * n_m + 1.0)
+    grid = fig.add_gridspec(2 * n_m, n_t, height_ratios=[3.0, 1.0] * n_m)
+    colours = _lead_colours(len(leads))
+    op = "≥" if comparison == ">=" else ">"
+    for r, (method, rel) in enumerate(values.items()):
+        for c, thr in enumerate(thresholds):
+            ax = fig.add_subplot(grid[2 * r, c])
+            counts = fig.add_subplot(grid[2 * r + 1, c], sharex=ax)
+            ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=0.9, label="perfect reliability")
+            for colour, i in zip(colours, leads):
+                p, f, n = (np.asarray(rel[k])[i, c] for k in ("prob", "freq", "count"))
+                used = n > 0  # bins without a forecast probability left out, so the line is unbroken
+                style = {"color": colour, "marker": "o", "markersize": 3.5}
+                ax.plot(p[used], f[used], linewidth=1.4, label=f"+{lead_min[i]:g} min", **style)
+                counts.plot(p[used], n[used], linewidth=1.0, **style)
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.grid(True, color="0.88", linewidth=0.6)
+            ax.tick_params(labelsize=7, labelbottom=False)
+            counts.set_yscale("log")
+            counts.grid(True, color="0.88", linewidth=0.6)
+            counts.tick_params(labelsize=7)
+            if r == 0:
+                ax.set_title(f"rain {op} {thr:g} mm h$^{{-1}}$", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(f"{method}\nobserved frequency", fontsize=8)
+                counts.set_ylabel("pixels", fontsize=8)
+            if r == n_m - 1:
+                counts.set_xlabel("forecast probability", fontsize=8)
+    _figure_legend(fig, fig.axes[0])
+    fig.suptitle("reliability diagrams" + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
+    return _save(fig, path)
+
+
+def plot_rank_histogram(
+    ranks: dict[str, np.ndarray],
+    lead_min: Sequence[float],
+    leads: Sequence[int],
+    path: str | Path,
+    *,
+    rank_min: float | None = None,
+    subtitle: str = "",
+) -> Path:
+    """A PNG of rank histograms: a panel per method, grouped bars of the relative frequency of each rank
+    of the observation among the M members for the lead times ``leads``.
+
+    ``ranks``: method -> counts (n_leads, M + 1) (``probscores.compute``'s ``RANK``). The dashed line is
+    1 / (M + 1), a flat histogram: a U shape says too little spread, a dome too much, a slope a bias.
+    """
+    n = len(ranks)
+    fig = _new_figure(4.2 * n + 0.5, 3.4)
+    axes = fig.subplots(1, n, sharey=True, squeeze=False)[0]
+    colours = _lead_colours(len(leads))
+    width = 0.8 / max(len(leads), 1)
+    for ax, (method, counts) in zip(axes, ranks.items()):
+        counts = np.asarray(counts, dtype=np.float64)
+        m1 = counts.shape[-1]
+        x = np.arange(m1)
+        for j, (colour, i) in enumerate(zip(colours, leads)):
+            total = counts[i].sum()
+            freq = counts[i] / total if total > 0 else np.full(m1, np.nan)
+            ax.bar(x - 0.4 + width * (j + 0.5), freq, width, color=colour, label=f"+{lead_min[i]:g} min")
+        ax.axhline(1.0 / m1, color="0.3", linestyle="--", linewidth=1.0, label="flat (reliable)")
+        ax.set_title(f"{method} ({m1 - 1} members)", fontsize=9)
+        ax.set_xlabel("rank of the observation among the members", fontsize=8)
+        ax.set_xticks(x if m1 <= 21 else x[:: -(-m1 // 20)])
+        ax.tick_params(labelsize=7)
+        ax.grid(True, axis="y", color="0.88", linewidth=0.6)
+    axes[0].set_ylabel("relative frequency", fontsize=8)
+    _figure_legend(fig, axes[0])
+    note = f"; pixels where the observation and every member are below {rank_min:g} mm/h left out" if rank_min else ""
+    fig.suptitle("rank histograms" + note + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
+    return _save(fig, path)
+
+
+def plot_probabilistic_by_lead(
+    crps: dict[str, np.ndarray],
+    spread_skill: dict[str, np.ndarray],
+    bss: dict[str, np.ndarray],
+    lead_min: Sequence[float],
+    path: str | Path,
+    *,
+    mae: dict[str, np.ndarray] | None = None,
+    bss_label: str = "BSS",
+    subtitle: str = "",
+) -> Path:
+    """A PNG of the ensembles' CRPS (mm/h), spread-skill ratio and Brier skill score by lead time.
+
+    Every argument: method -> (leads,). ``mae``: deterministic methods' MAE (mm/h), drawn in the CRPS
+    panel (the CRPS of a single forecast is its MAE), labelled ``<method> (MAE)``.
+    """
+    fig = _new_figure(11.2, 3.6)
+    axes = fig.subplots(1, 3, squeeze=False)[0]
+    lines = {m: np.asarray(v) for m, v in crps.items()}
+    lines |= {f"{m} (MAE)": np.asarray(v) for m, v in (mae or {}).items()}
+    _lead_lines(axes[0], lead_min, lines)
+    for line, label in zip(axes[0].get_lines(), lines):  # MAE lines thin, in their method's colour
+        if label.endswith(" (MAE)"):
+            style = method_style(label[: -len(" (MAE)")], list(lines).index(label))
+            line.set(color=style["color"], linestyle=style["linestyle"], linewidth=1.0, marker="")
+    axes[0].set_ylim(bottom=0)
+    axes[0].set_ylabel("CRPS, MAE (mm h$^{-1}$)", fontsize=8)
+    axes[0].set_title("CRPS (lower is better)", fontsize=9)
+    _lead_lines(axes[1], lead_min, {m: np.asarray(v) for m, v in spread_skill.items()})
+    axes[1].axhline(1.0, color="0.5", linestyle="--", linewidth=0.9)
+    top = max([1.0, *(float(np.nanmax(v)) for v in spread_skill.values() if np.isfinite(v).any())])
+    axes[1].set_ylim(0, 1.15 * top)  # the reference line at 1 inside the panel, not on its edge
+    axes[1].set_ylabel("spread / RMSE of the mean", fontsize=8)
+    axes[1].set_title("spread-skill ratio (1: reliable spread)", fontsize=9)
+    _lead_lines(axes[2], lead_min, {m: np.asarray(v) for m, v in bss.items()})
+    axes[2].axhline(0.0, color="0.5", linestyle="--", linewidth=0.9)
+    axes[2].set_ylim(top=1.02)
+    axes[2].set_ylabel("BSS", fontsize=8)
+    axes[2].set_title(f"{bss_label} (1: perfect, 0: climatology)", fontsize=9)
+    _figure_legend(fig, axes[0])
+    fig.suptitle("ensemble scores by lead time" + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
     return _save(fig, path)

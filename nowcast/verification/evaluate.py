@@ -10,6 +10,8 @@ number of cases; frames are read from the files as the rolling window reaches th
 - ``run_evaluation``: the verification itself, on an opened ``io.Archive``; returns an ``Evaluation``.
 - ``verification.reports``: the files and the printed table of an ``Evaluation`` (``verification.results``).
 - ``evaluate_files``: all of it for the command line (open files, load the checkpoint, run, write, table).
+- ``verification.ensembles``: with ``--members N``, the ensembles of each case, their probabilistic scores
+  and their means as deterministic methods.
 
 Fair comparison: by default a pixel is scored, for every method, only where the observation and *all*
 forecasts have data (``common_mask``). Extrapolation has no value where rain comes from outside the
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import numpy as np
 import xarray as xr
 
+from nowcast.verification import ensembles as ens
 from nowcast.verification import metrics
 from nowcast.config import EvalConfig, frame_size_problem, lead_times
 from nowcast.errors import InputError, NowcastError
@@ -85,10 +88,7 @@ def _auto_batch(device: Any, frame_values: int, in_frames: int, steps: int) -> i
 def score_case(ev: Evaluation, fc: dict[str, np.ndarray], observed: np.ndarray, common_mask: bool) -> None:
     """Add one case (forecasts and observations (steps, C, H, W) mm/h) to every method's scores."""
     if common_mask:  # score every method where the observation and all forecasts have data
-        valid = np.isfinite(observed)
-        for f in fc.values():
-            valid &= np.isfinite(f)
-        observed = np.where(valid, observed, np.float32(np.nan))
+        observed = ens.common_observed(observed, fc)
     for m in ev.methods:
         metrics.accumulate(ev.scores[m], fc[m], observed, batched=False)
         if m in ev.fss:
@@ -141,6 +141,7 @@ def run_evaluation(
     settings: dict[str, Any] | None = None,
     rank: int = 0,
     world: int = 1,
+    ensemble: ens.EnsembleEvaluation | None = None,
 ) -> Evaluation:
     """Verify the model (if given) and ``baselines`` on every case of ``archive``.
 
@@ -175,6 +176,10 @@ def run_evaluation(
     rank, world
         Verify only this process's share of the cases (``rank_share``); ``merge_evaluations`` of the
         ``world`` shares equals the evaluation of all cases.
+    ensemble
+        Members and seed of the ensembles (``verification.ensembles``): ours always, pySTEPS STEPS when
+        ``steps`` is among the baselines; probabilistic scores in ``Evaluation.prob``, the ensemble
+        means as methods ``<name>_mean``. None: no ensemble (``steps`` is then an error).
 
     Returns
     -------
@@ -195,16 +200,20 @@ def run_evaluation(
     names = [str(b).strip().lower() for b in baselines]
     if len(set(names)) != len(names):
         raise NowcastError(f"--baselines: expected each method once, found {', '.join(names)}")
+    names, ens_methods = ens.split_baselines(names, ensemble)
     methods_fn: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {n: bl.get_method(n) for n in names}
     if nets and in_frames < 1:
         raise NowcastError(f"in_frames: expected a positive number, found {in_frames}")
     if names and "extrapolation" in names and in_frames < 2:
         raise NowcastError(f"extrapolation: expected at least 2 input frames, found in_frames={in_frames}")
+    if ens_methods and in_frames < 3:
+        raise NowcastError(f"--members: an ensemble needs at least 3 input frames, found in_frames={in_frames}")
+    means = [ens.mean_name(m) for m in ens_methods]
 
-    clash = [n for n in nets if n in names]
+    clash = [n for n in nets if n in names + means]
     if clash:
         raise NowcastError(f"--name: expected model names other than the baselines', found {', '.join(clash)}")
-    methods = list(nets) + names
+    methods = list(nets) + names + means
     time_step = archive.time_step  # seconds; derived from the segments, so read once
     lead_min = [(k + 1) * time_step / 60.0 for k in range(steps)]
     scores = {m: metrics.init_scores(steps, thresholds, comparison) for m in methods}
@@ -220,6 +229,8 @@ def run_evaluation(
         cpu[part] += time.process_time() - tock
 
     ev = Evaluation(methods, scores, fss, lead_min, dict(settings or {}), list(archive.files), list(archive.skipped))
+    n_members, seed = (ensemble.members, ensemble.seed) if ensemble is not None else (0, 0)
+    ev.prob = ens.init_prob(ens_methods, steps, thresholds, n_members, comparison)
     window = in_frames + steps
     cases = [(s, list(range(0, seg.sizes["time"] - window + 1, stride))) for s, seg in enumerate(archive.segments)]
     total = sum(len(starts) for _, starts in cases)
@@ -282,8 +293,16 @@ def run_evaluation(
                     for name, fn in methods_fn.items():
                         with timed(name):
                             fc[name] = fn(inputs[i], steps)
+                    members: dict[str, np.ndarray] = {}  # (M, steps, 1, H, W), timed as their mean's method
+                    for name in ens_methods:
+                        with timed(ens.mean_name(name)):
+                            members[name] = ens.case_members(
+                                name, inputs[i], steps, n_members, ens.case_seed(seed, s, a)
+                            )
+                            fc[ens.mean_name(name)] = ens.ensemble_mean(members[name])
                     with timed("scoring"):
                         score_case(ev, fc, observed[i], common_mask)
+                        ens.score_members(ev.prob, members, observed[i], fc, common_mask)
                     t0 = iso_time(times[a + in_frames - 1])
                     ev.first_t0, ev.last_t0 = ev.first_t0 or t0, t0
                     _keep_example(ev, t0, seg, inputs[i, -1, 0], observed[i], fc, show)
@@ -379,6 +398,7 @@ def evaluate_files(
     device: str = "auto",
     precision: str = "auto",
     threads: int = 0,
+    ensemble: ens.EnsembleEvaluation | None = None,
 ) -> str:
     """Verify a checkpoint (None: the shipped model; ``no_model``: baselines only) on radar files.
 
@@ -396,6 +416,7 @@ def evaluate_files(
     ``Config`` defaults). FSS, when ``fss_scales`` are
     given, is computed at 1 mm/h (or the threshold closest to it). On the CPU the model runs on
     ``threads`` torch threads (0: as many as there are free cores, see ``runtime.cpu_threads``).
+    ``ensemble``: members and seed of the ensembles scored beside (``run_evaluation``).
     """
     from nowcast.nowcasts.baselines import get_method
     from nowcast.config import Config
@@ -403,7 +424,8 @@ def evaluate_files(
     if not inputs:
         raise NowcastError("evaluate: expected at least one radar file, found none")
     check_horizon(steps, lead_s)
-    for name in baselines:  # unknown names and missing optional packages fail before any work
+    deterministic, ens_methods = ens.split_baselines(baselines, ensemble)  # steps without members: an error
+    for name in deterministic:  # unknown names and missing optional packages fail before any work
         get_method(name)
     import torch
 
@@ -496,13 +518,14 @@ def evaluate_files(
         if "sprog" in [b.lower() for b in baselines]
         else None,
     }
+    settings["ensemble"] = ens.ensemble_settings(ensemble, ens_methods)
     settings["ranks"] = info.world
     show_bar = info.main and sys.stderr.isatty() and logging.getLogger("nowcast").getEffectiveLevel() <= logging.INFO
     if info.world > 1 and threads <= 0:  # the free cores shared among the ranks
         from nowcast.runtime import cpu_threads
 
         threads = max(1, cpu_threads() // info.world)
-    with _torch_threads(dev if nets else None, threads) as n_threads:
+    with _torch_threads(dev if nets or ens_methods else None, threads) as n_threads:  # the ensemble runs torch too
         settings["threads"] = n_threads
         ev = run_evaluation(
             archive,
@@ -523,6 +546,7 @@ def evaluate_files(
             settings=settings,
             rank=info.rank,
             world=info.world,
+            ensemble=ensemble,
         )
     merged = _gather_on_main(ev, info)
     if merged is None:  # not rank 0: rank 0 alone writes the reports

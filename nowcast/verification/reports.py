@@ -4,6 +4,10 @@ and the table ``nowcast evaluate`` prints, all from a ``verification.results.Eva
 - ``summary``: the JSON-ready summary (settings, scores per lead and their means over leads).
 - ``write_reports``: the three kinds of file, each written atomically into the output folder.
 - ``format_table``: the compact table of the first lead, a few later ones and the mean over leads.
+
+With ensembles (``Evaluation.prob``): their ``probscores`` rows in ``metrics.csv``, their means over leads
+in ``summary.json`` (beside the deterministic methods, the ensemble means among them), a CRPS and a BSS
+block in the table, and three figures (reliability, rank histogram, scores by lead).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from nowcast import __version__
-from nowcast.verification import metrics
+from nowcast.verification import metrics, probscores
 from nowcast.io import atomic_output
 
 if TYPE_CHECKING:
@@ -69,6 +73,8 @@ def summary(ev: Evaluation) -> dict[str, Any]:
         entry["valid_pixels"] = int(res["n"].sum())
         entry["wall_time_s"] = round(ev.wall_s.get(m, 0.0), 3)
         per_method[m] = entry
+    for m, s in ev.prob.items():
+        per_method[m] = _prob_summary(s)
     example = None
     if ev.example is not None:
         example = {
@@ -88,6 +94,7 @@ def summary(ev: Evaluation) -> dict[str, Any]:
         "last_t0": ev.last_t0,
         "lead_min": ev.lead_min,
         "methods": ev.methods,
+        "ensemble_methods": list(ev.prob),
         "scores_mean_over_leads": per_method,
         "wall_time_s": {k: round(v, 3) for k, v in ev.wall_s.items()},
         "cpu_time_s": {k: round(v, 3) for k, v in ev.cpu_s.items()},
@@ -100,6 +107,19 @@ def summary(ev: Evaluation) -> dict[str, Any]:
             else "Each method is scored on the pixels where the observation and its own forecast have data.",
         ],
     }
+
+
+def _prob_summary(s: probscores.ProbScores) -> dict[str, Any]:
+    """An ensemble method's entry of ``summary.json``: members, then each score's mean over lead times
+    (``probscores.PER_LEAD``; ``PER_THRESHOLD`` per threshold)."""
+    res = probscores.compute(s)
+    entry: dict[str, Any] = {"members": s.members}
+    for name in probscores.PER_LEAD:
+        entry[name] = _num(_nanmean(res[name]))
+    for name in probscores.PER_THRESHOLD:
+        entry[name] = {f"{t:g}": _num(v) for t, v in zip(s.thresholds, _nanmean(res[name], axis=0))}
+    entry["valid_pixels"] = int(res["n"].sum())
+    return entry
 
 
 def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -225,12 +245,57 @@ def _write_plots(ev: Evaluation, out: Path) -> list[Path]:
                 grid=ex.grid,
             )
         )
+    if ev.prob:
+        written += _write_prob_plots(ev, out, res, subtitle)
     return written
 
 
 def _listed(names: Sequence[str]) -> str:
     """'a', 'a and b', 'a, b and c'."""
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _write_prob_plots(ev: Evaluation, out: Path, res: dict[str, dict[str, np.ndarray]], subtitle: str) -> list[Path]:
+    """The ensembles' figures: reliability diagrams, rank histograms, CRPS / spread-skill / BSS by lead.
+    ``res``: ``metrics.compute`` of every deterministic method (their MAE beside the CRPS)."""
+    from nowcast import plots
+
+    prob = {m: probscores.compute(s) for m, s in ev.prob.items()}
+    first = next(iter(ev.prob.values()))
+    leads = lead_indices(len(ev.lead_min), 3)
+    k = table_threshold(first.thresholds)
+    op = "≥" if first.comparison == ">=" else ">"
+    rel = {m: {"prob": r["REL_PROB"], "freq": r["REL_FREQ"], "count": r["REL_COUNT"]} for m, r in prob.items()}
+    same_pixels = ev.settings.get("common_mask", True)  # MAE and CRPS on the same pixels: comparable
+    return [
+        plots.plot_reliability(
+            rel,
+            ev.lead_min,
+            leads,
+            first.thresholds,
+            out / "reliability.png",
+            comparison=first.comparison,
+            subtitle=subtitle,
+        ),
+        plots.plot_rank_histogram(
+            {m: r["RANK"] for m, r in prob.items()},
+            ev.lead_min,
+            leads,
+            out / "rank_histogram.png",
+            rank_min=first.rank_min,
+            subtitle=subtitle,
+        ),
+        plots.plot_probabilistic_by_lead(
+            {m: r["CRPS"] for m, r in prob.items()},
+            {m: r["SPREAD_SKILL"] for m, r in prob.items()},
+            {m: r["BSS"][:, k] for m, r in prob.items()},
+            ev.lead_min,
+            out / "crps_by_lead.png",
+            mae={m: res[m]["MAE"] for m in ev.methods} if same_pixels else None,
+            bss_label=f"BSS, rain {op} {first.thresholds[k]:g} mm/h",
+            subtitle=subtitle,
+        ),
+    ]
 
 
 def table_threshold(thresholds: Sequence[float]) -> int:
@@ -249,8 +314,7 @@ def format_table(ev: Evaluation, out_dir: str | Path | None = None) -> str:
 
     def block(title: str, values: dict[str, np.ndarray], fmt: str) -> list[str]:
         lines = [title, "method".ljust(width) + "".join(h.rjust(10) for h in header)]
-        for m in ev.methods:
-            v = values[m]
+        for m, v in values.items():
             cells = [format(float(v[i]), fmt) if math.isfinite(v[i]) else "nan" for i in cols]
             mean = float(_nanmean(v))
             cells.append(format(mean, fmt) if math.isfinite(mean) else "nan")
@@ -269,8 +333,25 @@ def format_table(ev: Evaluation, out_dir: str | Path | None = None) -> str:
         "",
         *block("MSE (mm²/h²)", {m: res[m]["MSE"] for m in ev.methods}, ".3f"),
     ]
+    if ev.prob:
+        lines += ["", *_prob_blocks(ev, block, k)]
     timing = ", ".join(f"{m} {ev.wall_s.get(m, 0.0):.1f} s" for m in ev.methods)
     lines += ["", f"forecast wall time: {timing}"]
     if out_dir is not None:
         lines.append(f"reports: {Path(out_dir)}/ (metrics.csv, summary.json, *.png)")
     return "\n".join(lines)
+
+
+def _prob_blocks(ev: Evaluation, block: Any, k: int) -> list[str]:
+    """The table's ensemble lines: CRPS, and BSS at threshold ``k``, per ensemble method (``block``)."""
+    prob = {m: probscores.compute(s) for m, s in ev.prob.items()}
+    first = next(iter(ev.prob.values()))
+    return [
+        *block(f"CRPS (mm/h), ensembles of {first.members} members", {m: r["CRPS"] for m, r in prob.items()}, ".3f"),
+        "",
+        *block(
+            f"BSS (event: rain {first.comparison} {first.thresholds[k]:g} mm/h)",
+            {m: r["BSS"][:, k] for m, r in prob.items()},
+            ".3f",
+        ),
+    ]

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from nowcast.verification import metrics
+from nowcast.verification import metrics, probscores
 
 
 @dataclass
@@ -52,6 +52,8 @@ class Evaluation:
     cpu_s: dict[str, float] = field(default_factory=dict)
     """CPU seconds of this process (all threads) for the same parts: less sensitive to other load."""
     example: Example | None = None
+    prob: dict[str, probscores.ProbScores] = field(default_factory=dict)
+    """Per ensemble method (``verification.ensembles``): its probabilistic scores (empty: no ensemble)."""
 
     def rows(self) -> list[dict[str, Any]]:
         """Tidy rows for ``metrics.csv`` (``metrics.ROW_FIELDS``), methods in report order."""
@@ -60,13 +62,15 @@ class Evaluation:
             out += metrics.to_rows(self.scores[m], m, self.lead_min)
             if m in self.fss:
                 out += [r for r in metrics.to_rows(self.fss[m], m, self.lead_min) if r["score"].startswith("FSS_")]
+        for m, s in self.prob.items():  # the ensembles' probabilistic rows after every deterministic one
+            out += probscores.to_rows(s, m, self.lead_min)
         return out
 
 
 def merge_evaluations(parts: Sequence[Evaluation]) -> Evaluation:
     """One evaluation from the shares of several ranks, given in rank order (``rank_share``).
 
-    Counts and sums add (``metrics.merge``); cases and times add (wall and CPU seconds are summed over
+    Counts and sums add (``metrics.merge``, ``probscores.merge``); cases and times add (wall and CPU seconds are summed over
     ranks); the period runs from the first share's first forecast time to the last share's last; the
     example is the rainiest case, the earliest on a tie: all as one process over every case would give.
     """
@@ -85,10 +89,12 @@ def merge_evaluations(parts: Sequence[Evaluation]) -> Evaluation:
         dict(first.wall_s),
         dict(first.cpu_s),
         first.example,
+        dict(first.prob),
     )
     for part in parts[1:]:
         ev.scores = {m: metrics.merge(ev.scores[m], part.scores[m]) for m in ev.methods}
         ev.fss = {m: metrics.merge(ev.fss[m], part.fss[m]) for m in ev.fss}
+        ev.prob = {m: probscores.merge(ev.prob[m], part.prob[m]) for m in ev.prob}
         ev.n_cases += part.n_cases
         ev.first_t0 = ev.first_t0 or part.first_t0
         ev.last_t0 = part.last_t0 or ev.last_t0

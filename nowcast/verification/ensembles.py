@@ -1,0 +1,169 @@
+"""Ensembles in the rolling verification (``nowcast evaluate --members N``, DESIGN section 8).
+
+With an ``EnsembleEvaluation``, every case also runs the ensemble methods on the same input frames:
+
+- ``ENSEMBLE`` ("ensemble"): ours, ``nowcasts.ensemble.ensemble_forecast`` (always);
+- ``STEPS`` ("steps"): pySTEPS' STEPS, ``nowcasts.baselines.steps_ensemble`` (when ``steps`` is among
+  the baselines), with the same members, seed and motion (``motion.motion_field``, cached per frame set).
+
+Each ensemble method gets a ``probscores.ProbScores`` under its name in ``Evaluation.prob``, and its
+ensemble mean is scored as a deterministic method ``<name>_mean`` (``mean_name``) through ``metrics``, in
+the same tables as the model and the baselines. The seed of a case comes from ``--seed`` and the case's
+(segment, window start) alone (``case_seed``), so a torchrun share scores its cases exactly as one
+process over every case does.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from nowcast.errors import NowcastError
+from nowcast.verification import probscores
+
+log = logging.getLogger(__name__)
+
+ENSEMBLE = "ensemble"
+"""Method name of our STEPS-like ensemble (``nowcasts.ensemble``)."""
+STEPS = "steps"
+"""Method name (and ``--baselines`` entry) of pySTEPS' STEPS (``baselines.steps_ensemble``)."""
+MEAN_SUFFIX = "_mean"
+"""An ensemble method's mean is scored as the deterministic method ``<name>_mean``."""
+
+
+@dataclass(frozen=True)
+class EnsembleEvaluation:
+    """How ``evaluate`` runs the ensembles: ``members`` per method, ``seed`` (>= 0) of the whole evaluation."""
+
+    members: int
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if int(self.members) < 1:
+            problems.append(f"members: expected at least 1, found {self.members}")
+        if int(self.seed) < 0:
+            problems.append(f"seed: expected 0 or a positive integer, found {self.seed}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+def mean_name(method: str) -> str:
+    """The deterministic method name of an ensemble method's mean: ``ensemble`` -> ``ensemble_mean``."""
+    return method + MEAN_SUFFIX
+
+
+def split_baselines(baselines: Sequence[str], ensemble: EnsembleEvaluation | None) -> tuple[list[str], list[str]]:
+    """``--baselines`` as (deterministic baselines, ensemble methods), names stripped and lower case.
+
+    The ensemble methods are ``ENSEMBLE`` and, if asked for, ``STEPS``; none without ``ensemble``.
+    Raises NowcastError for ``steps`` without ``ensemble`` (it needs a number of members).
+    """
+    names = [str(b).strip().lower() for b in baselines]
+    if STEPS in names and ensemble is None:
+        raise NowcastError("--baselines steps: expected --members N with it (STEPS is an ensemble), found no --members")
+    if ensemble is None:
+        return names, []
+    return [n for n in names if n != STEPS], [ENSEMBLE] + ([STEPS] if STEPS in names else [])
+
+
+def case_seed(seed: int, segment: int, start: int) -> int:
+    """The seed (0 <= value < 2**32) of the case at window ``start`` of ``segment``, from ``seed`` alone."""
+    return int(np.random.SeedSequence([int(seed), int(segment), int(start)]).generate_state(1)[0])
+
+
+def case_members(method: str, frames: np.ndarray, steps: int, members: int, seed: int) -> np.ndarray:
+    """Members of ``method`` (``ENSEMBLE`` or ``STEPS``) from input frames (T, 1, H, W) mm/h, NaN = no
+    data: (members, steps, 1, H, W) float32 mm/h, NaN where the extrapolation has no data."""
+    from nowcast.motion.flow import motion_field
+
+    x = np.asarray(frames, dtype=np.float32)
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise NowcastError(f"--members: expected one-channel radar frames for an ensemble, found shape {x.shape[1:]}")
+    velocity = motion_field(x[:, 0])  # (2, H, W) px per step; cached, so both methods share one estimate
+    if method == ENSEMBLE:
+        from nowcast.nowcasts.ensemble import EnsembleSettings, ensemble_forecast
+
+        out = ensemble_forecast(x[:, 0], velocity, steps, EnsembleSettings(members=members, seed=seed))
+    elif method == STEPS:
+        from nowcast.nowcasts.baselines import steps_ensemble
+
+        out = steps_ensemble(x[:, 0], steps, members, seed, velocity)
+    else:
+        raise ValueError(f"method: expected {ENSEMBLE!r} or {STEPS!r}, found {method!r}")
+    return np.asarray(out, dtype=np.float32)[:, :, None]
+
+
+def ensemble_mean(members: np.ndarray) -> np.ndarray:
+    """The mean of members (M, steps, ...) over M: (steps, ...) float32, NaN where any member has no data."""
+    return np.asarray(members, dtype=np.float32).mean(axis=0)
+
+
+def common_observed(observed: np.ndarray, forecasts: dict[str, np.ndarray]) -> np.ndarray:
+    """``observed`` (steps, C, H, W) mm/h with NaN wherever it or any forecast has no data."""
+    valid = np.isfinite(observed)
+    for f in forecasts.values():
+        valid &= np.isfinite(f)
+    return np.where(valid, observed, np.float32(np.nan))
+
+
+def score_members(
+    prob: dict[str, probscores.ProbScores],
+    members: dict[str, np.ndarray],
+    observed: np.ndarray,
+    forecasts: dict[str, np.ndarray],
+    common_mask: bool,
+) -> None:
+    """Add one case's members (method -> (M, steps, 1, H, W)) against ``observed`` (steps, 1, H, W)
+    mm/h to ``prob``; with ``common_mask`` only where every deterministic forecast (the ensemble means
+    among them) has data, as ``evaluate.score_case`` scores them."""
+    if common_mask:
+        observed = common_observed(observed, forecasts)
+    for name, m in members.items():
+        probscores.accumulate(prob[name], m, observed)
+
+
+def init_prob(
+    methods: Sequence[str], steps: int, thresholds: Sequence[float], members: int, comparison: str
+) -> dict[str, probscores.ProbScores]:
+    """An empty ``probscores`` accumulator per ensemble method, for ``steps`` leads and ``thresholds`` (mm/h)."""
+    return {m: probscores.init_probscores(steps, thresholds, members, comparison) for m in methods}
+
+
+def ensemble_settings(ensemble: EnsembleEvaluation | None, methods: Sequence[str]) -> dict[str, Any] | None:
+    """What ``summary.json`` says of the ensembles (None without)."""
+    if ensemble is None:
+        return None
+    about = {
+        ENSEMBLE: "nowcast.nowcasts.ensemble: STEPS-like, S-PROG's cascade with pySTEPS' nonparametric noise, "
+        "AR(2), cdf probability matching, no motion perturbation",
+        STEPS: "pysteps STEPS in dBR on the same motion, 6 cascade levels, AR(2), nonparametric noise, "
+        "cdf probability matching, no motion perturbation or mask",
+    }
+    return {
+        "members": int(ensemble.members),
+        "seed": int(ensemble.seed),
+        "case_seed": "numpy SeedSequence([seed, segment, window start]), the same for every method",
+        "methods": {m: about[m] for m in methods},
+        "means": [mean_name(m) for m in methods],
+    }
+
+
+__all__ = [
+    "ENSEMBLE",
+    "MEAN_SUFFIX",
+    "STEPS",
+    "EnsembleEvaluation",
+    "case_members",
+    "case_seed",
+    "common_observed",
+    "ensemble_mean",
+    "ensemble_settings",
+    "init_prob",
+    "mean_name",
+    "score_members",
+    "split_baselines",
+]
