@@ -130,6 +130,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cap-gib", type=float, default=1.5)
+    ap.add_argument("--workers", type=int, default=0, help="data.workers of every run")
+    ap.add_argument("--parts", default="memory,throughput,cap", help="which of memory, throughput, cap to run")
     args = ap.parse_args()
     if args.child:
         child(json.loads(args.child))
@@ -149,6 +151,7 @@ def main() -> None:
                 "train.log_every=5",
                 "train.val_every=100000",
                 "train.ckpt_every=100000",
+                f"data.workers={args.workers}",
                 *extra,
             ]
 
@@ -156,51 +159,66 @@ def main() -> None:
         print(
             f"base archive: {len(base)} files x {args.frames} frames of {args.size}^2 ({gib * len(base):.2f} GiB as float32)"
         )
-        small = run(sets(base, "cold-base"), root / "r-base")
-        big = run(sets(long, "cold-long"), root / "r-long")
-        for name, r in (("base", small), ("8x", big)):
-            print(
-                f"  {name:5} peak RSS {r.get('peak_rss_mb', 0):7.0f} MB, first step after {r.get('first_step_s') or 0:5.1f} s, {r}"
-            )
-        mem = big["peak_rss_mb"] / small["peak_rss_mb"]
-        first = big["first_step_s"] / small["first_step_s"]
-        print(f"peak memory 8x / base: {mem:.3f} (target <= 1.15: {'met' if mem <= 1.15 else 'MISSED'})")
-        print(f"time to first step 8x / base: {first:.3f} (target <= 1.3: {'met' if first <= 1.3 else 'MISSED'})")
+        parts = args.parts.split(",")
+        if "memory" in parts:
+            memory_and_first_step(sets(base, "cold-base"), sets(long, "cold-long"), root)
+        if "throughput" in parts:
+            throughput([sets(base, "cold-base"), sets(base, "cold-base", "data.preload=true")], root, args.repeat)
+        if "cap" in parts:
+            capped(lambda files: sets(files, "cold-cap"), root, args.cap_gib)
 
-        best = {"stream": 0.0, "preload": 0.0}
-        for i in range(args.repeat):  # both read the motion from the cache the base run filled
-            for mode, extra in (("stream", ()), ("preload", ("data.preload=true",))):
-                r = run(sets(base, "cold-base", *extra), root / f"r-{mode}-{i}")
-                best[mode] = max(best[mode], r.get("frames_per_s") or 0.0)
-        ratio = best["stream"] / best["preload"]
-        print(f"throughput: streaming {best['stream']:.1f} frames/s, in memory {best['preload']:.1f} frames/s")
-        print(f"streaming / in memory: {ratio:.3f} (target >= 0.85: {'met' if ratio >= 0.85 else 'MISSED'})")
 
-        cap = int(args.cap_gib * 2**30)
-        group = capped_group(cap)
-        if group is None:
-            print(f"memory cap: no cgroup could be made here ({CGROUP}); not run")
-            return
-        try:
-            one = archive(root / "big", 1, 96, 512, first_seed=500)[0]
-            per_file = 512 * 512 * 96 * 4
-            n = int(2 * cap / per_file) + 1
-            links = []
-            for i in range(n):  # the same frames under n names: n files to the reader, one on disk
-                link = root / "big" / f"copy{i:03d}.nc"
-                link.symlink_to(one)
-                links.append(str(link))
-            size = n * per_file / 2**30
-            r = run(sets(links, "cold-cap"), root / "r-cap", cgroup=group)
-            ok = "failed" not in r
-            print(
-                f"under a {args.cap_gib:g} GiB cgroup cap, an archive of {size:.2f} GiB as float32 ({n} files of 96 x 512^2): "
-                f"{'finished' if ok else 'FAILED'}; peak RSS {r.get('peak_rss_mb', float('nan')):.0f} MB"
-            )
-            if not ok:
-                print(r)
-        finally:
-            group.rmdir()
+def memory_and_first_step(base: list[str], long: list[str], root: Path) -> None:
+    """Peak memory and time to the first step on the base archive and the 8 times longer one (cold caches)."""
+    small = run(base, root / "r-base")
+    big = run(long, root / "r-long")
+    for name, r in (("base", small), ("8x", big)):
+        print(f"  {name:5} peak RSS {r['peak_rss_mb']:7.0f} MB, first step after {r['first_step_s']:5.1f} s")
+    mem = big["peak_rss_mb"] / small["peak_rss_mb"]
+    first = big["first_step_s"] / small["first_step_s"]
+    print(f"peak memory 8x / base: {mem:.3f} (target <= 1.15: {'met' if mem <= 1.15 else 'MISSED'})")
+    print(f"time to first step 8x / base: {first:.3f} (target <= 1.3: {'met' if first <= 1.3 else 'MISSED'})")
+
+
+def throughput(both: list[list[str]], root: Path, repeat: int) -> None:
+    """Frames per second reading windows from the files against the archive in memory (the same samples),
+    interleaved, best of ``repeat``; both read the motion the memory part cached."""
+    best = {"stream": 0.0, "preload": 0.0}
+    for i in range(repeat):
+        for mode, sets in zip(best, both):
+            r = run(sets, root / f"r-{mode}-{i}")
+            best[mode] = max(best[mode], r.get("frames_per_s") or 0.0)
+    ratio = best["stream"] / best["preload"]
+    print(f"throughput: streaming {best['stream']:.1f} frames/s, in memory {best['preload']:.1f} frames/s")
+    print(f"streaming / in memory: {ratio:.3f} (target >= 0.85: {'met' if ratio >= 0.85 else 'MISSED'})")
+
+
+def capped(sets, root: Path, cap_gib: float) -> None:
+    """A run inside a cgroup capped at ``cap_gib`` GiB on an archive at least twice that as float32."""
+    cap = int(cap_gib * 2**30)
+    group = capped_group(cap)
+    if group is None:
+        print(f"memory cap: no cgroup could be made here ({CGROUP}); not run")
+        return
+    try:
+        one = archive(root / "big", 1, 96, 512, first_seed=500)[0]
+        per_file = 512 * 512 * 96 * 4
+        n = int(2 * cap / per_file) + 1
+        links = []
+        for i in range(n):  # the same frames under n names: n files to the reader, one on disk
+            link = root / "big" / f"copy{i:03d}.nc"
+            link.symlink_to(one)
+            links.append(str(link))
+        r = run(sets(links), root / "r-cap", cgroup=group)
+        ok = "failed" not in r
+        print(
+            f"under a {cap_gib:g} GiB cgroup cap, an archive of {n * per_file / 2**30:.2f} GiB as float32 "
+            f"({n} files of 96 x 512^2): {'finished' if ok else 'FAILED'}; peak RSS {r.get('peak_rss_mb', float('nan')):.0f} MB"
+        )
+        if not ok:
+            print(r)
+    finally:
+        group.rmdir()
 
 
 if __name__ == "__main__":
