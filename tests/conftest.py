@@ -189,11 +189,15 @@ def real_data() -> Path:
 def _restore_nowcast_logging():
     """Undo the CLI's logging set-up (handlers, level, propagate=False) so ``caplog`` sees every test."""
     logger = logging.getLogger("nowcast")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
+
+    def clean() -> None:  # as before any CLI run (a module fixture may have run one before this test)
+        logger.handlers[:] = []
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
+
+    clean()
     yield
-    logger.handlers[:] = saved[0]
-    logger.setLevel(saved[1])
-    logger.propagate = saved[2]
+    clean()
 
 
 @pytest.fixture(autouse=True)
