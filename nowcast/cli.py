@@ -594,11 +594,10 @@ def evaluate(
     scales = numbers(fss_scales, int, "--fss-scales")
     ensemble = _ensemble_evaluation(members, seed)
     with _errors():
-        from nowcast.verification.evaluate import evaluate_files
+        from nowcast.verification.evaluate import EvaluateSettings, evaluate_files
 
-        table = evaluate_files(
-            [str(p) for p in inputs],
-            model=model or None,
+        settings = EvaluateSettings(
+            model=tuple(model) if model else None,
             names=tuple(name or ()),
             no_model=no_model,
             baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
@@ -615,6 +614,7 @@ def evaluate(
             device=device,
             ensemble=ensemble,
         )
+        table = evaluate_files([str(p) for p in inputs], settings)
         if table:  # under torchrun only rank 0 reports
             typer.echo(table)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import csv
 import json
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 from nowcast.verification import metrics
 from nowcast.models.checkpoint import model_from_checkpoint
 from nowcast.cli import app
-from nowcast.verification.evaluate import evaluate_files, run_evaluation
+from nowcast.verification.evaluate import EvaluateSettings, evaluate_files, Verification, run_evaluation
 from nowcast.io import open_archive
 from nowcast.forecast import forecast_array
 from nowcast.transforms import Transform
@@ -99,7 +101,9 @@ def test_persistence_of_an_unchanging_sequence_scores_csi_one_at_every_lead(
     still = np.repeat(moving_rain(1, SIZE), 16, axis=0)
     data = radar_file("still.nc", frames=16, size=SIZE, values=still)
     out = tmp_path / "rep"
-    table = evaluate_files([data], no_model=True, baselines=("persistence",), steps=3, out_dir=out, plots=False)
+    table = evaluate_files(
+        [data], EvaluateSettings(no_model=True, baselines=("persistence",), steps=3, out_dir=out, plots=False)
+    )
     assert "persistence" in table
     rows = _read_csv(out / "metrics.csv")
     assert {float(r["value"]) for r in rows if r["score"] in ("CSI", "POD")} == {1.0}
@@ -111,7 +115,9 @@ def test_persistence_of_an_unchanging_sequence_scores_csi_one_at_every_lead(
 
 def test_extrapolation_beats_persistence_on_rain_moving_one_pixel_per_step(radar_file: Callable[..., Path]) -> None:
     archive = open_archive([_moving_file(radar_file, "moving.nc", 14)], time_step=300)
-    ev = run_evaluation(archive, in_frames=3, steps=6, baselines=("persistence", "extrapolation"), stride=2)
+    ev = run_evaluation(
+        archive, Verification(in_frames=3, steps=6, baselines=("persistence", "extrapolation"), stride=2)
+    )
     k = ev.scores["persistence"].thresholds.index(1.0)
     csi = {m: metrics.compute(ev.scores[m])["CSI"][:, k] for m in ev.methods}
     assert ev.n_cases == len(range(0, 14 - 9 + 1, 2))
@@ -123,17 +129,10 @@ def test_two_files_together_pool_the_counts_of_each(radar_file: Callable[..., Pa
     a = _moving_file(radar_file, "a.nc", 11, seed=1)
     b = _moving_file(radar_file, "b.nc", 10, seed=2, start="2021-06-02T08:00:00")
     model, cfg, _ = model_from_checkpoint(tiny_checkpoint)
-    kw = dict(
-        in_frames=4,
-        steps=4,
-        model=model,
-        transform=Transform.from_config(cfg),
-        baselines=("persistence", "extrapolation"),
-        fss_scales=(3,),
-        batch_size=2,
-    )
-    both = run_evaluation(open_archive([a, b], time_step=300), **kw)
-    each = [run_evaluation(open_archive([f], time_step=300), **kw) for f in (a, b)]
+    v = Verification(in_frames=4, steps=4, baselines=("persistence", "extrapolation"), fss_scales=(3,), batch_size=2)
+    models = {"model": (model, Transform.from_config(cfg))}
+    both = run_evaluation(open_archive([a, b], time_step=300), v, models)
+    each = [run_evaluation(open_archive([f], time_step=300), v, models) for f in (a, b)]
     assert both.n_cases == each[0].n_cases + each[1].n_cases == 4 + 3
     for m in both.methods:
         pooled = metrics.merge(each[0].scores[m], each[1].scores[m])
@@ -162,12 +161,9 @@ def test_model_scores_equal_training_validation_on_the_same_windows(
         pred = forecast_array(model, transform, frames[start : start + 4][None], 4)
         metrics.accumulate(expected, pred, frames[start + 4 : start + 8][None])
     for baselines, common in (((), True), (("extrapolation",), False)):
-        ev = run_evaluation(
-            archive,
+        v = Verification(
             in_frames=4,
             steps=4,
-            model=model,
-            transform=transform,
             baselines=baselines,
             thresholds=cfg.eval.thresholds,
             comparison=cfg.eval.comparison,
@@ -175,6 +171,7 @@ def test_model_scores_equal_training_validation_on_the_same_windows(
             common_mask=common,
             batch_size=2,
         )
+        ev = run_evaluation(archive, v, {"model": (model, transform)})
         got = ev.scores["model"]
         for name in metrics.COUNTS:
             np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
@@ -184,9 +181,9 @@ def test_model_scores_equal_training_validation_on_the_same_windows(
 
 def test_common_mask_scores_every_method_on_the_same_pixels(radar_file: Callable[..., Path]) -> None:
     archive = open_archive([_moving_file(radar_file, "m.nc", 10)], time_step=300)
-    kw = dict(in_frames=3, steps=3, baselines=("persistence", "extrapolation"))
-    common = run_evaluation(archive, **kw)
-    own = run_evaluation(archive, common_mask=False, **kw)
+    v = Verification(in_frames=3, steps=3, baselines=("persistence", "extrapolation"))
+    common = run_evaluation(archive, v)
+    own = run_evaluation(archive, dataclasses.replace(v, common_mask=False))
     np.testing.assert_array_equal(common.scores["persistence"].n, common.scores["extrapolation"].n)
     # rain moves in from outside the domain, where extrapolation has no value: fewer pixels than persistence alone
     assert np.all(own.scores["extrapolation"].n < own.scores["persistence"].n)
@@ -199,7 +196,7 @@ def test_windows_never_cross_a_gap_and_the_example_is_the_rainiest_t0(radar_file
     times = [300 * i for i in range(7)] + [300 * i for i in range(9, 16)]  # 2 frames missing after the 7th
     data = radar_file("gap.nc", size=SIZE, times=times, values=values)
     archive = open_archive([data], time_step=300, min_frames=5)
-    ev = run_evaluation(archive, in_frames=3, steps=2, baselines=("persistence",))
+    ev = run_evaluation(archive, Verification(in_frames=3, steps=2, baselines=("persistence",)))
     assert [s.sizes["time"] for s in archive.segments] == [7, 7]
     assert ev.n_cases == 3 + 3
     assert ev.example is not None and ev.example.t0 == "2021-06-01T13:00:00Z"  # frame 10, 12 steps after 12:00

@@ -17,7 +17,7 @@ from nowcast.nowcasts.baselines import steps_ensemble
 from nowcast.nowcasts.ensemble import EnsembleSettings, ensemble_forecast
 from nowcast.verification import metrics, probscores
 from nowcast.verification.ensembles import EnsembleEvaluation, case_seed
-from nowcast.verification.evaluate import evaluate_files, rank_share, run_evaluation
+from nowcast.verification.evaluate import EvaluateSettings, evaluate_files, rank_share, Verification, run_evaluation
 from nowcast.verification.results import merge_evaluations
 
 from tests.conftest import moving_rain
@@ -36,7 +36,7 @@ def _data(radar_file: Callable[..., Path], frames: int) -> Path:
 def _run(path: Path, seed: int = 3, **kw) -> object:
     archive = open_archive([path], time_step=300)
     kw = dict(in_frames=IN_FRAMES, steps=STEPS, baselines=("persistence", "steps")) | kw
-    return run_evaluation(archive, ensemble=EnsembleEvaluation(MEMBERS, seed), **kw)
+    return run_evaluation(archive, Verification(ensemble=EnsembleEvaluation(MEMBERS, seed), **kw))
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -159,8 +159,8 @@ def test_cli_writes_the_ensemble_rows_summary_table_and_figures(
 def test_same_seed_same_scores_in_library_calls(radar_file: Callable[..., Path], tmp_path: Path) -> None:
     path = _data(radar_file, 15)
     kw = dict(no_model=True, baselines=("persistence",), steps=2, plots=False, threads=1)
-    evaluate_files([path], out_dir=tmp_path / "a", ensemble=EnsembleEvaluation(3, 1), **kw)
-    evaluate_files([path], out_dir=tmp_path / "b", ensemble=EnsembleEvaluation(3, 1), **kw)
+    evaluate_files([path], EvaluateSettings(out_dir=tmp_path / "a", ensemble=EnsembleEvaluation(3, 1), **kw))
+    evaluate_files([path], EvaluateSettings(out_dir=tmp_path / "b", ensemble=EnsembleEvaluation(3, 1), **kw))
     a, b = ((tmp_path / d / "metrics.csv").read_text() for d in "ab")
     assert a == b and "ensemble_mean" in a and "steps" not in a
 

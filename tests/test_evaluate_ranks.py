@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import csv
 import json
 import os
@@ -15,7 +17,7 @@ import pytest
 
 from nowcast.verification import metrics
 from nowcast.models.checkpoint import model_from_checkpoint
-from nowcast.verification.evaluate import evaluate_files, rank_share, run_evaluation
+from nowcast.verification.evaluate import EvaluateSettings, evaluate_files, rank_share, Verification, run_evaluation
 from nowcast.verification.results import merge_evaluations
 from nowcast.io import open_archive
 from nowcast.transforms import Transform
@@ -52,18 +54,12 @@ def test_merged_shares_equal_one_process(radar_file: Callable[..., Path], tiny_c
     files = _archive_files(radar_file)
     net, cfg, _ = model_from_checkpoint(tiny_checkpoint)
     archive = open_archive([str(f) for f in files], time_step=300, min_frames=8)
-    kw = dict(
-        in_frames=4,
-        steps=4,
-        model=net,
-        transform=Transform.from_config(cfg),
-        baselines=("persistence",),
-        thresholds=(0.1, 1.0, 5.0),
-        fss_scales=(3,),
-        batch_size=1,
+    v = Verification(
+        in_frames=4, steps=4, baselines=("persistence",), thresholds=(0.1, 1.0, 5.0), fss_scales=(3,), batch_size=1
     )
-    whole = run_evaluation(archive, **kw)
-    parts = [run_evaluation(archive, **kw, rank=r, world=3) for r in range(3)]
+    models = {"model": (net, Transform.from_config(cfg))}
+    whole = run_evaluation(archive, v, models)
+    parts = [run_evaluation(archive, dataclasses.replace(v, rank=r, world=3), models) for r in range(3)]
     assert [p.n_cases for p in parts] == [2, 2, 3]  # 4 + 3 = 7 forecast times
     merged = merge_evaluations(parts)
     assert merged.n_cases == whole.n_cases == 7
@@ -101,7 +97,10 @@ def test_torchrun_two_gloo_ranks_give_the_counts_of_one_process(
     files = [str(f) for f in _archive_files(radar_file)]
     one = tmp_path / "one"
     evaluate_files(
-        files, model=tiny_checkpoint, baselines=("persistence",), steps=4, out_dir=one, plots=False, device="cpu"
+        files,
+        EvaluateSettings(
+            model=tiny_checkpoint, baselines=("persistence",), steps=4, out_dir=one, plots=False, device="cpu"
+        ),
     )
     two = tmp_path / "two"
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")

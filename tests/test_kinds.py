@@ -15,7 +15,7 @@ import torch
 from nowcast.nowcasts import baselines
 from nowcast.cli import app
 from nowcast.config import ConfigError, DataConfig, ModelConfig, load_config
-from nowcast.verification.evaluate import evaluate_files
+from nowcast.verification.evaluate import EvaluateSettings, evaluate_files
 from nowcast.models.registry import build_model, count_parameters
 from nowcast.forecast import forecast_array
 from nowcast.transforms import Transform
@@ -289,7 +289,10 @@ def test_several_checkpoints_are_methods_named_after_their_runs_on_the_same_case
     rows = _rows(out / "metrics.csv")
     for ckpt, name in ((a, "convlstm-run"), (b, "flat-run")):
         alone = tmp_path / f"alone-{name}"
-        evaluate_files([data], model=ckpt, baselines=("persistence",), steps=4, out_dir=alone, plots=False, threads=1)
+        evaluate_files(
+            [data],
+            EvaluateSettings(model=ckpt, baselines=("persistence",), steps=4, out_dir=alone, plots=False, threads=1),
+        )
         single = _scores(_rows(alone / "metrics.csv"), "model")
         assert _scores(rows, name) == single and len(single) > 20
     assert _scores(rows, "convlstm-run") != _scores(rows, "flat-run")  # two different models

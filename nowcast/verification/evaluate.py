@@ -27,12 +27,15 @@ import functools
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import xarray as xr
 
+from nowcast.nowcasts import SPROG_AR_ORDER, SPROG_LEVELS
+from nowcast.nowcasts import baselines as bl
 from nowcast.verification import ensembles as ens
 from nowcast.verification import metrics
 from nowcast.config import EvalConfig, frame_size_problem, lead_times
@@ -119,205 +122,218 @@ def _keep_example(
     )
 
 
+@dataclass(frozen=True)
+class Verification:
+    """What ``run_evaluation`` verifies and how: the cases, the methods beside the models, the scores."""
+
+    in_frames: int
+    """Observed frames before t0 (the last one is t0)."""
+    steps: int
+    """Lead times verified after t0."""
+    baselines: tuple[str, ...] = ("persistence", "extrapolation")
+    """Names for ``nowcasts.baselines.get_method`` (and ``steps`` with an ensemble); checked before any frame is read."""
+    thresholds: tuple[float, ...] = EvalConfig.thresholds
+    """Event thresholds (mm/h)."""
+    comparison: str = ">="
+    """Event definition: ">=" or ">"."""
+    stride: int = 1
+    """Frames between consecutive forecast times within a segment."""
+    fss_scales: tuple[int, ...] = ()
+    """FSS window sizes (pixels); none: no FSS."""
+    fss_thresholds: tuple[float, ...] = (1.0,)
+    """Thresholds FSS is computed for."""
+    common_mask: bool = True
+    """Score every method on the same pixels (where the observation and all forecasts have data)."""
+    batch_size: int | None = None
+    """Cases per model call; None: as many as fit a fixed memory budget (1..16)."""
+    device: str = "cpu"
+    """Where the models run (``runtime.select_device``)."""
+    precision: str = "fp32"
+    """How they run (``runtime.resolve_precision``)."""
+    progress: bool = False
+    """Show a tqdm bar (the caller decides: only when stderr is a terminal)."""
+    rank: int = 0
+    """This process's share of the cases (``rank_share``) of ``world``; ``merge_evaluations`` of the shares
+    equals the evaluation of all cases."""
+    world: int = 1
+    ensemble: ens.EnsembleEvaluation | None = None
+    """Members and seed of the ensembles (``verification.ensembles``): ours always, pySTEPS STEPS when
+    ``steps`` is among the baselines; probabilistic scores in ``Evaluation.prob``, the ensemble means as
+    methods ``<name>_mean``. None: no ensemble (``steps`` is then an error)."""
+
+
 def run_evaluation(
     archive: Archive,
-    *,
-    in_frames: int,
-    steps: int,
-    model: Any = None,
-    transform: Any = None,
+    v: Verification,
     models: dict[str, tuple[Any, Any]] | None = None,
-    baselines: Sequence[str] = ("persistence", "extrapolation"),
-    thresholds: Sequence[float] = EvalConfig.thresholds,
-    comparison: str = ">=",
-    stride: int = 1,
-    fss_scales: Sequence[int] = (),
-    fss_thresholds: Sequence[float] = (1.0,),
-    common_mask: bool = True,
-    batch_size: int | None = None,
-    device: str = "cpu",
-    precision: str = "fp32",
-    progress: bool = False,
-    settings: dict[str, Any] | None = None,
-    rank: int = 0,
-    world: int = 1,
-    ensemble: ens.EnsembleEvaluation | None = None,
+    report: dict[str, Any] | None = None,
 ) -> Evaluation:
-    """Verify the model (if given) and ``baselines`` on every case of ``archive``.
+    """Verify ``models`` (method name -> (model in eval mode, its ``Transform``)) and ``v.baselines`` on every
+    case of ``archive`` (gap-free segments at the models' time step, ``io.open_archive``; windows never cross
+    segments), each forecasting the same cases and scored on the same pixels. ``report``: the settings
+    recorded in ``summary.json``. Returns pooled scores per method, wall times, cases and the example case."""
+    nets = dict(models or {})
+    names, ens_methods, methods = _methods(v, nets)
+    time_step = archive.time_step  # seconds; derived from the segments, so read once
+    lead_min = [(k + 1) * time_step / 60.0 for k in range(v.steps)]
+    scores = {m: metrics.init_scores(v.steps, v.thresholds, v.comparison) for m in methods}
+    fss = (
+        {m: metrics.init_scores(v.steps, v.fss_thresholds, v.comparison, v.fss_scales) for m in methods}
+        if v.fss_scales
+        else {}
+    )
+    ev = Evaluation(methods, scores, fss, lead_min, dict(report or {}), list(archive.files), list(archive.skipped))
+    n_members = v.ensemble.members if v.ensemble is not None else 0
+    ev.prob = ens.init_prob(ens_methods, v.steps, v.thresholds, n_members, v.comparison)
+    cases, total = _cases(archive, v, methods)
+    timer = _Timer(methods)
+    bar = None
+    if v.progress:
+        from nowcast.runtime import progress_bar
 
-    Parameters
-    ----------
-    archive
-        Gap-free segments at the model's time step (``io.open_archive``); windows never cross segments.
-    in_frames, steps
-        Observed frames before t0 (the last one is t0) and lead times verified after it.
-    model, transform
-        A model in eval mode and its ``Transform`` (``models.checkpoint.model_from_checkpoint``), reported as
-        ``MODEL``; None: baselines only.
-    models
-        More models: method name -> (model, transform), reported under their names after ``model``,
-        each forecasting the same cases and scored on the same pixels.
-    baselines
-        Names for ``nowcasts.baselines.get_method``; checked before any frame is read.
-    thresholds, comparison
-        Event thresholds (mm/h) and definition (">=" or ">").
-    stride
-        Frames between consecutive forecast times within a segment.
-    fss_scales, fss_thresholds
-        FSS window sizes (pixels) and the thresholds FSS is computed for; no scales: no FSS.
-    common_mask
-        Score every method on the same pixels (where the observation and all forecasts have data).
-    batch_size
-        Cases per model call; None: as many as fit a fixed memory budget (1..16).
-    device, precision
-        Where and how the model runs (``runtime.select_device`` / ``resolve_precision``).
-    progress
-        Show a tqdm bar (the caller decides: only when stderr is a terminal).
-    rank, world
-        Verify only this process's share of the cases (``rank_share``); ``merge_evaluations`` of the
-        ``world`` shares equals the evaluation of all cases.
-    ensemble
-        Members and seed of the ensembles (``verification.ensembles``): ours always, pySTEPS STEPS when
-        ``steps`` is among the baselines; probabilistic scores in ``Evaluation.prob``, the ensemble
-        means as methods ``<name>_mean``. None: no ensemble (``steps`` is then an error).
+        bar = progress_bar(total, "case")
+    report_every = -(-total // 10) if total >= 20 else total  # log lines: every 10 % of a long run
+    done = 0
+    try:
+        for s, starts in cases:
+            for _case in _verify_segment(ev, archive, s, starts, v, nets, names, ens_methods, timer):
+                done += 1
+                if bar is not None:
+                    bar.update(1)
+                elif done % report_every == 0 or done == total:
+                    log.info("verified %d of %d forecast times", done, total)
+    finally:
+        if bar is not None:
+            bar.close()
+    ev.n_cases = done
+    ev.wall_s, ev.cpu_s = timer.wall, timer.cpu
+    return ev
 
-    Returns
-    -------
-    Evaluation
-        Pooled scores per method, wall times, number of cases and the example case.
-    """
-    from nowcast.forecast import forecast_array
-    from nowcast.nowcasts import baselines as bl
 
-    if stride < 1:
-        raise NowcastError(f"--stride: expected a positive number of frames, found {stride}")
-    steps = lead_times(steps, steps)  # the one --steps >= 1 check
-    if not thresholds:
+def _methods(v: Verification, nets: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    """The baselines to run, the ensembles to run, and every method in report order; NowcastError for
+    settings that cannot be verified."""
+    if v.stride < 1:
+        raise NowcastError(f"--stride: expected a positive number of frames, found {v.stride}")
+    lead_times(v.steps, v.steps)  # the one --steps >= 1 check
+    if not v.thresholds:
         raise NowcastError("--thresholds: expected at least one threshold in mm/h, found none")
-    nets = ({MODEL: (model, transform)} if model is not None else {}) | dict(models or {})
-    if not nets and not baselines:
+    if not nets and not v.baselines:
         raise NowcastError("evaluate: expected a model or at least one baseline to verify, found neither")
-    names = [str(b).strip().lower() for b in baselines]
+    names = [str(b).strip().lower() for b in v.baselines]
     if len(set(names)) != len(names):
         raise NowcastError(f"--baselines: expected each method once, found {', '.join(names)}")
-    names, ens_methods = ens.split_baselines(names, ensemble)
-    methods_fn: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {n: bl.get_method(n) for n in names}
-    if nets and in_frames < 1:
-        raise NowcastError(f"in_frames: expected a positive number, found {in_frames}")
-    if names and "extrapolation" in names and in_frames < 2:
-        raise NowcastError(f"extrapolation: expected at least 2 input frames, found in_frames={in_frames}")
-    if ens_methods and in_frames < 3:
-        raise NowcastError(f"--members: an ensemble needs at least 3 input frames, found in_frames={in_frames}")
+    names, ens_methods = ens.split_baselines(names, v.ensemble)
+    for name in names:
+        bl.get_method(name)
+    if nets and v.in_frames < 1:
+        raise NowcastError(f"in_frames: expected a positive number, found {v.in_frames}")
+    if "extrapolation" in names and v.in_frames < 2:
+        raise NowcastError(f"extrapolation: expected at least 2 input frames, found in_frames={v.in_frames}")
+    if ens_methods and v.in_frames < 3:
+        raise NowcastError(f"--members: an ensemble needs at least 3 input frames, found in_frames={v.in_frames}")
     means = [ens.mean_name(m) for m in ens_methods]
-
     clash = [n for n in nets if n in names + means]
     if clash:
         raise NowcastError(f"--name: expected model names other than the baselines', found {', '.join(clash)}")
-    methods = list(nets) + names + means
-    time_step = archive.time_step  # seconds; derived from the segments, so read once
-    lead_min = [(k + 1) * time_step / 60.0 for k in range(steps)]
-    scores = {m: metrics.init_scores(steps, thresholds, comparison) for m in methods}
-    fss = {m: metrics.init_scores(steps, fss_thresholds, comparison, fss_scales) for m in methods} if fss_scales else {}
-    wall = {m: 0.0 for m in methods} | {"read": 0.0, "scoring": 0.0}
-    cpu = dict.fromkeys(wall, 0.0)
+    return names, ens_methods, list(nets) + names + means
 
-    @contextlib.contextmanager
-    def timed(part: str) -> Iterator[None]:
-        tick, tock = time.perf_counter(), time.process_time()
-        yield
-        wall[part] += time.perf_counter() - tick
-        cpu[part] += time.process_time() - tock
 
-    ev = Evaluation(methods, scores, fss, lead_min, dict(settings or {}), list(archive.files), list(archive.skipped))
-    n_members, seed = (ensemble.members, ensemble.seed) if ensemble is not None else (0, 0)
-    ev.prob = ens.init_prob(ens_methods, steps, thresholds, n_members, comparison)
-    window = in_frames + steps
-    cases = [(s, list(range(0, seg.sizes["time"] - window + 1, stride))) for s, seg in enumerate(archive.segments)]
+def _cases(archive: Archive, v: Verification, methods: list[str]) -> tuple[list[tuple[int, list[int]]], int]:
+    """This rank's forecast times: (segment, window starts) pairs, and how many there are."""
+    window = v.in_frames + v.steps
+    cases = [(s, list(range(0, seg.sizes["time"] - window + 1, v.stride))) for s, seg in enumerate(archive.segments)]
     total = sum(len(starts) for _, starts in cases)
     if total == 0:
         lengths = ", ".join(str(seg.sizes["time"]) for seg in archive.segments)
         raise NowcastError(
             f"{', '.join(archive.files)}: expected a gap-free run of at least {window} frames "
-            f"({in_frames} in + {steps} lead times), found segments of {lengths} frames"
+            f"({v.in_frames} in + {v.steps} lead times), found segments of {lengths} frames"
         )
     log.info(
         "verifying %s on %d forecast times (%d in, %d lead times of %g min) from %d file(s)",
         ", ".join(methods),
         total,
-        in_frames,
-        steps,
-        time_step / 60,
+        v.in_frames,
+        v.steps,
+        archive.time_step / 60,
         len(archive.files),
     )
-    if world > 1:
-        cases = rank_share(cases, rank, world)
+    if v.world > 1:
+        cases = rank_share(cases, v.rank, v.world)
         share = sum(len(starts) for _, starts in cases)
-        log.info("rank %d of %d verifies %d of the %d forecast times", rank, world, share, total)
+        log.info("rank %d of %d verifies %d of the %d forecast times", v.rank, v.world, share, total)
         total = share
+    return cases, total
 
-    bar = None
-    if progress:
-        from nowcast.runtime import progress_bar
 
-        bar = progress_bar(total, "case")
-    show = lead_indices(steps, EXAMPLE_LEADS)
-    report_every = -(-total // 10) if total >= 20 else total  # log lines: every 10 % of a long run
-    done = 0
-    try:
-        for s, starts in cases:
-            seg = archive.segments[s]
-            frames = SegmentFrames(seg)
-            times = seg["time"].values
-            shape = seg.shape[1:]
-            batch = batch_size or _auto_batch(device, int(np.prod(shape)), in_frames, steps)
-            for b0 in range(0, len(starts), batch):
-                chunk = starts[b0 : b0 + batch]
-                frames.forget_before(chunk[0])
-                with timed("read"):
-                    inputs = np.stack([frames.get(a, a + in_frames) for a in chunk])  # (B, in, C, H, W)
-                    observed = np.stack([frames.get(a + in_frames, a + window) for a in chunk])  # (B, steps, C, H, W)
-                pred: dict[str, np.ndarray] = {}
-                for name, (net, tr) in nets.items():
-                    with timed(name):
-                        pred[name] = forecast_array(
-                            net,
-                            tr,
-                            inputs,
-                            steps,
-                            device=device,
-                            precision=precision,
-                            time_step=time_step,
-                        )
-                for i, a in enumerate(chunk):
-                    fc: dict[str, np.ndarray] = {name: p[i] for name, p in pred.items()}  # (steps, C, H, W)
-                    for name, fn in methods_fn.items():
-                        with timed(name):
-                            fc[name] = fn(inputs[i], steps)
-                    members: dict[str, np.ndarray] = {}  # (M, steps, 1, H, W), timed as their mean's method
-                    for name in ens_methods:
-                        with timed(ens.mean_name(name)):
-                            members[name] = ens.case_members(
-                                name, inputs[i], steps, n_members, ens.case_seed(seed, s, a)
-                            )
-                            fc[ens.mean_name(name)] = ens.ensemble_mean(members[name])
-                    with timed("scoring"):
-                        score_case(ev, fc, observed[i], common_mask)
-                        ens.score_members(ev.prob, members, observed[i], fc, common_mask)
-                    t0 = iso_time(times[a + in_frames - 1])
-                    ev.first_t0, ev.last_t0 = ev.first_t0 or t0, t0
-                    _keep_example(ev, t0, seg, inputs[i, -1, 0], observed[i], fc, show)
-                    done += 1
-                    if bar is not None:
-                        bar.update(1)
-                    elif done % report_every == 0 or done == total:
-                        log.info("verified %d of %d forecast times", done, total)
-                del inputs, observed, pred
-    finally:
-        if bar is not None:
-            bar.close()
-    ev.n_cases = done
-    ev.wall_s, ev.cpu_s = wall, cpu
-    return ev
+class _Timer:
+    """Wall-clock and process CPU seconds per method (and ``read``, ``scoring``)."""
+
+    def __init__(self, methods: list[str]) -> None:
+        self.wall = {m: 0.0 for m in methods} | {"read": 0.0, "scoring": 0.0}
+        self.cpu = dict.fromkeys(self.wall, 0.0)
+
+    @contextlib.contextmanager
+    def __call__(self, part: str) -> Iterator[None]:
+        tick, tock = time.perf_counter(), time.process_time()
+        yield
+        self.wall[part] += time.perf_counter() - tick
+        self.cpu[part] += time.process_time() - tock
+
+
+def _verify_segment(
+    ev: Evaluation,
+    archive: Archive,
+    s: int,
+    starts: list[int],
+    v: Verification,
+    nets: dict[str, tuple[Any, Any]],
+    names: list[str],
+    ens_methods: list[str],
+    timed: _Timer,
+) -> Iterator[int]:
+    """Verify the cases of segment ``s`` starting at ``starts``, the models a batch at a time; yields
+    each case's start once it is scored."""
+    from nowcast.forecast import forecast_array
+
+    seg = archive.segments[s]
+    frames = SegmentFrames(seg)
+    times = seg["time"].values
+    window = v.in_frames + v.steps
+    batch = v.batch_size or _auto_batch(v.device, int(np.prod(seg.shape[1:])), v.in_frames, v.steps)
+    show = lead_indices(v.steps, EXAMPLE_LEADS)
+    seed = v.ensemble.seed if v.ensemble is not None else 0
+    n_members = v.ensemble.members if v.ensemble is not None else 0
+    for b0 in range(0, len(starts), batch):
+        chunk = starts[b0 : b0 + batch]
+        frames.forget_before(chunk[0])
+        with timed("read"):
+            inputs = np.stack([frames.get(a, a + v.in_frames) for a in chunk])  # (B, in, C, H, W)
+            observed = np.stack([frames.get(a + v.in_frames, a + window) for a in chunk])  # (B, steps, C, H, W)
+        pred: dict[str, np.ndarray] = {}
+        for name, (net, tr) in nets.items():
+            with timed(name):
+                pred[name] = forecast_array(
+                    net, tr, inputs, v.steps, device=v.device, precision=v.precision, time_step=archive.time_step
+                )
+        for i, a in enumerate(chunk):
+            fc: dict[str, np.ndarray] = {name: p[i] for name, p in pred.items()}  # (steps, C, H, W)
+            for name in names:
+                with timed(name):
+                    fc[name] = bl.get_method(name)(inputs[i], v.steps)
+            members: dict[str, np.ndarray] = {}  # (M, steps, 1, H, W), timed as their mean's method
+            for name in ens_methods:
+                with timed(ens.mean_name(name)):
+                    members[name] = ens.case_members(name, inputs[i], v.steps, n_members, ens.case_seed(seed, s, a))
+                    fc[ens.mean_name(name)] = ens.ensemble_mean(members[name])
+            with timed("scoring"):
+                score_case(ev, fc, observed[i], v.common_mask)
+                ens.score_members(ev.prob, members, observed[i], fc, v.common_mask)
+            t0 = iso_time(times[a + v.in_frames - 1])
+            ev.first_t0, ev.last_t0 = ev.first_t0 or t0, t0
+            _keep_example(ev, t0, seg, inputs[i, -1, 0], observed[i], fc, show)
+            yield a
 
 
 def rank_share(cases: list[tuple[int, list[int]]], rank: int, world: int) -> list[tuple[int, list[int]]]:
@@ -377,107 +393,80 @@ def _method_names(paths: Sequence[str | Path | None], names: Sequence[str]) -> l
     return out
 
 
-def evaluate_files(
-    inputs: Sequence[str | Path],
-    *,
-    model: str | Path | Sequence[str | Path] | None = None,
-    names: Sequence[str] = (),
-    no_model: bool = False,
-    baselines: Sequence[str] = ("persistence", "extrapolation"),
-    thresholds: Sequence[float] | None = None,
-    comparison: str = ">=",
-    stride: int = 1,
-    steps: int | None = None,
-    lead_s: int | None = None,
-    out_dir: str | Path = "evaluation",
-    variable: str | None = None,
-    fss_scales: Sequence[int] = (),
-    common_mask: bool = True,
-    plots: bool = True,
-    batch_size: int | None = None,
-    device: str = "auto",
-    precision: str = "auto",
-    threads: int = 0,
-    ensemble: ens.EnsembleEvaluation | None = None,
-) -> str:
-    """Verify a checkpoint (None: the shipped model; ``no_model``: baselines only) on radar files.
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """``nowcast evaluate``: which checkpoints and baselines, on what horizon, scored how, written where."""
 
-    ``model`` may be a list of checkpoints, scored side by side as methods named by ``_method_names``
-    (``names``, else each after its run); they must share in_frames and time step, so that every method
-    forecasts the same cases, and the first one's settings (frames, variable, units) are used.
+    model: str | Path | tuple[str | Path, ...] | None = None
+    """Checkpoint(s); None: the model shipped with nowcast."""
+    names: tuple[str, ...] = ()
+    """Method name of each checkpoint in the reports (default: ``model``, or each run's directory name)."""
+    no_model: bool = False
+    """Baselines only."""
+    baselines: tuple[str, ...] = ("persistence", "extrapolation")
+    thresholds: tuple[float, ...] | None = None
+    """Event thresholds (mm/h); None: the (first) checkpoint's ``eval.thresholds``."""
+    comparison: str = ">="
+    stride: int = 1
+    """Frames between forecast times."""
+    steps: int | None = None
+    """Lead times, counted in frames; not with ``lead_s``."""
+    lead_s: int | None = None
+    """Horizon in seconds (``--lead``); neither: the next hour (``leads.forecast_steps``)."""
+    out_dir: str | Path = "evaluation"
+    variable: str | None = None
+    fss_scales: tuple[int, ...] = ()
+    common_mask: bool = True
+    plots: bool = True
+    batch_size: int | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int = 0
+    """torch CPU threads; 0: ``$OMP_NUM_THREADS``, else the free cores (shared among torchrun ranks)."""
+    ensemble: ens.EnsembleEvaluation | None = None
 
-    Opens ``inputs`` as one archive at the checkpoint's time step (without a model: the first file's),
-    keeping only gap-free runs of at least in_frames + steps frames (a file too short says how many
-    lead times it allows); runs ``run_evaluation``; writes the reports into ``out_dir`` (``write_reports``)
-    and returns the table of ``format_table``. ``steps`` (``--steps``) or ``lead_s`` (``--lead``, seconds)
-    set the horizon, by default the next hour (``leads.forecast_steps``); ``thresholds`` defaults to the
-    checkpoint's ``eval.thresholds``;
-    in_frames, variable, units and the Z-R relation come from the checkpoint (without a model: the
-    ``Config`` defaults). FSS, when ``fss_scales`` are
-    given, is computed at 1 mm/h (or the threshold closest to it). On the CPU the model runs on
-    ``threads`` torch threads (0: as many as there are free cores, see ``runtime.cpu_threads``).
-    ``ensemble``: members and seed of the ensembles scored beside (``run_evaluation``).
-    """
-    from nowcast.nowcasts.baselines import get_method
+
+@dataclass
+class _Models:
+    """The checkpoints of an evaluation, loaded: what they forecast with and what the reports say of them."""
+
+    nets: dict[str, tuple[Any, Any]]
+    """Method name -> (model on the device, transform)."""
+    configs: dict[str, Any]
+    facts: dict[str, dict[str, Any]]
+    """Method name -> checkpoint, SHA-256, model name."""
+    time_step: int | None
+    device: str = "cpu"
+    precision: str = "fp32"
+
+
+def evaluate_files(inputs: Sequence[str | Path], s: EvaluateSettings = EvaluateSettings()) -> str:
+    """``nowcast evaluate``: verify checkpoints and baselines on radar files, write the reports into
+    ``s.out_dir`` and return the printed table (empty on torchrun ranks other than 0)."""
     from nowcast.config import Config
 
     if not inputs:
         raise NowcastError("evaluate: expected at least one radar file, found none")
-    check_horizon(steps, lead_s)
-    deterministic, ens_methods = ens.split_baselines(baselines, ensemble)  # steps without members: an error
-    for name in deterministic:  # unknown names and missing optional packages fail before any work
-        get_method(name)
+    check_horizon(s.steps, s.lead_s)
+    deterministic, ens_methods = ens.split_baselines(s.baselines, s.ensemble)  # steps without members: an error
+    for name in deterministic:  # unknown names fail before any work
+        bl.get_method(name)
     import torch
 
-    from nowcast.runtime import resolve_precision, select_device, setup_distributed
+    from nowcast.runtime import setup_distributed, select_device
 
-    facts: dict[str, Any] = {}
-    if no_model:
-        paths: list[str | Path | None] = []
-    elif model is None or isinstance(model, (str, Path)):
-        paths = [model]  # None: the shipped model
-    else:
-        paths = list(model) or [None]
-    method_names = _method_names(paths, names) if paths else []
-    nets: dict[str, tuple[Any, Any]] = {}
-    configs: dict[str, Any] = {}
-    all_facts: dict[str, dict[str, Any]] = {}
-    dev, prec = "cpu", "fp32"
-    torch_device = select_device(device) if not no_model else torch.device("cpu")
+    torch_device = select_device(s.device) if not s.no_model else torch.device("cpu")
     info = setup_distributed(torch_device)  # under torchrun: gloo on the CPU, NCCL on CUDA
-    if paths:
-        from nowcast.models.checkpoint import load_model
-        from nowcast.transforms import Transform
-
-        dev, prec = str(torch_device), resolve_precision(precision, torch_device)
-        steps_of: dict[str, int | None] = {}
-        for name, path in zip(method_names, paths):
-            loaded = load_model(path)
-            net, c = loaded.model, loaded.config
-            configs[name] = c
-            all_facts[name] = {"checkpoint": str(loaded.path), "sha256": loaded.sha256, "name": c.model.name}
-            nets[name] = (net.to(torch_device), Transform.from_config(c))
-            steps_of[name] = c.data.time_step or data_time_step([str(p) for p in inputs], variable or c.data.variable)
-        first = method_names[0]
-        cfg, facts, time_step = configs[first], all_facts[first], steps_of[first]
-        if time_step is None:
-            raise NowcastError(f"{inputs[0]}: expected a radar file whose time step can be read, found none")
-        for name in method_names[1:]:
-            c = configs[name]
-            if c.data.in_frames != cfg.data.in_frames or steps_of[name] != time_step:
-                raise NowcastError(
-                    f"{all_facts[name]['checkpoint']}: expected {cfg.data.in_frames} input frames at {time_step} s "
-                    f"like {facts['checkpoint']}, so that all models forecast the same cases, found "
-                    f"{c.data.in_frames} frames at {steps_of[name]} s"
-                )
-    else:
-        cfg = Config()  # without a model: the default frames; the data's own time step
-        time_step = data_time_step([str(p) for p in inputs], variable) or cfg.data.time_step
+    loaded = _load_models(inputs, s, torch_device)
+    first = next(iter(loaded.configs), None)
+    cfg = loaded.configs[first] if first else Config()  # without a model: the default frames
+    time_step = (
+        loaded.time_step if first else data_time_step([str(p) for p in inputs], s.variable) or cfg.data.time_step
+    )
     d = cfg.data
-    steps = forecast_steps(steps, lead_s, time_step, d.out_frames, in_frames_only=cfg.transform.kind == "minmax")
-    in_frames = d.in_frames
-    variable = variable if variable is not None else d.variable
-    thresholds = cfg.eval.thresholds if thresholds is None else thresholds
+    steps = forecast_steps(s.steps, s.lead_s, time_step, d.out_frames, in_frames_only=cfg.transform.kind == "minmax")
+    variable = s.variable if s.variable is not None else d.variable
+    thresholds = tuple(cfg.eval.thresholds if s.thresholds is None else s.thresholds)
     archive = open_archive(
         [str(p) for p in inputs],
         time_step=time_step,
@@ -485,74 +474,117 @@ def evaluate_files(
         units=d.units,
         zr_a=d.zr_a,
         zr_b=d.zr_b,
-        min_frames=in_frames + steps,
-        too_short=functools.partial(_too_short, in_frames=in_frames, steps=steps, time_step=time_step),
+        min_frames=d.in_frames + steps,
+        too_short=functools.partial(_too_short, in_frames=d.in_frames, steps=steps, time_step=time_step),
     )
-    for c in configs.values():  # fc_lstm, cnn_lstm: frames of their size only
+    for c in loaded.configs.values():  # fc_lstm, cnn_lstm: frames of their size only
         for seg in archive.segments:
             problem = frame_size_problem(c.model, seg.shape)
             if problem:
                 raise InputError(f"{seg.attrs.get('source_file', inputs[0])}: {problem}")
     k = table_threshold(thresholds) if thresholds else 0
-    fss_thresholds = (float(thresholds[k]),) if thresholds else (1.0,)
-    settings = {
-        "model": facts or None,
-        "models": all_facts or None,
-        "baselines": list(baselines),
-        "in_frames": in_frames,
-        "steps": steps,
-        "time_step_s": time_step,
-        "stride": stride,
-        "thresholds": [float(t) for t in thresholds],
-        "comparison": comparison,
-        "common_mask": common_mask,
-        "fss_scales_px": [int(s) for s in fss_scales],
-        "fss_thresholds": list(fss_thresholds) if fss_scales else [],
-        "variable": variable,
-        "device": dev if nets else None,
-        "precision": prec if nets else None,
-        "extrapolation": "pysteps Lucas-Kanade on the last 3 frames in dBR, semi-Lagrangian advection of mm/h"
-        if "extrapolation" in [b.lower() for b in baselines]
-        else None,
-        "sprog": "pysteps S-PROG in dBR on the same motion, 6 cascade levels, AR(2)"
-        if "sprog" in [b.lower() for b in baselines]
-        else None,
-    }
-    settings["ensemble"] = ens.ensemble_settings(ensemble, ens_methods)
-    settings["ranks"] = info.world
-    show_bar = info.main and sys.stderr.isatty() and logging.getLogger("nowcast").getEffectiveLevel() <= logging.INFO
+    v = Verification(
+        in_frames=d.in_frames,
+        steps=steps,
+        baselines=tuple(s.baselines),
+        thresholds=thresholds,
+        comparison=s.comparison,
+        stride=s.stride,
+        fss_scales=tuple(s.fss_scales),
+        fss_thresholds=(float(thresholds[k]),) if thresholds else (1.0,),
+        common_mask=s.common_mask,
+        batch_size=s.batch_size,
+        device=loaded.device,
+        precision=loaded.precision,
+        progress=info.main and sys.stderr.isatty() and logging.getLogger("nowcast").getEffectiveLevel() <= logging.INFO,
+        rank=info.rank,
+        world=info.world,
+        ensemble=s.ensemble,
+    )
+    report = _report_settings(v, loaded, time_step, variable, ens_methods, info.world)
+    threads = s.threads
     if info.world > 1 and threads <= 0:  # the free cores shared among the ranks
         from nowcast.runtime import cpu_threads
 
         threads = max(1, cpu_threads() // info.world)
-    with _torch_threads(dev if nets or ens_methods else None, threads) as n_threads:  # the ensemble runs torch too
-        settings["threads"] = n_threads
-        ev = run_evaluation(
-            archive,
-            in_frames=in_frames,
-            steps=steps,
-            models=nets,
-            baselines=baselines,
-            thresholds=thresholds,
-            comparison=comparison,
-            stride=stride,
-            fss_scales=fss_scales,
-            fss_thresholds=fss_thresholds,
-            common_mask=common_mask,
-            batch_size=batch_size,
-            device=dev,
-            precision=prec,
-            progress=show_bar,
-            settings=settings,
-            rank=info.rank,
-            world=info.world,
-            ensemble=ensemble,
-        )
+    with _torch_threads(loaded.device if loaded.nets or ens_methods else None, threads) as n_threads:
+        report["threads"] = n_threads
+        ev = run_evaluation(archive, v, loaded.nets, report)
     merged = _gather_on_main(ev, info)
     if merged is None:  # not rank 0: rank 0 alone writes the reports
         return ""
-    write_reports(merged, out_dir, plots=plots)
-    return format_table(merged, out_dir)
+    write_reports(merged, s.out_dir, plots=s.plots)
+    return format_table(merged, s.out_dir)
+
+
+def _load_models(inputs: Sequence[str | Path], s: EvaluateSettings, torch_device: Any) -> _Models:
+    """The checkpoints of ``s`` (none with ``no_model``) on ``torch_device``, checked to forecast the same
+    cases: the same input frames at the same time step."""
+    if s.no_model:
+        return _Models({}, {}, {}, None)
+    from nowcast.models.checkpoint import load_model
+    from nowcast.runtime import resolve_precision
+    from nowcast.transforms import Transform
+
+    if s.model is None or isinstance(s.model, (str, Path)):
+        paths: list[str | Path | None] = [s.model]  # None: the shipped model
+    else:
+        paths = list(s.model) or [None]
+    out = _Models({}, {}, {}, None, str(torch_device), resolve_precision(s.precision, torch_device))
+    steps_of: dict[str, int | None] = {}
+    for name, path in zip(_method_names(paths, s.names), paths):
+        loaded = load_model(path)
+        c = loaded.config
+        out.configs[name] = c
+        out.facts[name] = {"checkpoint": str(loaded.path), "sha256": loaded.sha256, "name": c.model.name}
+        out.nets[name] = (loaded.model.to(torch_device), Transform.from_config(c))
+        steps_of[name] = c.data.time_step or data_time_step([str(p) for p in inputs], s.variable or c.data.variable)
+    first, *others = list(out.configs)
+    out.time_step = steps_of[first]
+    if out.time_step is None:
+        raise NowcastError(f"{inputs[0]}: expected a radar file whose time step can be read, found none")
+    for name in others:
+        c, ref = out.configs[name], out.configs[first]
+        if c.data.in_frames != ref.data.in_frames or steps_of[name] != out.time_step:
+            raise NowcastError(
+                f"{out.facts[name]['checkpoint']}: expected {ref.data.in_frames} input frames at {out.time_step} s "
+                f"like {out.facts[first]['checkpoint']}, so that all models forecast the same cases, found "
+                f"{c.data.in_frames} frames at {steps_of[name]} s"
+            )
+    return out
+
+
+def _report_settings(
+    v: Verification, loaded: _Models, time_step: int, variable: str | None, ens_methods: list[str], world: int
+) -> dict[str, Any]:
+    """What ``summary.json`` records of the evaluation's settings."""
+    first = next(iter(loaded.facts.values()), None)
+    baselines = [b.lower() for b in v.baselines]
+    return {
+        "model": first,
+        "models": loaded.facts or None,
+        "baselines": list(v.baselines),
+        "in_frames": v.in_frames,
+        "steps": v.steps,
+        "time_step_s": time_step,
+        "stride": v.stride,
+        "thresholds": [float(t) for t in v.thresholds],
+        "comparison": v.comparison,
+        "common_mask": v.common_mask,
+        "fss_scales_px": [int(x) for x in v.fss_scales],
+        "fss_thresholds": list(v.fss_thresholds) if v.fss_scales else [],
+        "variable": variable,
+        "device": v.device if loaded.nets else None,
+        "precision": v.precision if loaded.nets else None,
+        "extrapolation": "pysteps Lucas-Kanade on the last 3 frames in dBR, semi-Lagrangian advection of mm/h"
+        if "extrapolation" in baselines
+        else None,
+        "sprog": f"pysteps S-PROG in dBR on the same motion, {SPROG_LEVELS} cascade levels, AR({SPROG_AR_ORDER})"
+        if "sprog" in baselines
+        else None,
+        "ensemble": ens.ensemble_settings(v.ensemble, ens_methods),
+        "ranks": world,
+    }
 
 
 def _too_short(longest: int, *, in_frames: int, steps: int, time_step: int) -> str:
@@ -586,4 +618,12 @@ def _torch_threads(device: str | None, threads: int = 0) -> Iterator[int | None]
         torch.set_num_threads(before)
 
 
-__all__ = ["SegmentFrames", "evaluate_files", "rank_share", "run_evaluation", "score_case"]
+__all__ = [
+    "EvaluateSettings",
+    "SegmentFrames",
+    "Verification",
+    "evaluate_files",
+    "rank_share",
+    "run_evaluation",
+    "score_case",
+]

@@ -63,7 +63,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from nowcast.models.checkpoint import model_from_checkpoint
-    from nowcast.verification.evaluate import evaluate_files
+    from nowcast.verification.evaluate import EvaluateSettings, evaluate_files
 
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench_evaluate_") as tmp_name:
@@ -83,12 +83,14 @@ def main() -> int:
         tick = time.perf_counter()
         table = evaluate_files(
             [data],
-            model=ckpt,
-            baselines=("persistence", "extrapolation"),
-            steps=args.steps,
-            stride=args.stride,
-            out_dir=out,
-            threads=args.threads,
+            EvaluateSettings(
+                model=ckpt,
+                baselines=("persistence", "extrapolation"),
+                steps=args.steps,
+                stride=args.stride,
+                out_dir=out,
+                threads=args.threads,
+            ),
         )
         total = time.perf_counter() - tick
         summary = json.loads((out / "summary.json").read_text())

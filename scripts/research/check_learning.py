@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from nowcast.config import load_config
-from nowcast.verification.evaluate import evaluate_files
+from nowcast.verification.evaluate import EvaluateSettings, evaluate_files
 from nowcast.synth import write_synthetic
 from nowcast.training.loop import run_training
 
@@ -75,12 +75,14 @@ def main() -> int:
     report = work / "report"
     evaluate_files(
         [str(test_file)],
-        model=run / "model.pt",
-        baselines=("persistence",),
-        thresholds=(1.0,),
-        out_dir=report,
-        plots=False,
-        threads=args.threads,
+        EvaluateSettings(
+            model=run / "model.pt",
+            baselines=("persistence",),
+            thresholds=(1.0,),
+            out_dir=report,
+            plots=False,
+            threads=args.threads,
+        ),
     )
     model_csi, pers_csi = csi_at(report, "model", 30.0), csi_at(report, "persistence", 30.0)
     print(f"trained {args.steps} steps in {trained:.0f} s; held-out synthetic sequence, 30-minute lead, CSI >= 1 mm/h:")
