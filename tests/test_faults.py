@@ -1,0 +1,86 @@
+"""Faults of issue 29 item 10: forecasts never read as radar, -o equal to --plot, infinite input
+values, a refused --resume, and settings validated before any work (train, evaluate, watch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from nowcast.cli import app
+from nowcast.errors import InputError
+from nowcast.io import open_radar
+
+SIZE = (64, 80)
+
+
+def _files(root: Path) -> dict[str, int]:
+    """Every file under ``root`` with its modification time (ns), to see that nothing changed."""
+    return {str(p): p.stat().st_mtime_ns for p in sorted(root.rglob("*"))}
+
+
+def _refused(result, expected: str) -> str:
+    """Exit 2 and one stderr line holding ``expected``; the line."""
+    assert result.exit_code == 2, (result.exit_code, result.stderr, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], lines
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# 1. forecasts are never radar input
+
+
+def test_a_forecast_file_is_refused_as_radar(cli_runner, radar_file, tiny_checkpoint, tmp_path):
+    src = radar_file("radar.nc", frames=5, size=SIZE)
+    out = tmp_path / "fc.nc"
+    assert cli_runner.invoke(app, ["predict", str(src), "--model", str(tiny_checkpoint), "-o", str(out)]).exit_code == 0
+    with pytest.raises(InputError, match="expected radar observations, found a nowcast forecast"):
+        open_radar(out)
+    before = _files(tmp_path)
+    again = cli_runner.invoke(app, ["predict", str(out), "--model", str(tiny_checkpoint), "-o", str(tmp_path / "x.nc")])
+    line = _refused(again, "expected radar observations, found a nowcast forecast (written by nowcast")
+    assert str(out) in line
+    assert _files(tmp_path) == before
+
+
+def test_predict_on_a_glob_skips_its_earlier_forecast(cli_runner, radar_file, tiny_checkpoint, tmp_path):
+    radar_file("a.nc", frames=5, size=SIZE)
+    pattern = str(tmp_path / "*.nc")
+    args = ["predict", pattern, "--model", str(tiny_checkpoint), "--steps", "2"]
+    first = cli_runner.invoke(app, args)
+    assert first.exit_code == 0, first.stderr
+    (fc,) = [p for p in tmp_path.glob("*.nc") if p.name != "a.nc"]
+    second = cli_runner.invoke(app, [*args, "-o", str(tmp_path / "out" / "second.nc")])
+    assert second.exit_code == 0, second.stderr
+    assert "found a nowcast forecast" in second.stderr and fc.name in second.stderr
+    with xr.open_dataset(tmp_path / "out" / "second.nc") as ds:
+        assert "a.nc" in ds.attrs["input_files"] and fc.name not in ds.attrs["input_files"]
+
+
+def test_watch_never_forecasts_from_its_own_forecasts(cli_runner, radar_file, tiny_checkpoint, tmp_path):
+    (tmp_path / "in").mkdir()
+    radar_file("in/radar.nc", frames=4, size=SIZE)
+    args = ["watch", str(tmp_path / "in" / "*.nc"), "--model", str(tiny_checkpoint), "--settle", "0", "--once"]
+    args += ["-o", str(tmp_path / "in" / "fc_{reference_time:%Y%m%d%H%M}.nc")]
+    assert cli_runner.invoke(app, args).exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "in").glob("*.nc")) == ["fc_202106011215.nc", "radar.nc"]
+    again = cli_runner.invoke(app, args)
+    assert again.exit_code == 0, again.stderr
+    assert sorted(p.name for p in (tmp_path / "in").glob("*.nc")) == ["fc_202106011215.nc", "radar.nc"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. infinite input values are no data
+
+
+def test_infinite_values_are_no_data_only_where_they_are(radar_file):
+    values = np.full((4, *SIZE), 1.0)
+    values[-1, :4, :4] = np.inf
+    values[-1, 10, 10] = -np.inf
+    da = open_radar(radar_file(frames=4, size=SIZE, values=values, packed=False))
+    last = da.values[-1]
+    assert np.isnan(last[:4, :4]).all() and np.isnan(last[10, 10])
+    assert int(np.isnan(da.values).sum()) == 17
