@@ -84,3 +84,18 @@ def test_infinite_values_are_no_data_only_where_they_are(radar_file):
     last = da.values[-1]
     assert np.isnan(last[:4, :4]).all() and np.isnan(last[10, 10])
     assert int(np.isnan(da.values).sum()) == 17
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2. -o equal to --plot
+
+
+@pytest.mark.parametrize("plot", ["fc.nc", "./sub/../fc.nc"])
+def test_plot_equal_to_output_is_refused_before_any_work(cli_runner, radar_file, tiny_checkpoint, tmp_path, plot):
+    src = radar_file("radar.nc", frames=5, size=SIZE)
+    (tmp_path / "sub").mkdir()
+    before = _files(tmp_path)
+    out = str(tmp_path / "fc.nc")
+    args = ["predict", str(src), "--model", str(tiny_checkpoint), "-o", out, "--plot", str(tmp_path / plot)]
+    _refused(cli_runner.invoke(app, args), "expected a path other than the forecast's (-o), found the same path")
+    assert _files(tmp_path) == before
