@@ -99,3 +99,41 @@ def test_plot_equal_to_output_is_refused_before_any_work(cli_runner, radar_file,
     args = ["predict", str(src), "--model", str(tiny_checkpoint), "-o", out, "--plot", str(tmp_path / plot)]
     _refused(cli_runner.invoke(app, args), "expected a path other than the forecast's (-o), found the same path")
     assert _files(tmp_path) == before
+
+
+# ---------------------------------------------------------------------------------------------------
+# 4. a refused --resume leaves the run as it was
+
+TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def synth_file(tmp_path_factory) -> Path:
+    from nowcast.synth import write_synthetic
+
+    path = tmp_path_factory.mktemp("synth") / "s.nc"
+    write_synthetic(path, frames=30, size=(64, 64), seed=1)
+    return path
+
+
+def _train_args(synth_file: Path, *sets: str) -> list[str]:
+    args = ["-q", "train", "--config", str(TINY)]
+    for item in (f"data.files=[{synth_file}]", "train.threads=1", "train.val_every=1000", *sets):
+        args += ["--set", item]
+    return args
+
+
+def test_resume_with_another_model_shape_changes_nothing(cli_runner, synth_file, tmp_path):
+    run = tmp_path / "run"
+    done = cli_runner.invoke(
+        app, [*_train_args(synth_file, "train.steps=2", "train.ckpt_every=2"), "--run-dir", str(run)]
+    )
+    assert done.exit_code == 0, done.stderr
+    config = (run / "config.yaml").read_text()
+    before = _files(run)
+    args = _train_args(synth_file, "train.steps=4", "model.hidden=[16, 8]")
+    line = _refused(
+        cli_runner.invoke(app, [*args, "--resume", str(run)]), "expected the weights of the configured model"
+    )
+    assert "last.pt" in line and "Traceback" not in line
+    assert (run / "config.yaml").read_text() == config and _files(run) == before
