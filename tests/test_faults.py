@@ -137,3 +137,36 @@ def test_resume_with_another_model_shape_changes_nothing(cli_runner, synth_file,
     )
     assert "last.pt" in line and "Traceback" not in line
     assert (run / "config.yaml").read_text() == config and _files(run) == before
+
+
+# ---------------------------------------------------------------------------------------------------
+# 5. train: every value that would fail later is refused before the run directory exists
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "train.lr=.nan",
+        "train.lr=-0.1",
+        "train.weight_decay=-1",
+        "train.min_lr_ratio=2",
+        "train.warmup_steps=-1",
+        "train.val_every=0",
+        "train.ckpt_every=0",
+        "train.log_every=0",
+        "train.batch_size=0",
+        "train.threads=-1",
+    ],
+)
+def test_train_refuses_bad_values_before_the_run_directory(cli_runner, synth_file, tmp_path, bad):
+    run = tmp_path / "run"
+    result = cli_runner.invoke(app, [*_train_args(synth_file, "train.steps=2", bad), "--run-dir", str(run)])
+    _refused(result, bad.split("=")[0])
+    assert not run.exists()
+
+
+def test_train_lists_every_bad_value_at_once(cli_runner, synth_file, tmp_path):
+    args = _train_args(synth_file, "train.lr=0", "train.val_every=0", "train.warmup_steps=-2")
+    line = _refused(cli_runner.invoke(app, [*args, "--run-dir", str(tmp_path / "run")]), "train.lr")
+    assert "train.val_every" in line and "train.warmup_steps" in line
+    assert not (tmp_path / "run").exists()
