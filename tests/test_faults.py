@@ -170,3 +170,42 @@ def test_train_lists_every_bad_value_at_once(cli_runner, synth_file, tmp_path):
     line = _refused(cli_runner.invoke(app, [*args, "--run-dir", str(tmp_path / "run")]), "train.lr")
     assert "train.val_every" in line and "train.warmup_steps" in line
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------------
+# 6. evaluate: thresholds and --out checked before any work
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--thresholds", "-1,1"], "--thresholds: expected finite rain rates > 0 (mm/h), found -1.0"),
+        (["--thresholds", "nan"], "--thresholds: expected finite rain rates > 0 (mm/h), found nan"),
+        (["--out", "taken.txt"], "expected a report directory, found an existing file"),
+        (["--out", "taken.txt/sub"], "expected a writable report directory"),
+    ],
+)
+def test_evaluate_refuses_bad_settings_before_any_work(cli_runner, radar_file, tmp_path, monkeypatch, extra, expected):
+    src = radar_file("radar.nc", frames=8, size=(32, 32))
+    (tmp_path / "taken.txt").write_text("mine\n")
+    monkeypatch.chdir(tmp_path)
+    before = _files(tmp_path)
+    result = cli_runner.invoke(app, ["evaluate", str(src), "--no-model", "--baselines", "persistence", *extra])
+    _refused(result, expected)
+    assert _files(tmp_path) == before and (tmp_path / "taken.txt").read_text() == "mine\n"
+
+
+# ---------------------------------------------------------------------------------------------------
+# 7. watch: --steps 0 and --max-forecasts -1
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [(["--steps", "0"], "--steps 0: expected a positive number"), (["--max-forecasts", "-1"], "--max-forecasts -1")],
+)
+def test_watch_refuses_bad_counts(cli_runner, tiny_checkpoint, tmp_path, extra, expected):
+    (tmp_path / "in").mkdir()
+    args = ["watch", str(tmp_path / "in" / "*.nc"), "--model", str(tiny_checkpoint), "-o", str(tmp_path / "fc.nc")]
+    before = _files(tmp_path)
+    _refused(cli_runner.invoke(app, [*args, *extra, "--once"]), expected)
+    assert _files(tmp_path) == before
