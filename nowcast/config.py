@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -385,10 +386,7 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         )
     elif m.frame_size and (len(m.frame_size) != 2 or any(n < 1 for n in m.frame_size)):
         problems.append(f"model.frame_size: expected [height, width] in pixels, found {list(m.frame_size)}")
-    if tr.steps < 1 or tr.batch_size < 1:
-        problems.append(f"train.steps/batch_size: expected >= 1, found {tr.steps}, {tr.batch_size}")
-    if tr.lr <= 0:
-        problems.append(f"train.lr: expected > 0, found {tr.lr}")
+    _validate_train(tr, problems)
     if tr.csi_weight < 0:
         problems.append(f"train.csi_weight: expected >= 0, found {tr.csi_weight}")
     if tr.csi_weight > 0 and (not tr.csi_thresholds or any(r <= 0 for r in tr.csi_thresholds)):
@@ -398,6 +396,30 @@ def _validate(cfg: Config, problems: list[str]) -> None:
     lo, hi = cfg.transform.value_min, cfg.transform.value_max
     if lo is not None and hi is not None and hi <= lo:
         problems.append(f"transform.value_max: expected > transform.value_min, found {hi} <= {lo}")
+
+
+def _validate_train(tr: TrainConfig, problems: list[str]) -> None:
+    """The ``train`` values that would fail only once training runs (optimizer, schedule, intervals)."""
+    for name in ("steps", "batch_size"):
+        if getattr(tr, name) < 1:
+            problems.append(f"train.{name}: expected an integer >= 1, found {getattr(tr, name)}")
+    if not (math.isfinite(tr.lr) and tr.lr > 0):
+        problems.append(f"train.lr: expected a finite value > 0, found {tr.lr}")
+    if not (math.isfinite(tr.weight_decay) and tr.weight_decay >= 0):
+        problems.append(f"train.weight_decay: expected a finite value >= 0, found {tr.weight_decay}")
+    if not 0 <= tr.min_lr_ratio <= 1:
+        problems.append(f"train.min_lr_ratio: expected a value in [0, 1], found {tr.min_lr_ratio}")
+    if not (math.isfinite(tr.grad_clip) and tr.grad_clip >= 0):
+        problems.append(f"train.grad_clip: expected a finite value >= 0 (0: off), found {tr.grad_clip}")
+    if not math.isfinite(tr.csi_weight):
+        problems.append(f"train.csi_weight: expected a finite value, found {tr.csi_weight}")
+    if tr.warmup_steps < 0:
+        problems.append(f"train.warmup_steps: expected an integer >= 0, found {tr.warmup_steps}")
+    for name in ("val_every", "ckpt_every", "log_every", "max_val_windows"):
+        if getattr(tr, name) < 1:
+            problems.append(f"train.{name}: expected an integer >= 1, found {getattr(tr, name)}")
+    if tr.threads < 0:
+        problems.append(f"train.threads: expected an integer >= 0 (0: all cores), found {tr.threads}")
 
 
 def lead_times(steps: int | None, out_frames: int) -> int:

@@ -19,7 +19,7 @@ import xarray as xr
 from nowcast import __version__
 from nowcast.config import Config
 from nowcast.ensemble_forecast import EnsembleProduct, ensemble_members
-from nowcast.errors import InputError, StaleInputError
+from nowcast.errors import InputError, OutputError, StaleInputError
 from nowcast.forecast import counts_frames, forecast_frames, input_frames, parse_time, source_name
 from nowcast.io import (
     FORECAST_REFERENCES,
@@ -134,6 +134,7 @@ def predict_to_file(
     if s.plot is not None:
         plot_path = expand_template(str(s.plot), t_ref, Path(named).stem, "--plot", per_frame)
         not_an_input(plot_path, archive.files, "--plot")
+        _plot_not_output(plot_path, out_path)
 
     from nowcast.runtime import cpu_threads
 
@@ -174,6 +175,12 @@ def predict_to_file(
     extra = f" and {plot_path}" if plot_path is not None else ""
     log.info("forecast from %s: wrote %s%s in %.1f s", _horizon_text(fc, t_ref, cfg), out_path, extra, elapsed)
     return out_path
+
+
+def _plot_not_output(plot_path: Path, out_path: Path) -> None:
+    """Raise OutputError when the plot would overwrite the forecast file (the same resolved path)."""
+    if plot_path.resolve() == out_path.resolve():
+        raise OutputError(f"--plot {plot_path}: expected a path other than the forecast's (-o), found the same path")
 
 
 def _write_ensemble(

@@ -315,6 +315,12 @@ def watch(
 
     if poll_s <= 0 or settle_s < 0:
         raise NowcastError(f"--poll {poll_s:g} --settle {settle_s:g}: expected seconds > 0 and >= 0")
+    if settings.steps is not None and settings.steps < 1:
+        raise NowcastError(f"--steps {settings.steps}: expected a positive number of lead times")
+    if max_forecasts < 0:
+        raise NowcastError(
+            f"--max-forecasts {max_forecasts}: expected a number of forecasts >= 0 (0: run until stopped)"
+        )
     static = os.path.expanduser(pattern.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0])
     folder = Path(os.path.dirname(static) or ".")  # the directory part before any glob character
     if not folder.is_dir():

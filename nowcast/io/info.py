@@ -51,7 +51,15 @@ def _file_stats(rate: xr.DataArray) -> dict[str, float]:
 
 def _describe_file(path: str, variable: str | None) -> tuple[list[str], dict[str, float]]:
     rate, step = _open_rate(
-        path, variable=variable, units=None, zr_a=ZR_A, zr_b=ZR_B, time_step=None, frame_step=1, as_read=True
+        path,
+        variable=variable,
+        units=None,
+        zr_a=ZR_A,
+        zr_b=ZR_B,
+        time_step=None,
+        frame_step=1,
+        as_read=True,
+        forecasts=True,
     )
     stats = _file_stats(rate)
     a = rate.attrs

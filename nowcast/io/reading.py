@@ -135,6 +135,18 @@ def _open_dataset(path: Path) -> xr.Dataset:
         raise InputError(f"{path}: expected a decodable NetCDF file, found {first_line(exc)}") from None
 
 
+def _refuse_forecast(ds: xr.Dataset, path: Path) -> None:
+    """Raise if ``ds`` is a forecast written by nowcast (a ``source`` starting with "nowcast" and a
+    ``forecast_reference_time`` or ``forecast_period``): forecasts are never taken as observations."""
+    source = str(ds.attrs.get("source", ""))
+    if not source.startswith("nowcast"):
+        return
+    if "forecast_reference_time" in ds.variables or "forecast_period" in ds.variables:
+        raise InputError(
+            f"{path}: expected radar observations, found a nowcast forecast (written by {source.split(',')[0]})"
+        )
+
+
 def _several(ds: xr.Dataset, path: Path, names: list[str]) -> InputError:
     listed = ", ".join(f"{n} {_dims_text(ds[n].dims)}" for n in names)
     return InputError(
@@ -331,12 +343,16 @@ def _open_rate(
     time_step: int | None,
     frame_step: int | None = None,
     as_read: bool = False,
+    forecasts: bool = False,
 ) -> tuple[xr.DataArray, int]:
     """Rain rate (mm/h, lazy, negatives not yet masked) at ``time_step`` and the file's own step.
     ``nowcast info`` describes any sequence: ``frame_step``, seconds between numbered frames when
-    ``time_step`` is None; ``as_read``, values without units (or ``1``) taken as they are."""
+    ``time_step`` is None; ``as_read``, values without units (or ``1``) taken as they are; ``forecasts``, nowcast's own
+    forecasts read too (else refused)."""
     p = Path(path)
     ds = _open_dataset(p)
+    if not forecasts:
+        _refuse_forecast(ds, p)
     name = _select_variable(ds, p, variable)
     var = ds[name]
     where = f"{p}: variable '{name}'"
@@ -406,7 +422,7 @@ def _open_rate(
 def _no_data_error(da: xr.DataArray) -> InputError:
     return InputError(
         f"{da.attrs['source_file']}: variable '{da.attrs['variable']}': expected some valid rain rates, "
-        "found only NaN/_FillValue or negative values"
+        "found only NaN/_FillValue, infinite or negative values"
     )
 
 
@@ -426,10 +442,17 @@ def _scan(rate: xr.DataArray) -> None:
     x = rate.data
     try:
         if x.size <= _SCAN_LIMIT:
-            n_valid, n_negative = dask.compute((x >= 0).sum(), (x < 0).sum())
+            n_valid, n_negative = dask.compute(((x >= 0) & (x < np.inf)).sum(), (x < 0).sum())
         else:
             n_negative = None
-            n_valid = next((1 for i in range(0, x.shape[0], 8) if bool((x[i : i + 8] >= 0).any().compute())), 0)
+            n_valid = next(
+                (
+                    1
+                    for i in range(0, x.shape[0], 8)
+                    if bool(((x[i : i + 8] >= 0) & (x[i : i + 8] < np.inf)).any().compute())
+                ),
+                0,
+            )
     except (OSError, RuntimeError) as exc:
         raise _read_error(rate, exc) from None
     if int(n_valid) == 0:
@@ -479,7 +502,7 @@ def open_radar(
     xr.DataArray
         float32 mm/h, dask-backed with one frame per chunk, dims ``(time, y, x)`` or
         ``(time, channel, y, x)`` (lat/lon, latitude/longitude, rows/cols renamed to y/x). NaN = no data;
-        negative values become NaN. Keeps x/y (and lat/lon) coordinates and the grid-mapping variable
+        negative and infinite values become NaN. Keeps x/y (and lat/lon) coordinates and the grid-mapping variable
         as a scalar coordinate. ``attrs``: source_file, variable, standard_name, long_name, units
         (mm h-1), time_step (s, int), grid_mapping, cell_methods, input_title, input_institution, input_license,
         input_units / input_standard_name when converted; ``frame_numbers`` (the seconds per frame used)
@@ -502,7 +525,7 @@ def open_radar(
     rate, _ = _open_rate(path, variable=variable, units=units, zr_a=zr_a, zr_b=zr_b, time_step=time_step)
     if scan:
         _scan(rate)
-    masked = rate.where(rate >= 0)
+    masked = rate.where((rate >= 0) & (rate < np.inf))  # NaN, negative and +-Inf: no data
     masked.attrs = rate.attrs
     masked.encoding = {}
     return masked

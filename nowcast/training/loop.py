@@ -42,7 +42,7 @@ from nowcast.training.windows import (
     split_windows,
     training_batch,
 )
-from nowcast.errors import CheckpointError, ConfigError, InputError, TrainingDivergedError
+from nowcast.errors import CheckpointError, ConfigError, InputError, TrainingDivergedError, first_line
 from nowcast.io import Archive, open_archive, remove_stale_temporaries
 from nowcast.runtime import (
     DistInfo,
@@ -450,18 +450,46 @@ def _run_dir(config_name: str, run_dir: str | Path | None, resume: str | Path | 
     return Path("runs") / f"{config_name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
 
 
+def _check_weights(model: torch.nn.Module, state: dict[str, Any], path: Path) -> None:
+    """Raise CheckpointError (one line) when ``state`` does not fit ``model``: names, then shapes."""
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if set(own) != set(found):
+        key = sorted(set(own) ^ set(found))[0]
+        where = "the checkpoint" if key in found else "the configured model"
+        raise CheckpointError(
+            f"{path}: expected the weights of the configured model, found {key} only in {where} "
+            "(resume with the run's own model settings)"
+        )
+    for key, shape in own.items():
+        if found[key] != shape:
+            raise CheckpointError(
+                f"{path}: expected the weights of the configured model, found {key} of shape {list(found[key])} "
+                f"where the model has {list(shape)} (resume with the run's own model settings)"
+            )
+
+
+def _remove_stale(out: Path) -> None:
+    """Remove temporaries of checkpoints that a killed run was writing."""
+    for name in ("last.pt", "best.pt", "model.pt"):
+        for stale in remove_stale_temporaries(out / name, suffix=".pt", min_age_s=0.0):
+            log.info("removed %s, left by an interrupted write", stale)
+
+
 def _restore(run: _Run) -> None:
     """Continue ``run`` from its ``last.pt``: weights, optimizer, step, best validation loss, RNG."""
     last = run.out / "last.pt"
-    if run.info.main:  # temporaries of checkpoints a killed run was writing
-        for name in ("last.pt", "best.pt", "model.pt"):
-            for stale in remove_stale_temporaries(run.out / name, suffix=".pt", min_age_s=0.0):
-                log.info("removed %s, left by an interrupted write", stale)
     ckpt = load_checkpoint(last)
     if "training" not in ckpt:
         raise CheckpointError(f"{last}: expected a resumable training checkpoint, found an inference-only one")
-    run.model.load_state_dict(ckpt["state_dict"])
-    run.optimizer.load_state_dict(ckpt["training"]["optimizer"])
+    _check_weights(run.model, ckpt["state_dict"], last)
+    try:
+        run.model.load_state_dict(ckpt["state_dict"])
+        run.optimizer.load_state_dict(ckpt["training"]["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise CheckpointError(
+            f"{last}: expected a checkpoint of the configured model, found {first_line(exc)}"
+        ) from None
     run.start_step = int(ckpt["training"]["step"])
     run.earlier = ckpt.get("provenance") or None
     run.best_val = float(ckpt["training"].get("best_val", math.inf))
@@ -634,11 +662,6 @@ def run_training(
     cfg = _fix_frame_size(cfg, train_arc)
     data = _prepare_data(cfg, train_arc, val_arc, info)
     d, tr = cfg.data, cfg.train
-    if info.main:  # the data and the config fit: only now the run directory is created
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-        log.info("run directory: %s", out)
-
     torch.manual_seed(tr.seed)
     model = build_model(cfg.model, cfg.data).to(device)
     if device.type == "cuda":
@@ -646,7 +669,13 @@ def run_training(
     optimizer = torch.optim.AdamW(model.parameters(), lr=tr.lr, weight_decay=tr.weight_decay)
     run = _Run(cfg, out, info, device, data, model, optimizer)
     if resume is not None:
-        _restore(run)
+        _restore(run)  # refused before anything is written into the run directory
+    if info.main:  # the data, the config and a resumed checkpoint fit: only now the run directory is written
+        out.mkdir(parents=True, exist_ok=True)
+        if resume is not None:
+            _remove_stale(out)
+        save_config(cfg, out / "config.yaml")
+        log.info("run directory: %s", out)
     wrapped = model
     if info.distributed:
         wrapped = torch.nn.parallel.DistributedDataParallel(

@@ -25,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -39,7 +41,7 @@ from nowcast.nowcasts import baselines as bl
 from nowcast.verification import ensembles as ens
 from nowcast.verification import metrics
 from nowcast.config import EvalConfig, frame_size_problem, lead_times
-from nowcast.errors import InputError, NowcastError
+from nowcast.errors import ConfigError, InputError, NowcastError, OutputError
 from nowcast.io import Archive, data_time_step, iso_time, open_archive
 from nowcast.leads import check_horizon, forecast_steps, lead_text
 from nowcast.verification.reports import format_table, lead_indices, table_threshold, write_reports
@@ -440,6 +442,21 @@ class _Models:
     precision: str = "fp32"
 
 
+def _check_settings(s: EvaluateSettings) -> None:
+    """Raise (one line) before any work for thresholds that are not finite and > 0, or a report
+    directory that is an existing file or cannot be created or written."""
+    bad = [t for t in s.thresholds or () if not (math.isfinite(t) and t > 0)]
+    if bad:
+        raise ConfigError(f"--thresholds: expected finite rain rates > 0 (mm/h), found {', '.join(map(str, bad))}")
+    out = Path(s.out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out}: expected a report directory, found an existing file")
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        what = "not a directory" if not existing.is_dir() else "a directory that cannot be written"
+        raise OutputError(f"--out {out}: expected a writable report directory, found {existing} is {what}")
+
+
 def evaluate_files(inputs: Sequence[str | Path], s: EvaluateSettings = EvaluateSettings()) -> str:
     """``nowcast evaluate``: verify checkpoints and baselines on radar files, write the reports into
     ``s.out_dir`` and return the printed table (empty on torchrun ranks other than 0)."""
@@ -447,6 +464,7 @@ def evaluate_files(inputs: Sequence[str | Path], s: EvaluateSettings = EvaluateS
 
     if not inputs:
         raise NowcastError("evaluate: expected at least one radar file, found none")
+    _check_settings(s)
     check_horizon(s.steps, s.lead_s)
     deterministic, ens_methods = ens.split_baselines(s.baselines, s.ensemble)  # steps without members: an error
     for name in deterministic:  # unknown names fail before any work
