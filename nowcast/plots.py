@@ -380,6 +380,74 @@ def rain_panels(fields: Sequence[xr.DataArray], titles: Sequence[str], path: str
     return target
 
 
+PROBABILITY_LEVELS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+"""Classes of the probability maps: below 5 % is left white (as no rain is on the rain maps)."""
+
+
+def plot_probabilities(
+    observed: xr.DataArray,
+    members: xr.DataArray,
+    thresholds: Sequence[float],
+    path: str | Path,
+    *,
+    panels: int = 4,
+    title: str | None = None,
+) -> Path:
+    """A PNG for a warning forecaster: the last observed frame and the ensemble mean at ``panels`` lead
+    times (first row, rain colours), then per threshold (mm/h) the share of members at or above it at the
+    same lead times (one row each, 0-1, white below 5 %, grey where there is no data).
+
+    observed: (y, x) mm/h with its ``time``; members: (realization, time, y, x) mm/h as
+    ``ensemble_forecast.ensemble_members`` makes them. Written atomically.
+    """
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import BoundaryNorm
+    from matplotlib.figure import Figure
+
+    window = _coverage_window(observed)
+    observed, members = observed.isel(window), members.isel(window)
+    mean = members.mean("realization").assign_attrs(members.attrs)
+    shown = lead_panels(mean.sizes["time"], panels)
+    titles = panel_titles(observed, mean, shown)
+    ny, nx = observed.shape[-2:]
+    rows = 1 + len(thresholds)
+    fig = Figure(figsize=(3.0 * (len(shown) + 1) + 1.2, (3.0 * ny / nx + 0.5) * rows + 0.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, len(shown) + 1, sharex=True, sharey=True, squeeze=False)
+    image = draw_rain(axes[0, 0], observed, titles[0])
+    for col, i in enumerate(shown, start=1):
+        draw_rain(axes[0, col], mean.isel(time=i), f"mean of {members.sizes['realization']}, {titles[col]}")
+    add_rain_colorbar(fig, image, axes[0])
+    cmap = colormaps["YlOrRd"].copy()
+    cmap.set_under("white")
+    cmap.set_bad(NO_DATA_COLOUR)
+    norm = BoundaryNorm(list(PROBABILITY_LEVELS), cmap.N)
+    valid = np.isfinite(members.values).all(axis=0)  # (time, y, x)
+    for row, thr in enumerate(thresholds, start=1):
+        axes[row, 0].axis("off")
+        axes[row, 0].text(0.5, 0.5, f"chance of\n>= {thr:g} mm/h", ha="center", va="center", fontsize=11)
+        for col, i in enumerate(shown, start=1):
+            prob = np.where(valid[i], (members.values[:, i] >= thr).mean(axis=0), np.nan)
+            extent, origin, label = _extent(observed)
+            ax = axes[row, col]
+            img = ax.imshow(prob, cmap=cmap, norm=norm, extent=extent, origin=origin, interpolation="nearest")
+            draw_graticule(ax, observed)
+            ax.set_aspect("equal")
+            ax.tick_params(labelsize=7)
+            ax.set_xlabel(label, fontsize=7)
+            ax.set_title(f"P(rain >= {thr:g} mm/h), {titles[col].splitlines()[0]}", fontsize=9)
+        bar = fig.colorbar(img, ax=axes[row], ticks=[0.05, 0.2, 0.4, 0.6, 0.8, 1.0], fraction=0.025, pad=0.01)
+        bar.ax.set_yticklabels(["5 %", "20 %", "40 %", "60 %", "80 %", "100 %"], fontsize=7)
+    fig.suptitle(
+        title or f"ensemble nowcast from {_time_label(mean, mean['forecast_reference_time'].values)}", fontsize=11
+    )
+    target = Path(path)
+    with atomic_output(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    return target
+
+
 # ----------------------------------------------------------------------------------------------------
 # verification (``nowcast evaluate``)
 

@@ -159,18 +159,23 @@ def predict_to_file(
         net = loaded.model.to(dev)
         precision = resolve_precision("auto", dev)
         attrs = _global_attrs(rate, cfg, loaded, s.history, archive.files, t_ref)
+        members = None
         if s.ensemble is not None:
-            fc = _write_ensemble(frames, t_ref, rate, cfg, s, steps, velocity, out_path, attrs)
+            members = _write_ensemble(frames, t_ref, rate, cfg, s, steps, velocity, out_path, attrs)
+            fc = members.mean("realization").assign_attrs(members.attrs)
         else:
             fc = forecast_frames(frames, t_ref, rate, net, cfg, steps, dev, precision, velocity)
             write_forecast(fc, out_path, global_attrs=attrs, packed=_packed(s, cfg))
     if plot_path is not None:
-        from nowcast.plots import plot_forecast
+        from nowcast.plots import plot_forecast, plot_probabilities
 
         observed = rate.isel(time=-1).copy(data=frames[-1] if "channel" in rate.dims else frames[-1, 0])
         with output_lock(plot_path, s.lock_timeout_s):
             remove_stale_temporaries(plot_path, min_age_s=0.0)
-            plot_forecast(observed, fc, plot_path, model=cfg.model.name)
+            if members is not None and s.ensemble is not None:
+                plot_probabilities(observed, members, s.ensemble.thresholds[:2], plot_path)
+            else:
+                plot_forecast(observed, fc, plot_path, model=cfg.model.name)
     elapsed = time.perf_counter() - started
     extra = f" and {plot_path}" if plot_path is not None else ""
     log.info("forecast from %s: wrote %s%s in %.1f s", _horizon_text(fc, t_ref, cfg), out_path, extra, elapsed)
@@ -194,7 +199,7 @@ def _write_ensemble(
     out_path: Path,
     attrs: dict[str, object],
 ) -> xr.DataArray:
-    """Write ``s.ensemble``'s product of ``frames`` to ``out_path``; return the ensemble mean (for the plot)."""
+    """Write ``s.ensemble``'s product of ``frames`` to ``out_path``; return the members (for the plot)."""
     product = s.ensemble
     assert product is not None
     if "channel" in rate.dims:
@@ -208,7 +213,7 @@ def _write_ensemble(
         "S-PROG cascade with pySTEPS nonparametric noise; the model was not run"
     )
     write_ensemble(members, product.thresholds, out_path, global_attrs=attrs, packed=_packed(s, cfg))
-    return members.mean("realization").assign_attrs(members.attrs)
+    return members
 
 
 def _packed(s: PredictSettings, cfg: Config) -> bool:

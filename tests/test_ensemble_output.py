@@ -137,3 +137,34 @@ def test_predict_refuses_bad_probabilities(cli_runner, synth_and_model, tmp_path
     result = cli_runner.invoke(app, [*base, "--members", "-1"])
     assert result.exit_code == 2 and "--members" in result.stderr
     assert not (tmp_path / "x.nc").exists()
+
+
+def test_predict_members_plot_is_the_probability_map(cli_runner, synth_and_model, tmp_path) -> None:
+    """``--plot`` with ``--members``: the observed frame and the ensemble mean, then one row of exceedance
+    probabilities per threshold (the first two asked): a taller figure than a deterministic plot."""
+    from matplotlib.image import imread
+
+    from nowcast.cli import app
+
+    src, ckpt = synth_and_model
+    base = ["predict", str(src), "--model", str(ckpt), "--steps", "3"]
+    result = cli_runner.invoke(app, [*base, "-o", str(tmp_path / "d.nc"), "--plot", str(tmp_path / "d.png")])
+    assert result.exit_code == 0, result.stderr
+    result = cli_runner.invoke(
+        app,
+        [
+            *base,
+            "--members",
+            "4",
+            "--probabilities",
+            "1,10,30",
+            "-o",
+            str(tmp_path / "e.nc"),
+            "--plot",
+            str(tmp_path / "e.png"),
+        ],
+    )
+    assert result.exit_code == 0, result.stderr
+    deterministic, ensemble = imread(tmp_path / "d.png"), imread(tmp_path / "e.png")
+    rows = ensemble.shape[0] / ensemble.shape[1] / (deterministic.shape[0] / deterministic.shape[1])
+    assert 2.4 < rows < 3.6  # three rows of panels (rain, >= 1, >= 10) against one
