@@ -264,12 +264,17 @@ def synth(
             "(rain enhanced up to x5 over fixed hills).",
         ),
     ] = "none",
+    wind_scale: Annotated[
+        float, typer.Option(metavar="X", help="Factor on the wind speed (1: 1.2-3 pixels per 5 minutes).")
+    ] = 1.0,
 ) -> None:
     """Write a synthetic radar sequence of moving, growing and decaying rain cells."""
     with _errors():
         from nowcast.synth import write_synthetic
 
-        path = write_synthetic(out, frames=frames, size=size, step_s=step, seed=seed, growth=growth)
+        path = write_synthetic(
+            out, frames=frames, size=size, step_s=step, seed=seed, growth=growth, wind_scale=wind_scale
+        )
         log.info("wrote %s (%d frames of %dx%d, step %d s)", path, frames, size[0], size[1], step)
 
 

@@ -95,9 +95,11 @@ _EMBEDDED_FRACTION = 0.6  # share of convective cores born inside a living syste
 class _Wind:
     """A smooth, slowly varying velocity field in pixels per step: ``u`` along columns, ``v`` along rows."""
 
-    def __init__(self, rng: np.random.Generator, shape: tuple[int, int], step_s: int, n_modes: int = 3):
+    def __init__(
+        self, rng: np.random.Generator, shape: tuple[int, int], step_s: int, n_modes: int = 3, scale: float = 1.0
+    ):
         steps_per_hour = 3600.0 / step_s
-        self.speed = rng.uniform(1.2, 3.0) * step_s / 300.0  # 1.2-3 pixels per 5 minutes
+        self.speed = rng.uniform(1.2, 3.0) * step_s / 300.0 * scale  # 1.2-3 pixels per 5 minutes, times scale
         self.direction = rng.uniform(0.0, 2.0 * np.pi)
         self.turn = rng.normal(0.0, 0.15) / steps_per_hour  # rad per step (about 9 degrees per hour)
         extent = float(max(shape))
@@ -271,6 +273,7 @@ def synthetic_sequence(
     pixel_m: float = 1000.0,
     start: str = "2024-06-01T12:00",
     growth: str = "none",
+    wind_scale: float = 1.0,
 ) -> xr.Dataset:
     """Make a synthetic radar rain-rate sequence in the schema of the real radar files.
 
@@ -290,6 +293,8 @@ def synthetic_sequence(
         Time of the first frame, ISO 8601, UTC.
     growth : str
         ``none``, or ``orographic``: rain enhanced over fixed hills (see the module's docstring).
+    wind_scale : float
+        Factor on the wind speed (1: 1.2-3 pixels per 5 minutes); the cells and their lives are the same.
 
     Returns
     -------
@@ -308,6 +313,8 @@ def synthetic_sequence(
     height, width = _check(frames, size, step_s, pixel_m, seed)
     if growth not in GROWTHS:
         raise NowcastError(f"synthetic data: growth must be one of {', '.join(GROWTHS)}, found {growth!r}")
+    if not 0 < wind_scale <= 10:
+        raise NowcastError(f"synthetic data: wind_scale must be in (0, 10], found {wind_scale}")
     frames, step_s = int(frames), int(step_s)
     try:
         t_start = np.datetime64(start, "s")
@@ -315,7 +322,7 @@ def synthetic_sequence(
         raise NowcastError(f"synthetic data: start must be an ISO 8601 time, found {start!r}") from exc
     shape = (height, width)
     rng = np.random.default_rng(seed)
-    wind = _Wind(rng, shape, step_s)
+    wind = _Wind(rng, shape, step_s, scale=wind_scale)
     scale = float(np.clip(min(shape) / 256.0, 0.3, 1.5))
     spin_up = int(np.ceil(max(_SYSTEM.lifetime_min[1], _CORE.lifetime_min[1]) * 60.0 / step_s))
     systems = _draw_cells(rng, _SYSTEM, shape, frames, step_s, scale, spin_up)
@@ -471,9 +478,10 @@ def write_synthetic(
     step_s: int = 300,
     seed: int = 0,
     growth: str = "none",
+    wind_scale: float = 1.0,
 ) -> Path:
     """Write :func:`synthetic_sequence` to a NetCDF file atomically and return its path."""
-    ds = synthetic_sequence(frames=frames, size=size, step_s=step_s, seed=seed, growth=growth)
+    ds = synthetic_sequence(frames=frames, size=size, step_s=step_s, seed=seed, growth=growth, wind_scale=wind_scale)
     encoding = {name: dict(ds[name].encoding) for name in ("rainfall_rate", "time", "x", "y")}
     target = Path(path)
     with atomic_output(target, suffix=".nc") as tmp:

@@ -219,3 +219,15 @@ def test_orographic_growth_multiplies_the_same_rain_by_the_hills() -> None:
     assert (oro[:, top[0], top[1]] >= (OROGRAPHIC_BACKGROUND * (1 + OROGRAPHIC_GAIN * 0.95) - RAIN_OFFSET)).all()
     with pytest.raises(NowcastError, match="growth must be one of none, orographic"):
         synthetic_sequence(frames=2, size=(16, 16), growth="convective")
+
+
+def test_wind_scale_speeds_the_same_rain_up() -> None:
+    """``wind_scale``: the same draws, the wind (mean and perturbations) that many times faster."""
+    from nowcast.synth import _Wind
+
+    slow, fast = (_Wind(np.random.default_rng(4), (64, 64), 300, scale=s) for s in (1.0, 3.0))
+    cols, rows = np.array([5.0, 40.0]), np.array([10.0, 60.0])
+    for a, b in zip(slow(cols, rows, 2.0), fast(cols, rows, 2.0)):
+        np.testing.assert_allclose(b, 3.0 * a, rtol=1e-12)
+    with pytest.raises(NowcastError, match="wind_scale must be in"):
+        synthetic_sequence(frames=2, size=(16, 16), wind_scale=0.0)

@@ -30,7 +30,7 @@ def _nowcast(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "nowcast", *args], check=True)
 
 
-def _archive(out: Path, n_files: int) -> tuple[list[Path], Path]:
+def _archive(out: Path, n_files: int, wind: float) -> tuple[list[Path], Path]:
     """Training files (seeds 100..) and the test file (seed ``TEST_SEED``), made once."""
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -40,7 +40,7 @@ def _archive(out: Path, n_files: int) -> tuple[list[Path], Path]:
         if not path.exists():
             frames = 48 if seed == TEST_SEED else FRAMES
             _nowcast("-q", "synth", str(path), "--growth", "orographic", "--frames", str(frames), "--size", str(SIZE),
-                     str(SIZE), "--seed", str(seed))  # fmt: skip
+                     str(SIZE), "--seed", str(seed), "--wind-scale", str(wind))  # fmt: skip
         files.append(path)
     return files[:-1], files[-1]
 
@@ -61,8 +61,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--wind", type=float, default=1.0, help="--wind-scale of the synthetic files")
     args = ap.parse_args()
-    train_files, test_file = _archive(args.out, args.files)
+    train_files, test_file = _archive(args.out, args.files, args.wind)
     run = args.out / "run"
     sets = [
         f"data.files=[{','.join(map(str, train_files))}]",
@@ -81,7 +82,9 @@ def main() -> None:
     _nowcast("evaluate", str(test_file), "--model", str(run / "model.pt"), "--baselines",
              "persistence,extrapolation,sprog", "--out", str(ev), "--threads", str(args.threads))  # fmt: skip
     csi = mean_csi(ev / "metrics.csv")
-    print(f"machine: {cpu_summary()}; {args.steps} steps on {len(train_files)} files of {FRAMES} x {SIZE}^2")
+    print(
+        f"machine: {cpu_summary()}; {args.steps} steps on {len(train_files)} files of {FRAMES} x {SIZE}^2, wind x{args.wind:g}"
+    )
     for method, value in sorted(csi.items(), key=lambda kv: -kv[1]):
         print(f"  {method:14} mean CSI >= 1 mm/h, leads <= 60 min: {value:.3f}")
     ratio = csi["model"] / csi["sprog"]
