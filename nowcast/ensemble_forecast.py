@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import xarray as xr
 
-from nowcast.io import NS
+from nowcast.forecast import forecast_coords
 from nowcast.motion.flow import motion_field
 
 if TYPE_CHECKING:  # torch loads when an ensemble is made, not with predict: input errors are reported first
@@ -79,16 +79,8 @@ def ensemble_members(
     started = time.perf_counter()
     members = ensemble_forecast(x, velocity, steps, product.settings)  # (M, steps, H, W)
     log.debug("ensemble: %d members x %d steps in %.2f s", product.members, steps, time.perf_counter() - started)
-    lead = np.arange(1, steps + 1, dtype=np.int64) * int(time_step)
-    coords: dict[str, object] = {
-        "realization": ("realization", np.arange(product.members, dtype=np.int32)),
-        "time": ("time", (t_ref + lead * NS).astype("datetime64[ns]"), {"standard_name": "time", "axis": "T"}),
-        "forecast_period": ("time", lead.astype("timedelta64[s]").astype("timedelta64[ns]")),
-        "forecast_reference_time": ((), np.datetime64(t_ref, "ns"), {"standard_name": "forecast_reference_time"}),
-    }
-    for name, coord in like.coords.items():
-        if "time" not in coord.dims and name not in coords:
-            coords[str(name)] = coord.variable
+    coords = forecast_coords(t_ref, steps, time_step, like)
+    coords["realization"] = ("realization", np.arange(product.members, dtype=np.int32))
     out = xr.DataArray(members, dims=("realization", *like.dims), coords=coords, name=like.name, attrs=dict(like.attrs))
     out.attrs["time_step"] = int(time_step)
     return out

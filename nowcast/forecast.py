@@ -43,6 +43,7 @@ def forecast_array(
     precision: str = "fp32",
     time_step: float | None = None,
     velocity: np.ndarray | None = None,
+    displacement: torch.Tensor | None = None,
 ) -> np.ndarray:
     """Forecast ``steps`` frames from observed rain rates.
 
@@ -59,7 +60,8 @@ def forecast_array(
     Lagrangian models (``model.frame``): motion from ``motion.motion_field`` on each sample's input
     frames, or ``velocity`` (B, 2, H, W) px per step when the caller has computed it; input frame
     t_last - j is advected j steps forward into the frame of the last observation, the network
-    forecasts there, and its forecast k (in mm/h) is advected k steps forward.
+    forecasts there, and its forecast k (in mm/h) is advected k steps forward; ``displacement``
+    (B, steps, 2, H, W): ``motion.displacements`` of ``velocity`` when the caller has computed them.
     """
     import torch
 
@@ -90,7 +92,7 @@ def forecast_array(
             pred = torch.where(last_ok, pred, torch.full((), float("nan")))
             if getattr(cfg, "probmatching", "none") == "cdf_lagrangian":  # same pixels as the last frame here
                 pred = torch.from_numpy(match_forecast(pred.numpy(), frames[:, -1]))
-            pred = from_lagrangian(pred, velocity.cpu())
+            pred = from_lagrangian(pred, velocity.cpu(), displacement)
     nodata = ~np.isfinite(frames[:, -1:])  # (B, 1, C, H, W)
     pred_np = np.where(nodata, np.float32(np.nan), pred.numpy()).astype(np.float32)
     if getattr(cfg, "probmatching", "none") == "cdf":
@@ -98,7 +100,9 @@ def forecast_array(
     return pred_np
 
 
-def nodata_status(last: np.ndarray, steps: int, velocity: np.ndarray | None = None) -> np.ndarray:
+def nodata_status(
+    last: np.ndarray, steps: int, velocity: np.ndarray | None = None, displacement: torch.Tensor | None = None
+) -> np.ndarray:
     """Why forecast pixels have no value: (steps, C, H, W) int8 of ``io.STATUS_FLAGS``.
 
     ``last``: the last observed frame (C, H, W) mm/h, NaN = no data. ``velocity``: the motion (2, H, W)
@@ -106,7 +110,7 @@ def nodata_status(last: np.ndarray, steps: int, velocity: np.ndarray | None = No
     ``last`` has no data there or (Lagrangian) where the rain arriving there after k steps comes from a
     pixel without data; ``STATUS_OUTSIDE`` where it comes from outside the grid (not observed); else
     ``STATUS_FORECAST``. The same advection as ``forecast_array``'s, so a forecast is NaN exactly where
-    this is not ``STATUS_FORECAST``.
+    this is not ``STATUS_FORECAST``; ``displacement`` (steps, 2, H, W): its trajectories, if computed.
     """
     nodata = ~np.isfinite(last)  # (C, H, W)
     status = np.zeros((steps, *last.shape), dtype=np.int8)
@@ -115,7 +119,9 @@ def nodata_status(last: np.ndarray, steps: int, velocity: np.ndarray | None = No
 
         from nowcast.motion.advection import displacements, outside, warp
 
-        disp = displacements(torch.from_numpy(np.asarray(velocity, np.float32))[None], steps)[0]  # (steps, 2, H, W)
+        if displacement is None:
+            displacement = displacements(torch.from_numpy(np.asarray(velocity, np.float32))[None], steps)[0]
+        disp = displacement  # (steps, 2, H, W)
         if nodata.any():  # rain arriving from pixels without data
             probe = torch.from_numpy(np.where(nodata, np.float32(np.nan), np.float32(0.0))[None])  # (1, C, H, W)
             for k in range(steps):
@@ -285,6 +291,26 @@ def input_frames(
     return _checked_frames(rate, idx, d.time_step), idx
 
 
+def forecast_coords(t_ref: int, steps: int, time_step: int, like: xr.DataArray) -> dict[str, object]:
+    """Coordinates of a forecast of ``steps`` lead times ``time_step`` s apart from ``t_ref`` (ns since
+    1970): valid ``time``, ``forecast_period``, scalar ``forecast_reference_time``, and ``like``'s
+    coordinates that do not depend on time (the grid, its grid mapping)."""
+    lead = np.arange(1, steps + 1, dtype=np.int64) * int(time_step)
+    coords: dict[str, object] = {
+        "time": ("time", (t_ref + lead * NS).astype("datetime64[ns]"), {"standard_name": "time", "axis": "T"}),
+        "forecast_period": (
+            "time",
+            lead.astype("timedelta64[s]").astype("timedelta64[ns]"),
+            {"standard_name": "forecast_period"},
+        ),
+        "forecast_reference_time": ((), np.datetime64(t_ref, "ns"), {"standard_name": "forecast_reference_time"}),
+    }
+    for name, coord in like.coords.items():
+        if "time" not in coord.dims and name not in coords:
+            coords[str(name)] = coord.variable
+    return coords
+
+
 def forecast_frames(
     frames: np.ndarray,
     t_ref: int,
@@ -303,8 +329,14 @@ def forecast_frames(
     rate = like
     steps = forecast_steps(steps, None, d.time_step, d.out_frames, in_frames_only=counts_frames(like, config))
     started = time.perf_counter()
-    if velocity is None and config.model.frame == "lagrangian":
-        velocity = motion_field(frames)
+    disp = None
+    if config.model.frame == "lagrangian":  # trajectories once, for the forecast and its status
+        import torch
+
+        from nowcast.motion.advection import displacements
+
+        velocity = motion_field(frames) if velocity is None else velocity
+        disp = displacements(torch.from_numpy(np.asarray(velocity, np.float32))[None], steps)  # (1, steps, 2, H, W)
     out = forecast_array(
         model,
         Transform.from_config(config),
@@ -314,8 +346,9 @@ def forecast_frames(
         precision=precision,
         time_step=d.time_step,
         velocity=None if velocity is None else velocity[None],
+        displacement=disp,
     )
-    status = nodata_status(frames[-1], steps, velocity)  # (steps, C, H, W)
+    status = nodata_status(frames[-1], steps, velocity, None if disp is None else disp[0])  # (steps, C, H, W)
     log.debug(
         "model forward: %d x %s frames -> %d steps in %.2f s",
         frames.shape[0],
@@ -326,19 +359,7 @@ def forecast_frames(
     out = out[0] if "channel" in rate.dims else out[0, :, 0]  # (steps, [C,] H, W)
     status = status if "channel" in rate.dims else status[:, 0]
 
-    lead = np.arange(1, steps + 1, dtype=np.int64) * d.time_step
-    coords: dict[str, object] = {
-        "time": ("time", (t_ref + lead * NS).astype("datetime64[ns]"), {"standard_name": "time", "axis": "T"}),
-        "forecast_period": (
-            "time",
-            lead.astype("timedelta64[s]").astype("timedelta64[ns]"),
-            {"standard_name": "forecast_period"},
-        ),
-        "forecast_reference_time": ((), np.datetime64(t_ref, "ns"), {"standard_name": "forecast_reference_time"}),
-    }
-    for name, coord in rate.coords.items():
-        if "time" not in coord.dims and name not in coords:
-            coords[str(name)] = coord.variable
+    coords = forecast_coords(t_ref, steps, d.time_step, rate)
     coords[STATUS] = (rate.dims, status)
     result = xr.DataArray(out, dims=rate.dims, coords=coords, name=rate.name, attrs=dict(rate.attrs))
     result.attrs["time_step"] = d.time_step

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from nowcast.motion.advection import displacements
 from nowcast.motion.lagrangian import from_lagrangian, to_lagrangian
 from nowcast.nowcasts import SPROG_AR_ORDER, SPROG_LEVELS
 from nowcast.nowcasts.cascade import lag_correlation, match_last, ar2_parameters, decompose
@@ -185,13 +186,14 @@ def ensemble_forecast(
         reach = from_lagrangian(dry.contiguous(), vel)[0, :, 0].numpy()
         return np.broadcast_to(reach, (s.members, steps, h, w)).astype(np.float32)
     gens = member_generators(s.seed, s.members)
+    disp = displacements(vel, steps)  # (1, steps, 2, H, W): once for every chunk of members
     chunk = s.chunk or s.members
     out = np.empty((s.members, steps, h, w), dtype=np.float32)
     for start in range(0, s.members, chunk):
         dbr = perturbed_cascade(lag, steps, gens[start : start + chunk], s.levels)  # (n, steps, H, W)
         rate = torch.where(dbr >= WET_DBR, 10.0 ** (dbr / 10.0), 0.0)
         rate = torch.where(last_ok, rate, float("nan"))
-        out[start : start + chunk] = from_lagrangian(rate.transpose(0, 1)[None], vel)[0].transpose(0, 1).numpy()
+        out[start : start + chunk] = from_lagrangian(rate.transpose(0, 1)[None], vel, disp)[0].transpose(0, 1).numpy()
     return out
 
 

@@ -221,7 +221,7 @@ def merge(a: Scores, b: Scores) -> Scores:
     )
 
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+def safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """num / den as float64, NaN where den is zero."""
     num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
     out = np.full(np.broadcast(num, den).shape, np.nan)
@@ -245,27 +245,27 @@ def compute(scores: Scores) -> dict[str, np.ndarray]:
     c = scores.misses.astype(np.float64)
     d = scores.correct_negatives.astype(np.float64)
     n = a + b + c + d
-    ar = _ratio((a + b) * (a + c), n)
+    ar = safe_ratio((a + b) * (a + c), n)
     out = {
-        "CSI": _ratio(a, a + b + c),
-        "POD": _ratio(a, a + c),
-        "FAR": _ratio(b, a + b),
-        "HSS": _ratio(2.0 * (a * d - b * c), (a + c) * (c + d) + (a + b) * (b + d)),
-        "ETS": _ratio(a - ar, a + b + c - ar),
-        "BIAS": _ratio(a + b, a + c),
+        "CSI": safe_ratio(a, a + b + c),
+        "POD": safe_ratio(a, a + c),
+        "FAR": safe_ratio(b, a + b),
+        "HSS": safe_ratio(2.0 * (a * d - b * c), (a + c) * (c + d) + (a + b) * (b + d)),
+        "ETS": safe_ratio(a - ar, a + b + c - ar),
+        "BIAS": safe_ratio(a + b, a + c),
     }
     out.update({k: getattr(scores, k).copy() for k in COUNTS})
     m = scores.n
-    out["MSE"] = _ratio(scores.sum_sq_err, m)
-    out["MAE"] = _ratio(scores.sum_abs_err, m)
-    out["ME"] = _ratio(scores.sum_err, m)
+    out["MSE"] = safe_ratio(scores.sum_sq_err, m)
+    out["MAE"] = safe_ratio(scores.sum_abs_err, m)
+    out["ME"] = safe_ratio(scores.sum_err, m)
     cov = m * scores.sum_obs_fc - scores.sum_fc * scores.sum_obs
     var_f = np.maximum(m * scores.sum_fc2 - scores.sum_fc**2, 0.0)
     var_o = np.maximum(m * scores.sum_obs2 - scores.sum_obs**2, 0.0)
-    out["CORR"] = np.clip(_ratio(cov, np.sqrt(var_f * var_o)), -1.0, 1.0)
+    out["CORR"] = np.clip(safe_ratio(cov, np.sqrt(var_f * var_o)), -1.0, 1.0)
     out["n"] = m.copy()
     if scores.fss_scales:
-        out["FSS"] = 1.0 - _ratio(scores.fss_sq_diff, scores.fss_sq_ref)
+        out["FSS"] = 1.0 - safe_ratio(scores.fss_sq_diff, scores.fss_sq_ref)
     return out
 
 

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from nowcast.units import RAIN_THRESHOLD
-from nowcast.verification.metrics import COMPARISONS, COUNTS
+from nowcast.verification.metrics import COMPARISONS, COUNTS, safe_ratio
 
 PER_LEAD = ("CRPS", "SPREAD", "RMSE_MEAN", "SPREAD_SKILL")
 """Scores per lead, in the order ``to_rows`` writes them."""
@@ -214,13 +214,6 @@ def merge(a: ProbScores, b: ProbScores) -> ProbScores:
     return ProbScores(a.thresholds, a.leads, a.members, a.comparison, a.n_bins, a.rank_min, **totals)
 
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
-    out = np.full(np.broadcast(num, den).shape, np.nan)
-    np.divide(num, den, out=out, where=den != 0)
-    return out
-
-
 def reliability(s: ProbScores) -> dict[str, np.ndarray]:
     """Reliability diagram: ``prob`` (mean forecast probability), ``freq`` (observed frequency) and
     ``count`` per bin, each (leads, n_thresholds, n_bins); NaN in empty bins."""
@@ -231,8 +224,8 @@ def reliability(s: ProbScores) -> dict[str, np.ndarray]:
     total = (s.event_yes + s.event_no).astype(np.float64)
     count = total @ onehot
     return {
-        "prob": _ratio((total * p) @ onehot, count),
-        "freq": _ratio(s.event_yes.astype(np.float64) @ onehot, count),
+        "prob": safe_ratio((total * p) @ onehot, count),
+        "freq": safe_ratio(s.event_yes.astype(np.float64) @ onehot, count),
         "count": count,
     }
 
@@ -241,8 +234,8 @@ def _roc_area(s: ProbScores) -> np.ndarray:
     """Area under the ROC curve of the decisions p >= k / M: (leads, n_thresholds)."""
     hits = np.cumsum(s.event_yes[..., ::-1], -1)[..., ::-1].astype(np.float64)  # k..M members: p >= k / M
     false = np.cumsum(s.event_no[..., ::-1], -1)[..., ::-1].astype(np.float64)
-    pod = _ratio(hits, hits[..., :1])  # k = 0: everything, POD = POFD = 1
-    pofd = _ratio(false, false[..., :1])
+    pod = safe_ratio(hits, hits[..., :1])  # k = 0: everything, POD = POFD = 1
+    pofd = safe_ratio(false, false[..., :1])
     zero = np.zeros((*pod.shape[:-1], 1))
     pod, pofd = np.concatenate([pod, zero], -1), np.concatenate([pofd, zero], -1)
     return ((pofd[..., :-1] - pofd[..., 1:]) * (pod[..., :-1] + pod[..., 1:]) / 2.0).sum(-1)
@@ -255,20 +248,20 @@ def compute(s: ProbScores) -> dict[str, np.ndarray]:
     yes, no = s.event_yes.astype(np.float64), s.event_no.astype(np.float64)
     p = np.arange(s.members + 1) / s.members
     n_events = (yes + no).sum(-1)
-    bs = _ratio((yes * (p - 1.0) ** 2 + no * p**2).sum(-1), n_events)
-    obar = _ratio(yes.sum(-1), n_events)
-    rmse = np.sqrt(_ratio(s.sq_err_mean, s.n))
+    bs = safe_ratio((yes * (p - 1.0) ** 2 + no * p**2).sum(-1), n_events)
+    obar = safe_ratio(yes.sum(-1), n_events)
+    rmse = np.sqrt(safe_ratio(s.sq_err_mean, s.n))
     factor = (s.members + 1) / s.members if s.members > 1 else math.nan
-    spread = np.sqrt(factor * _ratio(s.var_sum, s.n))
+    spread = np.sqrt(factor * safe_ratio(s.var_sum, s.n))
     rel = reliability(s)
     return {
-        "CRPS": _ratio(s.crps_sum, s.n),
+        "CRPS": safe_ratio(s.crps_sum, s.n),
         "SPREAD": spread,
         "RMSE_MEAN": rmse,
-        "SPREAD_SKILL": _ratio(spread, rmse),
+        "SPREAD_SKILL": safe_ratio(spread, rmse),
         "n": s.n.copy(),
         "BS": bs,
-        "BSS": 1.0 - _ratio(bs, obar * (1.0 - obar)),
+        "BSS": 1.0 - safe_ratio(bs, obar * (1.0 - obar)),
         "ROC_AUC": _roc_area(s),
         "REL_PROB": rel["prob"],
         "REL_FREQ": rel["freq"],
