@@ -371,6 +371,12 @@ class Watcher:
         if self.pending is not None and self.pending.t_ref > job.t_ref:
             log.warning("no forecast written from %s: %s", iso_time(job.t_ref), first_line(exc))
             return
+        if self.pending is not None and self.pending.t_ref < job.t_ref:
+            log.warning(
+                "forecast from %s never written: superseded by the one from %s",
+                iso_time(self.pending.t_ref),
+                iso_time(job.t_ref),
+            )
         again = self.pending is not None and self.pending.t_ref == job.t_ref
         (log.debug if again else log.warning)(
             "no forecast written from %s: %s; trying again every %g s",

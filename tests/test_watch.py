@@ -332,6 +332,25 @@ def test_a_forecast_that_could_not_be_written_is_written_when_the_directory_reco
     assert w.poll_once() is None and w.pending is None
 
 
+def test_a_newer_frame_supersedes_a_forecast_not_written(tmp_path, feed, loaded, caplog, monkeypatch):
+    """Latest wins here too: one pending forecast at most, the newest; the one given up is said so."""
+    caplog.set_level(logging.INFO, logger="nowcast")
+    feed("a.nc", 0, frames=4)
+    w = _watcher(tmp_path, loaded, retry_s=0.0)
+    with monkeypatch.context() as m:
+        _no_space(m)
+        assert w.poll_once() is None
+        feed("b.nc", 4)
+        assert w.poll_once() is None
+    assert any(
+        "12:15:00Z never written: superseded by the one from 2021-06-01T12:20:00Z" in r.getMessage()
+        for r in caplog.records
+    )
+    assert w.poll_once() == tmp_path / "fc" / "fc_202106011220.nc"
+    assert _outputs(tmp_path) == [".nowcast.lock", "fc_202106011220.nc"]
+    assert read_state(tmp_path / "state.json") == int((T0 + np.timedelta64(20, "m")).astype(np.int64))
+
+
 def test_a_pending_write_waits_retry_seconds(tmp_path, feed, loaded, monkeypatch):
     feed("a.nc", 0, frames=4)
     now = [time.time()]
