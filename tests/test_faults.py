@@ -1,5 +1,7 @@
-"""Faults of issue 29 item 10: forecasts never read as radar, -o equal to --plot, infinite input
-values, a refused --resume, and settings validated before any work (train, evaluate, watch)."""
+"""Faults found by the fault corpus: forecasts never read as radar, -o equal to --plot, infinite input
+values, a refused --resume, settings validated before any work (train, evaluate, watch), the output
+lock free while a forecast is computed, grids too small to forecast, and a full disk under a checkpoint.
+(The watcher's faults around time and unwritable outputs are in tests/test_watch.py.)"""
 
 from __future__ import annotations
 
