@@ -80,9 +80,10 @@ class _Seen:
     step: int = 0
     """Seconds between its frames as read (the model's step, or the file's own for a model of any step)."""
     rate: xr.DataArray | None = None
-    """The file as opened, kept while its frames may be an input; read into memory once they are."""
+    """The file as opened: lazily until the end of the poll that opened it, or its frames read into
+    memory (at first sight of a young file, or once they are an input), kept while they are an input."""
     read: bool = False
-    """Whether ``rate``'s values are in memory."""
+    """Whether ``rate``'s frames are in memory."""
 
 
 @dataclass
@@ -180,8 +181,8 @@ class Watcher:
     # -- files -----------------------------------------------------------------------------------
 
     def _open(self, path: str, key: tuple[int, int], read: bool) -> _Seen:
-        """``path`` opened as ``predict`` opens it: its frame times and step, and its frames (``read``:
-        into memory now); InputError if unusable."""
+        """``path`` opened as ``predict`` opens it: its frame times and step, and (``read``) its frames,
+        read into memory now and kept; InputError if unusable."""
         d = self.loaded.config.data
         rate = open_radar(
             path,
@@ -269,17 +270,23 @@ class Watcher:
                 continue
             try:
                 if seen.rate is None:
-                    seen.rate = self._open(path, seen.key, read=False).rate
-                if not seen.read:
-                    assert seen.rate is not None
+                    seen.rate = self._open(path, seen.key, read=True).rate
+                elif not seen.read:
                     seen.rate.load()
-                    seen.read = True
+                seen.read = True
             except Exception:  # noqa: BLE001 - predict reads it again and reports it
                 log.debug("%s: not read ahead", path, exc_info=True)
                 seen.rate, seen.read = None, False
                 continue
             opened[path] = seen.rate
         return opened
+
+    def _let_go(self) -> None:
+        """Forget the files opened lazily by this poll (their frames were not needed): only frames read
+        into memory outlive a poll, so a folder of many files costs no open handles between polls."""
+        for seen in self.seen.values():
+            if not seen.read:
+                seen.rate = None
 
     def _inputs(self, t_ref: int, holder: str) -> list[str]:
         """The usable files holding frames of the input window that ends at ``t_ref`` (a frame of
@@ -299,6 +306,13 @@ class Watcher:
         of all usable files if it is newer than the last reference time forecast (so a forecast that
         failed for want of a late frame is made once that frame arrives). A forecast that could not be
         written is written again first, when its time has come. Returns the last file written, or None."""
+        try:
+            return self._poll()
+        finally:
+            self._let_go()
+
+    def _poll(self) -> Path | None:
+        """``poll_once`` itself."""
         fresh = self._look()
         written = self._retry()
         if not fresh:
