@@ -152,8 +152,9 @@ def make_forecast(
 
     Arguments as ``predict_to_file``; ``opened``: input files the caller has already opened as
     ``predict`` opens them (``io.open_radar`` at the model's step, ``scan=False``; ``watch`` keeps the
-    frames it has read), by path: they are used instead of opening the files again. Creates the output
-    directory and checks that it is writable (OutputError) before the forecast is computed.
+    frames it has read), by path: they are used instead of opening the files again. Checks that the
+    outputs could be written (``io.check_writable``: OutputError), creating nothing, before the forecast
+    is computed.
     """
     s = settings
     started = time.perf_counter()
