@@ -463,9 +463,14 @@ def watch(
         typer.Option(metavar="MINUTES", help="Skip (one log line) a newest frame older than this many minutes."),
     ] = None,
     variable: Annotated[Optional[str], typer.Option(metavar="NAME", help="Input data variable.")] = None,
-    poll: Annotated[float, typer.Option(metavar="SECONDS", help="Seconds between looks at the files.")] = 1.0,
+    poll: Annotated[float, typer.Option(metavar="SECONDS", help="Seconds between looks at the files.")] = 0.25,
     settle: Annotated[
-        float, typer.Option(metavar="SECONDS", help="A file is read once it has not changed for this long (complete).")
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            help="A new file is read at once; one that fails to read while younger than this (mtime) is taken "
+            "as still being written and looked at again.",
+        ),
     ] = 1.0,
     state: Annotated[
         Optional[Path],

@@ -247,11 +247,31 @@ FIXED_SIZE_KINDS = ("fc_lstm", "cnn_lstm")
 """Model kinds whose weights depend on the frame size (``model.frame_size``)."""
 
 
+MIN_GRID = 2
+"""Fewest pixels along y and along x of a grid to forecast on: Lucas-Kanade and the bilinear advection
+need a neighbour in each direction."""
+
+
+def grid_problem(shape: tuple[int, ...]) -> str | None:
+    """Why frames of ``shape`` (..., H, W) are too small for any forecast (``MIN_GRID``), or None."""
+    h, w = shape[-2:]
+    if min(h, w) >= MIN_GRID:
+        return None
+    return (
+        f"expected a grid of at least {MIN_GRID} x {MIN_GRID} pixels (motion and advection need neighbours), "
+        f"found {h} x {w}"
+    )
+
+
 def frame_size_problem(model: ModelConfig, shape: tuple[int, ...]) -> str | None:
     """Why frames of ``shape`` (..., H, W) cannot go through ``model``, or None when they can.
 
-    Only fc_lstm and cnn_lstm have a fixed frame size; the message names the size expected and found.
+    Any grid smaller than ``MIN_GRID`` pixels along y or x (``grid_problem``); and fc_lstm and cnn_lstm
+    have a fixed frame size: the message names the size expected and found.
     """
+    small = grid_problem(shape)
+    if small:
+        return small
     if not model.frame_size or tuple(shape[-2:]) == tuple(model.frame_size):
         return None
     h, w = model.frame_size

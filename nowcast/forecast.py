@@ -27,6 +27,9 @@ from nowcast.motion.flow import motion_field
 from nowcast.nowcasts.probmatch import match_forecast
 from nowcast.transforms import Transform
 
+_WARP_VALUES = 1 << 24
+"""Pixel values warped at once by ``nodata_status`` (a few lead times of a large grid, all of a small one)."""
+
 if TYPE_CHECKING:  # torch loads with the model, not with this module: input errors are reported first
     import torch
 
@@ -82,7 +85,7 @@ def forecast_array(
             if velocity is None:
                 velocity = np.stack([motion_field(f) for f in frames])
             velocity = torch.from_numpy(np.asarray(velocity, dtype=np.float32)).to(device)  # (B, 2, H, W)
-            xt = to_lagrangian(xt, velocity)
+            xt = to_lagrangian(xt, velocity, displacement=None if displacement is None else displacement.to(device))
         xt = torch.nan_to_num(xt, nan=0.0)
         with autocast(device, precision):
             out = model(xt, steps, time_step, batched_input=device.type != "cpu")
@@ -122,10 +125,13 @@ def nodata_status(
         if displacement is None:
             displacement = displacements(torch.from_numpy(np.asarray(velocity, np.float32))[None], steps)[0]
         disp = displacement  # (steps, 2, H, W)
-        if nodata.any():  # rain arriving from pixels without data
+        if nodata.any():  # rain arriving from pixels without data: every lead time in one batched warp
             probe = torch.from_numpy(np.where(nodata, np.float32(np.nan), np.float32(0.0))[None])  # (1, C, H, W)
-            for k in range(steps):
-                status[k][np.isnan(warp(probe, disp[k : k + 1])[0].numpy())] = STATUS_NO_DATA
+            chunk = max(1, _WARP_VALUES // probe.numel())  # lead times per warp: memory bounded on large grids
+            for k in range(0, steps, chunk):
+                part = disp[k : k + chunk]
+                reached = warp(probe.expand(part.shape[0], *probe.shape[1:]), part).numpy()  # (chunk, C, H, W)
+                status[k : k + chunk][np.isnan(reached)] = STATUS_NO_DATA
         status[np.broadcast_to(outside(disp).numpy()[:, None], status.shape)] = STATUS_OUTSIDE
     status[:, nodata] = STATUS_NO_DATA
     return status

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import xarray as xr
@@ -23,6 +23,7 @@ from nowcast.errors import InputError, OutputError, StaleInputError
 from nowcast.forecast import counts_frames, forecast_frames, input_frames, parse_time, source_name
 from nowcast.io import (
     FORECAST_REFERENCES,
+    Archive,
     write_ensemble,
     NS,
     data_time_step,
@@ -31,7 +32,9 @@ from nowcast.io import (
     open_archive,
     output_lock,
     remove_stale_temporaries,
+    segments,
     times_ns,
+    check_writable,
     write_forecast,
 )
 from nowcast.io.paths import expand_template, not_an_input, output_path
@@ -99,31 +102,72 @@ def predict_to_file(
     ``{stem}`` (default the first input file).
 
     Returns the path written. Logs exactly one INFO line (reference time, output, wall time).
-    The input files are only read. The output is written atomically under ``output_lock``: it is
-    the previous complete file or the new complete one at every moment. The input is checked against
-    the checkpoint's stored config (read without torch) before torch and the model are loaded, so a
-    bad input fails in about a second.
+    The input files are only read. The output is written atomically under ``output_lock``, taken for
+    the write only: it is the previous complete file or the new complete one at every moment. The input
+    is checked against the checkpoint's stored config (read without torch) before torch and the model
+    are loaded, so a bad input fails in about a second.
+    """
+    made = make_forecast(inputs, settings, loaded=loaded, at=at, now=now, stem_of=stem_of)
+    return write_forecast_files(made, settings.lock_timeout_s)
+
+
+@dataclass
+class MadeForecast:
+    """A forecast computed and not yet written; ``write_forecast_files`` writes it (``watch`` keeps it
+    and writes it again when its output directory was full or read-only)."""
+
+    out_path: Path
+    plot_path: Path | None
+    forecast: xr.DataArray
+    """The forecast (an ensemble's mean for an ensemble product)."""
+    members: xr.DataArray | None
+    """An ensemble's members (``settings.ensemble``), else None."""
+    observed: xr.DataArray
+    """The last observed frame (the plot's first panel)."""
+    attrs: dict[str, object]
+    """The file's global attributes beyond those the writer derives."""
+    packed: bool
+    thresholds: tuple[float, ...]
+    """The ensemble's exceedance thresholds (mm/h); () for a deterministic forecast."""
+    model_name: str
+    horizon: str
+    """'2024-11-26T02:00:00Z, +60 min (12 steps of 5 min)': the log line's description."""
+    started: float
+    """``time.perf_counter()`` when the forecast was started (the log line's wall time)."""
+    parts: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Seconds spent per part (read, motion, network, write): the debug line of where the time went."""
+
+
+def make_forecast(
+    inputs: Sequence[str | Path],
+    settings: PredictSettings = PredictSettings(),
+    *,
+    loaded: LoadedModel | None = None,
+    at: str | None = None,
+    now: datetime | None = None,
+    stem_of: str | Path | None = None,
+    opened: Mapping[str, xr.DataArray] | None = None,
+) -> MadeForecast:
+    """``predict_to_file`` up to the write: every check, then the forecast in memory.
+
+    Arguments as ``predict_to_file``; ``opened``: input files the caller has already opened as
+    ``predict`` opens them (``io.open_radar`` at the model's step, ``scan=False``; ``watch`` keeps the
+    frames it has read), by path: they are used instead of opening the files again. Checks that the
+    outputs could be written (``io.check_writable``: OutputError), creating nothing, before the forecast
+    is computed.
     """
     s = settings
     started = time.perf_counter()
-    cfg, loaded, ckpt_path = _model_config(inputs, s, loaded)
+    cfg, loaded, ckpt_path = _model_config(inputs, s, loaded, opened)
     d = cfg.data
-    archive = open_archive(
-        [str(p) for p in inputs],
-        time_step=d.time_step,
-        variable=s.variable or d.variable,
-        units=d.units,
-        zr_a=d.zr_a,
-        zr_b=d.zr_b,
-        scan=False,
-    )
+    archive = _open_inputs(inputs, cfg, s.variable, opened)
     newest_seg = max(archive.segments, key=lambda seg: int(times_ns(seg)[-1]))
     newest = int(times_ns(newest_seg)[-1])
     if s.max_age_min is not None:
         _check_age(newest, float(s.max_age_min), now, source_name(newest_seg))
     t_ref = newest if at is None else parse_time(at)
     rate = _window(archive.segments, t_ref, d.in_frames, d.time_step)
-    # the one check of the input, and its one read, before creating anything or waiting for a lock
+    # the one check of the input, and its one read, before creating anything
     frames, idx = input_frames(rate, cfg, t_ref)
     rate = rate.isel(time=idx)
     steps = forecast_steps(s.steps, s.lead_s, d.time_step, d.out_frames, in_frames_only=counts_frames(rate, cfg))
@@ -135,51 +179,109 @@ def predict_to_file(
         plot_path = expand_template(str(s.plot), t_ref, Path(named).stem, "--plot", per_frame)
         not_an_input(plot_path, archive.files, "--plot")
         _plot_not_output(plot_path, out_path)
+    for path in (out_path, plot_path):
+        if path is not None:
+            check_writable(path)
+    parts = {"read": time.perf_counter() - started}
 
     from nowcast.runtime import cpu_threads
 
     n_cpu = cpu_threads(s.threads)
+    lagrangian = cfg.model.frame == "lagrangian"
     with ThreadPoolExecutor(max_workers=1) as pool:
         # the Lagrangian model's motion needs no torch: it is estimated while torch and the model load
-        motion = (
-            pool.submit(motion_field, frames, n_cpu) if loaded is None and cfg.model.frame == "lagrangian" else None
-        )
+        motion = pool.submit(motion_field, frames, n_cpu) if loaded is None and lagrangian else None
         from nowcast.runtime import resolve_precision, select_device, set_threads
 
         if loaded is None:
             loaded = load_model(ckpt_path)
         dev = select_device(s.device)
         n_threads = set_threads(n_cpu) if dev.type == "cpu" else s.threads
+        mark = time.perf_counter()
         velocity = None if motion is None else motion.result()
+        if velocity is None and lagrangian and s.ensemble is None:
+            velocity = motion_field(frames, n_cpu)
+        parts["motion"] = time.perf_counter() - mark
     log.debug(
         "model %s (%s, sha256 %s) on %s, %s thread(s)", loaded.path, cfg.model.name, loaded.sha256[:12], dev, n_threads
     )
-    with output_lock(out_path, s.lock_timeout_s):
-        remove_stale_temporaries(out_path, min_age_s=0.0)  # under the lock: leftovers of killed runs
+    mark = time.perf_counter()
+    attrs = _global_attrs(rate, cfg, loaded, s.history, archive.files, t_ref)
+    members = None
+    thresholds: tuple[float, ...] = ()
+    if s.ensemble is not None:
+        members, attrs = _ensemble(frames, t_ref, rate, cfg, s, steps, velocity, attrs)
+        fc = members.mean("realization").assign_attrs(members.attrs)
+        thresholds = tuple(s.ensemble.thresholds)
+    else:
         net = loaded.model.to(dev)
-        precision = resolve_precision("auto", dev)
-        attrs = _global_attrs(rate, cfg, loaded, s.history, archive.files, t_ref)
-        members = None
-        if s.ensemble is not None:
-            members = _write_ensemble(frames, t_ref, rate, cfg, s, steps, velocity, out_path, attrs)
-            fc = members.mean("realization").assign_attrs(members.attrs)
+        fc = forecast_frames(frames, t_ref, rate, net, cfg, steps, dev, resolve_precision("auto", dev), velocity)
+    parts["network"] = time.perf_counter() - mark
+    observed = rate.isel(time=-1).copy(data=frames[-1] if "channel" in rate.dims else frames[-1, 0])
+    return MadeForecast(
+        out_path=out_path,
+        plot_path=plot_path,
+        forecast=fc,
+        members=members,
+        observed=observed,
+        attrs=attrs,
+        packed=_packed(s, cfg),
+        thresholds=thresholds,
+        model_name=cfg.model.name,
+        horizon=_horizon_text(fc, t_ref, cfg),
+        started=started,
+        parts=parts,
+    )
+
+
+def write_forecast_files(made: MadeForecast, lock_timeout_s: float = 60.0) -> Path:
+    """Write ``made``: its NetCDF (and PNG), each atomically under ``output_lock`` held for the write only.
+
+    Logs ``predict``'s INFO line and, at DEBUG, where the time went. Returns the NetCDF's path. Raises
+    OutputError (one line) when a file cannot be written; the previous complete file stays in place.
+    """
+    mark = time.perf_counter()
+    with output_lock(made.out_path, lock_timeout_s):
+        remove_stale_temporaries(made.out_path, min_age_s=0.0)  # under the lock: leftovers of killed runs
+        if made.members is not None:
+            write_ensemble(made.members, made.thresholds, made.out_path, global_attrs=made.attrs, packed=made.packed)
         else:
-            fc = forecast_frames(frames, t_ref, rate, net, cfg, steps, dev, precision, velocity)
-            write_forecast(fc, out_path, global_attrs=attrs, packed=_packed(s, cfg))
-    if plot_path is not None:
+            write_forecast(made.forecast, made.out_path, global_attrs=made.attrs, packed=made.packed)
+    if made.plot_path is not None:
         from nowcast.plots import plot_forecast, plot_probabilities
 
-        observed = rate.isel(time=-1).copy(data=frames[-1] if "channel" in rate.dims else frames[-1, 0])
-        with output_lock(plot_path, s.lock_timeout_s):
-            remove_stale_temporaries(plot_path, min_age_s=0.0)
-            if members is not None and s.ensemble is not None:
-                plot_probabilities(observed, members, s.ensemble.thresholds[:2], plot_path)
+        with output_lock(made.plot_path, lock_timeout_s):
+            remove_stale_temporaries(made.plot_path, min_age_s=0.0)
+            if made.members is not None:
+                plot_probabilities(made.observed, made.members, made.thresholds[:2], made.plot_path)
             else:
-                plot_forecast(observed, fc, plot_path, model=cfg.model.name)
-    elapsed = time.perf_counter() - started
-    extra = f" and {plot_path}" if plot_path is not None else ""
-    log.info("forecast from %s: wrote %s%s in %.1f s", _horizon_text(fc, t_ref, cfg), out_path, extra, elapsed)
-    return out_path
+                plot_forecast(made.observed, made.forecast, made.plot_path, model=made.model_name)
+    made.parts["write"] = time.perf_counter() - mark
+    elapsed = time.perf_counter() - made.started
+    extra = f" and {made.plot_path}" if made.plot_path is not None else ""
+    log.info("forecast from %s: wrote %s%s in %.1f s", made.horizon, made.out_path, extra, elapsed)
+    log.debug("parts: %s", ", ".join(f"{k} {v:.2f} s" for k, v in made.parts.items()))
+    return made.out_path
+
+
+def _open_inputs(
+    inputs: Sequence[str | Path], cfg: Config, variable: str | None, opened: Mapping[str, xr.DataArray] | None
+) -> Archive:
+    """The inputs as one archive at the model's step: ``opened``'s arrays where it holds every input at
+    that step (``watch``), else the files opened now."""
+    d = cfg.data
+    files = [str(p) for p in inputs]
+    if opened and all(f in opened and int(opened[f].attrs["time_step"]) == d.time_step for f in files):
+        return Archive(segments=[seg for f in files for seg in segments(opened[f])], files=files, skipped=[])
+    return open_archive(
+        files,
+        time_step=d.time_step,
+        variable=variable or d.variable,
+        units=d.units,
+        zr_a=d.zr_a,
+        zr_b=d.zr_b,
+        scan=False,
+    )
 
 
 def _plot_not_output(plot_path: Path, out_path: Path) -> None:
@@ -188,7 +290,7 @@ def _plot_not_output(plot_path: Path, out_path: Path) -> None:
         raise OutputError(f"--plot {plot_path}: expected a path other than the forecast's (-o), found the same path")
 
 
-def _write_ensemble(
+def _ensemble(
     frames: np.ndarray,
     t_ref: int,
     rate: xr.DataArray,
@@ -196,10 +298,9 @@ def _write_ensemble(
     s: PredictSettings,
     steps: int,
     velocity: np.ndarray | None,
-    out_path: Path,
     attrs: dict[str, object],
-) -> xr.DataArray:
-    """Write ``s.ensemble``'s product of ``frames`` to ``out_path``; return the members (for the plot)."""
+) -> tuple[xr.DataArray, dict[str, object]]:
+    """``s.ensemble``'s members from ``frames``, and the file's attributes naming the product."""
     product = s.ensemble
     assert product is not None
     if "channel" in rate.dims:
@@ -212,8 +313,7 @@ def _write_ensemble(
         f"nowcast {__version__}, STEPS-like ensemble of {product.members} members (seed {product.seed}): "
         "S-PROG cascade with pySTEPS nonparametric noise; the model was not run"
     )
-    write_ensemble(members, product.thresholds, out_path, global_attrs=attrs, packed=_packed(s, cfg))
-    return members
+    return members, attrs
 
 
 def _packed(s: PredictSettings, cfg: Config) -> bool:
@@ -240,11 +340,14 @@ def _horizon_text(fc: xr.DataArray, t_ref: int, cfg: Config) -> str:
 
 
 def _model_config(
-    inputs: Sequence[str | Path], s: PredictSettings, loaded: LoadedModel | None
+    inputs: Sequence[str | Path],
+    s: PredictSettings,
+    loaded: LoadedModel | None,
+    opened: Mapping[str, xr.DataArray] | None = None,
 ) -> tuple[Config, LoadedModel | None, Path | None]:
     """The config of the model to run, read without torch when the checkpoint allows it, with the time
-    step of the newest input file for a model of any step: (config, the model if it had to be loaded
-    already, the checkpoint's path if not)."""
+    step of the newest input file for a model of any step (from ``opened`` when it holds that file):
+    (config, the model if it had to be loaded already, the checkpoint's path if not)."""
     ckpt_path = None
     if loaded is not None:
         cfg = loaded.config
@@ -255,7 +358,11 @@ def _model_config(
         cfg = stored if stored is not None else loaded.config  # type: ignore[union-attr]
     check_horizon(s.steps, s.lead_s)  # before any file is read
     if cfg.data.time_step == 0:  # a model for any step: the newest input file's
-        step = data_time_step([str(p) for p in inputs], s.variable or cfg.data.variable, newest=True)
+        last = str(inputs[-1]) if inputs else ""
+        if opened and last in opened:
+            step = int(opened[last].attrs["time_step"])
+        else:
+            step = data_time_step([str(p) for p in inputs], s.variable or cfg.data.variable, newest=True)
         if step is None:  # no usable file: the archive reader names each one and why
             open_archive([str(p) for p in inputs], time_step=None, variable=s.variable or cfg.data.variable, scan=False)
             raise InputError(f"{inputs[0]}: expected a radar file whose time step can be read, found none")

@@ -1,17 +1,31 @@
 """``nowcast watch``: a resident process that forecasts each new radar frame as it arrives.
 
 The model is loaded (and run once, to warm it) at start; then the files matching a glob pattern are
-polled. A new or changed file is taken once it has not changed for ``settle_s`` seconds; it is opened
-with the model's checks, and a forecast is made from the newest frame through
-``predict.predict_to_file`` (the same checks, lock, atomic write, templates and log line as
-``nowcast predict``), from the files that hold the frames it needs.
+polled. A new or changed file is opened with the model's checks, and a forecast is made from the newest
+frame through ``predict.make_forecast`` and ``predict.write_forecast_files`` (the same checks, lock,
+atomic write, templates and log line as ``nowcast predict``), from the files that hold the frames it
+needs. What the previous cycle read stays in memory: the frames of the files in the input window are
+read once, so a new cycle reads only the new file.
 
 - ``Watcher``: the state of one watch; ``poll_once()`` looks once and forecasts at most once.
 - ``watch``: ``nowcast watch``: a ``Watcher`` polled until SIGTERM/SIGINT, ``--once`` or ``--max-forecasts``.
 
 Rules:
+- When a file is complete. A file that arrives by rename (written under another name, then renamed in,
+  as feeds do) is complete at first sight; there is no inotify here, so the watcher cannot see the
+  rename itself. It reads a new file at once, all of its frames: if that succeeds and the file's size
+  and mtime are the same after the read, the file is taken, with no wait. A file that fails to read
+  while it is younger than ``settle_s`` (mtime) is taken as still being written: it is looked at again
+  silently on the next poll. Only a file that still fails once it is older is logged as unusable.
+  (A writer that writes in place, pauses longer than a poll, and leaves a partial file that reads
+  without error would be read early: such feeds must write and rename.)
+- A file whose mtime lies in the future (a clock ahead of ours) is logged once (WARNING) and read
+  like any other.
 - A file that cannot be used is logged (one WARNING line) and skipped until it changes; the watcher
   goes on. So does a forecast that fails (a gap, too few frames): one line, then the next frame.
+- A forecast that cannot be written (the output directory full, read-only, or locked for too long) is
+  not marked done: it is kept in memory, logged once, and written again every ``retry_s`` seconds until
+  it succeeds or a newer forecast is written.
 - Latest wins: when files arrive, the newest frame of all is forecast, and only when it is newer than
   the last reference time forecast; older frames arriving late are left out (``nowcast predict --at``
   makes them). The last reference time is kept in a small JSON state file, so a restart never
@@ -38,17 +52,21 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+import xarray as xr
 
 from nowcast.errors import NowcastError, OutputError, first_line
 from nowcast.io import NS, atomic_output, iso_time, open_radar
 from nowcast.forecast import parse_time
 from nowcast.io.paths import expand_template
 from nowcast.models.checkpoint import LoadedModel
-from nowcast.predict import PredictSettings, predict_to_file
+from nowcast.predict import MadeForecast, PredictSettings, make_forecast, write_forecast_files
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+POLL_S = 0.25
+"""Seconds between looks by default: a look is one glob and one stat per file, cheap beside a forecast,
+and a file is taken at the first look after it lands (on average half a poll)."""
 
 
 @dataclass
@@ -61,6 +79,24 @@ class _Seen:
     """Frame times (ns since 1970, at the model's step) of a usable file; None if it cannot be used."""
     step: int = 0
     """Seconds between its frames as read (the model's step, or the file's own for a model of any step)."""
+    rate: xr.DataArray | None = None
+    """The file as opened: lazily until the end of the poll that opened it, or its frames read into
+    memory (at first sight of a young file, or once they are an input), kept while they are an input."""
+    read: bool = False
+    """Whether ``rate``'s frames are in memory."""
+
+
+@dataclass
+class _Pending:
+    """A forecast made but not written (its directory full, read-only or locked): written again later."""
+
+    t_ref: int
+    inputs: list[str]
+    holder: str
+    made: MadeForecast | None
+    """The forecast in memory; None when it failed before it was computed (a directory not writable)."""
+    next_try: float
+    """``clock()`` time of the next attempt."""
 
 
 def default_state_path(pattern: str, output: str) -> Path:
@@ -107,9 +143,9 @@ class Watcher:
     """Forecasts from new files matching ``pattern`` with a model already loaded.
 
     ``poll_once`` is the whole behaviour; ``watch`` calls it in a loop. Options are those of
-    ``predict_to_file``; ``settle_s``: seconds a file must stay unchanged before it is read;
-    ``state_path``: the JSON state (default ``default_state_path``); ``clock``: seconds since 1970
-    (tests).
+    ``predict_to_file``; ``settle_s``: how long (mtime) a file that fails to read may still be being
+    written; ``retry_s``: seconds between attempts to write a forecast that could not be written;
+    ``state_path``: the JSON state (default ``default_state_path``); ``clock``: seconds since 1970 (tests).
     """
 
     def __init__(
@@ -119,6 +155,7 @@ class Watcher:
         settings: PredictSettings,
         *,
         settle_s: float = 1.0,
+        retry_s: float = 5.0,
         state_path: Path | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -129,6 +166,9 @@ class Watcher:
         self.loaded = loaded
         self.settings = settings
         self.settle_s = settle_s
+        self.retry_s = retry_s
+        self.pending: _Pending | None = None
+        self.future: set[str] = set()
         self.state_path = state_path or default_state_path(pattern, self.output)
         self.clock = clock
         self.seen: dict[str, _Seen] = {}
@@ -140,8 +180,9 @@ class Watcher:
 
     # -- files -----------------------------------------------------------------------------------
 
-    def _open(self, path: str, key: tuple[int, int]) -> _Seen:
-        """``path`` opened as ``predict`` opens it: its frame times and step; InputError if unusable."""
+    def _open(self, path: str, key: tuple[int, int], read: bool) -> _Seen:
+        """``path`` opened as ``predict`` opens it: its frame times and step, and (``read``) its frames,
+        read into memory now and kept; InputError if unusable."""
         d = self.loaded.config.data
         rate = open_radar(
             path,
@@ -152,12 +193,13 @@ class Watcher:
             time_step=d.time_step or None,
             scan=False,
         )
+        if read:
+            rate.load()
         times = rate["time"].values.astype("datetime64[ns]").astype(np.int64)
-        return _Seen(key, times, int(rate.attrs["time_step"]))
+        return _Seen(key, times, int(rate.attrs["time_step"]), rate, read)
 
     def _look(self) -> list[str]:
-        """Open the files that are new or changed and have settled; return the usable ones among them."""
-        now = self.clock()
+        """Open the files that are new or changed and complete; return the usable ones among them."""
         fresh: list[str] = []
         present = sorted(glob.glob(self.pattern))
         for path in present:
@@ -167,16 +209,42 @@ class Watcher:
                 continue
             key = (st.st_size, st.st_mtime_ns)
             known = self.seen.get(path)
-            if known is not None and known.key == key:
+            if (known is not None and known.key == key) or st.st_size == 0:
                 continue
-            if now - st.st_mtime_ns / NS < self.settle_s or st.st_size == 0:
-                continue  # still being written: next time
-            try:
-                seen = self._open(path, key)
-            except NowcastError as exc:
+            seen = self._take(path, key)
+            if seen is None:
+                continue  # still being written, or changed while being read: next time
+            self.seen[path] = seen
+            if seen.times is not None and seen.times.size:
+                fresh.append(path)
+        for gone in set(self.seen) - set(present):
+            del self.seen[gone]
+        self.future &= set(present)
+        return fresh
+
+    def _take(self, path: str, key: tuple[int, int]) -> _Seen | None:
+        """What ``path`` (size and mtime ``key``) holds, or None to look again later: it failed to read
+        while young (being written), or it changed while being read."""
+        started = self.clock()
+        age = started - key[1] / NS
+        if age < 0 and path not in self.future:
+            self.future.add(path)
+            log.warning(
+                "%s: modification time %s, %.0f s in the future (a clock ahead of this one?): read as it is",
+                path,
+                iso_time(key[1]),
+                -age,
+            )
+        young = 0 <= age < self.settle_s
+        try:
+            seen = self._open(path, key, read=young)
+        except Exception as exc:  # noqa: BLE001 - a resident process survives any one bad file
+            if young:  # maybe still being written
+                log.debug("%s: not readable yet (%s); looking again", path, first_line(exc))
+                return None
+            if isinstance(exc, NowcastError):
                 log.warning("skipped %s", first_line(exc))
-                seen = _Seen(key, None)
-            except Exception as exc:  # noqa: BLE001 - a resident process survives any one bad file
+            else:
                 log.warning(
                     "skipped %s: expected a readable radar file, found %s: %s",
                     path,
@@ -184,17 +252,41 @@ class Watcher:
                     first_line(exc),
                 )
                 log.debug("traceback of the file skipped", exc_info=True)
-                seen = _Seen(key, None)
-            with contextlib.suppress(OSError):
-                st = os.stat(path)
-                if (st.st_size, st.st_mtime_ns) != key:
-                    continue  # it changed while being read: next time
-            self.seen[path] = seen
-            if seen.times is not None and seen.times.size:
-                fresh.append(path)
-        for gone in set(self.seen) - set(present):
-            del self.seen[gone]
-        return fresh
+            seen = _Seen(key, None)
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            if (st.st_size, st.st_mtime_ns) != key:
+                return None
+        log.debug("parts: wait %.2f s, open %.2f s (%s)", max(age, 0.0), self.clock() - started, path)
+        return seen
+
+    def _opened(self, inputs: list[str]) -> dict[str, xr.DataArray]:
+        """The frames of ``inputs`` in memory, read once per file version; files no longer an input are
+        let go. A file that cannot be read here is left out (``predict`` opens it and says why)."""
+        opened = {}
+        for path, seen in self.seen.items():
+            if path not in inputs:
+                seen.rate, seen.read = None, False
+                continue
+            try:
+                if seen.rate is None:
+                    seen.rate = self._open(path, seen.key, read=True).rate
+                elif not seen.read:
+                    seen.rate.load()
+                seen.read = True
+            except Exception:  # noqa: BLE001 - predict reads it again and reports it
+                log.debug("%s: not read ahead", path, exc_info=True)
+                seen.rate, seen.read = None, False
+                continue
+            opened[path] = seen.rate
+        return opened
+
+    def _let_go(self) -> None:
+        """Forget the files opened lazily by this poll (their frames were not needed): only frames read
+        into memory outlive a poll, so a folder of many files costs no open handles between polls."""
+        for seen in self.seen.values():
+            if not seen.read:
+                seen.rate = None
 
     def _inputs(self, t_ref: int, holder: str) -> list[str]:
         """The usable files holding frames of the input window that ends at ``t_ref`` (a frame of
@@ -212,10 +304,19 @@ class Watcher:
     def poll_once(self) -> Path | None:
         """Look at the files once; when a usable file arrived or changed, forecast from the newest frame
         of all usable files if it is newer than the last reference time forecast (so a forecast that
-        failed for want of a late frame is made once that frame arrives). Returns the file written, or
-        None."""
-        if not self._look():
-            return None
+        failed for want of a late frame is made once that frame arrives). A forecast that could not be
+        written is written again first, when its time has come. Returns the last file written, or None."""
+        try:
+            return self._poll()
+        finally:
+            self._let_go()
+
+    def _poll(self) -> Path | None:
+        """``poll_once`` itself."""
+        fresh = self._look()
+        written = self._retry()
+        if not fresh:
+            return written
         t_ref, holder = max((int(s.times[-1]), p) for p, s in self.seen.items() if s.times is not None)  # type: ignore[index]
         if self.last_done is not None and t_ref <= self.last_done:
             log.info(
@@ -224,11 +325,23 @@ class Watcher:
                 iso_time(t_ref),
                 iso_time(self.last_done),
             )
-            return None
+            return written
+        return self._forecast(t_ref, holder, self._inputs(t_ref, holder)) or written
+
+    def _forecast(self, t_ref: int, holder: str, inputs: list[str]) -> Path | None:
+        """Forecast from ``t_ref`` and write it; a failure is one log line (and a pending write)."""
         try:
-            out = predict_to_file(
-                self._inputs(t_ref, holder), self.settings, loaded=self.loaded, at=iso_time(t_ref), stem_of=holder
+            made = make_forecast(
+                inputs,
+                self.settings,
+                loaded=self.loaded,
+                at=iso_time(t_ref),
+                stem_of=holder,
+                opened=self._opened(inputs),
             )
+        except OutputError as exc:  # the output directory is not writable: try again later
+            self._defer(_Pending(t_ref, inputs, holder, None, 0.0), exc)
+            return None
         except NowcastError as exc:
             log.warning("no forecast from %s: %s", iso_time(t_ref), first_line(exc))
             return None
@@ -241,13 +354,61 @@ class Watcher:
             )
             log.debug("traceback of the failed forecast", exc_info=True)
             return None
-        self.last_done = t_ref
+        return self._write(_Pending(t_ref, inputs, holder, made, 0.0))
+
+    def _write(self, job: _Pending) -> Path | None:
+        """Write ``job``'s forecast; on success it is the last one done, else it is pending."""
+        assert job.made is not None
+        try:
+            out = write_forecast_files(job.made, self.settings.lock_timeout_s)
+        except OutputError as exc:
+            self._defer(job, exc)
+            return None
+        if self.pending is not None and self.pending.t_ref <= job.t_ref:
+            if self.pending.t_ref < job.t_ref:
+                log.warning(
+                    "forecast from %s never written: superseded by the one from %s",
+                    iso_time(self.pending.t_ref),
+                    iso_time(job.t_ref),
+                )
+            self.pending = None
+        self.last_done = job.t_ref if self.last_done is None else max(self.last_done, job.t_ref)
         self.forecasts += 1
         try:
-            write_state(self.state_path, t_ref, self.pattern, self.output)
+            write_state(self.state_path, self.last_done, self.pattern, self.output)
         except OutputError as exc:  # the forecast is written; only a restart could repeat it
             log.warning("state not saved: %s", first_line(exc))
         return out
+
+    def _defer(self, job: _Pending, exc: OutputError) -> None:
+        """Keep ``job`` to write again in ``retry_s`` seconds (the newest pending forecast only)."""
+        if self.pending is not None and self.pending.t_ref > job.t_ref:
+            log.warning("no forecast written from %s: %s", iso_time(job.t_ref), first_line(exc))
+            return
+        if self.pending is not None and self.pending.t_ref < job.t_ref:
+            log.warning(
+                "forecast from %s never written: superseded by the one from %s",
+                iso_time(self.pending.t_ref),
+                iso_time(job.t_ref),
+            )
+        again = self.pending is not None and self.pending.t_ref == job.t_ref
+        (log.debug if again else log.warning)(
+            "no forecast written from %s: %s; trying again every %g s",
+            iso_time(job.t_ref),
+            first_line(exc),
+            self.retry_s,
+        )
+        job.next_try = self.clock() + self.retry_s
+        self.pending = job
+
+    def _retry(self) -> Path | None:
+        """Write the pending forecast again when its time has come (computing it first if it never was)."""
+        job = self.pending
+        if job is None or self.clock() < job.next_try:
+            return None
+        if job.made is None:
+            return self._forecast(job.t_ref, job.holder, job.inputs)
+        return self._write(job)
 
 
 def warm_up(loaded: LoadedModel, plot: bool = False) -> None:
@@ -294,8 +455,9 @@ def watch(
     pattern: str,
     settings: PredictSettings,
     *,
-    poll_s: float = 1.0,
+    poll_s: float = POLL_S,
     settle_s: float = 1.0,
+    retry_s: float = 5.0,
     state_path: Path | None = None,
     once: bool = False,
     max_forecasts: int = 0,
@@ -304,7 +466,7 @@ def watch(
     """``nowcast watch``: forecast each new frame of the files matching ``pattern`` until stopped.
 
     ``settings``: as ``predict`` (``output`` is required); ``poll_s``: seconds between looks;
-    ``settle_s``: seconds a file must stay unchanged before it is read; ``state_path``: as ``Watcher``;
+    ``settle_s``, ``retry_s``, ``state_path``: as ``Watcher``;
     ``once``: look once (forecast at most once) and return; ``max_forecasts``: return after that many
     forecasts (0: no limit); ``stop``: an event that ends the loop (set by SIGTERM/SIGINT in the main
     thread). Returns the number of forecasts written. Raises NowcastError before watching for a bad
@@ -328,7 +490,7 @@ def watch(
     loaded = load_model(settings.model)
     n_threads = set_threads(cpu_threads(settings.threads))  # once: the watcher's own load must not lower it later
     settings = dataclasses.replace(settings, threads=n_threads)
-    watcher = Watcher(pattern, loaded, settings, settle_s=settle_s, state_path=state_path)
+    watcher = Watcher(pattern, loaded, settings, settle_s=settle_s, retry_s=retry_s, state_path=state_path)
     warm_up(loaded, plot=settings.plot is not None)
     last = "none" if watcher.last_done is None else iso_time(watcher.last_done)
     log.info(

@@ -1,5 +1,7 @@
-"""Faults of issue 29 item 10: forecasts never read as radar, -o equal to --plot, infinite input
-values, a refused --resume, and settings validated before any work (train, evaluate, watch)."""
+"""Faults found by the fault corpus: forecasts never read as radar, -o equal to --plot, infinite input
+values, a refused --resume, settings validated before any work (train, evaluate, watch), the output
+lock free while a forecast is computed, grids too small to forecast, and a full disk under a checkpoint.
+(The watcher's faults around time and unwritable outputs are in tests/test_watch.py.)"""
 
 from __future__ import annotations
 
@@ -209,3 +211,94 @@ def test_watch_refuses_bad_counts(cli_runner, tiny_checkpoint, tmp_path, extra, 
     before = _files(tmp_path)
     _refused(cli_runner.invoke(app, [*args, *extra, "--once"]), expected)
     assert _files(tmp_path) == before
+
+
+# ---------------------------------------------------------------------------------------------------
+# 7. the directory lock is held for the write only
+
+
+@pytest.mark.parametrize("product", ["forecast", "ensemble"])
+def test_the_lock_is_free_while_the_forecast_is_computed(
+    cli_runner, radar_file, tiny_checkpoint, tmp_path, monkeypatch, product
+):
+    """Another run can write into the directory while this one computes (minutes on a large grid)."""
+    import nowcast.predict
+    from nowcast.io import output_lock
+
+    out = tmp_path / "fc" / "fc.nc"
+    free: list[bool] = []
+    name = "forecast_frames" if product == "forecast" else "ensemble_members"
+    compute = getattr(nowcast.predict, name)
+
+    def checked(*args, **kwargs):
+        with output_lock(tmp_path / "fc" / "other.nc", timeout_s=0):  # raises OutputError if held
+            free.append(True)
+        return compute(*args, **kwargs)
+
+    monkeypatch.setattr(nowcast.predict, name, checked)
+    src = radar_file(frames=6, size=SIZE)
+    args = ["predict", str(src), "--model", str(tiny_checkpoint), "-o", str(out), "--steps", "2"]
+    args += ["--members", "2"] if product == "ensemble" else []
+    result = cli_runner.invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    assert free == [True] and out.is_file()
+
+
+# ---------------------------------------------------------------------------------------------------
+# 8. degenerate inputs
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 40), (40, 1)])
+@pytest.mark.parametrize("command", ["predict", "evaluate", "watch"])
+def test_a_grid_too_small_is_one_line_exit_2(cli_runner, radar_file, tmp_path, size, command):
+    """Grids without a neighbour along y or x (1 x 1, one row, one column), with the shipped model."""
+    (tmp_path / "in").mkdir()
+    src = radar_file("in/radar.nc", frames=20, size=size)
+    out = tmp_path / "out"
+    args = {
+        "predict": ["predict", str(src), "-o", str(out / "fc.nc")],
+        "evaluate": ["evaluate", str(src), "--steps", "2", "--baselines", "persistence", "--out", str(out)],
+        "watch": ["watch", str(tmp_path / "in" / "*.nc"), "-o", str(out / "fc.nc"), "--once", "--settle", "0"],
+    }[command]
+    before = _files(tmp_path / "in")
+    result = cli_runner.invoke(app, args)
+    if command == "watch":  # a resident process skips what it cannot forecast: one warning line, exit 0
+        assert result.exit_code == 0, result.stderr
+        lines = [line for line in result.stderr.splitlines() if "WARNING" in line]
+        assert len(lines) == 1 and f"found {size[0]} x {size[1]}" in lines[0]
+    else:
+        _refused(
+            result,
+            f"expected a grid of at least 2 x 2 pixels (motion and advection need neighbours), found {size[0]} x {size[1]}",
+        )
+    assert not list(out.glob("*.nc")) and _files(tmp_path / "in") == before
+
+
+def test_a_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(cli_runner, synth_file, tmp_path, monkeypatch):
+    """The kernel's ENOSPC (writes to /dev/full) while train writes a checkpoint: one line, exit 2, the
+    previous checkpoints intact, no temporary file left."""
+    import builtins
+
+    import nowcast.models.checkpoint as checkpoint
+
+    run = tmp_path / "run"
+    done = cli_runner.invoke(
+        app, [*_train_args(synth_file, "train.steps=2", "train.ckpt_every=2"), "--run-dir", str(run)]
+    )
+    assert done.exit_code == 0, done.stderr
+    before = {p.name: p.read_bytes() for p in run.glob("*.pt")}
+    assert "last.pt" in before
+
+    def full(path, mode="r", *args, **kwargs):
+        return (
+            builtins.open("/dev/full", mode, *args, **kwargs)
+            if "w" in mode
+            else builtins.open(path, mode, *args, **kwargs)
+        )
+
+    monkeypatch.setattr(checkpoint, "open", full, raising=False)
+    args = _train_args(synth_file, "train.steps=4", "train.ckpt_every=2")
+    line = _refused(cli_runner.invoke(app, [*args, "--resume", str(run)]), "no space left on the device")
+    assert ".pt: expected room to write it" in line
+    assert {p.name: p.read_bytes() for p in run.glob("*.pt")} == before
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]

@@ -9,8 +9,10 @@ the command writes. The subprocess tests (real signals) are marked slow.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import signal
 import subprocess
 import time
@@ -152,14 +154,213 @@ def test_a_late_frame_completes_the_newest_forecast(tmp_path, feed, loaded, capl
     assert _outputs(tmp_path) == [".nowcast.lock", "fc_202106011215.nc", "fc_202106011225.nc"]
 
 
-def test_a_file_is_read_only_once_it_has_settled(tmp_path, feed, loaded):
+def test_a_complete_file_is_taken_at_first_sight_however_young(tmp_path, feed, loaded):
+    """A file renamed into place is complete: no settle wait, even when its mtime is a moment ago."""
     path = feed("a.nc", 0, frames=4)
+    mtime = path.stat().st_mtime_ns / 1e9
+    w = _watcher(tmp_path, loaded, settle_s=5.0, clock=lambda: mtime + 0.1)
+    assert w.poll_once() == tmp_path / "fc" / "fc_202106011215.nc"
+
+
+def test_a_file_still_being_written_is_waited_for_silently_then_taken(tmp_path, feed, loaded, caplog):
+    caplog.set_level(logging.INFO, logger="nowcast")
+    feed("a.nc", 0, frames=4)
+    w = _watcher(tmp_path, loaded, settle_s=5.0)
+    assert w.poll_once() is not None
+    whole = feed("b.nc", 4).read_bytes()
+    partial = tmp_path / "in" / "b.nc"
+    partial.write_bytes(whole[: len(whole) // 2])  # a writer half way through, in place
+    caplog.clear()
+
+    assert w.poll_once() is None and str(partial) not in w.seen
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # not an error yet
+    partial.write_bytes(whole)  # finished
+    assert w.poll_once() == tmp_path / "fc" / "fc_202106011220.nc"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_broken_file_is_reported_once_it_is_older_than_settle(tmp_path, feed, loaded, caplog):
+    caplog.set_level(logging.INFO, logger="nowcast")
+    path = feed("a.nc", 0, frames=4)
+    path.write_bytes(path.read_bytes()[:300])
     mtime = path.stat().st_mtime_ns / 1e9
     now = [mtime + 1.0]
     w = _watcher(tmp_path, loaded, settle_s=5.0, clock=lambda: now[0])
-    assert w.poll_once() is None and not w.seen  # changed 1 s ago: maybe still being written
+    assert w.poll_once() is None and not [r for r in caplog.records if r.levelno >= logging.WARNING]
     now[0] = mtime + 5.5
+    assert w.poll_once() is None
+    [line] = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert line.startswith("skipped") and str(path) in line and "\n" not in line
+
+
+def test_a_frame_from_the_future_is_logged_once_and_forecast(tmp_path, feed, loaded, caplog):
+    """An mtime ahead of the clock (a skewed feed server): one WARNING line, and the frame is forecast."""
+    caplog.set_level(logging.INFO, logger="nowcast")
+    path = feed("a.nc", 0, frames=4)
+    ahead = time.time() + 3600
+    os.utime(path, (ahead, ahead))
+    w = _watcher(tmp_path, loaded, settle_s=5.0)
+    assert w.poll_once() == tmp_path / "fc" / "fc_202106011215.nc"
+    feed("b.nc", 4)
+    os.utime(tmp_path / "in" / "b.nc", (ahead, ahead))
+    assert w.poll_once() == tmp_path / "fc" / "fc_202106011220.nc"
+    future = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(future) == 2 and all("in the future" in line and "\n" not in line for line in future)
+    assert w.poll_once() is None and len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 2
+
+
+# ---------------------------------------------------------------------------------------------------
+# what the resident process keeps between cycles
+
+
+def test_each_cycle_reads_only_the_new_file_and_equals_predict(
+    tmp_path, feed, loaded, tiny_checkpoint, cli_runner, monkeypatch
+):
+    """The frames of earlier cycles stay in memory: a new cycle opens only the new file, and its forecast
+    is what ``nowcast predict --at`` writes from the files (bit for bit)."""
+    import nowcast.predict
+    import nowcast.watch
+
+    opened: list[str] = []
+    real_open = nowcast.watch.open_radar
+    monkeypatch.setattr(nowcast.watch, "open_radar", lambda path, **kw: opened.append(path) or real_open(path, **kw))
+
+    def no_archive(*args, **kwargs):
+        raise AssertionError("predict opened the files again")
+
+    monkeypatch.setattr(nowcast.predict, "open_archive", no_archive)
+    files = [feed("a.nc", 0, frames=4)]
+    w = _watcher(tmp_path, loaded)
     assert w.poll_once() is not None
+    for k in range(3):
+        files.append(feed(f"n{k}.nc", 4 + k))
+        opened.clear()
+        out = w.poll_once()
+        assert opened == [str(files[-1])]  # the new file, once
+        at = str((T0 + np.timedelta64((4 + k) * 5, "m")).astype("datetime64[m]"))
+        monkeypatch.undo()
+        _same_as_predict(cli_runner, out, files, at, tiny_checkpoint, tmp_path)
+        monkeypatch.setattr(
+            nowcast.watch, "open_radar", lambda path, **kw: opened.append(path) or real_open(path, **kw)
+        )
+        monkeypatch.setattr(nowcast.predict, "open_archive", no_archive)
+
+
+def test_a_file_rewritten_in_the_window_is_read_again(tmp_path, feed, loaded, tiny_checkpoint, cli_runner, radar_file):
+    """A file whose size or mtime changed is read again, so the cache never forecasts from stale frames."""
+    first = feed("a.nc", 0, frames=4)
+    w = _watcher(tmp_path, loaded)
+    assert w.poll_once() is not None
+    radar_file("in/a.nc", frames=4, size=SIZE, start="2021-06-01T12:00:00", seed=99)  # corrected in place
+    os.utime(first, ns=(first.stat().st_atime_ns, first.stat().st_mtime_ns + 10**9))
+    second = feed("b.nc", 4)
+    out = w.poll_once()
+    _same_as_predict(cli_runner, out, [first, second], "2021-06-01T12:20", tiny_checkpoint, tmp_path)
+
+
+def test_frames_outside_the_window_are_let_go(tmp_path, feed, loaded):
+    """Memory is bounded by the input window, not by the files in the folder."""
+    feed("a.nc", 0, frames=4)
+    w = _watcher(tmp_path, loaded)
+    w.poll_once()
+    for k in range(4):
+        feed(f"n{k}.nc", 4 + k)
+        assert w.poll_once() is not None
+    kept = sorted(Path(p).name for p, s in w.seen.items() if s.rate is not None)
+    assert kept == ["n0.nc", "n1.nc", "n2.nc", "n3.nc"]  # the 4 frames of the last window
+
+
+# ---------------------------------------------------------------------------------------------------
+# forecasts that cannot be written
+
+
+def _no_space(monkeypatch):
+    """Writing a forecast fails as on a full disk (the kernel's ENOSPC through the real writer's error)."""
+    import errno
+
+    import nowcast.predict
+    from nowcast.io import write_error
+
+    def full(fc, path, **kwargs):
+        raise write_error(Path(path), OSError(errno.ENOSPC, "No space left on device"))
+
+    monkeypatch.setattr(nowcast.predict, "write_forecast", full)
+
+
+def _read_only(monkeypatch):
+    """The output directory is read-only (root ignores permission bits, so the check itself says so)."""
+    import nowcast.predict
+    from nowcast.errors import OutputError
+
+    def refuse(path):
+        raise OutputError(f"{path}: expected a writable output directory, found {Path(path).parent} read-only")
+
+    monkeypatch.setattr(nowcast.predict, "check_writable", refuse)
+
+
+def _locked(monkeypatch):
+    """Another run holds the directory's lock for longer than --lock-timeout."""
+    import nowcast.predict
+    from nowcast.errors import OutputError
+
+    @contextlib.contextmanager
+    def held(path, timeout_s=60.0):
+        raise OutputError(f"{path}: expected to lock it for writing, found it held by another run for {timeout_s:g} s")
+        yield
+
+    monkeypatch.setattr(nowcast.predict, "output_lock", held)
+
+
+@pytest.mark.parametrize("fault", [_no_space, _read_only, _locked], ids=["full", "read-only", "locked"])
+def test_a_forecast_that_could_not_be_written_is_written_when_the_directory_recovers(
+    tmp_path, feed, loaded, caplog, monkeypatch, fault
+):
+    caplog.set_level(logging.INFO, logger="nowcast")
+    feed("a.nc", 0, frames=4)
+    w = _watcher(tmp_path, loaded, retry_s=0.0)
+    with monkeypatch.context() as m:
+        fault(m)
+        assert w.poll_once() is None
+        assert w.poll_once() is None  # tried again, still failing: no new line
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and "2021-06-01T12:15:00Z" in warnings[0] and "\n" not in warnings[0]
+        assert w.last_done is None and not (tmp_path / "state.json").exists()  # not marked done
+        assert not (tmp_path / "fc" / "fc_202106011215.nc").exists()
+    out = w.poll_once()  # the directory recovered: written, with no new frame
+    assert out == tmp_path / "fc" / "fc_202106011215.nc" and out.is_file()
+    assert read_state(tmp_path / "state.json") == int((T0 + np.timedelta64(15, "m")).astype(np.int64))
+    assert w.poll_once() is None and w.pending is None
+
+
+def test_a_newer_frame_supersedes_a_forecast_not_written(tmp_path, feed, loaded, caplog, monkeypatch):
+    """Latest wins here too: one pending forecast at most, the newest; the one given up is said so."""
+    caplog.set_level(logging.INFO, logger="nowcast")
+    feed("a.nc", 0, frames=4)
+    w = _watcher(tmp_path, loaded, retry_s=0.0)
+    with monkeypatch.context() as m:
+        _no_space(m)
+        assert w.poll_once() is None
+        feed("b.nc", 4)
+        assert w.poll_once() is None
+    assert any(
+        "12:15:00Z never written: superseded by the one from 2021-06-01T12:20:00Z" in r.getMessage()
+        for r in caplog.records
+    )
+    assert w.poll_once() == tmp_path / "fc" / "fc_202106011220.nc"
+    assert _outputs(tmp_path) == [".nowcast.lock", "fc_202106011220.nc"]
+    assert read_state(tmp_path / "state.json") == int((T0 + np.timedelta64(20, "m")).astype(np.int64))
+
+
+def test_a_pending_write_waits_retry_seconds(tmp_path, feed, loaded, monkeypatch):
+    feed("a.nc", 0, frames=4)
+    now = [time.time()]
+    w = _watcher(tmp_path, loaded, retry_s=30.0, clock=lambda: now[0])
+    with monkeypatch.context() as m:
+        _no_space(m)
+        assert w.poll_once() is None
+    assert w.poll_once() is None  # recovered, but not yet time to try
+    now[0] += 31
+    assert w.poll_once() == tmp_path / "fc" / "fc_202106011215.nc"
 
 
 def test_stem_is_the_file_of_the_newest_frame(tmp_path, feed, loaded):

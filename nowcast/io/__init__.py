@@ -56,6 +56,7 @@ _MODULE_OF = {
     "lock_path": "atomic",
     "output_lock": "atomic",
     "remove_stale_temporaries": "atomic",
+    "check_writable": "atomic",
     "write_error": "atomic",
     "describe_radar": "info",
     "DEFAULT_OUTPUT": "paths",

@@ -3,6 +3,7 @@
 - ``atomic_output``: write to a temporary file in the target directory, fsync, rename onto the target.
 - ``write_error``: a one-line ``OutputError`` naming why a write failed (a full disk named as such).
 - ``output_lock`` / ``lock_path``: one writer per output directory at a time (overlapping cron runs).
+- ``check_writable``: whether an output could be written, checked before any work is done.
 - ``remove_stale_temporaries``: the temporaries a killed run left behind.
 """
 
@@ -136,6 +137,20 @@ def remove_stale_temporaries(path: str | Path, *, suffix: str = ".tmp", min_age_
 
 LOCK_NAME = ".nowcast.lock"
 """The one lock file ``output_lock`` keeps in each output directory."""
+
+
+def check_writable(path: str | Path) -> None:
+    """OutputError (one line) unless output ``path`` could be written: its directory, or the nearest
+    existing one above it, is a writable directory. Creates nothing, so a run fails before its work and
+    before any side effect."""
+    target = Path(path)
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{target}: expected a writable output directory, found {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{target}: expected a writable output directory, found {parent} read-only")
 
 
 def lock_path(path: str | Path) -> Path:

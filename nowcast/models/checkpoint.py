@@ -53,7 +53,10 @@ def save_checkpoint(
     provenance: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint atomically. ``training`` (optimizer, step, RNG) only in resumable checkpoints."""
+    """Write a checkpoint atomically. ``training`` (optimizer, step, RNG) only in resumable checkpoints.
+
+    OutputError (one line) when it cannot be written, a full disk named as such; the previous file stays.
+    """
     import torch
 
     payload: dict[str, Any] = {
@@ -66,8 +69,10 @@ def save_checkpoint(
     }
     if training is not None:
         payload["training"] = training
-    with atomic_output(path, suffix=".pt") as tmp:
-        torch.save(payload, tmp)
+    with atomic_output(path, suffix=".pt") as tmp, open(tmp, "wb") as fh:
+        torch.save(
+            payload, fh
+        )  # through a Python file: a full disk is an OSError (OutputError), not torch's RuntimeError
     return Path(path)
 
 

@@ -16,7 +16,13 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 
-def to_lagrangian(frames: Tensor, velocity: Tensor, in_frames: int | None = None, margin: int = 0) -> Tensor:
+def to_lagrangian(
+    frames: Tensor,
+    velocity: Tensor,
+    in_frames: int | None = None,
+    margin: int = 0,
+    displacement: Tensor | None = None,
+) -> Tensor:
     """Frames (B, T, C, H, W) in the frame of frame ``in_frames - 1`` (default: the last), without
     ``margin`` pixels on each side: (B, T, C, H - 2 margin, W - 2 margin).
 
@@ -25,6 +31,8 @@ def to_lagrangian(frames: Tensor, velocity: Tensor, in_frames: int | None = None
     forecast advected k steps forward (``from_lagrangian``) lands on it. NaN where the source lies
     outside the grid or has no data. The margin (training crops) is where rain moving into the window
     comes from: each inner pixel gets exactly what a warp of the whole field gives it.
+    ``displacement`` (B, >= in_frames - 1, 2, H, W): ``displacements(velocity, n)`` when the caller has
+    them (a forecast's trajectories; their first steps are these, bit for bit), without a margin.
     """
     import torch
 
@@ -35,7 +43,8 @@ def to_lagrangian(frames: Tensor, velocity: Tensor, in_frames: int | None = None
     velocity = velocity.to(frames.dtype)
     out = [frames[:, n_in - 1, ..., m : H - m, m : W - m]]
     if n_in > 1:
-        back = displacements(velocity, n_in - 1, m)  # (B, n_in - 1, 2, h, w)
+        reuse = displacement is not None and m == 0 and displacement.shape[1] >= n_in - 1
+        back = displacement if reuse else displacements(velocity, n_in - 1, m)  # (B, >= n_in - 1, 2, h, w)
         out = [warp(frames[:, n_in - 1 - j], back[:, j - 1], m) for j in range(n_in - 1, 0, -1)] + out
     if n_out > 0:
         ahead = displacements(-velocity, n_out, m)  # (B, n_out, 2, h, w)

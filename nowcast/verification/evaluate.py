@@ -40,7 +40,7 @@ from nowcast.nowcasts import SPROG_AR_ORDER, SPROG_LEVELS
 from nowcast.nowcasts import baselines as bl
 from nowcast.verification import ensembles as ens
 from nowcast.verification import metrics
-from nowcast.config import EvalConfig, frame_size_problem, lead_times
+from nowcast.config import EvalConfig, frame_size_problem, grid_problem, lead_times
 from nowcast.errors import ConfigError, InputError, NowcastError, OutputError
 from nowcast.io import Archive, data_time_step, iso_time, open_archive
 from nowcast.leads import check_horizon, forecast_steps, lead_text
@@ -495,11 +495,11 @@ def evaluate_files(inputs: Sequence[str | Path], s: EvaluateSettings = EvaluateS
         min_frames=d.in_frames + steps,
         too_short=functools.partial(_too_short, in_frames=d.in_frames, steps=steps, time_step=time_step),
     )
-    for c in loaded.configs.values():  # fc_lstm, cnn_lstm: frames of their size only
-        for seg in archive.segments:
-            problem = frame_size_problem(c.model, seg.shape)
-            if problem:
-                raise InputError(f"{seg.attrs.get('source_file', inputs[0])}: {problem}")
+    for seg in archive.segments:  # a grid too small for any method; fc_lstm, cnn_lstm: frames of their size only
+        problems = [grid_problem(seg.shape)] + [frame_size_problem(c.model, seg.shape) for c in loaded.configs.values()]
+        problem = next((p for p in problems if p), None)
+        if problem:
+            raise InputError(f"{seg.attrs.get('source_file', inputs[0])}: {problem}")
     k = table_threshold(thresholds) if thresholds else 0
     v = Verification(
         in_frames=d.in_frames,
