@@ -237,23 +237,24 @@ def _match_members(fields: torch.Tensor, ref: np.ndarray, n_dry: int, threads: i
 
 
 def _lagrangian_members(
-    lag: torch.Tensor, steps: int, gens: list[torch.Generator], levels: int
+    cascade: _Cascade, last: torch.Tensor, steps: int, gens: list[torch.Generator], threads: int
 ) -> Iterator[np.ndarray]:
-    """The perturbed cascade's members at each lead in turn: (len(gens), H, W) float32 dBR, lead 1 first."""
-    cascade = _Cascade(lag, levels)
-    ref = lag[-1].reshape(-1).sort().values.numpy()
-    n_dry = int((lag[-1] < WET_DBR).sum())
+    """The members of ``cascade`` matched to ``last`` (H, W) dBR at each lead in turn: (len(gens), H, W)
+    float32 dBR, lead 1 first."""
+    ref = last.reshape(-1).sort().values.numpy()
+    n_dry = int((last < WET_DBR).sum())
     prev, cur = cascade.start(len(gens))
     for _ in range(steps):
         prev, cur, field = cascade.step(prev, cur, gens)
-        yield _match_members(field, ref, n_dry, torch.get_num_threads())
+        yield _match_members(field, ref, n_dry, threads)
 
 
 @torch.no_grad()
 def perturbed_cascade(lag: torch.Tensor, steps: int, gens: list[torch.Generator], levels: int) -> torch.Tensor:
     """Members of the perturbed AR(2) cascade of ``lag`` (3, H, W) dBR in the Lagrangian frame, probability
     matched to its last frame: (len(gens), steps, H, W) dBR, one member per generator."""
-    return torch.from_numpy(np.stack(list(_lagrangian_members(lag, steps, gens, levels)), 1))
+    members = _lagrangian_members(_Cascade(lag, levels), lag[-1], steps, gens, torch.get_num_threads())
+    return torch.from_numpy(np.stack(list(members), 1))
 
 
 @torch.no_grad()
@@ -271,7 +272,17 @@ def ensemble_forecast(
         raise ValueError(f"frames: expected (T >= {SPROG_AR_ORDER + 1}, H, W), found {x.shape}")
     if int(steps) < 1:
         raise ValueError(f"steps: expected a positive number of lead times, found {steps}")
-    s, steps = settings, int(steps)
+    caller = torch.get_num_threads()
+    torch.set_num_threads(1)  # small operations first, then the members split among the caller's threads
+    try:
+        return _ensemble(x, velocity, int(steps), settings, caller)
+    finally:
+        torch.set_num_threads(caller)
+
+
+def _ensemble(x: np.ndarray, velocity: np.ndarray, steps: int, s: EnsembleSettings, threads: int) -> np.ndarray:
+    """``ensemble_forecast`` of checked frames x (T, H, W) mm/h, members split among ``threads`` threads
+    of one torch thread each (no barrier per operation; a member is the same whichever thread makes it)."""
     h, w = x.shape[1:]
     vel = torch.from_numpy(np.asarray(velocity, dtype=np.float32))[None]  # (1, 2, H, W)
     last_ok = torch.from_numpy(np.isfinite(x[-1]))
@@ -285,14 +296,25 @@ def ensemble_forecast(
         out[:] = np.where(reach.numpy(), 0.0, np.nan)
         return out
     gens = member_generators(s.seed, s.members)
+    cascade = _Cascade(lag, s.levels)
     chunk = s.chunk or s.members
-    for start in range(0, s.members, chunk):
-        part = gens[start : start + chunk]
-        for k, dbr in enumerate(_lagrangian_members(lag, steps, part, s.levels)):  # (n, H, W) each
-            d = torch.from_numpy(dbr)
-            rate = torch.where(last_ok & (d >= WET_DBR), 10.0 ** (d / 10.0), 0.0)  # finite
-            moved = warp(rate[None], disp[:, k], finite=True)[0]  # (n, H, W)
-            out[start : start + len(part), k] = torch.where(reach[k], moved, float("nan")).numpy()
+    threads = max(1, min(threads, s.members))
+    per_thread = -(-s.members // threads)
+    parts = [(a, min(s.members, a + per_thread)) for a in range(0, s.members, per_thread)]
+
+    def run(part: tuple[int, int]) -> None:
+        """Members part[0]..part[1] - 1, ``chunk`` at a time, on one torch thread."""
+        torch.set_num_threads(1)
+        for start in range(part[0], part[1], chunk):
+            stop = min(part[1], start + chunk)
+            for k, dbr in enumerate(_lagrangian_members(cascade, lag[-1], steps, gens[start:stop], 1)):
+                d = torch.from_numpy(dbr)  # (n, H, W)
+                rate = torch.where(last_ok & (d >= WET_DBR), 10.0 ** (d / 10.0), 0.0)  # finite
+                moved = warp(rate[None], disp[:, k], finite=True)[0]  # (n, H, W)
+                out[start:stop, k] = torch.where(reach[k], moved, float("nan")).numpy()
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(run, parts))
     return out
 
 
