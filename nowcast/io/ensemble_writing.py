@@ -98,11 +98,15 @@ def ensemble_dataset(
 
 
 def _add_members(ds: xr.Dataset, name: str, data: np.ndarray, packed: bool) -> None:
-    """The members (M, time, y, x) as ``MEMBERS_VARIABLE``, attributes and encoding from ``ds[name]``."""
+    """The members (M, time, y, x) as ``MEMBERS_VARIABLE``, attributes and encoding from ``ds[name]``;
+    a dask array over ``data`` (no copy), so that writing encodes and compresses one frame at a time."""
     ref = ds[name]
     attrs = dict(ref.attrs)
     attrs["long_name"] = ref.attrs["long_name"].replace("ensemble mean", "ensemble members")
-    values = np.minimum(data, np.float32(PACK_MAX)) if packed else data
+    import dask.array as da  # lazy, one frame at a time: the packing's temporaries stay one frame large
+
+    values = da.from_array(data, chunks=(1, 1, *data.shape[2:]))
+    values = da.minimum(values, np.float32(PACK_MAX)) if packed else values
     ds[MEMBERS_VARIABLE] = xr.Variable(("realization", *ref.dims), values, attrs)
     enc = dict(ref.encoding)
     enc["chunksizes"] = (1, *enc["chunksizes"])
