@@ -26,6 +26,9 @@ log = logging.getLogger("nowcast.io")
 
 MEMBERS_VARIABLE = "rainfall_rate_ensemble"
 """Name of the members' variable (realization, time, y, x)."""
+MEMBERS_COMPLEVEL = 1
+"""zlib level of the members, the bulk of the file: level 1 writes 20 members x 12 leads of 512 x 512 in
+0.6 of level 4's time for a file 3 % larger (int16 with shuffle; measured on OPERA CIRRUS)."""
 PROBABILITY_VARIABLE = "probability_of_rainfall_rate_above_threshold"
 """Name of the exceedance probabilities' variable (threshold, time, y, x), as IMPROVER names them."""
 PROBABILITY_PACKING = {
@@ -110,6 +113,8 @@ def _add_members(ds: xr.Dataset, name: str, data: np.ndarray, packed: bool) -> N
     ds[MEMBERS_VARIABLE] = xr.Variable(("realization", *ref.dims), values, attrs)
     enc = dict(ref.encoding)
     enc["chunksizes"] = (1, *enc["chunksizes"])
+    if "complevel" in enc:
+        enc["complevel"] = MEMBERS_COMPLEVEL
     ds[MEMBERS_VARIABLE].encoding = enc
 
 
