@@ -18,14 +18,18 @@ with ``vel_pert_method=None``, ``mask_method=None`` and ``probmatching_method="c
 
 The motion itself is not perturbed (pySTEPS' ``bps`` motion perturbations are left out): the spread comes
 from the cascade alone. Member j's noise depends only on (seed, j), so a member is the same whatever
-the number of members or the chunk size.
+the number of members, the chunk size or the threads.
+
+How it is computed (the method above unchanged): the cascade's levels are carried as real FFTs
+(``_Cascade``: two FFTs per member and step), the matching ranks with numpy, and the members are split
+among the caller's torch threads, one torch thread each (docs/probabilistic.md).
 """
 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -180,7 +184,7 @@ class _Cascade:
         self.phi1, self.phi2 = (v.reshape(-1, 1, 1, 1) for v in (phi1, phi2))  # (L, 1, 1, 1): real view
         self.bands = torch.from_numpy(_bandpass(h, w, levels)).to(lag.device, lag.dtype)  # (L, H, W2)
         power = self.bands.double() ** 2 * spectral_multiplicity(h, w).to(lag.device, torch.float64)
-        self.power = power.reshape(levels, -1).T / float(h * w) ** 2  # (H W2, L): level variances by Parseval
+        self.power = (power.reshape(levels, -1).T / float(h * w) ** 2).to(lag.dtype)  # (H W2, L): Parseval
         filt = torch.from_numpy(noise_filter(lag.double().numpy())).to(lag.device, lag.dtype)
         filt[0, 0] = 0.0  # the level means are removed
         self.filt = filt
@@ -200,10 +204,11 @@ class _Cascade:
         """One AR(2) step of every member with fresh noise: (cur, next state, next field (n, H, W) dBR)."""
         n = len(gens)
         spec = noise_spectrum(gens, self.filt, self.shape)  # (n, H, W2)
-        var = (spec.real.double() ** 2 + spec.imag.double() ** 2).reshape(n, -1) @ self.power  # (n, L)
-        coef = (self.sigma.double() / var.sqrt().clamp_min(1e-12)).to(self.bands.dtype)  # (n, L)
-        nxt = torch.view_as_real(spec)[:, None] * self.bands[..., None]  # (n, L, H, W2, 2): the noise's levels
-        nxt.mul_(coef[:, :, None, None, None])  # normalised and scaled by the innovation's std
+        power = torch.view_as_real(spec).square().sum(-1).reshape(n, -1)  # (n, H W2): |X|^2
+        var = power.to(self.power.dtype) @ self.power  # (n, L): each level's variance
+        coef = (self.sigma.to(var.dtype) / var.sqrt().clamp_min(1e-12)).to(self.bands.dtype)  # (n, L)
+        weights = self.bands * coef[:, :, None, None]  # (n, L, H, W2): normalised and scaled by the innovation's std
+        nxt = torch.view_as_real(spec)[:, None] * weights[..., None]  # (n, L, H, W2, 2): the noise's levels
         nxt.addcmul_(self.phi1, cur).addcmul_(self.phi2, prev)
         mixed = torch.matmul(self.scale, nxt.reshape(n, self.scale.shape[-1], -1))  # (n, 1, H W2 2)
         field = torch.fft.irfft2(torch.view_as_complex(mixed.reshape(n, *nxt.shape[-3:])), s=self.shape)

@@ -113,9 +113,11 @@ def _scores(name: str, ens: np.ndarray, observed: np.ndarray) -> str:
     s = probscores.init_probscores(ens.shape[1], [1.0], ens.shape[0])
     probscores.accumulate(s, ens, observed)
     res = probscores.compute(s)
-    crps = " ".join(f"{v:.3f}" for v in res["CRPS"][[0, 5, -1]])
-    bss = " ".join(f"{v:.3f}" for v in res["BSS"][[0, 5, -1], 0])
-    return f"{name:>6}: CRPS (mm/h) at leads 1/6/{ens.shape[1]}: {crps}; BSS >= 1 mm/h: {bss}"
+    leads = [0, min(5, ens.shape[1] - 1), ens.shape[1] - 1]
+    crps = " ".join(f"{v:.3f}" for v in res["CRPS"][leads])
+    bss = " ".join(f"{v:.3f}" for v in res["BSS"][leads, 0])
+    where = "/".join(str(k + 1) for k in leads)
+    return f"{name:>6}: CRPS (mm/h) at leads {where}: {crps}; BSS >= 1 mm/h: {bss}"
 
 
 def _run(cmd: list[str], threads: int) -> tuple[float, float]:
