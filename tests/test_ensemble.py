@@ -12,12 +12,16 @@ from nowcast.nowcasts.ensemble import (
     EnsembleSettings,
     correlated_noise,
     ensemble_forecast,
+    WET_DBR,
     innovation_scale,
+    lagrangian_dbr,
     member_generators,
     noise_filter,
+    perturbed_cascade,
     tukey_window,
 )
-from nowcast.nowcasts.cascade import ar2_parameters
+from nowcast.motion.advection import warp
+from nowcast.nowcasts.cascade import ar2_parameters, decompose, lag_correlation, match_last
 from nowcast.units import to_dbr
 from tests.conftest import moving_rain
 
@@ -156,3 +160,39 @@ def test_steps_baseline_is_seeded_and_dry_stays_dry(case, pysteps_installed) -> 
     assert not np.array_equal(a, c, equal_nan=True)
     dry = baselines.steps_ensemble(np.zeros((3, 16, 16), np.float32), 2, 2, seed=0, velocity=np.zeros((2, 16, 16)))
     np.testing.assert_array_equal(dry, 0.0)
+
+
+def _spatial_cascade(lag: torch.Tensor, steps: int, gens: list[torch.Generator], levels: int) -> torch.Tensor:
+    """The perturbed cascade written in the spatial domain, as pySTEPS runs it: the noise filtered,
+    decomposed into levels, normalised per level, injected through each level's AR(2); (N, steps, H, W) dBR,
+    before probability matching."""
+    z, means, stds = decompose(lag, levels)
+    gamma1, gamma2 = lag_correlation(z[2], z[1]), lag_correlation(z[2], z[0])
+    phi1, phi2 = ar2_parameters(gamma1, gamma2)
+    sigma = innovation_scale(gamma1, phi1, phi2)
+    phi1, phi2, sigma = (v[:, None, None] for v in (phi1, phi2, sigma))
+    filt = torch.from_numpy(noise_filter(lag.numpy()))
+    prev, cur = z[1].expand(len(gens), -1, -1, -1), z[2].expand(len(gens), -1, -1, -1)
+    out = []
+    for _ in range(steps):
+        eps, _, _ = decompose(correlated_noise(gens, filt, lag.shape[-2:]), levels)
+        prev, cur = cur, phi1 * cur + phi2 * prev + sigma * eps
+        out.append((cur * stds[2] + means[2]).sum(1))
+    return torch.stack(out, 1)
+
+
+@pytest.mark.parametrize("width", [80, 61])  # the real FFT's last column: Nyquist (even) or not (odd)
+def test_spectral_cascade_is_the_spatial_cascade(case, width) -> None:
+    frames, velocity = case
+    lag = lagrangian_dbr(frames[..., :width], velocity[..., :width]).double()
+    ours = perturbed_cascade(lag, 4, member_generators(3, 5), 6).numpy()  # (5, 4, H, W), matched
+    ref = _spatial_cascade(lag, 4, member_generators(3, 5), 6)
+    matched = match_last(ref, lag[-1].expand(5, -1, -1), WET_DBR).numpy()
+    close = np.isclose(ours, matched, atol=1e-6)
+    assert close.mean() > 0.999  # equal but for rank swaps of near-equal values
+
+
+def test_finite_warp_equals_warp() -> None:
+    field = torch.rand(1, 3, 20, 24)
+    disp = torch.randn(1, 2, 20, 24) * 3
+    np.testing.assert_array_equal(warp(field, disp, finite=True).numpy(), warp(field, disp).numpy())

