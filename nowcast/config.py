@@ -28,6 +28,7 @@ from nowcast.units import RAIN_THRESHOLD, ZR_A, ZR_B
 TransformKind = Literal["dbz", "log", "linear", "minmax"]
 Frame = Literal["eulerian", "lagrangian"]
 ProbMatching = Literal["none", "cdf", "cdf_lagrangian"]
+Export = Literal["last", "best"]
 Base = Literal["last", "sprog"]
 Kind = Literal["convlstm", "fc_lstm", "cnn_lstm", "unet"]
 Loss = Literal["mse", "mae", "mse+mae"]
@@ -220,6 +221,10 @@ class TrainConfig:
     """torch CPU threads (0: all cores)."""
     max_val_windows: int = 256
     """Upper bound on validation windows per validation pass."""
+    export: Export = "last"
+    """Which weights model.pt holds: last (the final step's) or best (those of the lowest validation
+    loss, the weights before the first step included: a run that only overfits gives back its start,
+    e.g. S-PROG for a model.base=sprog recipe). best.pt is written either way."""
 
 
 @dataclass(frozen=True)

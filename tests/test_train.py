@@ -183,6 +183,45 @@ def test_resume_is_exact(synth_file: Path, tmp_path: Path) -> None:
     assert [r["train_loss"] for r in _rows(straight)] == [r["train_loss"] for r in _rows(resumed)]
 
 
+def test_export_best_gives_model_pt_the_weights_of_the_lowest_validation_loss(
+    synth_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    common = [f"data.files=[{synth_file}]", "train.threads=1", "train.ckpt_every=1000", "train.val_every=2"]
+    # the weights after 4 steps, from a plain run (training is deterministic: see the resume test)
+    plain = run_training(load_config(TINY, common + ["train.steps=4"]), run_dir=tmp_path / "plain")
+    at_step_4 = load_checkpoint(plain / "model.pt")["state_dict"]
+    # validation losses the test decides: the start, then steps 2, 4, 6; the lowest is at step 4
+    losses = iter([1.0, 2.0, 0.5, 3.0])
+    real = nowcast.training.loop._validate
+    monkeypatch.setattr(nowcast.training.loop, "_validate", lambda *a, **k: (next(losses), real(*a, **k)[1]))
+    run = run_training(load_config(TINY, common + ["train.steps=6", "train.export=best"]), run_dir=tmp_path / "best")
+    rows = [r for r in _rows(run) if r["val_loss"]]
+    assert [int(r["step"]) for r in rows] == [0, 2, 4, 6]  # the start is validated too
+    model = load_checkpoint(run / "model.pt")
+    for key, value in at_step_4.items():
+        torch.testing.assert_close(model["state_dict"][key], value, rtol=0, atol=1e-6)
+    assert model["provenance"]["final_metrics"]["step"] == 4
+    last = load_checkpoint(run / "last.pt")["state_dict"]
+    assert any(not torch.equal(last[k], v) for k, v in at_step_4.items())  # not simply the last weights
+
+
+def test_export_best_gives_back_the_start_when_training_only_gets_worse(
+    synth_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    common = [f"data.files=[{synth_file}]", "train.threads=1", "train.ckpt_every=1000", "train.val_every=2"]
+    losses = iter([1.0, 1.5, 2.0])
+    real = nowcast.training.loop._validate
+    monkeypatch.setattr(nowcast.training.loop, "_validate", lambda *a, **k: (next(losses), real(*a, **k)[1]))
+    cfg = load_config(TINY, common + ["train.steps=4", "train.export=best"])
+    run = run_training(cfg, run_dir=tmp_path / "run")
+    torch.manual_seed(cfg.train.seed)  # the start, built as run_training builds it
+    start = build_model(cfg.model, cfg.data).state_dict()
+    model = load_checkpoint(run / "model.pt")
+    for key, value in start.items():
+        torch.testing.assert_close(model["state_dict"][key], value, rtol=0, atol=0)
+    assert model["provenance"]["final_metrics"]["step"] == 0
+
+
 def test_resume_on_new_data_restarts_best_and_keeps_provenance(synth_file: Path, tmp_path: Path) -> None:
     common = [f"data.files=[{synth_file}]", "train.threads=1", "train.val_every=1000", "train.ckpt_every=1000"]
     first = run_training(load_config(TINY, common + ["train.steps=4"]), run_dir=tmp_path / "first")

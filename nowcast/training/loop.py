@@ -626,15 +626,26 @@ def _validation(run: _Run, done: int, row: dict[str, Any], transform: Transform,
     run.last_scores = {"step": done, "val_loss": val_loss}
     run.last_scores.update({f"val_csi_{thr:g}": float(c) for thr, c in zip(cfg.eval.thresholds, csi)})
     log.info(
-        "step %d: train loss %s, val loss %.5f, val CSI %s",
+        "step %d: %s, val loss %.5f, val CSI %s",
         done,
-        row["train_loss"],
+        f"train loss {row['train_loss']}" if row["train_loss"] else "before training",
         val_loss,
         ", ".join(f"{thr:g}:{c:.3f}" for thr, c in zip(cfg.eval.thresholds, csi)),
     )
     if val_loss < run.best_val:
         run.best_val = val_loss
         _save(run, "best.pt")
+
+
+def _export_best(run: _Run) -> None:
+    """Write model.pt from best.pt's weights, with their validation scores as its provenance."""
+    best = load_checkpoint(run.out / "best.pt")
+    run.model.load_state_dict(best["state_dict"])
+    scores = dict((best.get("provenance") or {}).get("final_metrics") or {})
+    run.last_scores = scores
+    step = scores.get("step", "?")
+    _save(run, "model.pt")
+    log.info("model.pt holds the weights of step %s, the lowest validation loss (train.export=best)", step)
 
 
 def run_training(
@@ -696,6 +707,12 @@ def run_training(
 
         progress = progress_bar(tr.steps, "step", initial=run.start_step)
     done = run.start_step
+    if tr.export == "best" and done == 0 and data.val_windows:  # the start is a candidate for model.pt
+        row0: dict[str, Any] = {"step": 0, "epoch": "0.000", "lr": f"{lr_at(0, cfg):.3e}", "train_loss": ""}
+        wrapped.eval()
+        _validation(run, 0, row0, transform, precision)
+        wrapped.train()
+        mlog.append(row0)
     tick, frames_done, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
     eta_clock: dict[str, float] = {}
     try:
@@ -745,12 +762,16 @@ def run_training(
         _save(run, "last.pt", done)
         if not (out / "best.pt").exists():
             _save(run, "best.pt")
-        _save(run, "model.pt")
+        if tr.export == "best":
+            _export_best(run)
+        else:
+            _save(run, "model.pt")
         log.info(
-            "done: %s is the model to use (nowcast predict FILE --model %s); best.pt has the lowest "
-            "validation loss, last.pt resumes (--resume %s)",
+            "done: %s is the model to use (nowcast predict FILE --model %s, the %s weights); best.pt has "
+            "the lowest validation loss, last.pt resumes (--resume %s)",
             out / "model.pt",
             out / "model.pt",
+            tr.export,
             out,
         )
     if info.distributed:  # leave the process group cleanly (NCCL warns at exit otherwise)
