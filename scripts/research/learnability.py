@@ -90,7 +90,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.ceiling:
         test_file = _archive(args.out, args.files, args.wind)[1]
-        print("matched oracle, persistence: %.3f, %.3f" % matched_ceiling(test_file))
+        ceiling, persistence = matched_ceiling(test_file)
+        print(f"matched oracle, persistence: {ceiling:.3f}, {persistence:.3f}")
         return
     train_files, test_file = _archive(args.out, args.files, args.wind)
     run = args.out / "run"
