@@ -56,6 +56,9 @@ MODEL = "model"
 """Method name of the neural network in reports (the checkpoint is named in ``summary.json``)."""
 EXAMPLE_LEADS = 4
 """Lead times shown in the example-case figure."""
+BASELINE_FRAMES = SPROG_AR_ORDER + 1
+"""Input frames of a case without a model: what the methods that learn nothing use (Lucas-Kanade's last 3
+frames, AR(2)'s 3), so that a short file (13 frames) is scorable by them and the ensembles."""
 _BATCH_VALUES = {"cpu": 2**25, "cuda": 2**27}
 """Values (float32) of input + observed + forecast frames per model batch: bounds memory per device."""
 
@@ -482,6 +485,7 @@ def evaluate_files(inputs: Sequence[str | Path], s: EvaluateSettings = EvaluateS
         loaded.time_step if first else data_time_step([str(p) for p in inputs], s.variable) or cfg.data.time_step
     )
     d = cfg.data
+    in_frames = d.in_frames if first else BASELINE_FRAMES  # without a model, only the baselines' inputs
     steps = forecast_steps(s.steps, s.lead_s, time_step, d.out_frames, in_frames_only=cfg.transform.kind == "minmax")
     variable = s.variable if s.variable is not None else d.variable
     thresholds = tuple(cfg.eval.thresholds if s.thresholds is None else s.thresholds)
@@ -492,8 +496,8 @@ def evaluate_files(inputs: Sequence[str | Path], s: EvaluateSettings = EvaluateS
         units=d.units,
         zr_a=d.zr_a,
         zr_b=d.zr_b,
-        min_frames=d.in_frames + steps,
-        too_short=functools.partial(_too_short, in_frames=d.in_frames, steps=steps, time_step=time_step),
+        min_frames=in_frames + steps,
+        too_short=functools.partial(_too_short, in_frames=in_frames, steps=steps, time_step=time_step),
     )
     for seg in archive.segments:  # a grid too small for any method; fc_lstm, cnn_lstm: frames of their size only
         problems = [grid_problem(seg.shape)] + [frame_size_problem(c.model, seg.shape) for c in loaded.configs.values()]
@@ -502,7 +506,7 @@ def evaluate_files(inputs: Sequence[str | Path], s: EvaluateSettings = EvaluateS
             raise InputError(f"{seg.attrs.get('source_file', inputs[0])}: {problem}")
     k = table_threshold(thresholds) if thresholds else 0
     v = Verification(
-        in_frames=d.in_frames,
+        in_frames=in_frames,
         steps=steps,
         baselines=tuple(s.baselines),
         thresholds=thresholds,
