@@ -42,7 +42,7 @@ from nowcast.verification import ensembles as ens
 from nowcast.verification import metrics
 from nowcast.config import EvalConfig, frame_size_problem, grid_problem, lead_times
 from nowcast.errors import ConfigError, InputError, NowcastError, OutputError
-from nowcast.io import Archive, data_time_step, iso_time, open_archive
+from nowcast.io import Archive, data_time_step, iso_time, open_archive, pixel_size_km
 from nowcast.leads import check_horizon, forecast_steps, lead_text
 from nowcast.verification.reports import format_table, lead_indices, table_threshold, write_reports
 from nowcast.verification.results import Evaluation, Example, merge_evaluations
@@ -310,6 +310,8 @@ def _verify_segment(
     show = lead_indices(v.steps, EXAMPLE_LEADS)
     seed = v.ensemble.seed if v.ensemble is not None else 0
     n_members = v.ensemble.members if v.ensemble is not None else 0
+    motion = v.ensemble.motion_perturbation if v.ensemble is not None else "none"
+    km_per_px, step_min = pixel_size_km(seg), int(seg.attrs["time_step"]) / 60.0  # for bps
     for b0 in range(0, len(starts), batch):
         chunk = starts[b0 : b0 + batch]
         frames.forget_before(chunk[0])
@@ -330,7 +332,9 @@ def _verify_segment(
             members: dict[str, np.ndarray] = {}  # (M, steps, 1, H, W), timed as their mean's method
             for name in ens_methods:
                 with timed(ens.mean_name(name)):
-                    members[name] = ens.case_members(name, inputs[i], v.steps, n_members, ens.case_seed(seed, s, a))
+                    members[name] = ens.case_members(
+                        name, inputs[i], v.steps, n_members, ens.case_seed(seed, s, a), motion, km_per_px, step_min
+                    )
                     fc[ens.mean_name(name)] = ens.ensemble_mean(members[name])
             with timed("scoring"):
                 score_case(ev, fc, observed[i], v.common_mask)
@@ -501,6 +505,11 @@ def evaluate_files(inputs: Sequence[str | Path], s: EvaluateSettings = EvaluateS
     )
     for seg in archive.segments:  # a grid too small for any method; fc_lstm, cnn_lstm: frames of their size only
         problems = [grid_problem(seg.shape)] + [frame_size_problem(c.model, seg.shape) for c in loaded.configs.values()]
+        if s.ensemble is not None and s.ensemble.motion_perturbation == "bps" and pixel_size_km(seg) is None:
+            problems.append(
+                "--motion-perturbation bps: expected x/y coordinates in m or km (the pixel size), found none; "
+                "use --motion-perturbation none"
+            )
         problem = next((p for p in problems if p), None)
         if problem:
             raise InputError(f"{seg.attrs.get('source_file', inputs[0])}: {problem}")
