@@ -25,6 +25,8 @@ from tests.conftest import moving_rain
 SIZE = (32, 40)
 MEMBERS, STEPS, IN_FRAMES = 4, 3, 3
 PROB_SCORES = ("CRPS", "BS", "BSS", "ROC_AUC", "SPREAD_SKILL")
+MOTION = EnsembleEvaluation(1).motion_perturbation  # the commands' default, recomputed below
+GRID = dict(motion_perturbation=MOTION, km_per_px=1.0, step_min=5.0)  # radar_file: 1 km pixels, 5 min apart
 
 
 def _data(radar_file: Callable[..., Path], frames: int) -> Path:
@@ -61,8 +63,8 @@ def _recompute(frames: np.ndarray, n_cases: int, thresholds: tuple[float, ...], 
         x, obs = frames[a : a + IN_FRAMES], frames[a + IN_FRAMES : a + IN_FRAMES + STEPS]
         velocity, s = motion_field(x), case_seed(seed, 0, a)
         members = {
-            "ensemble": ensemble_forecast(x, velocity, STEPS, EnsembleSettings(members=MEMBERS, seed=s)),
-            "steps": steps_ensemble(x, STEPS, MEMBERS, s, velocity),
+            "ensemble": ensemble_forecast(x, velocity, STEPS, EnsembleSettings(members=MEMBERS, seed=s, **GRID)),
+            "steps": steps_ensemble(x, STEPS, MEMBERS, s, velocity, bps=(1.0, 5.0) if MOTION == "bps" else None),
         }
         means = {m: v.astype(np.float32).mean(0) for m, v in members.items()}
         valid = np.isfinite(obs) & np.isfinite(x[-1]) & np.isfinite(means["ensemble"]) & np.isfinite(means["steps"])

@@ -12,5 +12,6 @@ SPROG_AR_ORDER = 2
 MOTION_PERTURBATIONS = ("bps", "none")
 """Motion perturbations of an ensemble's members: ``bps`` (pySTEPS', ``motion.perturbation``: each member
 along its own perturbed motion) or ``none`` (all along the same motion)."""
-DEFAULT_MOTION_PERTURBATION = "none"
-"""The ensembles' motion perturbation unless asked otherwise (chosen on the folds: docs/probabilistic.md)."""
+DEFAULT_MOTION_PERTURBATION = "bps"
+"""The motion perturbation of ``predict --members`` and ``evaluate --members`` unless asked otherwise: kept
+by the rule on the cross-radar folds (docs/probabilistic.md)."""

@@ -40,7 +40,7 @@ import torch
 from nowcast.motion.advection import displacements, warp
 from nowcast.motion.lagrangian import from_lagrangian, to_lagrangian
 from nowcast.motion.perturbation import BPS_PARALLEL, BPS_PERPENDICULAR, PerturbedTrajectories, member_draws
-from nowcast.nowcasts import DEFAULT_MOTION_PERTURBATION, MOTION_PERTURBATIONS, SPROG_AR_ORDER, SPROG_LEVELS
+from nowcast.nowcasts import MOTION_PERTURBATIONS, SPROG_AR_ORDER, SPROG_LEVELS
 from nowcast.nowcasts.cascade import _bandpass, ar2_parameters, decompose, lag_correlation
 from nowcast.units import DBR_ZERO, RAIN_THRESHOLD, to_dbr
 
@@ -65,9 +65,10 @@ class EnsembleSettings:
     chunk: int = 4
     """Members computed at once by each thread (about 10 float32 fields of H x W per member in flight, on
     top of the output's ``steps`` per member); 0: all. The members do not depend on it."""
-    motion_perturbation: str = DEFAULT_MOTION_PERTURBATION
-    """``bps``: each member along its own perturbed motion (``motion.perturbation``); ``none``: all along
-    the same motion."""
+    motion_perturbation: str = "none"
+    """``bps``: each member along its own perturbed motion (``motion.perturbation``; needs ``km_per_px`` and
+    ``step_min``); ``none``: all along the same motion. The commands, which know the grid, default to
+    ``nowcasts.DEFAULT_MOTION_PERTURBATION``."""
     km_per_px: float | None = None
     """Pixel size (km): needed by ``bps``."""
     step_min: float | None = None
@@ -297,8 +298,8 @@ def ensemble_forecast(
     ``velocity`` (2, H, W) px per step (``motion.motion_field``): (members, steps, H, W) float32 mm/h.
 
     NaN where the extrapolation of the last frame has no data (its source outside the grid or without
-    data; with ``bps``, along each member's own motion); a last frame without rain gives dry members (NaN
-    as the unperturbed extrapolation). Uses torch's CPU threads as set by the caller.
+    data; with ``bps``, also along each member's own motion); a last frame without rain gives dry members
+    (NaN as the unperturbed extrapolation). Uses torch's CPU threads as set by the caller.
     """
     x = np.asarray(frames, dtype=np.float32)
     if x.ndim != 3 or x.shape[0] < SPROG_AR_ORDER + 1:
@@ -349,9 +350,11 @@ def _ensemble(x: np.ndarray, velocity: np.ndarray, steps: int, s: EnsembleSettin
                 if paths is None:  # every member along the same trajectories
                     moved = warp(rate[None], disp[:, k], finite=True)[0]  # (n, H, W)
                     out[start:stop, k] = torch.where(reach[k], moved, float("nan")).numpy()
-                else:  # each member along its own: NaN where its source is outside or has no data
+                else:  # each member along its own: NaN where its source is outside or has no data, and
+                    # where the unperturbed extrapolation has none (as baselines.steps_ensemble masks STEPS')
                     src = torch.where(last_ok, rate, float("nan"))[:, None]  # (n, 1, H, W)
-                    out[start:stop, k] = warp(src, paths.next())[:, 0].numpy()
+                    moved = warp(src, paths.next())[:, 0]  # (n, H, W)
+                    out[start:stop, k] = torch.where(reach[k], moved, float("nan")).numpy()
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(run, parts))
