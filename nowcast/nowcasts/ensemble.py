@@ -1,7 +1,8 @@
 """A STEPS-like ensemble in torch: S-PROG's Lagrangian cascade with stochastic perturbations, members batched.
 
 STEPS (Bowler, Pierce and Seed 2006; Seed, Pierce and Norman 2013) as pySTEPS ``nowcasts.steps`` runs it
-with ``vel_pert_method=None``, ``mask_method=None`` and ``probmatching_method="cdf"``:
+with ``vel_pert_method="bps"`` or ``None`` (``EnsembleSettings.motion_perturbation``), ``mask_method=None``
+and ``probmatching_method="cdf"``:
 
 1. The last ``SPROG_AR_ORDER + 1`` frames in dBR (``units.to_dbr``) are warped into the frame of the
    last one (``motion.to_lagrangian``), no data filled with ``DBR_ZERO``.
