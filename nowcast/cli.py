@@ -23,6 +23,7 @@ import typer.core
 
 from nowcast import __version__
 from nowcast.errors import NowcastError, first_line
+from nowcast.nowcasts import DEFAULT_MOTION_PERTURBATION, MOTION_PERTURBATIONS
 
 _click_errors = sys.modules[typer.BadParameter.__module__]  # click.exceptions, or the copy newer Typer vendors
 _NoArgsIsHelp: type[BaseException] = getattr(_click_errors, "NoArgsIsHelpError", ())  # type: ignore[assignment]
@@ -154,6 +155,17 @@ DeviceOption = Annotated[
         "--device",
         metavar="DEVICE",
         help="Where the model runs: auto (the GPU when there is one, else the CPU), cpu, cuda or cuda:N.",
+    ),
+]
+
+MotionPerturbationOption = Annotated[
+    str,
+    typer.Option(
+        "--motion-perturbation",
+        metavar="METHOD",
+        help="Ensemble members' motion: bps (pySTEPS': each member along its own perturbed motion, growing "
+        "with lead time; needs x/y in m or km) or none (all along the same motion).",
+        show_default=True,
     ),
 ]
 
@@ -422,13 +434,14 @@ def predict(
     probabilities: Annotated[
         str, typer.Option(metavar="LIST", help="Comma-separated thresholds (mm/h) of the ensemble's probabilities.")
     ] = "1,10,30",
+    motion_perturbation: MotionPerturbationOption = DEFAULT_MOTION_PERTURBATION,
 ) -> None:
     """Forecast from the latest frames and write a CF-conventions NetCDF on the input's grid.
 
     Written atomically under a lock (.nowcast.lock, one per output directory): overlapping cron runs
     never interleave.
     """
-    ensemble = _ensemble_product(members, seed, probabilities)
+    ensemble = _ensemble_product(members, seed, probabilities, motion_perturbation)
     with _errors():
         from nowcast.predict import predict_to_file
 
@@ -583,6 +596,7 @@ def evaluate(
     seed: Annotated[
         int, typer.Option(metavar="S", help="Seed of the ensembles (each forecast time's seed derives from it).")
     ] = 0,
+    motion_perturbation: MotionPerturbationOption = DEFAULT_MOTION_PERTURBATION,
     threads: ThreadsOption = 0,
     device: DeviceOption = "auto",
 ) -> None:
@@ -602,7 +616,7 @@ def evaluate(
         None if thresholds is None else numbers(thresholds, float, "--thresholds")
     )  # usage errors (exit 2) are raised outside _errors
     scales = numbers(fss_scales, int, "--fss-scales")
-    ensemble = _ensemble_evaluation(members, seed)
+    ensemble = _ensemble_evaluation(members, seed, motion_perturbation)
     with _errors():
         from nowcast.verification.evaluate import EvaluateSettings, evaluate_files
 
@@ -629,7 +643,16 @@ def evaluate(
             typer.echo(table)
 
 
-def _ensemble_evaluation(members: int | None, seed: int) -> Any:
+def _check_motion_perturbation(name: str) -> str:
+    """``--motion-perturbation`` checked (usage error, exit 2, for an unknown name)."""
+    if name not in MOTION_PERTURBATIONS:
+        raise typer.BadParameter(
+            f"expected one of {', '.join(MOTION_PERTURBATIONS)}, found {name!r}", param_hint="--motion-perturbation"
+        )
+    return name
+
+
+def _ensemble_evaluation(members: int | None, seed: int, motion_perturbation: str) -> Any:
     """``evaluate --members/--seed`` as an ``EnsembleEvaluation`` (None without members); usage errors exit 2."""
     if members is None:
         return None
@@ -639,10 +662,10 @@ def _ensemble_evaluation(members: int | None, seed: int) -> Any:
         raise typer.BadParameter(f"expected 0 or a positive seed, found {seed}", param_hint="--seed")
     from nowcast.verification.ensembles import EnsembleEvaluation
 
-    return EnsembleEvaluation(members, seed)
+    return EnsembleEvaluation(members, seed, _check_motion_perturbation(motion_perturbation))
 
 
-def _ensemble_product(members: int, seed: int, probabilities: str) -> Any:
+def _ensemble_product(members: int, seed: int, probabilities: str, motion_perturbation: str) -> Any:
     """``--members/--seed/--probabilities`` as an ``EnsembleProduct`` (None without members); usage errors exit 2."""
     if members < 0:
         raise typer.BadParameter(f"expected 0 (no ensemble) or more members, found {members}", param_hint="--members")
@@ -651,7 +674,8 @@ def _ensemble_product(members: int, seed: int, probabilities: str) -> Any:
     from nowcast.ensemble_forecast import EnsembleProduct
 
     try:
-        return EnsembleProduct(members, seed, tuple(float(t) for t in probabilities.split(",") if t.strip()))
+        thresholds = tuple(float(t) for t in probabilities.split(",") if t.strip())
+        return EnsembleProduct(members, seed, thresholds, _check_motion_perturbation(motion_perturbation))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--probabilities") from None
 

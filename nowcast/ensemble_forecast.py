@@ -18,8 +18,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import xarray as xr
 
+from nowcast.errors import InputError
 from nowcast.forecast import forecast_coords
+from nowcast.io import pixel_size_km
 from nowcast.motion.flow import motion_field
+from nowcast.nowcasts import DEFAULT_MOTION_PERTURBATION, MOTION_PERTURBATIONS
 
 if TYPE_CHECKING:  # torch loads when an ensemble is made, not with predict: input errors are reported first
     from nowcast.nowcasts.ensemble import EnsembleSettings
@@ -40,21 +43,41 @@ class EnsembleProduct:
     """Seed of the members: the same seed and input give the same file."""
     thresholds: tuple[float, ...] = DEFAULT_PROBABILITY_THRESHOLDS
     """Rates (mm/h, increasing) whose exceedance probabilities are written."""
+    motion_perturbation: str = DEFAULT_MOTION_PERTURBATION
+    """``bps`` (each member along its own perturbed motion; needs x/y in m or km) or ``none``."""
 
     def __post_init__(self) -> None:
         if int(self.members) < 1:
             raise ValueError(f"members: expected at least 1, found {self.members}")
+        if self.motion_perturbation not in MOTION_PERTURBATIONS:
+            raise ValueError(
+                f"motion perturbation: expected one of {', '.join(MOTION_PERTURBATIONS)}, "
+                f"found {self.motion_perturbation!r}"
+            )
         t = tuple(float(x) for x in self.thresholds)
         if not t or any(b <= a for a, b in zip(t, t[1:])) or not all(np.isfinite(t)) or min(t) <= 0:
             raise ValueError(f"probabilities: expected positive, increasing thresholds in mm/h, found {list(t)}")
         object.__setattr__(self, "thresholds", t)
 
-    @property
-    def settings(self) -> EnsembleSettings:
-        """The ensemble's settings."""
+    def settings(self, like: xr.DataArray, time_step: int) -> EnsembleSettings:
+        """The ensemble's settings for frames on ``like``'s grid, ``time_step`` s apart.
+
+        Raises InputError when ``bps`` is asked for and the grid has no pixel size (``io.pixel_size_km``)."""
         from nowcast.nowcasts.ensemble import EnsembleSettings
 
-        return EnsembleSettings(members=int(self.members), seed=int(self.seed))
+        km = pixel_size_km(like)
+        if self.motion_perturbation == "bps" and km is None:
+            raise InputError(
+                f"{like.attrs.get('source_file', 'input')}: --motion-perturbation bps: expected x/y coordinates "
+                "in m or km (the pixel size), found none; use --motion-perturbation none"
+            )
+        return EnsembleSettings(
+            members=int(self.members),
+            seed=int(self.seed),
+            motion_perturbation=self.motion_perturbation,
+            km_per_px=km,
+            step_min=time_step / 60.0,
+        )
 
 
 def ensemble_members(
@@ -77,7 +100,7 @@ def ensemble_members(
     x = frames[:, 0]
     velocity = motion_field(x) if velocity is None else velocity
     started = time.perf_counter()
-    members = ensemble_forecast(x, velocity, steps, product.settings)  # (M, steps, H, W)
+    members = ensemble_forecast(x, velocity, steps, product.settings(like, time_step))  # (M, steps, H, W)
     log.debug("ensemble: %d members x %d steps in %.2f s", product.members, steps, time.perf_counter() - started)
     coords = forecast_coords(t_ref, steps, time_step, like)
     coords["realization"] = ("realization", np.arange(product.members, dtype=np.int32))

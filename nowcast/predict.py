@@ -311,7 +311,9 @@ def _ensemble(
     attrs = dict(attrs)
     attrs["source"] = (
         f"nowcast {__version__}, STEPS-like ensemble of {product.members} members (seed {product.seed}): "
-        "S-PROG cascade with pySTEPS nonparametric noise; the model was not run"
+        "S-PROG cascade with pySTEPS nonparametric noise, "
+        + ("bps motion perturbations" if product.motion_perturbation == "bps" else "no motion perturbation")
+        + "; the model was not run"
     )
     return members, attrs
 

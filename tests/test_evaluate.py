@@ -109,7 +109,8 @@ def test_persistence_of_an_unchanging_sequence_scores_csi_one_at_every_lead(
     assert {float(r["value"]) for r in rows if r["score"] in ("CSI", "POD")} == {1.0}
     assert {float(r["value"]) for r in rows if r["score"] in ("FAR", "MSE", "MAE")} == {0.0}
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["n_cases"] == 16 - (12 + 3) + 1  # without a model: the default 12 input frames
+    assert summary["n_cases"] == 16 - (3 + 3) + 1  # without a model: the baselines' 3 input frames
+    assert summary["settings"]["in_frames"] == 3
     assert summary["settings"]["model"] is None and summary["settings"]["time_step_s"] == 300
 
 
@@ -205,11 +206,11 @@ def test_windows_never_cross_a_gap_and_the_example_is_the_rainiest_t0(radar_file
 def test_cli_errors_exit_2_with_one_line(
     cli_runner, radar_file: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = radar_file("e.nc", frames=16, size=SIZE)
+    data = radar_file("e.nc", frames=14, size=SIZE)
     runner = cli_runner
     result = runner.invoke(app, ["evaluate", str(data), "--no-model", "--out", str(tmp_path / "r1")])
-    assert result.exit_code == 2
-    assert "expected a run of at least 24 frames" in result.stderr and "Traceback" not in result.stderr
+    assert result.exit_code == 2  # without a model: 3 input frames + 12 lead times
+    assert "expected a run of at least 15 frames" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "r1").exists()  # failed before any work
 
     result = runner.invoke(app, ["evaluate", str(data), "--no-model", "--baselines", "persistence,optical"])
@@ -221,5 +222,5 @@ def test_cli_errors_exit_2_with_one_line(
     result = runner.invoke(app, ["evaluate", str(data), "--baselines", "persistence"])
     assert result.exit_code == 2 and "--no-model" in result.stderr and "default.pt" in result.stderr
 
-    result = runner.invoke(app, ["evaluate", str(data), "--no-model", "--baselines", "persistence", "--steps", "9"])
-    assert result.exit_code == 2 and "at least 21 frames" in result.stderr
+    result = runner.invoke(app, ["evaluate", str(data), "--no-model", "--baselines", "persistence", "--steps", "13"])
+    assert result.exit_code == 2 and "at least 16 frames" in result.stderr

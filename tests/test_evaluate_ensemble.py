@@ -25,6 +25,8 @@ from tests.conftest import moving_rain
 SIZE = (32, 40)
 MEMBERS, STEPS, IN_FRAMES = 4, 3, 3
 PROB_SCORES = ("CRPS", "BS", "BSS", "ROC_AUC", "SPREAD_SKILL")
+MOTION = EnsembleEvaluation(1).motion_perturbation  # the commands' default, recomputed below
+GRID = dict(motion_perturbation=MOTION, km_per_px=1.0, step_min=5.0)  # radar_file: 1 km pixels, 5 min apart
 
 
 def _data(radar_file: Callable[..., Path], frames: int) -> Path:
@@ -61,8 +63,8 @@ def _recompute(frames: np.ndarray, n_cases: int, thresholds: tuple[float, ...], 
         x, obs = frames[a : a + IN_FRAMES], frames[a + IN_FRAMES : a + IN_FRAMES + STEPS]
         velocity, s = motion_field(x), case_seed(seed, 0, a)
         members = {
-            "ensemble": ensemble_forecast(x, velocity, STEPS, EnsembleSettings(members=MEMBERS, seed=s)),
-            "steps": steps_ensemble(x, STEPS, MEMBERS, s, velocity),
+            "ensemble": ensemble_forecast(x, velocity, STEPS, EnsembleSettings(members=MEMBERS, seed=s, **GRID)),
+            "steps": steps_ensemble(x, STEPS, MEMBERS, s, velocity, bps=(1.0, 5.0) if MOTION == "bps" else None),
         }
         means = {m: v.astype(np.float32).mean(0) for m, v in members.items()}
         valid = np.isfinite(obs) & np.isfinite(x[-1]) & np.isfinite(means["ensemble"]) & np.isfinite(means["steps"])
@@ -121,7 +123,7 @@ def test_two_shares_merged_equal_one_pass(radar_file: Callable[..., Path], pyste
 def test_cli_writes_the_ensemble_rows_summary_table_and_figures(
     cli_runner, radar_file: Callable[..., Path], tmp_path: Path, pysteps_installed
 ) -> None:
-    path = _data(radar_file, 15)  # 12 input frames without a model: 1 case
+    path = _data(radar_file, 6)  # 3 input frames without a model: 1 case
     args = ["evaluate", str(path), "--no-model", "--baselines", "persistence,steps", "--steps", str(STEPS)]
     args += ["--members", str(MEMBERS), "--threads", "1"]
     result = cli_runner.invoke(app, [*args, "--seed", "5", "--out", str(tmp_path / "a")])
@@ -157,7 +159,7 @@ def test_cli_writes_the_ensemble_rows_summary_table_and_figures(
 
 
 def test_same_seed_same_scores_in_library_calls(radar_file: Callable[..., Path], tmp_path: Path) -> None:
-    path = _data(radar_file, 15)
+    path = _data(radar_file, 7)
     kw = dict(no_model=True, baselines=("persistence",), steps=2, plots=False, threads=1)
     evaluate_files([path], EvaluateSettings(out_dir=tmp_path / "a", ensemble=EnsembleEvaluation(3, 1), **kw))
     evaluate_files([path], EvaluateSettings(out_dir=tmp_path / "b", ensemble=EnsembleEvaluation(3, 1), **kw))
@@ -183,6 +185,25 @@ def test_cli_refuses_bad_members_and_steps_without_members(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_no_model_needs_only_the_ensembles_inputs(
+    cli_runner, radar_file: Callable[..., Path], tmp_path: Path, pysteps_installed
+) -> None:
+    """A file too short for the shipped model's 12 input frames (as OPERA CIRRUS, 13 frames) is scored
+    without a model: 3 input frames (AR(2), Lucas-Kanade) and the lead times that fit."""
+    path = _data(radar_file, 8)
+    args = ["evaluate", str(path), "--no-model", "--baselines", "persistence,sprog,steps", "--steps", str(STEPS)]
+    result = cli_runner.invoke(app, [*args, "--members", "2", "--threads", "1", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["settings"]["in_frames"] == IN_FRAMES and summary["n_cases"] == 8 - (IN_FRAMES + STEPS) + 1
+    assert summary["settings"]["model"] is None
+    assert {"ensemble", "steps", "sprog"} <= set(summary["scores_mean_over_leads"])
+
+    short = cli_runner.invoke(app, [*args, "--members", "2", "--steps", "6", "--out", str(tmp_path / "s")])
+    assert short.exit_code == 2 and "expected a run of at least 9 frames" in short.stderr
+    assert "--steps 5" in short.stderr
 
 
 def test_case_seed_depends_on_the_case_alone() -> None:

@@ -3,7 +3,7 @@
 No module here imports torch at import time.
 
 - ``nowcast.io.reading``: radar NetCDF files -> rain rate (``open_radar``, ``segments``, ``open_archive``,
-  ``Archive``, ``data_time_step``; times as int64
+  ``Archive``, ``data_time_step``, ``pixel_size_km``; times as int64
   nanoseconds: ``NS``, ``times_ns``, ``iso_time``).
 - ``nowcast.io.writing``: a forecast -> a CF-1.11 NetCDF (``forecast_dataset``, ``write_forecast``,
   ``complete_grid_mapping``).
@@ -34,6 +34,7 @@ _MODULE_OF = {
     "iso_time": "reading",
     "open_archive": "reading",
     "open_radar": "reading",
+    "pixel_size_km": "reading",
     "segments": "reading",
     "times_ns": "reading",
     "FORECAST_REFERENCES": "writing",

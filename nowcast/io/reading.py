@@ -633,3 +633,23 @@ def data_time_step(paths: Sequence[str | Path], variable: str | None = None, *, 
         except InputError:
             continue
     return None
+
+
+_LENGTH_KM = {"m": 1e-3, "meter": 1e-3, "meters": 1e-3, "metre": 1e-3, "metres": 1e-3, "km": 1.0, "kilometer": 1.0}
+"""Units of projected x/y coordinates and their length in km."""
+
+
+def pixel_size_km(da: xr.DataArray) -> float | None:
+    """The pixel size (km) of ``da``'s grid from its 1-D ``x`` and ``y`` coordinates in m or km: the side of
+    a square of the pixel's area, sqrt(|dx| |dy|) (MRMS: 0.78 km x 1.11 km gives 0.93 km); None without
+    projected coordinates in a length unit (lat/lon only, image sequences)."""
+    sides = []
+    for name in ("x", "y"):
+        if name not in da.coords or da[name].ndim != 1 or da[name].size < 2:
+            return None
+        scale = _LENGTH_KM.get(str(da[name].attrs.get("units", "")).strip().lower())
+        step = abs(float(da[name].values[1]) - float(da[name].values[0])) * (scale or 0.0)
+        if not (np.isfinite(step) and step > 0):
+            return None
+        sides.append(step)
+    return float(np.sqrt(sides[0] * sides[1]))

@@ -78,6 +78,26 @@ def displacements(velocity: Tensor, steps: int, margin: int = 0) -> Tensor:
     return torch.stack(out, 1) if out else disp.new_zeros((disp.shape[0], 0, *disp.shape[1:]))
 
 
+def advance(velocity: Tensor, displacement: Tensor | None) -> Tensor:
+    """The backward trajectories one step further along ``velocity`` (B, 2, H, W) px per step, this step's
+    motion: (B, 2, H, W). ``displacement``: (B, 2, H, W) so far, None at the start.
+
+    One step of ``pysteps.extrapolation.semilagrangian.extrapolate`` given ``displacement_prev`` (one
+    midpoint iteration), as pySTEPS' STEPS moves members whose motion changes from step to step;
+    ``displacements`` of a constant motion equals ``advance`` repeated.
+    """
+    import torch
+
+    base = _pixel_grid(*velocity.shape[-2:], velocity.device, velocity.dtype)
+    if displacement is None:
+        displacement = torch.zeros_like(velocity)
+        inc = velocity
+    else:
+        inc = _sample_clamped(velocity, base + displacement)
+    inc = _sample_clamped(velocity, base + displacement - inc / 2.0)
+    return displacement - inc
+
+
 def _inside(coords: Tensor, h: int, w: int, eps: float = 1e-4) -> Tensor:
     """(B, H, W): whether absolute pixel coordinates (B, 2, H, W) lie on an ``h`` x ``w`` grid."""
     x, y = coords[:, 0], coords[:, 1]

@@ -155,7 +155,12 @@ def sprog_dbr(frames: np.ndarray, steps: int, velocity: np.ndarray) -> np.ndarra
 
 
 def steps_ensemble(
-    frames: np.ndarray, steps: int, members: int, seed: int, velocity: np.ndarray | None = None
+    frames: np.ndarray,
+    steps: int,
+    members: int,
+    seed: int,
+    velocity: np.ndarray | None = None,
+    bps: tuple[float | None, float | None] | None = None,
 ) -> np.ndarray:
     """pySTEPS STEPS (Bowler et al. 2006, Seed et al. 2013): the ensemble reference, seeded.
 
@@ -163,7 +168,9 @@ def steps_ensemble(
     ``motion.motion_field``). pySTEPS' own ``nowcasts.steps`` on the last frames in dBR (as ``sprog``),
     ``SPROG_LEVELS`` levels, AR(2), nonparametric noise, ``cdf`` probability matching, and, like
     ``nowcasts.ensemble``, neither motion perturbations nor a precipitation mask (pySTEPS' defaults
-    ``bps`` and ``incremental`` need the pixel size and time step, which frames alone do not carry).
+    ``bps`` and ``incremental`` need the pixel size and time step, which frames alone do not carry);
+    ``bps``: (km per pixel, minutes per step) to run pySTEPS' ``bps`` motion perturbations with its
+    default parameters.
     Returns (members, steps, H, W) float32 mm/h, 0 below 0.1 mm/h, NaN where the extrapolation of the
     last frame has no data; a dry last frame gives dry members.
     """
@@ -190,7 +197,9 @@ def steps_ensemble(
                 ar_order=SPROG_AR_ORDER,
                 precip_thr=thr,
                 noise_method="nonparametric",
-                vel_pert_method=None,
+                vel_pert_method=None if bps is None else "bps",
+                kmperpixel=None if bps is None else bps[0],
+                timestep=None if bps is None else bps[1],
                 mask_method=None,
                 probmatching_method="cdf",
                 seed=int(seed),

@@ -1,7 +1,8 @@
 """A STEPS-like ensemble in torch: S-PROG's Lagrangian cascade with stochastic perturbations, members batched.
 
 STEPS (Bowler, Pierce and Seed 2006; Seed, Pierce and Norman 2013) as pySTEPS ``nowcasts.steps`` runs it
-with ``vel_pert_method=None``, ``mask_method=None`` and ``probmatching_method="cdf"``:
+with ``vel_pert_method="bps"`` or ``None`` (``EnsembleSettings.motion_perturbation``), ``mask_method=None``
+and ``probmatching_method="cdf"``:
 
 1. The last ``SPROG_AR_ORDER + 1`` frames in dBR (``units.to_dbr``) are warped into the frame of the
    last one (``motion.to_lagrangian``), no data filled with ``DBR_ZERO``.
@@ -16,9 +17,11 @@ with ``vel_pert_method=None``, ``mask_method=None`` and ``probmatching_method="c
    frame's distribution (``cdf`` probability matching, its wet area kept), back to mm/h, and lead k
    is advected k steps along the motion (``motion.from_lagrangian``).
 
-The motion itself is not perturbed (pySTEPS' ``bps`` motion perturbations are left out): the spread comes
-from the cascade alone. Member j's noise depends only on (seed, j), so a member is the same whatever
-the number of members, the chunk size or the threads.
+With ``motion_perturbation="bps"`` each member also moves along its own perturbed motion (pySTEPS' ``bps``,
+``motion.perturbation``: parallel and perpendicular perturbations growing with lead time), advected
+along its own trajectories; with ``"none"`` every member moves along the same motion and the spread
+comes from the cascade alone. Member j's noise and motion draws depend only on (seed, j), so a member
+is the same whatever the number of members, the chunk size or the threads.
 
 How it is computed (the method above unchanged): the cascade's levels are carried as real FFTs
 (``_Cascade``: two FFTs per member and step), the matching ranks with numpy, and the members are split
@@ -37,7 +40,8 @@ import torch
 
 from nowcast.motion.advection import displacements, warp
 from nowcast.motion.lagrangian import from_lagrangian, to_lagrangian
-from nowcast.nowcasts import SPROG_AR_ORDER, SPROG_LEVELS
+from nowcast.motion.perturbation import BPS_PARALLEL, BPS_PERPENDICULAR, PerturbedTrajectories, member_draws
+from nowcast.nowcasts import MOTION_PERTURBATIONS, SPROG_AR_ORDER, SPROG_LEVELS
 from nowcast.nowcasts.cascade import _bandpass, ar2_parameters, decompose, lag_correlation
 from nowcast.units import DBR_ZERO, RAIN_THRESHOLD, to_dbr
 
@@ -62,9 +66,33 @@ class EnsembleSettings:
     chunk: int = 4
     """Members computed at once by each thread (about 10 float32 fields of H x W per member in flight, on
     top of the output's ``steps`` per member); 0: all. The members do not depend on it."""
+    motion_perturbation: str = "none"
+    """``bps``: each member along its own perturbed motion (``motion.perturbation``; needs ``km_per_px`` and
+    ``step_min``); ``none``: all along the same motion. The commands, which know the grid, default to
+    ``nowcasts.DEFAULT_MOTION_PERTURBATION``."""
+    km_per_px: float | None = None
+    """Pixel size (km): needed by ``bps``."""
+    step_min: float | None = None
+    """Time step of the frames and of the motion (min): needed by ``bps``."""
+    bps_parallel: tuple[float, float, float] = BPS_PARALLEL
+    """(a, b, c) of the parallel perturbation's scale a t**b + c (km/h, t in min)."""
+    bps_perpendicular: tuple[float, float, float] = BPS_PERPENDICULAR
+    """(a, b, c) of the perpendicular perturbation's scale (km/h, t in min)."""
 
     def __post_init__(self) -> None:
         problems = []
+        if self.motion_perturbation not in MOTION_PERTURBATIONS:
+            problems.append(
+                f"motion_perturbation: expected one of {', '.join(MOTION_PERTURBATIONS)}, "
+                f"found {self.motion_perturbation!r}"
+            )
+        if self.motion_perturbation == "bps":
+            for name in ("km_per_px", "step_min"):
+                value = getattr(self, name)
+                if value is None or not (np.isfinite(value) and value > 0):
+                    problems.append(f"{name}: expected a positive number for bps motion perturbations, found {value}")
+        if any(len(p) != 3 for p in (self.bps_parallel, self.bps_perpendicular)):
+            problems.append("bps_parallel, bps_perpendicular: expected (a, b, c) each")
         if int(self.members) < 1:
             problems.append(f"members: expected at least 1, found {self.members}")
         if int(self.levels) < 3:
@@ -271,7 +299,8 @@ def ensemble_forecast(
     ``velocity`` (2, H, W) px per step (``motion.motion_field``): (members, steps, H, W) float32 mm/h.
 
     NaN where the extrapolation of the last frame has no data (its source outside the grid or without
-    data); a last frame without rain gives dry members. Uses torch's CPU threads as set by the caller.
+    data; with ``bps``, also along each member's own motion); a last frame without rain gives dry members
+    (NaN as the unperturbed extrapolation). Uses torch's CPU threads as set by the caller.
     """
     x = np.asarray(frames, dtype=np.float32)
     if x.ndim != 3 or x.shape[0] < SPROG_AR_ORDER + 1:
@@ -308,20 +337,35 @@ def _ensemble(x: np.ndarray, velocity: np.ndarray, steps: int, s: EnsembleSettin
     per_thread = -(-s.members // threads)
     parts = [(a, min(s.members, a + per_thread)) for a in range(0, s.members, per_thread)]
 
+    draws = member_draws(s.seed, s.members) if s.motion_perturbation == "bps" else None
+
     def run(part: tuple[int, int]) -> None:
         """Members part[0]..part[1] - 1, ``chunk`` at a time, on one torch thread."""
         torch.set_num_threads(1)
         for start in range(part[0], part[1], chunk):
             stop = min(part[1], start + chunk)
+            paths = None if draws is None else _trajectories(vel, draws[start:stop], s)
             for k, dbr in enumerate(_lagrangian_members(cascade, lag[-1], steps, gens[start:stop], 1)):
                 d = torch.from_numpy(dbr)  # (n, H, W)
                 rate = torch.where(last_ok & (d >= WET_DBR), 10.0 ** (d / 10.0), 0.0)  # finite
-                moved = warp(rate[None], disp[:, k], finite=True)[0]  # (n, H, W)
-                out[start:stop, k] = torch.where(reach[k], moved, float("nan")).numpy()
+                if paths is None:  # every member along the same trajectories
+                    moved = warp(rate[None], disp[:, k], finite=True)[0]  # (n, H, W)
+                    out[start:stop, k] = torch.where(reach[k], moved, float("nan")).numpy()
+                else:  # each member along its own: NaN where its source is outside or has no data, and
+                    # where the unperturbed extrapolation has none (as baselines.steps_ensemble masks STEPS')
+                    src = torch.where(last_ok, rate, float("nan"))[:, None]  # (n, 1, H, W)
+                    moved = warp(src, paths.next())[:, 0]  # (n, H, W)
+                    out[start:stop, k] = torch.where(reach[k], moved, float("nan")).numpy()
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(run, parts))
     return out
+
+
+def _trajectories(velocity: torch.Tensor, draws: np.ndarray, s: EnsembleSettings) -> PerturbedTrajectories:
+    """The perturbed trajectories of the members with ``draws`` (n, 2) along ``velocity`` (1, 2, H, W)."""
+    km, step = float(s.km_per_px or 0.0), float(s.step_min or 0.0)  # both positive (EnsembleSettings checks)
+    return PerturbedTrajectories(velocity, draws, km, step, s.bps_parallel, s.bps_perpendicular)
 
 
 __all__ = [

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from nowcast.errors import NowcastError
+from nowcast.nowcasts import DEFAULT_MOTION_PERTURBATION, MOTION_PERTURBATIONS
 from nowcast.verification import probscores
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,17 @@ class EnsembleEvaluation:
 
     members: int
     seed: int = 0
+    motion_perturbation: str = DEFAULT_MOTION_PERTURBATION
+    """``bps`` or ``none`` (``nowcasts.ensemble.EnsembleSettings``), for both ensembles; ``bps`` needs the
+    grid's pixel size (``io.pixel_size_km``)."""
 
     def __post_init__(self) -> None:
         problems = []
+        if self.motion_perturbation not in MOTION_PERTURBATIONS:
+            problems.append(
+                f"motion perturbation: expected one of {', '.join(MOTION_PERTURBATIONS)}, "
+                f"found {self.motion_perturbation!r}"
+            )
         if int(self.members) < 1:
             problems.append(f"members: expected at least 1, found {self.members}")
         if int(self.seed) < 0:
@@ -75,9 +84,20 @@ def case_seed(seed: int, segment: int, start: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(segment), int(start)]).generate_state(1)[0])
 
 
-def case_members(method: str, frames: np.ndarray, steps: int, members: int, seed: int) -> np.ndarray:
+def case_members(
+    method: str,
+    frames: np.ndarray,
+    steps: int,
+    members: int,
+    seed: int,
+    motion_perturbation: str = "none",
+    km_per_px: float | None = None,
+    step_min: float | None = None,
+) -> np.ndarray:
     """Members of ``method`` (``ENSEMBLE`` or ``STEPS``) from input frames (T, 1, H, W) mm/h, NaN = no
-    data: (members, steps, 1, H, W) float32 mm/h, NaN where the extrapolation has no data."""
+    data: (members, steps, 1, H, W) float32 mm/h, NaN where the extrapolation has no data. With
+    ``motion_perturbation="bps"``, each member's motion is perturbed (pixel size ``km_per_px`` km, time
+    step ``step_min`` min)."""
     from nowcast.motion.flow import motion_field
 
     x = np.asarray(frames, dtype=np.float32)
@@ -87,11 +107,15 @@ def case_members(method: str, frames: np.ndarray, steps: int, members: int, seed
     if method == ENSEMBLE:
         from nowcast.nowcasts.ensemble import EnsembleSettings, ensemble_forecast
 
-        out = ensemble_forecast(x[:, 0], velocity, steps, EnsembleSettings(members=members, seed=seed))
+        settings = EnsembleSettings(
+            members=members, seed=seed, motion_perturbation=motion_perturbation, km_per_px=km_per_px, step_min=step_min
+        )
+        out = ensemble_forecast(x[:, 0], velocity, steps, settings)
     elif method == STEPS:
         from nowcast.nowcasts.baselines import steps_ensemble
 
-        out = steps_ensemble(x[:, 0], steps, members, seed, velocity)
+        grid = (km_per_px, step_min) if motion_perturbation == "bps" else None
+        out = steps_ensemble(x[:, 0], steps, members, seed, velocity, bps=grid)
     else:
         raise ValueError(f"method: expected {ENSEMBLE!r} or {STEPS!r}, found {method!r}")
     return np.asarray(out, dtype=np.float32)[:, :, None]
@@ -137,15 +161,17 @@ def ensemble_settings(ensemble: EnsembleEvaluation | None, methods: Sequence[str
     """What ``summary.json`` says of the ensembles (None without)."""
     if ensemble is None:
         return None
+    motion = "bps motion perturbations" if ensemble.motion_perturbation == "bps" else "no motion perturbation"
     about = {
         ENSEMBLE: "nowcast.nowcasts.ensemble: STEPS-like, S-PROG's cascade with pySTEPS' nonparametric noise, "
-        "AR(2), cdf probability matching, no motion perturbation",
+        f"AR(2), cdf probability matching, {motion}",
         STEPS: "pysteps STEPS in dBR on the same motion, 6 cascade levels, AR(2), nonparametric noise, "
-        "cdf probability matching, no motion perturbation or mask",
+        f"cdf probability matching, {motion}, no mask",
     }
     return {
         "members": int(ensemble.members),
         "seed": int(ensemble.seed),
+        "motion_perturbation": ensemble.motion_perturbation,
         "case_seed": "numpy SeedSequence([seed, segment, window start]), the same for every method",
         "methods": {m: about[m] for m in methods},
         "means": [mean_name(m) for m in methods],

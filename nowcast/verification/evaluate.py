@@ -42,7 +42,7 @@ from nowcast.verification import ensembles as ens
 from nowcast.verification import metrics
 from nowcast.config import EvalConfig, frame_size_problem, grid_problem, lead_times
 from nowcast.errors import ConfigError, InputError, NowcastError, OutputError
-from nowcast.io import Archive, data_time_step, iso_time, open_archive
+from nowcast.io import Archive, data_time_step, iso_time, open_archive, pixel_size_km
 from nowcast.leads import check_horizon, forecast_steps, lead_text
 from nowcast.verification.reports import format_table, lead_indices, table_threshold, write_reports
 from nowcast.verification.results import Evaluation, Example, merge_evaluations
@@ -56,6 +56,9 @@ MODEL = "model"
 """Method name of the neural network in reports (the checkpoint is named in ``summary.json``)."""
 EXAMPLE_LEADS = 4
 """Lead times shown in the example-case figure."""
+BASELINE_FRAMES = SPROG_AR_ORDER + 1
+"""Input frames of a case without a model: what the methods that learn nothing use (Lucas-Kanade's last 3
+frames, AR(2)'s 3), so that a short file (13 frames) is scorable by them and the ensembles."""
 _BATCH_VALUES = {"cpu": 2**25, "cuda": 2**27}
 """Values (float32) of input + observed + forecast frames per model batch: bounds memory per device."""
 
@@ -307,6 +310,8 @@ def _verify_segment(
     show = lead_indices(v.steps, EXAMPLE_LEADS)
     seed = v.ensemble.seed if v.ensemble is not None else 0
     n_members = v.ensemble.members if v.ensemble is not None else 0
+    motion = v.ensemble.motion_perturbation if v.ensemble is not None else "none"
+    km_per_px, step_min = pixel_size_km(seg), int(seg.attrs["time_step"]) / 60.0  # for bps
     for b0 in range(0, len(starts), batch):
         chunk = starts[b0 : b0 + batch]
         frames.forget_before(chunk[0])
@@ -327,7 +332,9 @@ def _verify_segment(
             members: dict[str, np.ndarray] = {}  # (M, steps, 1, H, W), timed as their mean's method
             for name in ens_methods:
                 with timed(ens.mean_name(name)):
-                    members[name] = ens.case_members(name, inputs[i], v.steps, n_members, ens.case_seed(seed, s, a))
+                    members[name] = ens.case_members(
+                        name, inputs[i], v.steps, n_members, ens.case_seed(seed, s, a), motion, km_per_px, step_min
+                    )
                     fc[ens.mean_name(name)] = ens.ensemble_mean(members[name])
             with timed("scoring"):
                 score_case(ev, fc, observed[i], v.common_mask)
@@ -482,6 +489,7 @@ def evaluate_files(inputs: Sequence[str | Path], s: EvaluateSettings = EvaluateS
         loaded.time_step if first else data_time_step([str(p) for p in inputs], s.variable) or cfg.data.time_step
     )
     d = cfg.data
+    in_frames = d.in_frames if first else BASELINE_FRAMES  # without a model, only the baselines' inputs
     steps = forecast_steps(s.steps, s.lead_s, time_step, d.out_frames, in_frames_only=cfg.transform.kind == "minmax")
     variable = s.variable if s.variable is not None else d.variable
     thresholds = tuple(cfg.eval.thresholds if s.thresholds is None else s.thresholds)
@@ -492,17 +500,22 @@ def evaluate_files(inputs: Sequence[str | Path], s: EvaluateSettings = EvaluateS
         units=d.units,
         zr_a=d.zr_a,
         zr_b=d.zr_b,
-        min_frames=d.in_frames + steps,
-        too_short=functools.partial(_too_short, in_frames=d.in_frames, steps=steps, time_step=time_step),
+        min_frames=in_frames + steps,
+        too_short=functools.partial(_too_short, in_frames=in_frames, steps=steps, time_step=time_step),
     )
     for seg in archive.segments:  # a grid too small for any method; fc_lstm, cnn_lstm: frames of their size only
         problems = [grid_problem(seg.shape)] + [frame_size_problem(c.model, seg.shape) for c in loaded.configs.values()]
+        if s.ensemble is not None and s.ensemble.motion_perturbation == "bps" and pixel_size_km(seg) is None:
+            problems.append(
+                "--motion-perturbation bps: expected x/y coordinates in m or km (the pixel size), found none; "
+                "use --motion-perturbation none"
+            )
         problem = next((p for p in problems if p), None)
         if problem:
             raise InputError(f"{seg.attrs.get('source_file', inputs[0])}: {problem}")
     k = table_threshold(thresholds) if thresholds else 0
     v = Verification(
-        in_frames=d.in_frames,
+        in_frames=in_frames,
         steps=steps,
         baselines=tuple(s.baselines),
         thresholds=thresholds,

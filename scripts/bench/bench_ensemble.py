@@ -5,7 +5,7 @@ OPERA CIRRUS by default), interleaved in one run, best of ``--repeat``, each in 
 small wrapper that reads its peak resident memory (``getrusage``):
 
 - ``python -m nowcast predict FILE --members M --steps 12 --seed 1 -o OUT.nc`` (M and M / 4 members, for
-  the cost per member);
+  the cost per member; ``--motion-perturbation both``: also M members with ``bps``, for its extra cost);
 - a whole pySTEPS command (``PYSTEPS_COMMAND``): read the last 3 frames, Lucas-Kanade motion, STEPS with
   M members (6 levels, AR(2), nonparametric noise, ``cdf`` matching; ``--pysteps-settings same``: no motion
   perturbation and no mask, as ours; ``defaults``: pySTEPS' ``bps`` and ``incremental``), ``num_workers``
@@ -16,7 +16,7 @@ same motion, how close the two are (spread, correlation of their means) and, whe
 observed frames, their CRPS and Brier skill score at 1 mm/h (``verification.probscores``).
 
     OMP_NUM_THREADS=2 python -m scripts.bench.bench_ensemble [--threads 2] [--members 20] [--steps 12]
-        [--repeat 1] [--pysteps-settings same|defaults] [--skip-inprocess]
+        [--repeat 1] [--pysteps-settings same|defaults] [--motion-perturbation none|bps|both] [--skip-inprocess]
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def _whole_commands(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
 
-        def ours(m: int) -> list[str]:
+        def ours(m: int, motion: str = "none") -> list[str]:
             return [
                 sys.executable,
                 "-m",
@@ -156,13 +156,18 @@ def _whole_commands(args: argparse.Namespace) -> None:
                 "1",
                 "--threads",
                 str(args.threads),
+                "--motion-perturbation",
+                motion,
                 "-o",
-                str(out / f"ours{m}.nc"),
+                str(out / f"ours{m}{motion}.nc"),
             ]
 
+        motion = "none" if args.motion_perturbation == "both" else args.motion_perturbation
+        main_cmd, few_cmd = f"nowcast predict --members {args.members}", f"nowcast predict --members {few}"
+        bps_cmd = f"{main_cmd} --motion-perturbation bps"
         cmds = {
-            f"nowcast predict --members {args.members}": ours(args.members),
-            f"nowcast predict --members {few}": ours(few),
+            main_cmd: ours(args.members, motion),
+            few_cmd: ours(few, motion),
             f"pySTEPS STEPS ({args.pysteps_settings}), {args.members} members": [
                 sys.executable,
                 "-c",
@@ -175,6 +180,8 @@ def _whole_commands(args: argparse.Namespace) -> None:
                 args.pysteps_settings,
             ],
         }
+        if args.motion_perturbation == "both":
+            cmds[bps_cmd] = ours(args.members, "bps")
         best: dict[str, tuple[float, float]] = {}
         for _ in range(args.repeat):
             for name, cmd in cmds.items():
@@ -184,7 +191,12 @@ def _whole_commands(args: argparse.Namespace) -> None:
     print(f"whole commands on {args.command_file}, {args.steps} leads, {args.threads} threads (best of {args.repeat}):")
     for name, (wall, rss) in best.items():
         print(f"  {name:<45} {wall:7.2f} s  peak RSS {rss:5.2f} GiB")
-    (t_m, r_m), (t_f, r_f), (t_p, r_p) = best.values()
+    (t_m, r_m), (t_f, r_f) = best[main_cmd], best[few_cmd]
+    t_p, r_p = next(v for k, v in best.items() if k.startswith("pySTEPS"))
+    print(f"  motion perturbation of ours: {motion}")
+    if bps_cmd in best:
+        t_b, r_b = best[bps_cmd]
+        print(f"  bps / none (ours, {args.members} members): time {t_b / t_m:.2f}, peak RSS {r_b / r_m:.2f}")
     print(f"  ratio ours / pySTEPS: time {t_m / t_p:.2f} (target <= 0.25), peak RSS {r_m / r_p:.2f} (target <= 0.5)")
     if args.members > few:
         per_s, per_mb = (t_m - t_f) / (args.members - few), (r_m - r_f) * 1024 / (args.members - few)
@@ -200,6 +212,12 @@ def main() -> None:
     parser.add_argument("--file", default=DEFAULT_FILE, help="a radar file of RADAR_DIR (in-process comparison)")
     parser.add_argument("--command-file", default=COMMAND_FILE, help="a radar file of RADAR_DIR (whole commands)")
     parser.add_argument("--pysteps-settings", choices=("same", "defaults"), default="same")
+    parser.add_argument(
+        "--motion-perturbation",
+        choices=("none", "bps", "both"),
+        default="none",
+        help="ours with this motion perturbation; both: none, and bps as a fourth command (its extra cost)",
+    )
     parser.add_argument("--skip-inprocess", action="store_true")
     parser.add_argument("--skip-commands", action="store_true")
     args = parser.parse_args()

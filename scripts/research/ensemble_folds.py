@@ -7,6 +7,12 @@ then the Brier score at the threshold at every lead. Fold rows average events, e
 once whatever its number of cases or pixels.
 
     python -m scripts.research.ensemble_folds evaluation/ensemble-folds [--threshold 1]
+
+``--rule BEFORE_DIR``: docs/probabilistic.md's rule for a change to the method, ROOT (after the change)
+against BEFORE_DIR (before it), our ensemble only: on the mean over both folds' events (each event once),
+CRPS does not rise, the Brier score at ``--threshold`` does not rise, and the mean spread-skill ratio
+moves toward 1 with no (event, lead) leaving 0.8-1.2 that was inside it before. Prints a table per
+event and the verdict.
 """
 
 from __future__ import annotations
@@ -59,11 +65,76 @@ def _summary(scores: dict[tuple[str, str], dict[float, float]]) -> dict[str, flo
     return row
 
 
+SS_BAND = (0.8, 1.2)
+"""The spread-skill ratio's target band."""
+
+
+def _inside(ss: float) -> bool:
+    return SS_BAND[0] <= ss <= SS_BAND[1]
+
+
+def rule(after: Path, before: Path, threshold: float) -> tuple[str, bool]:
+    """The rule's table (Markdown) of our ensemble in ``after`` against ``before`` and whether it keeps the change."""
+    t = f"{threshold:g}"
+    lines = [
+        f"| fold | event | CRPS before / after | BS >= {t} before / after | spread-skill before (min-max) "
+        "| after (min-max) | leads in 0.8-1.2 before / after | leads that left 0.8-1.2 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    means: dict[str, list[float]] = defaultdict(list)
+    left_total = 0
+    for fold, events in FOLD_EVENTS.items():
+        for event in events:
+            paths = [d / event / "metrics.csv" for d in (before, after)]
+            if not all(p.is_file() for p in paths):
+                continue
+            b, a = (_read(p, threshold) for p in paths)
+            ss_b, ss_a = b[("ensemble", "SPREAD_SKILL")], a[("ensemble", "SPREAD_SKILL")]
+            if not ss_b or not ss_a:  # no ensemble rows (a run that did not finish)
+                continue
+            left = sum(_inside(ss_b[k]) and not _inside(ss_a.get(k, math.nan)) for k in ss_b)
+            left_total += left
+            row = {}
+            for name, scores in (("before", b), ("after", a)):
+                for s in ("CRPS", "BS", "SPREAD_SKILL"):
+                    row[f"{name}:{s}"] = _mean(list(scores[("ensemble", s)].values()))
+                    means[f"{name}:{s}"].append(row[f"{name}:{s}"])
+            lines.append(
+                f"| {fold} | {event} | {row['before:CRPS']:.4f} / {row['after:CRPS']:.4f} "
+                f"| {row['before:BS']:.4f} / {row['after:BS']:.4f} "
+                f"| {row['before:SPREAD_SKILL']:.2f} ({min(ss_b.values()):.2f}-{max(ss_b.values()):.2f}) "
+                f"| {row['after:SPREAD_SKILL']:.2f} ({min(ss_a.values()):.2f}-{max(ss_a.values()):.2f}) "
+                f"| {sum(map(_inside, ss_b.values()))} / {sum(map(_inside, ss_a.values()))} of {len(ss_b)} | {left} |"
+            )
+    m = {k: _mean(v) for k, v in means.items()}
+    n = len(means["before:CRPS"])
+    lines.append(
+        f"| | **mean of {n} events** | {m['before:CRPS']:.4f} / {m['after:CRPS']:.4f} "
+        f"| {m['before:BS']:.4f} / {m['after:BS']:.4f} | {m['before:SPREAD_SKILL']:.3f} | {m['after:SPREAD_SKILL']:.3f} "
+        f"| | {left_total} |"
+    )
+    checks = {
+        "CRPS does not rise": m["after:CRPS"] <= m["before:CRPS"],
+        f"BS >= {t} does not rise": m["after:BS"] <= m["before:BS"],
+        "mean spread-skill moves toward 1": abs(m["after:SPREAD_SKILL"] - 1) < abs(m["before:SPREAD_SKILL"] - 1),
+        "no lead leaves 0.8-1.2": left_total == 0,
+    }
+    keep = bool(n) and all(checks.values())
+    lines.append("")
+    lines += [f"- {name}: {'yes' if ok else 'NO'}" for name, ok in checks.items()]
+    lines.append(f"- verdict: {'keep the change' if keep else 'do not keep the change'} ({n} events)")
+    return "\n".join(lines), keep
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("root", type=Path)
     parser.add_argument("--threshold", type=float, default=1.0)
+    parser.add_argument("--rule", type=Path, metavar="BEFORE_DIR", help="apply the rule: ROOT against BEFORE_DIR")
     args = parser.parse_args()
+    if args.rule is not None:
+        print(rule(args.root, args.rule, args.threshold)[0])
+        return
     t = f"{args.threshold:g}"
     print(
         f"| fold | event | CRPS ours / STEPS | ratio | BS >= {t} ours / STEPS | leads BS ours <= STEPS "
