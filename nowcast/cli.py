@@ -164,7 +164,8 @@ MotionPerturbationOption = Annotated[
         "--motion-perturbation",
         metavar="METHOD",
         help="Ensemble members' motion: bps (pySTEPS': each member along its own perturbed motion, growing "
-        "with lead time; needs x/y in m or km) or none (all along the same motion).",
+        "with lead time; needs the pixel size: x/y in m or km, or lat/lon in degrees), none (all along the "
+        "same motion) or auto (bps where the grid gives a pixel size, else none).",
         show_default=True,
     ),
 ]

@@ -21,6 +21,7 @@ import xarray as xr
 from nowcast.errors import InputError
 from nowcast.forecast import forecast_coords
 from nowcast.io import pixel_size_km
+from nowcast.nowcasts import resolve_motion_perturbation
 from nowcast.motion.flow import motion_field
 from nowcast.nowcasts import DEFAULT_MOTION_PERTURBATION, MOTION_PERTURBATIONS
 
@@ -66,15 +67,16 @@ class EnsembleProduct:
         from nowcast.nowcasts.ensemble import EnsembleSettings
 
         km = pixel_size_km(like)
-        if self.motion_perturbation == "bps" and km is None:
+        motion = resolve_motion_perturbation(self.motion_perturbation, km)
+        if motion == "bps" and km is None:
             raise InputError(
                 f"{like.attrs.get('source_file', 'input')}: --motion-perturbation bps: expected x/y coordinates "
-                "in m or km (the pixel size), found none; use --motion-perturbation none"
+                "in m or km or lat/lon in degrees (the pixel size), found none; use --motion-perturbation none"
             )
         return EnsembleSettings(
             members=int(self.members),
             seed=int(self.seed),
-            motion_perturbation=self.motion_perturbation,
+            motion_perturbation=motion,
             km_per_px=km,
             step_min=time_step / 60.0,
         )

@@ -147,8 +147,16 @@ def test_pixel_size_from_projected_coordinates() -> None:
     assert pixel_size_km(grid(1000.0, -1000.0)) == pytest.approx(1.0)
     assert pixel_size_km(grid(2.0, 2.0, "km")) == pytest.approx(2.0)
     assert pixel_size_km(grid(780.2, -1112.0)) == pytest.approx(math.sqrt(0.7802 * 1.112))  # MRMS
-    assert pixel_size_km(grid(0.01, 0.01, "degrees_east")) is None
     assert pixel_size_km(xr.DataArray(np.zeros((3, 4)), dims=("y", "x"))) is None
+
+
+def test_pixel_size_on_a_latitude_longitude_grid() -> None:
+    km_per_degree = 2 * math.pi * 6371.0 / 360  # 111.19 km along a meridian
+    lat = xr.DataArray(60.0 + np.arange(3) * 0.01, dims="lat", attrs={"units": "degrees_north"})
+    lon = xr.DataArray(10.0 + np.arange(4) * 0.02, dims="lon", attrs={"units": "degrees_east"})
+    da = xr.DataArray(np.zeros((3, 4)), dims=("lat", "lon"), coords={"lat": lat, "lon": lon})
+    dx, dy = 0.02 * km_per_degree * math.cos(math.radians(60.01)), 0.01 * km_per_degree  # 1.109 km, 1.112 km
+    assert pixel_size_km(da) == pytest.approx(math.sqrt(dx * dy), rel=1e-9)
 
 
 def test_cli_bps_in_evaluate_and_predict(
@@ -180,10 +188,24 @@ def test_cli_bps_in_evaluate_and_predict(
         assert ds["rainfall_rate_ensemble"].sizes["realization"] == 3
 
 
-def test_cli_bps_needs_the_pixel_size(cli_runner, radar_file: Callable[..., Path], tmp_path: Path) -> None:
-    path = radar_file("latlon.nc", frames=6, size=SIZE, dims=("time", "lat", "lon"))
-    args = ["evaluate", str(path), "--no-model", "--baselines", "persistence", "--steps", "3", "--members", "2"]
-    result = cli_runner.invoke(app, [*args, "--motion-perturbation", "bps", "--out", str(tmp_path / "r")])
-    assert result.exit_code == 2, result.output
+def test_cli_bps_on_lat_lon_and_auto_without_a_pixel_size(
+    cli_runner, radar_file: Callable[..., Path], tmp_path: Path
+) -> None:
+    args = ["evaluate", "--no-model", "--baselines", "persistence", "--steps", "3", "--members", "2"]
+    latlon = radar_file("latlon.nc", frames=6, size=SIZE, dims=("time", "lat", "lon"))
+    result = cli_runner.invoke(app, [*args, str(latlon), "--motion-perturbation", "bps", "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output  # degrees give the pixel size
+    pixels = tmp_path / "pixels.nc"  # a grid with no coordinates, as an image sequence's
+    with xr.open_dataset(latlon) as ds:
+        values = ds["rainfall_rate"].values
+        times = ds["time"].values
+    xr.Dataset(
+        {"rainfall_rate": (("time", "y", "x"), values, {"units": "mm h-1", "standard_name": "rainfall_rate"})},
+        coords={"time": times},
+    ).to_netcdf(pixels)
+    result = cli_runner.invoke(app, [*args, str(pixels), "--motion-perturbation", "bps", "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2, result.output  # asked for bps explicitly, on a grid with no size
     assert "pixel size" in result.stderr and "--motion-perturbation none" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    result = cli_runner.invoke(app, [*args, str(pixels), "--out", str(tmp_path / "c")])  # default: auto
+    assert result.exit_code == 0, result.output

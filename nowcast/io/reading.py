@@ -640,16 +640,27 @@ _LENGTH_KM = {"m": 1e-3, "meter": 1e-3, "meters": 1e-3, "metre": 1e-3, "metres":
 
 
 def pixel_size_km(da: xr.DataArray) -> float | None:
-    """The pixel size (km) of ``da``'s grid from its 1-D ``x`` and ``y`` coordinates in m or km: the side of
-    a square of the pixel's area, sqrt(|dx| |dy|) (MRMS: 0.78 km x 1.11 km gives 0.93 km); None without
-    projected coordinates in a length unit (lat/lon only, image sequences)."""
-    sides = []
-    for name in ("x", "y"):
-        if name not in da.coords or da[name].ndim != 1 or da[name].size < 2:
-            return None
-        scale = _LENGTH_KM.get(str(da[name].attrs.get("units", "")).strip().lower())
-        step = abs(float(da[name].values[1]) - float(da[name].values[0])) * (scale or 0.0)
-        if not (np.isfinite(step) and step > 0):
-            return None
-        sides.append(step)
+    """The pixel size (km) of ``da``'s grid: the side of a square of the pixel's area, sqrt(|dx| |dy|), from
+    its 1-D ``x`` and ``y`` coordinates in m or km (MRMS: 0.78 km x 1.11 km gives 0.93 km) or, on a
+    latitude-longitude grid (``lat``/``lon`` or ``latitude``/``longitude``, or x/y in degrees), from the
+    spacing in degrees at the grid's mean latitude on a sphere of 6371 km. None without either (image
+    sequences)."""
+    for xn, yn in (("x", "y"), ("lon", "lat"), ("longitude", "latitude")):
+        if xn in da.coords and yn in da.coords:
+            break
+    else:
+        return None
+    coords = [da[xn], da[yn]]
+    if any(c.ndim != 1 or c.size < 2 for c in coords):
+        return None
+    steps = [abs(float(c.values[1]) - float(c.values[0])) for c in coords]
+    units = [str(c.attrs.get("units", "")).strip().lower() for c in coords]
+    if all(u.startswith("degree") for u in units) or (xn != "x" and not any(units)):
+        km_per_degree = 6371.0 * np.pi / 180.0
+        lat = float(np.nanmean(coords[1].values))
+        sides = [steps[0] * km_per_degree * np.cos(np.radians(lat)), steps[1] * km_per_degree]
+    else:
+        sides = [step * (_LENGTH_KM.get(u) or 0.0) for step, u in zip(steps, units)]
+    if not all(np.isfinite(side) and side > 0 for side in sides):
+        return None
     return float(np.sqrt(sides[0] * sides[1]))

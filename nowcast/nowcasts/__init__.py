@@ -9,9 +9,18 @@ SPROG_LEVELS = 6
 """Cascade levels of S-PROG (pySTEPS' default)."""
 SPROG_AR_ORDER = 2
 """Order of the autoregressive model of each cascade level; a forecast needs ``SPROG_AR_ORDER + 1`` frames."""
-MOTION_PERTURBATIONS = ("bps", "none")
+MOTION_PERTURBATIONS = ("auto", "bps", "none")
 """Motion perturbations of an ensemble's members: ``bps`` (pySTEPS', ``motion.perturbation``: each member
-along its own perturbed motion) or ``none`` (all along the same motion)."""
-DEFAULT_MOTION_PERTURBATION = "bps"
+along its own perturbed motion; needs the pixel size in km), ``none`` (all along the same motion) or
+``auto`` (``bps`` where the grid gives a pixel size, ``none`` on grids without one: image sequences)."""
+DEFAULT_MOTION_PERTURBATION = "auto"
 """The motion perturbation of ``predict --members`` and ``evaluate --members`` unless asked otherwise: kept
 by the rule on the cross-radar folds (docs/probabilistic.md)."""
+
+
+def resolve_motion_perturbation(name: str, km_per_px: float | None) -> str:
+    """``bps`` or ``none`` for ``name`` on a grid of ``km_per_px`` (None: no pixel size): ``auto`` is ``bps``
+    where the pixel size is known. ``bps`` without a pixel size is returned as asked (the caller refuses it)."""
+    if name == "auto":
+        return "bps" if km_per_px is not None else "none"
+    return name

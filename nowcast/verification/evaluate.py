@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 import xarray as xr
 
-from nowcast.nowcasts import SPROG_AR_ORDER, SPROG_LEVELS
+from nowcast.nowcasts import SPROG_AR_ORDER, SPROG_LEVELS, resolve_motion_perturbation
 from nowcast.nowcasts import baselines as bl
 from nowcast.verification import ensembles as ens
 from nowcast.verification import metrics
@@ -310,8 +310,8 @@ def _verify_segment(
     show = lead_indices(v.steps, EXAMPLE_LEADS)
     seed = v.ensemble.seed if v.ensemble is not None else 0
     n_members = v.ensemble.members if v.ensemble is not None else 0
-    motion = v.ensemble.motion_perturbation if v.ensemble is not None else "none"
     km_per_px, step_min = pixel_size_km(seg), int(seg.attrs["time_step"]) / 60.0  # for bps
+    motion = resolve_motion_perturbation(v.ensemble.motion_perturbation, km_per_px) if v.ensemble else "none"
     for b0 in range(0, len(starts), batch):
         chunk = starts[b0 : b0 + batch]
         frames.forget_before(chunk[0])
@@ -507,7 +507,8 @@ def evaluate_files(inputs: Sequence[str | Path], s: EvaluateSettings = EvaluateS
         problems = [grid_problem(seg.shape)] + [frame_size_problem(c.model, seg.shape) for c in loaded.configs.values()]
         if s.ensemble is not None and s.ensemble.motion_perturbation == "bps" and pixel_size_km(seg) is None:
             problems.append(
-                "--motion-perturbation bps: expected x/y coordinates in m or km (the pixel size), found none; "
+                "--motion-perturbation bps: expected x/y coordinates in m or km or lat/lon in degrees (the pixel "
+                "size), found none; "
                 "use --motion-perturbation none"
             )
         problem = next((p for p in problems if p), None)
