@@ -13,6 +13,7 @@ import pytest
 from nowcast.cli import app
 from nowcast.io import open_archive
 from nowcast.motion.flow import motion_field
+from nowcast.nowcasts import resolve_motion_perturbation
 from nowcast.nowcasts.baselines import steps_ensemble
 from nowcast.nowcasts.ensemble import EnsembleSettings, ensemble_forecast
 from nowcast.verification import metrics, probscores
@@ -25,7 +26,7 @@ from tests.conftest import moving_rain
 SIZE = (32, 40)
 MEMBERS, STEPS, IN_FRAMES = 4, 3, 3
 PROB_SCORES = ("CRPS", "BS", "BSS", "ROC_AUC", "SPREAD_SKILL")
-MOTION = EnsembleEvaluation(1).motion_perturbation  # the commands' default, recomputed below
+MOTION = resolve_motion_perturbation(EnsembleEvaluation(1).motion_perturbation, 1.0)  # the default on 1 km pixels
 GRID = dict(motion_perturbation=MOTION, km_per_px=1.0, step_min=5.0)  # radar_file: 1 km pixels, 5 min apart
 
 

@@ -41,7 +41,7 @@ import torch
 from nowcast.motion.advection import displacements, warp
 from nowcast.motion.lagrangian import from_lagrangian, to_lagrangian
 from nowcast.motion.perturbation import BPS_PARALLEL, BPS_PERPENDICULAR, PerturbedTrajectories, member_draws
-from nowcast.nowcasts import MOTION_PERTURBATIONS, SPROG_AR_ORDER, SPROG_LEVELS
+from nowcast.nowcasts import SPROG_AR_ORDER, SPROG_LEVELS
 from nowcast.nowcasts.cascade import _bandpass, ar2_parameters, decompose, lag_correlation
 from nowcast.units import DBR_ZERO, RAIN_THRESHOLD, to_dbr
 
@@ -81,11 +81,8 @@ class EnsembleSettings:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.motion_perturbation not in MOTION_PERTURBATIONS:
-            problems.append(
-                f"motion_perturbation: expected one of {', '.join(MOTION_PERTURBATIONS)}, "
-                f"found {self.motion_perturbation!r}"
-            )
+        if self.motion_perturbation not in ("bps", "none"):  # auto is resolved by the caller, on the grid
+            problems.append(f"motion_perturbation: expected bps or none, found {self.motion_perturbation!r}")
         if self.motion_perturbation == "bps":
             for name in ("km_per_px", "step_min"):
                 value = getattr(self, name)
