@@ -209,3 +209,6 @@ def test_cli_bps_on_lat_lon_and_auto_without_a_pixel_size(
     assert len(result.stderr.strip().splitlines()) == 1
     result = cli_runner.invoke(app, [*args, str(pixels), "--out", str(tmp_path / "c")])  # default: auto
     assert result.exit_code == 0, result.output
+    said = json.loads((tmp_path / "c" / "summary.json").read_text())["settings"]["ensemble"]
+    assert (said["motion_perturbation"], said["motion_perturbation_asked"]) == ("none", "auto")
+    assert "no motion perturbation" in said["methods"]["ensemble"]

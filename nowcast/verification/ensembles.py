@@ -157,11 +157,19 @@ def init_prob(
     return {m: probscores.init_probscores(steps, thresholds, members, comparison) for m in methods}
 
 
-def ensemble_settings(ensemble: EnsembleEvaluation | None, methods: Sequence[str]) -> dict[str, Any] | None:
-    """What ``summary.json`` says of the ensembles (None without)."""
+def ensemble_settings(
+    ensemble: EnsembleEvaluation | None, methods: Sequence[str], used: Sequence[str] = ()
+) -> dict[str, Any] | None:
+    """What ``summary.json`` says of the ensembles (None without). ``used``: the motion perturbations the
+    files got (``auto`` resolved per file: ``nowcasts.resolve_motion_perturbation``); default: as asked."""
     if ensemble is None:
         return None
-    motion = "bps motion perturbations" if ensemble.motion_perturbation == "bps" else "no motion perturbation"
+    used = sorted(set(used)) or [ensemble.motion_perturbation]
+    motion = {
+        ("bps",): "bps motion perturbations",
+        ("none",): "no motion perturbation",
+        ("bps", "none"): "bps motion perturbations on grids with a pixel size, none on the others",
+    }.get(tuple(used), f"motion perturbation {ensemble.motion_perturbation}")
     about = {
         ENSEMBLE: "nowcast.nowcasts.ensemble: STEPS-like, S-PROG's cascade with pySTEPS' nonparametric noise, "
         f"AR(2), cdf probability matching, {motion}",
@@ -171,7 +179,8 @@ def ensemble_settings(ensemble: EnsembleEvaluation | None, methods: Sequence[str
     return {
         "members": int(ensemble.members),
         "seed": int(ensemble.seed),
-        "motion_perturbation": ensemble.motion_perturbation,
+        "motion_perturbation": "/".join(used),
+        "motion_perturbation_asked": ensemble.motion_perturbation,
         "case_seed": "numpy SeedSequence([seed, segment, window start]), the same for every method",
         "methods": {m: about[m] for m in methods},
         "means": [mean_name(m) for m in methods],

@@ -533,7 +533,11 @@ def evaluate_files(inputs: Sequence[str | Path], s: EvaluateSettings = EvaluateS
         world=info.world,
         ensemble=s.ensemble,
     )
-    report = _report_settings(v, loaded, time_step, variable, ens_methods, info.world)
+    motions = [  # the ensembles' motion perturbation per file, auto resolved on its grid
+        resolve_motion_perturbation(s.ensemble.motion_perturbation, pixel_size_km(seg)) if s.ensemble else "none"
+        for seg in archive.segments
+    ]
+    report = _report_settings(v, loaded, time_step, variable, ens_methods, info.world, motions)
     threads = s.threads
     if info.world > 1 and threads <= 0:  # the free cores shared among the ranks
         from nowcast.runtime import cpu_threads
@@ -587,7 +591,13 @@ def _load_models(inputs: Sequence[str | Path], s: EvaluateSettings, torch_device
 
 
 def _report_settings(
-    v: Verification, loaded: _Models, time_step: int, variable: str | None, ens_methods: list[str], world: int
+    v: Verification,
+    loaded: _Models,
+    time_step: int,
+    variable: str | None,
+    ens_methods: list[str],
+    world: int,
+    motions: list[str],
 ) -> dict[str, Any]:
     """What ``summary.json`` records of the evaluation's settings."""
     first = next(iter(loaded.facts.values()), None)
@@ -614,7 +624,7 @@ def _report_settings(
         "sprog": f"pysteps S-PROG in dBR on the same motion, {SPROG_LEVELS} cascade levels, AR({SPROG_AR_ORDER})"
         if "sprog" in baselines
         else None,
-        "ensemble": ens.ensemble_settings(v.ensemble, ens_methods),
+        "ensemble": ens.ensemble_settings(v.ensemble, ens_methods, motions),
         "ranks": world,
     }
 
