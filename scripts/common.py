@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,3 +29,14 @@ def cpu_summary() -> str:
     except OSError:
         pass
     return f"{name}, {os.cpu_count()} cores, {flags}"
+
+
+def command_seconds(cmd: list[str], env: dict[str, str], cwd: Path = REPO, expect: int = 0) -> float:
+    """Wall seconds of a whole command, from process start to exit; SystemExit (with its stderr) when its
+    exit code is not ``expect``."""
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    took = time.perf_counter() - start
+    if proc.returncode != expect:
+        raise SystemExit(f"expected exit {expect}, found {proc.returncode}: {' '.join(cmd)}\n{proc.stderr}")
+    return took

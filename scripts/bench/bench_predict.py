@@ -28,7 +28,7 @@ noisy, compare ratios measured in the same run.
 
 from __future__ import annotations
 
-from scripts.common import RADAR_DIR, REPO
+from scripts.common import RADAR_DIR, REPO, command_seconds
 
 import argparse
 import os
@@ -57,15 +57,6 @@ def _env(threads: int) -> dict[str, str]:
     return dict(
         os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
     )
-
-
-def _wall(cmd: list[str], env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
-    took = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
-    return took
 
 
 def _model(path: str | None, work: Path) -> tuple[Path, str]:
@@ -197,14 +188,14 @@ def main() -> None:
     )
 
     # nowcast --help and what importing the CLI loads
-    help_times = [_wall([sys.executable, "-m", "nowcast", "--help"], env) for _ in range(3)]
+    help_times = [command_seconds([sys.executable, "-m", "nowcast", "--help"], env) for _ in range(3)]
     probe = f"import sys, nowcast.cli; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True).stdout.strip()
     ok = "ok" if min(help_times) < 1.5 else "MISSED"
     print(
         f"nowcast --help: {_best(help_times)}   target < 1.5 s: {ok}; heavy modules imported by nowcast.cli: {loaded or 'none'}"
     )
-    imports = [_wall([sys.executable, "-c", "import nowcast.predict"], env) for _ in range(args.repeat)]
+    imports = [command_seconds([sys.executable, "-c", "import nowcast.predict"], env) for _ in range(args.repeat)]
     print(
         f"(a0) interpreter + imports of nowcast.predict (xarray, netCDF4; torch loads with the model): {_best(imports)}"
     )
@@ -239,7 +230,7 @@ def main() -> None:
                 "-o",
                 str(out),
             ]
-            a = [_wall(cmd, env) for _ in range(args.repeat)]
+            a = [command_seconds(cmd, env) for _ in range(args.repeat)]
             assert out.is_file()
             print(f"(a) nowcast predict command:      {_best(a)}")
 
@@ -256,7 +247,7 @@ def main() -> None:
                     str(args.steps),
                     method,
                 ]
-                c[method] = [_wall(cmd, env) for _ in range(args.repeat)]
+                c[method] = [command_seconds(cmd, env) for _ in range(args.repeat)]
                 print(f"(c) whole pySTEPS command, LK + {method}: {_best(c[method])}")
             rows.append((grid, min(a), parts, min(c["extrapolation"]), min(c["sprog"])))
 

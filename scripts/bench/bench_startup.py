@@ -17,7 +17,7 @@ slows all of them alike), and the median over ``--repeat`` rounds is printed:
 
 from __future__ import annotations
 
-from scripts.common import REPO, cpu_summary
+from scripts.common import REPO, command_seconds, cpu_summary
 
 import argparse
 import os
@@ -25,7 +25,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 NEUTRAL = Path(tempfile.gettempdir())
@@ -53,12 +52,7 @@ def _import_s(module: str, env: dict[str, str]) -> float:
 
 def _wall_s(args: list[str], env: dict[str, str], expect: int) -> float:
     """Wall seconds of a whole command in a fresh interpreter; its exit code must be ``expect``."""
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, *args], env=env, cwd=NEUTRAL, capture_output=True, text=True)
-    took = time.perf_counter() - start
-    if proc.returncode != expect:
-        raise SystemExit(f"expected exit {expect}, found {proc.returncode}: {' '.join(args)}\n{proc.stderr}")
-    return took
+    return command_seconds([sys.executable, *args], env, NEUTRAL, expect)
 
 
 def main() -> None:

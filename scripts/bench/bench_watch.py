@@ -26,7 +26,7 @@ line). The CPU may be shared: figures are noisy, the ratios are measured in one 
 from __future__ import annotations
 
 from scripts.bench.bench_predict import PYSTEPS_COMMAND
-from scripts.common import REPO, cpu_summary
+from scripts.common import REPO, command_seconds, cpu_summary
 
 import argparse
 import os
@@ -89,16 +89,6 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout_s: float = 600.0) -> f
             raise SystemExit(f"no forecast {path} after {timeout_s:g} s")
         time.sleep(0.02)
     return time.perf_counter() - start
-
-
-def _whole(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
-    """Seconds of a whole command, from process start to exit; SystemExit if it fails."""
-    start = time.perf_counter()
-    done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
-    took = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"failed ({done.returncode}): {' '.join(cmd[:4])}...\n{done.stderr}")
-    return took
 
 
 PART = re.compile(r"(\w+) ([0-9.]+) s")
@@ -180,7 +170,7 @@ def main() -> None:
                     "-o",
                     str(cold / name),
                 ]
-                p.append(_whole(cold_cmd, env, work))
+                p.append(command_seconds(cold_cmd, env, work))
                 window_file = work / "windows" / f"upto_{n_in - 1 + k:03d}.nc"
                 steps = str(cfg.data.out_frames)
                 sprog_cmd = [
@@ -192,7 +182,7 @@ def main() -> None:
                     steps,
                     "sprog",
                 ]
-                c.append(_whole(sprog_cmd, env, work))
+                c.append(command_seconds(sprog_cmd, env, work))
                 print(
                     f"arrival {k + 1}: watch {w[-1]:.2f} s, pySTEPS S-PROG {c[-1]:.2f} s, cold predict {p[-1]:.2f} s",
                     flush=True,
