@@ -345,6 +345,33 @@ def test_sigint_leaves_loadable_last_checkpoint(synth_file: Path, tmp_path: Path
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stop_signal_to_process_group_with_workers_saves_last(synth_file: Path, tmp_path: Path, sig: int) -> None:
+    """A service stop or a Ctrl-C reaches the DataLoader worker too: the run still stops after its step."""
+    run = tmp_path / "run"
+    sets = [f"data.files=[{synth_file}]", "data.workers=1", "train.steps=100000", "train.log_every=2",
+            "train.val_every=100000", "train.threads=1"]  # fmt: skip
+    cmd = [sys.executable, "-m", "nowcast", "train", "--config", str(TINY), "--run-dir", str(run)]
+    cmd += [x for s in sets for x in ("--set", s)]
+    proc = subprocess.Popen(
+        cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (run / "metrics.csv").exists() and _rows(run):
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, sig)  # the whole group, as systemd or a terminal does: main process and worker
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "DataLoader worker" not in err and "unexpected error" not in err
+    assert "resume with: nowcast train --resume" in err
+    last = load_checkpoint(run / "last.pt")
+    assert last["training"]["step"] >= 2
+    assert not list(run.glob(".*.tmp")) and not list(run.glob(".*.pt"))
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 def test_ddp_two_gloo_ranks_match_single_process(synth_file: Path, tmp_path: Path) -> None:
     sets = [

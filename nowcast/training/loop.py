@@ -530,6 +530,18 @@ def _loss_levels(transform: Transform, cfg: Config, device: torch.device) -> dic
     }
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader worker start: leave SIGINT and SIGTERM to the main process.
+
+    A Ctrl-C or a service stop reaches the whole process group. Left to their defaults, the workers die
+    (or end quietly on SIGINT) while the main process finishes its step, and the next batch fails with
+    "DataLoader worker ... killed". Ignoring both here lets the main process stop after the step, save
+    ``last.pt`` and shut the workers down itself.
+    """
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def _loader(run: _Run) -> DataLoader:
     """Batches of training samples (``TrainWindows`` items), read by ``data.workers`` processes, in a
     resumable order."""
@@ -559,6 +571,7 @@ def _loader(run: _Run) -> DataLoader:
         pin_memory=run.device.type == "cuda",
         prefetch_factor=2 if d.workers else None,
         persistent_workers=False,
+        worker_init_fn=_ignore_stop_signals if d.workers else None,
     )
 
 
