@@ -23,7 +23,12 @@ import typer.core
 
 from nowcast import __version__
 from nowcast.errors import NowcastError, first_line
-from nowcast.nowcasts import DEFAULT_MOTION_PERTURBATION, MOTION_PERTURBATIONS
+from nowcast.nowcasts import (
+    DEFAULT_MOTION_PERTURBATION,
+    DEFAULT_NOISE_ADJUSTMENT,
+    MOTION_PERTURBATIONS,
+    NOISE_ADJUSTMENTS,
+)
 
 _click_errors = sys.modules[typer.BadParameter.__module__]  # click.exceptions, or the copy newer Typer vendors
 _NoArgsIsHelp: type[BaseException] = getattr(_click_errors, "NoArgsIsHelpError", ())  # type: ignore[assignment]
@@ -166,6 +171,18 @@ MotionPerturbationOption = Annotated[
         help="Ensemble members' motion: bps (pySTEPS': each member along its own perturbed motion, growing "
         "with lead time; needs the pixel size: x/y in m or km, or lat/lon in degrees), none (all along the "
         "same motion) or auto (bps where the grid gives a pixel size, else none).",
+        show_default=True,
+    ),
+]
+
+NoiseAdjustmentOption = Annotated[
+    str,
+    typer.Option(
+        "--noise-adjustment",
+        metavar="METHOD",
+        help="Per-level multipliers of the ensemble's noise (pySTEPS' noise_stddev_adj, for the steps "
+        "baseline too): none (1), auto (each level's spread in the last frame's wet area over that of "
+        "masked noise, 20 noise fields) or fixed (1 / (0.75 + 0.09 k) for level k).",
         show_default=True,
     ),
 ]
@@ -436,13 +453,14 @@ def predict(
         str, typer.Option(metavar="LIST", help="Comma-separated thresholds (mm/h) of the ensemble's probabilities.")
     ] = "1,10,30",
     motion_perturbation: MotionPerturbationOption = DEFAULT_MOTION_PERTURBATION,
+    noise_adjustment: NoiseAdjustmentOption = DEFAULT_NOISE_ADJUSTMENT,
 ) -> None:
     """Forecast from the latest frames and write a CF-conventions NetCDF on the input's grid.
 
     Written atomically under a lock (.nowcast.lock, one per output directory): overlapping cron runs
     never interleave.
     """
-    ensemble = _ensemble_product(members, seed, probabilities, motion_perturbation)
+    ensemble = _ensemble_product(members, seed, probabilities, motion_perturbation, noise_adjustment)
     with _errors():
         from nowcast.predict import predict_to_file
 
@@ -598,6 +616,7 @@ def evaluate(
         int, typer.Option(metavar="S", help="Seed of the ensembles (each forecast time's seed derives from it).")
     ] = 0,
     motion_perturbation: MotionPerturbationOption = DEFAULT_MOTION_PERTURBATION,
+    noise_adjustment: NoiseAdjustmentOption = DEFAULT_NOISE_ADJUSTMENT,
     threads: ThreadsOption = 0,
     device: DeviceOption = "auto",
 ) -> None:
@@ -617,7 +636,7 @@ def evaluate(
         None if thresholds is None else numbers(thresholds, float, "--thresholds")
     )  # usage errors (exit 2) are raised outside _errors
     scales = numbers(fss_scales, int, "--fss-scales")
-    ensemble = _ensemble_evaluation(members, seed, motion_perturbation)
+    ensemble = _ensemble_evaluation(members, seed, motion_perturbation, noise_adjustment)
     with _errors():
         from nowcast.verification.evaluate import EvaluateSettings, evaluate_files
 
@@ -653,8 +672,18 @@ def _check_motion_perturbation(name: str) -> str:
     return name
 
 
-def _ensemble_evaluation(members: int | None, seed: int, motion_perturbation: str) -> Any:
+def _check_noise_adjustment(name: str) -> str:
+    """``--noise-adjustment`` checked (usage error, exit 2, for an unknown name)."""
+    if name not in NOISE_ADJUSTMENTS:
+        raise typer.BadParameter(
+            f"expected one of {', '.join(NOISE_ADJUSTMENTS)}, found {name!r}", param_hint="--noise-adjustment"
+        )
+    return name
+
+
+def _ensemble_evaluation(members: int | None, seed: int, motion_perturbation: str, noise_adjustment: str) -> Any:
     """``evaluate --members/--seed`` as an ``EnsembleEvaluation`` (None without members); usage errors exit 2."""
+    noise = _check_noise_adjustment(noise_adjustment)
     if members is None:
         return None
     if members < 1:
@@ -663,11 +692,14 @@ def _ensemble_evaluation(members: int | None, seed: int, motion_perturbation: st
         raise typer.BadParameter(f"expected 0 or a positive seed, found {seed}", param_hint="--seed")
     from nowcast.verification.ensembles import EnsembleEvaluation
 
-    return EnsembleEvaluation(members, seed, _check_motion_perturbation(motion_perturbation))
+    return EnsembleEvaluation(members, seed, _check_motion_perturbation(motion_perturbation), noise)
 
 
-def _ensemble_product(members: int, seed: int, probabilities: str, motion_perturbation: str) -> Any:
+def _ensemble_product(
+    members: int, seed: int, probabilities: str, motion_perturbation: str, noise_adjustment: str
+) -> Any:
     """``--members/--seed/--probabilities`` as an ``EnsembleProduct`` (None without members); usage errors exit 2."""
+    noise = _check_noise_adjustment(noise_adjustment)
     if members < 0:
         raise typer.BadParameter(f"expected 0 (no ensemble) or more members, found {members}", param_hint="--members")
     if members == 0:
@@ -676,7 +708,7 @@ def _ensemble_product(members: int, seed: int, probabilities: str, motion_pertur
 
     try:
         thresholds = tuple(float(t) for t in probabilities.split(",") if t.strip())
-        return EnsembleProduct(members, seed, thresholds, _check_motion_perturbation(motion_perturbation))
+        return EnsembleProduct(members, seed, thresholds, _check_motion_perturbation(motion_perturbation), noise)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--probabilities") from None
 

@@ -23,7 +23,12 @@ from nowcast.forecast import forecast_coords
 from nowcast.io import pixel_size_km
 from nowcast.nowcasts import resolve_motion_perturbation
 from nowcast.motion.flow import motion_field
-from nowcast.nowcasts import DEFAULT_MOTION_PERTURBATION, MOTION_PERTURBATIONS
+from nowcast.nowcasts import (
+    DEFAULT_MOTION_PERTURBATION,
+    DEFAULT_NOISE_ADJUSTMENT,
+    MOTION_PERTURBATIONS,
+    NOISE_ADJUSTMENTS,
+)
 
 if TYPE_CHECKING:  # torch loads when an ensemble is made, not with predict: input errors are reported first
     from nowcast.nowcasts.ensemble import EnsembleSettings
@@ -46,10 +51,16 @@ class EnsembleProduct:
     """Rates (mm/h, increasing) whose exceedance probabilities are written."""
     motion_perturbation: str = DEFAULT_MOTION_PERTURBATION
     """``bps`` (each member along its own perturbed motion; needs x/y in m or km) or ``none``."""
+    noise_adjustment: str = DEFAULT_NOISE_ADJUSTMENT
+    """Per-level multipliers of the noise (``nowcasts.ensemble.EnsembleSettings.noise_adjustment``)."""
 
     def __post_init__(self) -> None:
         if int(self.members) < 1:
             raise ValueError(f"members: expected at least 1, found {self.members}")
+        if self.noise_adjustment not in NOISE_ADJUSTMENTS:
+            raise ValueError(
+                f"noise adjustment: expected one of {', '.join(NOISE_ADJUSTMENTS)}, found {self.noise_adjustment!r}"
+            )
         if self.motion_perturbation not in MOTION_PERTURBATIONS:
             raise ValueError(
                 f"motion perturbation: expected one of {', '.join(MOTION_PERTURBATIONS)}, "
@@ -79,6 +90,7 @@ class EnsembleProduct:
             motion_perturbation=motion,
             km_per_px=km,
             step_min=time_step / 60.0,
+            noise_adjustment=self.noise_adjustment,
         )
 
 

@@ -41,6 +41,7 @@ from nowcast.io.paths import expand_template, not_an_input, output_path
 from nowcast.leads import check_horizon, forecast_steps
 from nowcast.models.checkpoint import LoadedModel, load_model, model_path, read_config
 from nowcast.motion.flow import motion_field
+from nowcast.nowcasts import noise_adjustment_words
 
 log = logging.getLogger(__name__)
 
@@ -313,6 +314,7 @@ def _ensemble(
         f"nowcast {__version__}, STEPS-like ensemble of {product.members} members (seed {product.seed}): "
         "S-PROG cascade with pySTEPS nonparametric noise, "
         + ("bps motion perturbations" if product.motion_perturbation == "bps" else "no motion perturbation")
+        + noise_adjustment_words(product.noise_adjustment)
         + "; the model was not run"
     )
     return members, attrs

@@ -16,6 +16,18 @@ along its own perturbed motion; needs the pixel size in km), ``none`` (all along
 DEFAULT_MOTION_PERTURBATION = "auto"
 """The motion perturbation of ``predict --members`` and ``evaluate --members`` unless asked otherwise: kept
 by the rule on the cross-radar folds (docs/probabilistic.md)."""
+NOISE_ADJUSTMENTS = ("none", "auto", "fixed")
+"""Per-level multipliers of an ensemble's noise innovation, pySTEPS STEPS' ``noise_stddev_adj``: ``none``
+(1), ``auto`` (from the last frame's wet area and masked noise: ``compute_noise_stddev_adjs``) or ``fixed``
+(``1 / (0.75 + 0.09 k)`` for level k = 1..L)."""
+DEFAULT_NOISE_ADJUSTMENT = "none"
+"""The noise adjustment of ``predict --members`` and ``evaluate --members`` unless asked otherwise:
+pySTEPS' default; another needs the rule on the cross-radar folds (docs/probabilistic.md)."""
+
+
+def noise_adjustment_words(name: str) -> str:
+    """How a file's attributes and ``summary.json`` say the noise adjustment: empty for ``none``."""
+    return "" if name == "none" else f", {name} noise adjustment (pySTEPS noise_stddev_adj)"
 
 
 def resolve_motion_perturbation(name: str, km_per_px: float | None) -> str:

@@ -26,7 +26,7 @@ import numpy as np
 
 from nowcast.errors import NowcastError
 from nowcast.motion.flow import motion_field
-from nowcast.nowcasts import SPROG_AR_ORDER, SPROG_LEVELS
+from nowcast.nowcasts import NOISE_ADJUSTMENTS, SPROG_AR_ORDER, SPROG_LEVELS
 from nowcast.units import DBR_ZERO, RAIN_THRESHOLD, dbr_to_rate, to_dbr
 
 log = logging.getLogger(__name__)
@@ -161,6 +161,7 @@ def steps_ensemble(
     seed: int,
     velocity: np.ndarray | None = None,
     bps: tuple[float | None, float | None] | None = None,
+    noise_adjustment: str = "none",
 ) -> np.ndarray:
     """pySTEPS STEPS (Bowler et al. 2006, Seed et al. 2013): the ensemble reference, seeded.
 
@@ -170,7 +171,8 @@ def steps_ensemble(
     ``nowcasts.ensemble``, neither motion perturbations nor a precipitation mask (pySTEPS' defaults
     ``bps`` and ``incremental`` need the pixel size and time step, which frames alone do not carry);
     ``bps``: (km per pixel, minutes per step) to run pySTEPS' ``bps`` motion perturbations with its
-    default parameters.
+    default parameters; ``noise_adjustment``: pySTEPS' ``noise_stddev_adj``, ``none`` (its default,
+    None), ``auto`` or ``fixed`` (``nowcasts.NOISE_ADJUSTMENTS``).
     Returns (members, steps, H, W) float32 mm/h, 0 below 0.1 mm/h, NaN where the extrapolation of the
     last frame has no data; a dry last frame gives dry members.
     """
@@ -179,6 +181,10 @@ def steps_ensemble(
     if x.ndim != 3 or x.shape[0] < need:
         raise ValueError(f"frames: STEPS needs (T_in >= {need}, H, W), found {x.shape}")
     steps, members = int(steps), int(members)
+    if noise_adjustment not in NOISE_ADJUSTMENTS:
+        raise ValueError(
+            f"noise_adjustment: expected one of {', '.join(NOISE_ADJUSTMENTS)}, found {noise_adjustment!r}"
+        )
     ps = pysteps_methods()
     velocity = motion_field(x) if velocity is None else velocity
     thr = 10.0 * np.log10(RAIN_THRESHOLD)
@@ -201,6 +207,7 @@ def steps_ensemble(
                 kmperpixel=None if bps is None else bps[0],
                 timestep=None if bps is None else bps[1],
                 mask_method=None,
+                noise_stddev_adj=None if noise_adjustment == "none" else noise_adjustment,
                 probmatching_method="cdf",
                 seed=int(seed),
                 num_workers=1,

@@ -12,7 +12,9 @@ and ``probmatching_method="cdf"``:
 4. At every step and for every member, white noise (``torch.Generator`` per member, seeded) is filtered
    (``generate_noise_2d_fft_filter``), split into the same levels and normalised, and enters each
    level's AR(2) as its innovation, scaled by the square root of the AR(2) residual variance
-   ``1 - phi1 gamma1 - phi2 gamma2`` (Pulkkinen et al. 2019, eq. 6).
+   ``1 - phi1 gamma1 - phi2 gamma2`` (Pulkkinen et al. 2019, eq. 6) and by the level's noise
+   adjustment (``EnsembleSettings.noise_adjustment``, pySTEPS' ``noise_stddev_adj``: 1 by default,
+   ``fixed`` or ``auto``: ``noise_adjustment``).
 5. The levels are recombined with the last frame's statistics, each member's field takes the last
    frame's distribution (``cdf`` probability matching, its wet area kept), back to mm/h, and lead k
    is advected k steps along the motion (``motion.from_lagrangian``).
@@ -41,7 +43,7 @@ import torch
 from nowcast.motion.advection import displacements, warp
 from nowcast.motion.lagrangian import from_lagrangian, to_lagrangian
 from nowcast.motion.perturbation import BPS_PARALLEL, BPS_PERPENDICULAR, PerturbedTrajectories, member_draws
-from nowcast.nowcasts import SPROG_AR_ORDER, SPROG_LEVELS
+from nowcast.nowcasts import NOISE_ADJUSTMENTS, SPROG_AR_ORDER, SPROG_LEVELS
 from nowcast.nowcasts.cascade import _bandpass, ar2_parameters, decompose, lag_correlation
 from nowcast.units import DBR_ZERO, RAIN_THRESHOLD, to_dbr
 
@@ -51,6 +53,11 @@ WET_DBR = 10.0 * float(np.log10(RAIN_THRESHOLD))
 """The rain/no-rain limit in dBR (-10 dBR for 0.1 mm/h)."""
 TUKEY_ALPHA = 0.2
 """Shape of the Tukey window tapering the fields before the noise filter's FFT (pySTEPS' default)."""
+NOISE_ADJUSTMENT_ITERATIONS = 20
+"""Noise fields averaged by the ``auto`` noise adjustment (what pySTEPS' STEPS passes as ``num_iter``)."""
+NOISE_ADJUSTMENT_STREAM = 1
+"""Second entropy word of the ``auto`` adjustment's seed, ``SeedSequence([seed, NOISE_ADJUSTMENT_STREAM])``:
+its noise is drawn apart from the members' (``SeedSequence(seed)``'s children)."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,9 @@ class EnsembleSettings:
     """(a, b, c) of the parallel perturbation's scale a t**b + c (km/h, t in min)."""
     bps_perpendicular: tuple[float, float, float] = BPS_PERPENDICULAR
     """(a, b, c) of the perpendicular perturbation's scale (km/h, t in min)."""
+    noise_adjustment: str = "none"
+    """Per-level multipliers of the noise innovation (pySTEPS' ``noise_stddev_adj``, ``noise_adjustment``):
+    ``none`` (1), ``auto`` (estimated from the last frame, seeded from ``seed``) or ``fixed``."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -88,6 +98,10 @@ class EnsembleSettings:
                 value = getattr(self, name)
                 if value is None or not (np.isfinite(value) and value > 0):
                     problems.append(f"{name}: expected a positive number for bps motion perturbations, found {value}")
+        if self.noise_adjustment not in NOISE_ADJUSTMENTS:
+            problems.append(
+                f"noise_adjustment: expected one of {', '.join(NOISE_ADJUSTMENTS)}, found {self.noise_adjustment!r}"
+            )
         if any(len(p) != 3 for p in (self.bps_parallel, self.bps_perpendicular)):
             problems.append("bps_parallel, bps_perpendicular: expected (a, b, c) each")
         if int(self.members) < 1:
@@ -139,7 +153,12 @@ def noise_filter(fields: np.ndarray) -> np.ndarray:
 
 def member_generators(seed: int, members: int) -> list[torch.Generator]:
     """One CPU ``torch.Generator`` per member, member j's seeded from (seed, j) alone."""
-    states = np.random.SeedSequence(int(seed)).spawn(int(members))
+    return _generators(np.random.SeedSequence(int(seed)), members)
+
+
+def _generators(root: np.random.SeedSequence, n: int) -> list[torch.Generator]:
+    """One CPU ``torch.Generator`` per child of ``root``: n of them."""
+    states = root.spawn(int(n))
     return [torch.Generator().manual_seed(int(s.generate_state(1, np.uint64)[0] >> np.uint64(1))) for s in states]
 
 
@@ -167,6 +186,76 @@ def innovation_scale(gamma1: torch.Tensor, phi1: torch.Tensor, phi2: torch.Tenso
     g1 = gamma1.clamp(-0.999999, 0.999999)
     g2 = phi1 * g1 + phi2
     return (1.0 - phi1 * g1 - phi2 * g2).clamp_min(0.0).sqrt()
+
+
+def noise_adjustment(
+    method: str, lag: torch.Tensor, filt: torch.Tensor, levels: int, seed: int = 0, threads: int = 1
+) -> torch.Tensor:
+    """The per-level multipliers of the noise innovation (pySTEPS STEPS' ``noise_stddev_adj``): (L,).
+
+    ``none``: ones; ``fixed``: ``1 / (0.75 + 0.09 k)`` for levels k = 1..L; ``auto``:
+    ``auto_noise_adjustment`` of the last frame of ``lag`` (3, H, W) dBR with
+    ``NOISE_ADJUSTMENT_ITERATIONS`` fields of noise shaped by ``filt`` (H, W // 2 + 1), drawn from
+    ``seed`` alone (a stream apart from the members'), split among ``threads`` threads."""
+    if method == "none":
+        return torch.ones(levels, dtype=lag.dtype)
+    if method == "fixed":
+        return 1.0 / (0.75 + 0.09 * torch.arange(1, levels + 1, dtype=lag.dtype))
+    if method != "auto":
+        raise ValueError(f"noise adjustment: expected one of {', '.join(NOISE_ADJUSTMENTS)}, found {method!r}")
+    root = np.random.SeedSequence([int(seed), NOISE_ADJUSTMENT_STREAM])
+    gens = _generators(root, NOISE_ADJUSTMENT_ITERATIONS)
+    spectra = noise_spectrum(gens, filt, tuple(lag.shape[-2:]))
+    return auto_noise_adjustment(lag[-1], float(lag.min()), spectra, levels, threads)
+
+
+def auto_noise_adjustment(
+    last: torch.Tensor, zero: float, spectra: torch.Tensor, levels: int, threads: int = 1
+) -> torch.Tensor:
+    """pySTEPS' ``compute_noise_stddev_adjs`` (conditional): (L,) float, each level's standard deviation
+    in the wet area of ``last`` (H, W) dBR over that of masked noise.
+
+    The wet area is ``last >= WET_DBR``; the rest is set to ``zero`` (the dry value). The noise fields
+    (spectra (n, H, W // 2 + 1), one per iteration) are standardised, given the wet area's mean and
+    standard deviation, set to ``zero`` outside it and split into levels like the field; the
+    coefficient is the field's level std over the noise's, averaged over the n fields (pySTEPS: 20).
+    Both computed over the wet pixels only. Batched over the fields, one level at a time, the fields
+    split among ``threads`` threads (the result does not depend on it).
+
+    Ported from pySTEPS ``noise.utils.compute_noise_stddev_adjs`` with ``conditional=True``; BSD
+    3-Clause, Copyright (c) 2019, PySteps developers (``nowcast/LICENSES/pysteps.txt``). A level
+    whose noise has no spread in the wet area (one wet pixel) gets 1 instead of pySTEPS' NaN.
+    """
+    h, w = last.shape[-2:]
+    wet = last >= WET_DBR
+    weight = wet.to(last.dtype) / wet.sum()  # (H, W): the mean over the wet pixels
+    obs = torch.where(wet, last, zero)
+    mu, sigma = obs[wet].mean(), obs[wet].std(unbiased=False)
+    bands = torch.from_numpy(_bandpass(h, w, levels)).to(last.device, last.dtype)  # (L, H, W2)
+
+    def wet_stds(fields: torch.Tensor) -> torch.Tensor:
+        """(n, H, W) -> (n, L): each level's standard deviation over the wet pixels."""
+        spec = torch.fft.rfft2(fields)
+        out = fields.new_empty((fields.shape[0], levels))
+        for k in range(levels):
+            part = torch.fft.irfft2(spec * bands[k], s=(h, w))  # (n, H, W)
+            mean = (part * weight).sum((-2, -1))
+            out[:, k] = ((part.square() * weight).sum((-2, -1)) - mean.square()).clamp_min(0.0).sqrt()
+        return out
+
+    def noise_stds(spec: torch.Tensor) -> torch.Tensor:
+        """(n, H, W2) noise spectra -> (n, L): the level stds of the masked noise."""
+        noise = torch.fft.irfft2(spec, s=(h, w))  # (n, H, W)
+        noise = noise - noise.mean((-2, -1), keepdim=True)
+        noise = noise * (sigma / noise.std((-2, -1), keepdim=True, unbiased=False).clamp_min(1e-12))
+        return wet_stds(torch.where(wet, noise, zero - mu))  # the wet area at mu + noise, then mu removed
+
+    target = wet_stds((obs - mu)[None])[0]  # (L,)
+    parts = spectra.tensor_split(max(1, min(int(threads), spectra.shape[0])))
+    with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+        spread = torch.cat(list(pool.map(noise_stds, parts))).mean(0)  # (L,)
+    coef = target / spread
+    return torch.where(torch.isfinite(coef) & (spread > 0), coef, torch.ones_like(coef))
 
 
 def lagrangian_dbr(frames: np.ndarray, velocity: np.ndarray) -> torch.Tensor:
@@ -200,12 +289,13 @@ class _Cascade:
     are normalised exactly as ``decompose`` normalises them.
     """
 
-    def __init__(self, lag: torch.Tensor, levels: int) -> None:
+    def __init__(
+        self, lag: torch.Tensor, levels: int, adjustment: str = "none", seed: int = 0, threads: int = 1
+    ) -> None:
         h, w = lag.shape[-2:]
         z, means, stds = decompose(lag, levels)  # (3, L, H, W), (3, L, 1, 1) x2
         gamma1, gamma2 = lag_correlation(z[2], z[1]), lag_correlation(z[2], z[0])  # (L,)
         phi1, phi2 = ar2_parameters(gamma1, gamma2)
-        self.sigma = innovation_scale(gamma1, phi1, phi2)  # (L,)
         self.phi1, self.phi2 = (v.reshape(-1, 1, 1, 1) for v in (phi1, phi2))  # (L, 1, 1, 1): real view
         self.bands = torch.from_numpy(_bandpass(h, w, levels)).to(lag.device, lag.dtype)  # (L, H, W2)
         power = self.bands.double() ** 2 * spectral_multiplicity(h, w).to(lag.device, torch.float64)
@@ -213,6 +303,8 @@ class _Cascade:
         filt = torch.from_numpy(noise_filter(lag.double().numpy())).to(lag.device, lag.dtype)
         filt[0, 0] = 0.0  # the level means are removed
         self.filt = filt
+        self.adjustment = noise_adjustment(adjustment, lag, filt, levels, seed, threads)  # (L,)
+        self.sigma = innovation_scale(gamma1, phi1, phi2) * self.adjustment.to(gamma1.dtype)  # (L,)
         self.spectra = torch.fft.rfft2(z[1:])  # (2, L, H, W2): the last two inputs' normalised levels
         self.scale = stds[2].reshape(1, 1, levels)  # recombination with the last frame's statistics
         self.offset = float(means[2].sum())
@@ -232,7 +324,7 @@ class _Cascade:
         power = torch.view_as_real(spec).square().sum(-1).reshape(n, -1)  # (n, H W2): |X|^2
         var = power.to(self.power.dtype) @ self.power  # (n, L): each level's variance
         coef = (self.sigma.to(var.dtype) / var.sqrt().clamp_min(1e-12)).to(self.bands.dtype)  # (n, L)
-        weights = self.bands * coef[:, :, None, None]  # (n, L, H, W2): normalised and scaled by the innovation's std
+        weights = self.bands * coef[:, :, None, None]  # (n, L, H, W2): normalised, times innovation std x adjustment
         nxt = torch.view_as_real(spec)[:, None] * weights[..., None]  # (n, L, H, W2, 2): the noise's levels
         nxt.addcmul_(self.phi1, cur).addcmul_(self.phi2, prev)
         mixed = torch.matmul(self.scale, nxt.reshape(n, self.scale.shape[-1], -1))  # (n, 1, H W2 2)
@@ -328,7 +420,9 @@ def _ensemble(x: np.ndarray, velocity: np.ndarray, steps: int, s: EnsembleSettin
         out[:] = np.where(reach.numpy(), 0.0, np.nan)
         return out
     gens = member_generators(s.seed, s.members)
-    cascade = _Cascade(lag, s.levels)
+    cascade = _Cascade(lag, s.levels, s.noise_adjustment, s.seed, threads)
+    if s.noise_adjustment != "none":
+        log.debug("ensemble: %s noise adjustment %s", s.noise_adjustment, cascade.adjustment.tolist())
     chunk = s.chunk or s.members
     threads = max(1, min(threads, s.members))
     per_thread = -(-s.members // threads)
@@ -367,11 +461,14 @@ def _trajectories(velocity: torch.Tensor, draws: np.ndarray, s: EnsembleSettings
 
 __all__ = [
     "EnsembleSettings",
+    "NOISE_ADJUSTMENT_ITERATIONS",
+    "auto_noise_adjustment",
     "correlated_noise",
     "ensemble_forecast",
     "innovation_scale",
     "lagrangian_dbr",
     "member_generators",
+    "noise_adjustment",
     "noise_spectrum",
     "noise_filter",
     "perturbed_cascade",

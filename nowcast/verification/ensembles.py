@@ -22,7 +22,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from nowcast.errors import NowcastError
-from nowcast.nowcasts import DEFAULT_MOTION_PERTURBATION, MOTION_PERTURBATIONS
+from nowcast.nowcasts import (
+    DEFAULT_MOTION_PERTURBATION,
+    DEFAULT_NOISE_ADJUSTMENT,
+    MOTION_PERTURBATIONS,
+    NOISE_ADJUSTMENTS,
+    noise_adjustment_words,
+)
 from nowcast.verification import probscores
 
 log = logging.getLogger(__name__)
@@ -44,9 +50,16 @@ class EnsembleEvaluation:
     motion_perturbation: str = DEFAULT_MOTION_PERTURBATION
     """``bps`` or ``none`` (``nowcasts.ensemble.EnsembleSettings``), for both ensembles; ``bps`` needs the
     grid's pixel size (``io.pixel_size_km``)."""
+    noise_adjustment: str = DEFAULT_NOISE_ADJUSTMENT
+    """``none``, ``auto`` or ``fixed``: per-level multipliers of the noise, for both ensembles (pySTEPS'
+    ``noise_stddev_adj``; ``nowcasts.ensemble.EnsembleSettings``)."""
 
     def __post_init__(self) -> None:
         problems = []
+        if self.noise_adjustment not in NOISE_ADJUSTMENTS:
+            problems.append(
+                f"noise adjustment: expected one of {', '.join(NOISE_ADJUSTMENTS)}, found {self.noise_adjustment!r}"
+            )
         if self.motion_perturbation not in MOTION_PERTURBATIONS:
             problems.append(
                 f"motion perturbation: expected one of {', '.join(MOTION_PERTURBATIONS)}, "
@@ -93,11 +106,12 @@ def case_members(
     motion_perturbation: str = "none",
     km_per_px: float | None = None,
     step_min: float | None = None,
+    noise_adjustment: str = "none",
 ) -> np.ndarray:
     """Members of ``method`` (``ENSEMBLE`` or ``STEPS``) from input frames (T, 1, H, W) mm/h, NaN = no
     data: (members, steps, 1, H, W) float32 mm/h, NaN where the extrapolation has no data. With
     ``motion_perturbation="bps"``, each member's motion is perturbed (pixel size ``km_per_px`` km, time
-    step ``step_min`` min)."""
+    step ``step_min`` min); ``noise_adjustment``: the per-level multipliers of the noise, for either method."""
     from nowcast.motion.flow import motion_field
 
     x = np.asarray(frames, dtype=np.float32)
@@ -108,14 +122,19 @@ def case_members(
         from nowcast.nowcasts.ensemble import EnsembleSettings, ensemble_forecast
 
         settings = EnsembleSettings(
-            members=members, seed=seed, motion_perturbation=motion_perturbation, km_per_px=km_per_px, step_min=step_min
+            members=members,
+            seed=seed,
+            motion_perturbation=motion_perturbation,
+            km_per_px=km_per_px,
+            step_min=step_min,
+            noise_adjustment=noise_adjustment,
         )
         out = ensemble_forecast(x[:, 0], velocity, steps, settings)
     elif method == STEPS:
         from nowcast.nowcasts.baselines import steps_ensemble
 
         grid = (km_per_px, step_min) if motion_perturbation == "bps" else None
-        out = steps_ensemble(x[:, 0], steps, members, seed, velocity, bps=grid)
+        out = steps_ensemble(x[:, 0], steps, members, seed, velocity, bps=grid, noise_adjustment=noise_adjustment)
     else:
         raise ValueError(f"method: expected {ENSEMBLE!r} or {STEPS!r}, found {method!r}")
     return np.asarray(out, dtype=np.float32)[:, :, None]
@@ -170,6 +189,7 @@ def ensemble_settings(
         ("none",): "no motion perturbation",
         ("bps", "none"): "bps motion perturbations on grids with a pixel size, none on the others",
     }.get(tuple(used), f"motion perturbation {ensemble.motion_perturbation}")
+    motion += noise_adjustment_words(ensemble.noise_adjustment)
     about = {
         ENSEMBLE: "nowcast.nowcasts.ensemble: STEPS-like, S-PROG's cascade with pySTEPS' nonparametric noise, "
         f"AR(2), cdf probability matching, {motion}",
@@ -181,6 +201,7 @@ def ensemble_settings(
         "seed": int(ensemble.seed),
         "motion_perturbation": "/".join(used),
         "motion_perturbation_asked": ensemble.motion_perturbation,
+        "noise_adjustment": ensemble.noise_adjustment,
         "case_seed": "numpy SeedSequence([seed, segment, window start]), the same for every method",
         "methods": {m: about[m] for m in methods},
         "means": [mean_name(m) for m in methods],

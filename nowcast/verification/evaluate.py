@@ -312,6 +312,7 @@ def _verify_segment(
     n_members = v.ensemble.members if v.ensemble is not None else 0
     km_per_px, step_min = pixel_size_km(seg), int(seg.attrs["time_step"]) / 60.0  # for bps
     motion = resolve_motion_perturbation(v.ensemble.motion_perturbation, km_per_px) if v.ensemble else "none"
+    noise_adjustment = v.ensemble.noise_adjustment if v.ensemble is not None else "none"
     for b0 in range(0, len(starts), batch):
         chunk = starts[b0 : b0 + batch]
         frames.forget_before(chunk[0])
@@ -333,7 +334,15 @@ def _verify_segment(
             for name in ens_methods:
                 with timed(ens.mean_name(name)):
                     members[name] = ens.case_members(
-                        name, inputs[i], v.steps, n_members, ens.case_seed(seed, s, a), motion, km_per_px, step_min
+                        name,
+                        inputs[i],
+                        v.steps,
+                        n_members,
+                        ens.case_seed(seed, s, a),
+                        motion,
+                        km_per_px,
+                        step_min,
+                        noise_adjustment,
                     )
                     fc[ens.mean_name(name)] = ens.ensemble_mean(members[name])
             with timed("scoring"):
