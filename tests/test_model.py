@@ -193,3 +193,32 @@ def test_levels_follow_the_config():
     assert [cell.conv_h.kernel_size for cell in model.encoder] == [(3, 3), (3, 3)]
     assert [cell.conv_h.padding for cell in model.encoder] == [(1, 1), (1, 1)]
     assert model.total_stride == 4  # 2 (patch) x 2 (downsampling)
+
+
+@pytest.mark.parametrize("base", ["last", "sprog"])
+def test_zero_head_forecast_is_the_base_bit_for_bit(base):
+    """A residual model whose head is still zero (untrained, or exported at its start by train.export
+    best) skips the network in inference: the forecast equals the full computation exactly."""
+    model = build_model(dataclasses.replace(TINY, residual=True, base=base, residual_smoothing=2.0))
+    x = torch.rand(2, 4, 1, 16, 20)
+    assert model.head_is_zero()
+    full = model(x, 3).detach()  # grad enabled: the network runs (training must reach the head)
+    calls = []
+    model.encode = lambda *a, **k: calls.append(1)  # the network must not run under no_grad
+    with torch.no_grad():
+        fast = model(x, 3)
+    assert not calls
+    assert fast.shape == full.shape == (2, 3, 1, 16, 20)
+    assert torch.equal(fast, full)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        assert model(x, 3).dtype == torch.bfloat16  # as the head's output would be
+
+
+def test_trained_head_runs_the_network():
+    model = build_model(dataclasses.replace(TINY, residual=True))
+    with torch.no_grad():
+        model.head[-1].bias.fill_(0.5)
+        x = torch.rand(1, 4, 1, 16, 16)
+        out = model(x, 2)
+    assert not model.head_is_zero()
+    assert torch.allclose(out, x[:, -1:] + 0.5)  # every pixel: the last frame plus the bias

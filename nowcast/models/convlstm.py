@@ -315,6 +315,10 @@ class EncoderForecaster(nn.Module):
         if steps < 1:
             raise ValueError(f"steps: expected a positive number, found {steps}")
         B, T, C, H, W = frames.shape
+        if self.residual and not torch.is_grad_enabled() and self.head_is_zero():
+            # The network's output would be exactly zero: the forecast is the base, bit for bit.
+            base = self.base_forecast(frames, steps).to(self._output_dtype(frames.device))
+            return base.expand(B, steps, C, H, W)
         x = add_step_channel(frames, time_step) if self.step_input else frames
         x = pad_to_multiple(x, self.total_stride)  # cropped off the forecast below
         states = self.encode(x, batched_input)  # per level (B, hk, Hk, Wk)
@@ -327,6 +331,18 @@ class EncoderForecaster(nn.Module):
                 out = gaussian_smooth(out, self.residual_smoothing)
             out = out + self.base_forecast(frames, steps).to(out.dtype)
         return out
+
+    def head_is_zero(self) -> bool:
+        """Whether the output head's last convolution is all zeros (an untrained residual model, or one
+        exported at its start by ``train.export: best``): then the network adds nothing to the base."""
+        last = self.head[-1]
+        return all(not bool(p.any()) for p in last.parameters())
+
+    def _output_dtype(self, device: torch.device) -> torch.dtype:
+        """The dtype of the head's output: the autocast dtype when autocast is on, else the weights'."""
+        if torch.is_autocast_enabled(device.type):
+            return torch.get_autocast_dtype(device.type)
+        return self.head[-1].weight.dtype
 
     def base_forecast(self, frames: Tensor, steps: int) -> Tensor:
         """What the residual is added to (``model.base``): the last frame (B, 1, C, H, W), or the S-PROG
