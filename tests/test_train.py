@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 import shutil
@@ -425,3 +426,18 @@ def test_ddp_two_gloo_ranks_match_single_process(synth_file: Path, tmp_path: Pat
     assert drift < 1e-2
     assert math.isfinite(float(two[-1]["val_loss"]))
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+
+
+def test_info_says_when_the_head_is_zero(cli_runner, tmp_path: Path) -> None:
+    """A residual model exported at its start (train.export best) is its base alone: info says so."""
+    cfg = load_config(TINY)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, residual=True))
+    model = build_model(cfg.model)
+    save_checkpoint(tmp_path / "zero.pt", config=cfg, state_dict=model.state_dict(), provenance={})
+    with torch.no_grad():
+        model.head[-1].bias.fill_(0.1)
+    save_checkpoint(tmp_path / "trained.pt", config=cfg, state_dict=model.state_dict(), provenance={})
+    zero = cli_runner.invoke(app, ["info", str(tmp_path / "zero.pt")])
+    trained = cli_runner.invoke(app, ["info", str(tmp_path / "trained.pt")])
+    assert zero.exit_code == trained.exit_code == 0
+    assert "output head is all zeros" in zero.output and "output head" not in trained.output

@@ -305,7 +305,12 @@ def describe_checkpoint(path: str | Path) -> list[str]:
             else ""
         )
         + (", sees the time step" if m.step_input else "")
-        + (", probability-matched to the last frame" if m.probmatching == "cdf" else ""),
+        + (", probability-matched to the last frame" if m.probmatching == "cdf" else "")
+        + (
+            "; its output head is all zeros, so the forecast is the base alone (the network is skipped)"
+            if m.residual and getattr(model, "head_is_zero", lambda: False)()
+            else ""
+        ),
         f"  input: {m.channels} channel(s), {d.in_frames} frames in, {d.out_frames} out, time step "
         f"{step}, variable {d.variable or '(auto)'}, "
         f"units {d.units or '(from file)'}",
