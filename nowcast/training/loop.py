@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -632,7 +633,9 @@ def _validation(run: _Run, done: int, row: dict[str, Any], transform: Transform,
         precision,
         run.info,
     )
-    csi = np.nanmean(metrics.compute(scores)["CSI"], axis=0)  # mean over leads, per threshold
+    with warnings.catch_warnings():  # a threshold never reached in validation: NaN, without a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        csi = np.nanmean(metrics.compute(scores)["CSI"], axis=0)  # mean over leads, per threshold
     row["val_loss"] = f"{val_loss:.6f}"
     for thr, c in zip(cfg.eval.thresholds, csi):
         row[f"val_csi_{thr:g}"] = f"{c:.4f}"
