@@ -309,11 +309,12 @@ def _ensemble(
             f"{source_name(rate)}: expected one channel for an ensemble (--members), found {rate.sizes['channel']}"
         )
     members = ensemble_members(frames, t_ref, rate, cfg.data.time_step, steps, product, velocity)
+    motion = product.settings(rate, cfg.data.time_step).motion_perturbation  # auto resolved on this grid
     attrs = dict(attrs)
     attrs["source"] = (
         f"nowcast {__version__}, STEPS-like ensemble of {product.members} members (seed {product.seed}): "
         "S-PROG cascade with pySTEPS nonparametric noise, "
-        + ("bps motion perturbations" if product.motion_perturbation == "bps" else "no motion perturbation")
+        + ("bps motion perturbations" if motion == "bps" else "no motion perturbation")
         + noise_adjustment_words(product.noise_adjustment)
         + "; the model was not run"
     )

@@ -118,6 +118,8 @@ def test_predict_members_writes_a_reproducible_ensemble(cli_runner, synth_and_mo
             outs.append(ds[MEMBERS_VARIABLE].values)
             assert ds.sizes["realization"] == 4 and ds.sizes["threshold"] == 2 and ds.sizes["time"] == 3
             assert "ensemble" in ds.attrs["source"]
+            # the default (auto) resolved on this grid of x/y in metres: bps, and the file says so
+            assert "bps motion perturbations" in ds.attrs["source"], ds.attrs["source"]
     np.testing.assert_array_equal(outs[0], outs[1])
     assert not np.array_equal(outs[0], outs[2], equal_nan=True)
     if CHECKER is not None:
