@@ -27,7 +27,7 @@ from nowcast.nowcasts import (
     DEFAULT_MOTION_PERTURBATION,
     DEFAULT_NOISE_ADJUSTMENT,
     MOTION_PERTURBATIONS,
-    NOISE_ADJUSTMENTS,
+    noise_adjustment_problem,
 )
 
 _click_errors = sys.modules[typer.BadParameter.__module__]  # click.exceptions, or the copy newer Typer vendors
@@ -182,7 +182,8 @@ NoiseAdjustmentOption = Annotated[
         metavar="METHOD",
         help="Per-level multipliers of the ensemble's noise (pySTEPS' noise_stddev_adj, for the steps "
         "baseline too): none (1), auto (each level's spread in the last frame's wet area over that of "
-        "masked noise, 20 noise fields) or fixed (1 / (0.75 + 0.09 k) for level k).",
+        "masked noise, 20 noise fields), fixed (1 / (0.75 + 0.09 k) for level k) or a number G (G on every "
+        "level; ours only, not the steps baseline).",
         show_default=True,
     ),
 ]
@@ -674,10 +675,9 @@ def _check_motion_perturbation(name: str) -> str:
 
 def _check_noise_adjustment(name: str) -> str:
     """``--noise-adjustment`` checked (usage error, exit 2, for an unknown name)."""
-    if name not in NOISE_ADJUSTMENTS:
-        raise typer.BadParameter(
-            f"expected one of {', '.join(NOISE_ADJUSTMENTS)}, found {name!r}", param_hint="--noise-adjustment"
-        )
+    problem = noise_adjustment_problem(name)
+    if problem:
+        raise typer.BadParameter(problem, param_hint="--noise-adjustment")
     return name
 
 

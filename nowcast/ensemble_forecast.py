@@ -27,7 +27,7 @@ from nowcast.nowcasts import (
     DEFAULT_MOTION_PERTURBATION,
     DEFAULT_NOISE_ADJUSTMENT,
     MOTION_PERTURBATIONS,
-    NOISE_ADJUSTMENTS,
+    noise_adjustment_problem,
 )
 
 if TYPE_CHECKING:  # torch loads when an ensemble is made, not with predict: input errors are reported first
@@ -57,10 +57,8 @@ class EnsembleProduct:
     def __post_init__(self) -> None:
         if int(self.members) < 1:
             raise ValueError(f"members: expected at least 1, found {self.members}")
-        if self.noise_adjustment not in NOISE_ADJUSTMENTS:
-            raise ValueError(
-                f"noise adjustment: expected one of {', '.join(NOISE_ADJUSTMENTS)}, found {self.noise_adjustment!r}"
-            )
+        if noise_adjustment_problem(self.noise_adjustment):
+            raise ValueError(f"noise adjustment: {noise_adjustment_problem(self.noise_adjustment)}")
         if self.motion_perturbation not in MOTION_PERTURBATIONS:
             raise ValueError(
                 f"motion perturbation: expected one of {', '.join(MOTION_PERTURBATIONS)}, "

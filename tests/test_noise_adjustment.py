@@ -173,20 +173,26 @@ def test_members_seeded_and_spread_moves_as_the_coefficients(case, method) -> No
     assert (_spread(first) > _spread(none)) == (ratio > 1.0), (ratio, _spread(first), _spread(none))
 
 
-def test_larger_coefficients_give_more_spread_at_lead_1(case, monkeypatch) -> None:
-    """Every level's noise times 1.5: more spread at lead 1 than with none, on the same white noise."""
-    frames, velocity, _ = case
-    settings = EnsembleSettings(members=12, seed=3, noise_adjustment="fixed")
-    none = ensemble_forecast(frames, velocity, 1, EnsembleSettings(members=12, seed=3))
-    monkeypatch.setattr(
-        "nowcast.nowcasts.ensemble.noise_adjustment", lambda m, lag, f, levels, *a: torch.full((levels,), 1.5)
-    )
-    assert _spread(ensemble_forecast(frames, velocity, 1, settings)) > 1.1 * _spread(none)
+def test_a_gain_multiplies_every_level_and_1_is_none(case) -> None:
+    """``--noise-adjustment 1.5``: every level's noise times 1.5, so more spread at lead 1 than with none on
+    the same white noise; a gain of 1 is none, bit for bit."""
+    frames, velocity, lag = case
+    np.testing.assert_array_equal(noise_adjustment("1.5", lag, _filter(lag), 6), np.full(6, 1.5, np.float32))
+
+    def run(name: str) -> np.ndarray:
+        return ensemble_forecast(frames, velocity, 1, EnsembleSettings(members=12, seed=3, noise_adjustment=name))
+
+    none = run("none")
+    np.testing.assert_array_equal(run("1"), none)
+    assert _spread(run("1.5")) > 1.1 * _spread(none)
 
 
-def test_settings_checked() -> None:
-    with pytest.raises(ValueError, match="noise_adjustment: expected one of none, auto, fixed, found 'half'"):
-        EnsembleSettings(noise_adjustment="half")
+@pytest.mark.parametrize("bad", ["half", "0", "-1", "nan", "inf"])
+def test_settings_checked(bad: str) -> None:
+    with pytest.raises(
+        ValueError, match=f"noise_adjustment: expected one of none, auto, fixed or a positive gain, found '{bad}'"
+    ):
+        EnsembleSettings(noise_adjustment=bad)
 
 
 def test_steps_baseline_gets_the_same_setting(case, monkeypatch, pysteps_installed) -> None:
@@ -227,3 +233,12 @@ def test_cli_option_recorded_and_bad_value_is_exit_2(
         assert bad.exit_code == 2, bad.output
         assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
         assert "--noise-adjustment" in bad.stderr and "none, auto, fixed" in bad.stderr and "half" in bad.stderr
+
+    gain = cli_runner.invoke(app, [*args, "--noise-adjustment", "1.3", "--out", str(tmp_path / "g")])
+    assert gain.exit_code == 0, gain.output
+    said = json.loads((tmp_path / "g" / "summary.json").read_text())["settings"]["ensemble"]
+    assert said["noise_adjustment"] == "1.3" and "noise gain 1.3 on every level" in said["methods"]["ensemble"]
+    steps = [x if x != "persistence" else "persistence,steps" for x in args]  # pySTEPS has no gain
+    bad = cli_runner.invoke(app, [*steps, "--noise-adjustment", "1.3", "--out", str(tmp_path / "s")])
+    assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.output
+    assert "--baselines steps" in bad.stderr and "1.3" in bad.stderr

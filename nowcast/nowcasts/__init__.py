@@ -5,6 +5,8 @@ probability matching (``probmatch``).
 The facts of S-PROG live here, once: both the pySTEPS reference and the torch cascade use them.
 """
 
+import math
+
 SPROG_LEVELS = 6
 """Cascade levels of S-PROG (pySTEPS' default)."""
 SPROG_AR_ORDER = 2
@@ -25,9 +27,30 @@ DEFAULT_NOISE_ADJUSTMENT = "none"
 pySTEPS' default; another needs the rule on the cross-radar folds (docs/probabilistic.md)."""
 
 
+def noise_gain(name: str) -> float | None:
+    """The number of a noise adjustment given as one (a gain on every level's noise, e.g. ``"1.3"``),
+    or None for a named one (``NOISE_ADJUSTMENTS``) or anything else."""
+    try:
+        value = float(name)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def noise_adjustment_problem(name: str) -> str | None:
+    """Why ``name`` is not a noise adjustment (one of ``NOISE_ADJUSTMENTS`` or a positive gain), or None."""
+    if name in NOISE_ADJUSTMENTS or noise_gain(name) is not None:
+        return None
+    return f"expected one of {', '.join(NOISE_ADJUSTMENTS)} or a positive gain, found {name!r}"
+
+
 def noise_adjustment_words(name: str) -> str:
     """How a file's attributes and ``summary.json`` say the noise adjustment: empty for ``none``."""
-    return "" if name == "none" else f", {name} noise adjustment (pySTEPS noise_stddev_adj)"
+    if name == "none":
+        return ""
+    if noise_gain(name) is not None:
+        return f", noise gain {noise_gain(name):g} on every level"
+    return f", {name} noise adjustment (pySTEPS noise_stddev_adj)"
 
 
 def resolve_motion_perturbation(name: str, km_per_px: float | None) -> str:

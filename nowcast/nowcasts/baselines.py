@@ -181,9 +181,10 @@ def steps_ensemble(
     if x.ndim != 3 or x.shape[0] < need:
         raise ValueError(f"frames: STEPS needs (T_in >= {need}, H, W), found {x.shape}")
     steps, members = int(steps), int(members)
-    if noise_adjustment not in NOISE_ADJUSTMENTS:
+    if noise_adjustment not in NOISE_ADJUSTMENTS:  # pySTEPS has no gain: a number is ours only
         raise ValueError(
-            f"noise_adjustment: expected one of {', '.join(NOISE_ADJUSTMENTS)}, found {noise_adjustment!r}"
+            f"noise_adjustment: the steps baseline (pySTEPS) takes one of {', '.join(NOISE_ADJUSTMENTS)}, "
+            f"found {noise_adjustment!r}"
         )
     ps = pysteps_methods()
     velocity = motion_field(x) if velocity is None else velocity

@@ -43,7 +43,7 @@ import torch
 from nowcast.motion.advection import displacements, warp
 from nowcast.motion.lagrangian import from_lagrangian, to_lagrangian
 from nowcast.motion.perturbation import BPS_PARALLEL, BPS_PERPENDICULAR, PerturbedTrajectories, member_draws
-from nowcast.nowcasts import NOISE_ADJUSTMENTS, SPROG_AR_ORDER, SPROG_LEVELS
+from nowcast.nowcasts import SPROG_AR_ORDER, SPROG_LEVELS, noise_adjustment_problem, noise_gain
 from nowcast.nowcasts.cascade import _bandpass, ar2_parameters, decompose, lag_correlation
 from nowcast.units import DBR_ZERO, RAIN_THRESHOLD, to_dbr
 
@@ -98,10 +98,8 @@ class EnsembleSettings:
                 value = getattr(self, name)
                 if value is None or not (np.isfinite(value) and value > 0):
                     problems.append(f"{name}: expected a positive number for bps motion perturbations, found {value}")
-        if self.noise_adjustment not in NOISE_ADJUSTMENTS:
-            problems.append(
-                f"noise_adjustment: expected one of {', '.join(NOISE_ADJUSTMENTS)}, found {self.noise_adjustment!r}"
-            )
+        if noise_adjustment_problem(self.noise_adjustment):
+            problems.append(f"noise_adjustment: {noise_adjustment_problem(self.noise_adjustment)}")
         if any(len(p) != 3 for p in (self.bps_parallel, self.bps_perpendicular)):
             problems.append("bps_parallel, bps_perpendicular: expected (a, b, c) each")
         if int(self.members) < 1:
@@ -193,16 +191,18 @@ def noise_adjustment(
 ) -> torch.Tensor:
     """The per-level multipliers of the noise innovation (pySTEPS STEPS' ``noise_stddev_adj``): (L,).
 
-    ``none``: ones; ``fixed``: ``1 / (0.75 + 0.09 k)`` for levels k = 1..L; ``auto``:
+    ``none``: ones; a number G (``nowcasts.noise_gain``): G on every level; ``fixed``: ``1 / (0.75 + 0.09 k)`` for levels k = 1..L; ``auto``:
     ``auto_noise_adjustment`` of the last frame of ``lag`` (3, H, W) dBR with
     ``NOISE_ADJUSTMENT_ITERATIONS`` fields of noise shaped by ``filt`` (H, W // 2 + 1), drawn from
     ``seed`` alone (a stream apart from the members'), split among ``threads`` threads."""
     if method == "none":
         return torch.ones(levels, dtype=lag.dtype)
+    if noise_gain(method) is not None:  # one gain on every level
+        return torch.full((levels,), float(noise_gain(method)), dtype=lag.dtype)
     if method == "fixed":
         return 1.0 / (0.75 + 0.09 * torch.arange(1, levels + 1, dtype=lag.dtype))
     if method != "auto":
-        raise ValueError(f"noise adjustment: expected one of {', '.join(NOISE_ADJUSTMENTS)}, found {method!r}")
+        raise ValueError(f"noise adjustment: {noise_adjustment_problem(method) or method}")
     root = np.random.SeedSequence([int(seed), NOISE_ADJUSTMENT_STREAM])
     gens = _generators(root, NOISE_ADJUSTMENT_ITERATIONS)
     spectra = noise_spectrum(gens, filt, tuple(lag.shape[-2:]))

@@ -26,8 +26,9 @@ from nowcast.nowcasts import (
     DEFAULT_MOTION_PERTURBATION,
     DEFAULT_NOISE_ADJUSTMENT,
     MOTION_PERTURBATIONS,
-    NOISE_ADJUSTMENTS,
+    noise_adjustment_problem,
     noise_adjustment_words,
+    noise_gain,
 )
 from nowcast.verification import probscores
 
@@ -56,10 +57,8 @@ class EnsembleEvaluation:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.noise_adjustment not in NOISE_ADJUSTMENTS:
-            problems.append(
-                f"noise adjustment: expected one of {', '.join(NOISE_ADJUSTMENTS)}, found {self.noise_adjustment!r}"
-            )
+        if noise_adjustment_problem(self.noise_adjustment):
+            problems.append(f"noise adjustment: {noise_adjustment_problem(self.noise_adjustment)}")
         if self.motion_perturbation not in MOTION_PERTURBATIONS:
             problems.append(
                 f"motion perturbation: expected one of {', '.join(MOTION_PERTURBATIONS)}, "
@@ -82,13 +81,18 @@ def split_baselines(baselines: Sequence[str], ensemble: EnsembleEvaluation | Non
     """``--baselines`` as (deterministic baselines, ensemble methods), names stripped and lower case.
 
     The ensemble methods are ``ENSEMBLE`` and, if asked for, ``STEPS``; none without ``ensemble``.
-    Raises NowcastError for ``steps`` without ``ensemble`` (it needs a number of members).
+    Raises NowcastError for ``steps`` without ``ensemble`` (it needs a number of members) or with a noise gain.
     """
     names = [str(b).strip().lower() for b in baselines]
     if STEPS in names and ensemble is None:
         raise NowcastError("--baselines steps: expected --members N with it (STEPS is an ensemble), found no --members")
     if ensemble is None:
         return names, []
+    if STEPS in names and noise_gain(ensemble.noise_adjustment) is not None:
+        raise NowcastError(
+            f"--baselines steps: expected --noise-adjustment none, auto or fixed (pySTEPS' noise_stddev_adj), "
+            f"found the gain {ensemble.noise_adjustment}, which is ours only"
+        )
     return [n for n in names if n != STEPS], [ENSEMBLE] + ([STEPS] if STEPS in names else [])
 
 
