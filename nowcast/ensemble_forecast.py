@@ -57,8 +57,8 @@ class EnsembleProduct:
     def __post_init__(self) -> None:
         if int(self.members) < 1:
             raise ValueError(f"members: expected at least 1, found {self.members}")
-        if noise_adjustment_problem(self.noise_adjustment):
-            raise ValueError(f"noise adjustment: {noise_adjustment_problem(self.noise_adjustment)}")
+        if problem := noise_adjustment_problem(self.noise_adjustment):
+            raise ValueError(f"noise adjustment: {problem}")
         if self.motion_perturbation not in MOTION_PERTURBATIONS:
             raise ValueError(
                 f"motion perturbation: expected one of {', '.join(MOTION_PERTURBATIONS)}, "

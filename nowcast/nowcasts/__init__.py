@@ -48,8 +48,8 @@ def noise_adjustment_words(name: str) -> str:
     """How a file's attributes and ``summary.json`` say the noise adjustment: empty for ``none``."""
     if name == "none":
         return ""
-    if noise_gain(name) is not None:
-        return f", noise gain {noise_gain(name):g} on every level"
+    if (gain := noise_gain(name)) is not None:
+        return f", noise gain {gain:g} on every level"
     return f", {name} noise adjustment (pySTEPS noise_stddev_adj)"
 
 

@@ -14,7 +14,7 @@ and ``probmatching_method="cdf"``:
    level's AR(2) as its innovation, scaled by the square root of the AR(2) residual variance
    ``1 - phi1 gamma1 - phi2 gamma2`` (Pulkkinen et al. 2019, eq. 6) and by the level's noise
    adjustment (``EnsembleSettings.noise_adjustment``, pySTEPS' ``noise_stddev_adj``: 1 by default,
-   ``fixed`` or ``auto``: ``noise_adjustment``).
+   ``fixed``, ``auto``, or one gain on every level: ``noise_adjustment``).
 5. The levels are recombined with the last frame's statistics, each member's field takes the last
    frame's distribution (``cdf`` probability matching, its wet area kept), back to mm/h, and lead k
    is advected k steps along the motion (``motion.from_lagrangian``).
@@ -87,7 +87,8 @@ class EnsembleSettings:
     """(a, b, c) of the perpendicular perturbation's scale (km/h, t in min)."""
     noise_adjustment: str = "none"
     """Per-level multipliers of the noise innovation (pySTEPS' ``noise_stddev_adj``, ``noise_adjustment``):
-    ``none`` (1), ``auto`` (estimated from the last frame, seeded from ``seed``) or ``fixed``."""
+    ``none`` (1), ``auto`` (estimated from the last frame, seeded from ``seed``), ``fixed``, or a positive
+    number as a string (that gain on every level, ``nowcasts.noise_gain``)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -98,8 +99,8 @@ class EnsembleSettings:
                 value = getattr(self, name)
                 if value is None or not (np.isfinite(value) and value > 0):
                     problems.append(f"{name}: expected a positive number for bps motion perturbations, found {value}")
-        if noise_adjustment_problem(self.noise_adjustment):
-            problems.append(f"noise_adjustment: {noise_adjustment_problem(self.noise_adjustment)}")
+        if problem := noise_adjustment_problem(self.noise_adjustment):
+            problems.append(f"noise_adjustment: {problem}")
         if any(len(p) != 3 for p in (self.bps_parallel, self.bps_perpendicular)):
             problems.append("bps_parallel, bps_perpendicular: expected (a, b, c) each")
         if int(self.members) < 1:
@@ -191,14 +192,14 @@ def noise_adjustment(
 ) -> torch.Tensor:
     """The per-level multipliers of the noise innovation (pySTEPS STEPS' ``noise_stddev_adj``): (L,).
 
-    ``none``: ones; a number G (``nowcasts.noise_gain``): G on every level; ``fixed``: ``1 / (0.75 + 0.09 k)`` for levels k = 1..L; ``auto``:
-    ``auto_noise_adjustment`` of the last frame of ``lag`` (3, H, W) dBR with
+    ``none``: ones; a number G (``nowcasts.noise_gain``): G on every level; ``fixed``:
+    ``1 / (0.75 + 0.09 k)`` for levels k = 1..L; ``auto``: ``auto_noise_adjustment`` of the last frame of ``lag`` (3, H, W) dBR with
     ``NOISE_ADJUSTMENT_ITERATIONS`` fields of noise shaped by ``filt`` (H, W // 2 + 1), drawn from
     ``seed`` alone (a stream apart from the members'), split among ``threads`` threads."""
     if method == "none":
         return torch.ones(levels, dtype=lag.dtype)
-    if noise_gain(method) is not None:  # one gain on every level
-        return torch.full((levels,), float(noise_gain(method)), dtype=lag.dtype)
+    if (gain := noise_gain(method)) is not None:  # one gain on every level
+        return torch.full((levels,), gain, dtype=lag.dtype)
     if method == "fixed":
         return 1.0 / (0.75 + 0.09 * torch.arange(1, levels + 1, dtype=lag.dtype))
     if method != "auto":

@@ -53,12 +53,12 @@ class EnsembleEvaluation:
     grid's pixel size (``io.pixel_size_km``)."""
     noise_adjustment: str = DEFAULT_NOISE_ADJUSTMENT
     """``none``, ``auto`` or ``fixed``: per-level multipliers of the noise, for both ensembles (pySTEPS'
-    ``noise_stddev_adj``; ``nowcasts.ensemble.EnsembleSettings``)."""
+    ``noise_stddev_adj``; ``nowcasts.ensemble.EnsembleSettings``); or a gain on every level, ours only."""
 
     def __post_init__(self) -> None:
         problems = []
-        if noise_adjustment_problem(self.noise_adjustment):
-            problems.append(f"noise adjustment: {noise_adjustment_problem(self.noise_adjustment)}")
+        if problem := noise_adjustment_problem(self.noise_adjustment):
+            problems.append(f"noise adjustment: {problem}")
         if self.motion_perturbation not in MOTION_PERTURBATIONS:
             problems.append(
                 f"motion perturbation: expected one of {', '.join(MOTION_PERTURBATIONS)}, "
