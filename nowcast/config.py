@@ -173,6 +173,13 @@ class ModelConfig:
     """Gaussian standard deviation (pixels) of a smoothing of the network's output before a ``residual``
     model adds it to its base; 0: none. Against the dotted lattice at the patch period that a 4x4-patch
     head can leave at low rain rates (docs/default-model.md). ConvLSTM only."""
+    persistence_input: bool = False
+    """Give the forecaster, at each lead k, the last observation as it stands on the ground (persistence)
+    moved into the forecast's Lagrangian frame (``motion.lagrangian.persistence_frames``: advected k steps
+    backward), beside the level above's output at its bottom level. Rain fixed to the ground (over high
+    ground) drifts backwards through the Lagrangian frame; this input shows the network where it will be
+    at every lead, so that keeping it there is a local decision (docs/training.md, the orographic check).
+    ConvLSTM with frame=lagrangian and downsample[0] = 1 only."""
 
 
 @dataclass(frozen=True)
@@ -381,6 +388,11 @@ def _validate(cfg: Config, problems: list[str]) -> None:
             "model.base: expected sprog only with model.residual=true, model.frame=lagrangian, data.in_frames >= 3 "
             f"and transform.kind=dbz, found residual={m.residual}, frame={m.frame}, in_frames={d.in_frames}, "
             f"transform.kind={cfg.transform.kind}"
+        )
+    if m.persistence_input and (m.kind != "convlstm" or m.frame != "lagrangian" or tuple(m.downsample[:1]) != (1,)):
+        problems.append(
+            "model.persistence_input: expected true only with model.kind=convlstm, model.frame=lagrangian and "
+            f"model.downsample[0]=1, found kind={m.kind}, frame={m.frame}, downsample={list(m.downsample)}"
         )
     if m.frame == "lagrangian" and d.in_frames < 2:
         problems.append(f"data.in_frames: expected >= 2 for a Lagrangian model (motion), found {d.in_frames}")

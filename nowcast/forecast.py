@@ -68,7 +68,7 @@ def forecast_array(
     """
     import torch
 
-    from nowcast.motion.lagrangian import from_lagrangian, to_lagrangian
+    from nowcast.motion.lagrangian import from_lagrangian, persistence_frames, to_lagrangian
     from nowcast.runtime import autocast
 
     device = torch.device(device)
@@ -79,16 +79,19 @@ def forecast_array(
     lagrangian = getattr(cfg, "frame", "eulerian") == "lagrangian"
     transform.note_capped(frames)
     x = transform.forward(frames, check=False)  # (B, T, C, H, W) model space, NaN = no data
+    extra: dict[str, torch.Tensor] = {}
     with torch.inference_mode():
         xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
         if lagrangian:
             if velocity is None:
                 velocity = np.stack([motion_field(f) for f in frames])
             velocity = torch.from_numpy(np.asarray(velocity, dtype=np.float32)).to(device)  # (B, 2, H, W)
+            if getattr(cfg, "persistence_input", False):  # the same frames training gives the network
+                extra["persistence"] = torch.nan_to_num(persistence_frames(xt, velocity, steps), nan=0.0)
             xt = to_lagrangian(xt, velocity, displacement=None if displacement is None else displacement.to(device))
         xt = torch.nan_to_num(xt, nan=0.0)
         with autocast(device, precision):
-            out = model(xt, steps, time_step, batched_input=device.type != "cpu")
+            out = model(xt, steps, time_step, batched_input=device.type != "cpu", **extra)
         pred = torch.from_numpy(transform.inverse(out.float().cpu().numpy()))  # (B, steps, C, H, W)
         if lagrangian:  # no data where the last frame has none, then carried along with the rain
             last_ok = torch.from_numpy(np.isfinite(frames[:, -1:]))  # (B, 1, C, H, W)

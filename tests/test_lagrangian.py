@@ -142,7 +142,7 @@ def _streamed(radar_file, size, crop, margin, seed=7):
     st = SampleSettings(in_frames=6, out_frames=3, crop=crop, margin=margin, augment=False, lagrangian=True)
     ds = TrainWindows(source, [Window(0, 0)], st, Transform())
     block, velocity, _, aug = ds[(0, seed)]
-    x, y = training_batch(block[None], velocity[None], aug[None], st)
+    x, y, _ = training_batch(block[None], velocity[None], aug[None], st)
     rng = np.random.default_rng(seed)
     _, last = ds._draw(0, rng)
     origin = ds._crop_origin(last, rng)
@@ -182,3 +182,87 @@ def test_a_streamed_crop_with_its_margin_equals_the_crop_of_the_whole_frame_warp
     crop = whole[:, :, oy : oy + 24, ox : ox + 24]
     np.testing.assert_allclose(y, crop[6:], atol=1e-5, equal_nan=True)
     np.testing.assert_allclose(x, np.nan_to_num(crop[:6], nan=0.0), atol=1e-5)
+
+
+def test_persistence_frames_are_the_last_frame_moved_back_k_steps_and_advect_out_to_persistence() -> None:
+    """Rain moving 1 px per step to the right (u = 1): the last frame as persistence forecasts it on the
+    ground at lead k sits k px to the left in the Lagrangian frame (lag[x] = last[x + k], written out by
+    slicing here), and advected out again (``from_lagrangian``) it is the last frame, unmoved."""
+    from nowcast.motion.lagrangian import from_lagrangian, persistence_frames
+
+    rng = np.random.default_rng(3)
+    frames = torch.from_numpy(rng.gamma(2.0, 1.0, (1, 3, 1, 12, 16)).astype(np.float32))
+    velocity = torch.zeros(1, 2, 12, 16)
+    velocity[:, 0] = 1.0  # u: +1 px per step along x
+    held = persistence_frames(frames, velocity, 3)
+    assert held.shape == (1, 3, 1, 12, 16)
+    last = frames[0, -1, 0].numpy()
+    for k in (1, 2, 3):
+        lag = held[0, k - 1, 0].numpy()
+        np.testing.assert_allclose(lag[:, : 16 - k], last[:, k:], rtol=0, atol=1e-5)
+        assert np.isnan(lag[:, 16 - k :]).all()  # its source lies outside the grid
+    out = from_lagrangian(torch.nan_to_num(held, nan=0.0), velocity)[0, :, 0].numpy()
+    for k in range(3):
+        np.testing.assert_allclose(out[k][:, k + 1 :], last[:, k + 1 :], rtol=0, atol=1e-5)
+
+
+def test_training_gives_the_persistence_frames_inference_gives_turned_with_its_window(radar_file) -> None:
+    """With ``persistence_input`` a training batch carries ``persistence_frames`` of its inputs (no data
+    as 0), the function ``forecast_array`` calls; turned and flipped with the rest of the sample."""
+    from nowcast.motion.lagrangian import persistence_frames
+    from nowcast.training.windows import SampleSettings, training_batch
+
+    rng = np.random.default_rng(5)
+    block = torch.from_numpy(rng.gamma(2.0, 5.0, (2, 9, 1, 24, 24)).astype(np.float32))
+    velocity = torch.from_numpy(rng.uniform(-1.5, 1.5, (2, 2, 24, 24)).astype(np.float32))
+    st = SampleSettings(in_frames=6, out_frames=3, crop=16, margin=4, lagrangian=True, persistence=True)
+    plain = torch.zeros(2, 2, dtype=torch.int64)
+    x, y, held = training_batch(block, velocity, plain, st)
+    expected = torch.nan_to_num(persistence_frames(block[:, :6], velocity, 3, 4), nan=0.0)
+    assert held.shape == y.shape == (2, 3, 1, 16, 16)
+    torch.testing.assert_close(held, expected, rtol=0, atol=0)
+    assert float(held.abs().sum()) > 0
+    turned = torch.tensor([[1, 1], [3, 0]])
+    xt, yt, held_t = training_batch(block, velocity, turned, st)
+    for b, (k, flip) in enumerate(turned.tolist()):
+        same = torch.rot90(held[b], k, dims=(-2, -1))
+        same = torch.flip(same, dims=(-1,)) if flip else same
+        torch.testing.assert_close(held_t[b], same, rtol=0, atol=0)
+    x_off, y_off, none = training_batch(block, velocity, plain, SampleSettings(6, 3, 16, 4, lagrangian=True))
+    assert none is None
+    torch.testing.assert_close(x_off, x, rtol=0, atol=0)
+
+
+def test_persistence_input_model_reads_the_frames_and_trains_and_forecasts(
+    cli_runner, radar_file, tmp_path: Path, pysteps_installed
+) -> None:
+    """A model built with ``persistence_input`` refuses to run without the frames, its forecast depends on
+    them once its head is not zero, and ``train`` then ``predict`` run with it end to end; the option
+    needs a Lagrangian ConvLSTM (a one-line config error otherwise)."""
+    from nowcast.cli import app
+
+    cfg = _tiny("model.persistence_input=true")
+    model = build_model(cfg.model).eval()
+    x = torch.rand(1, 4, 1, 20, 24)
+    with pytest.raises(ValueError, match="persistence: expected"):
+        model(x, 3, 300.0)
+    torch.nn.init.normal_(model.head[-1].weight, std=0.1)
+    with torch.no_grad():
+        a = model(x, 3, 300.0, persistence=torch.rand(1, 3, 1, 20, 24))
+        b = model(x, 3, 300.0, persistence=torch.zeros(1, 3, 1, 20, 24))
+    assert float((a - b).abs().max()) > 1e-4
+    with pytest.raises(ConfigError, match="model.persistence_input: expected true only with"):
+        load_config(REPO_ROOT / "configs" / "tiny.yaml", ["model.persistence_input=true"])
+
+    f = radar_file("p.nc", frames=30, size=(48, 48), step=300, values=moving_rain(30, size=(48, 48), shift=(0, 1)))
+    run = tmp_path / "run"
+    sets = [*LAGRANGIAN, "model.persistence_input=true", f"data.files=[{f}]", "train.steps=4"]
+    sets += [f"data.cache_dir={tmp_path / 'cache'}"]
+    args = ["train", "--config", str(REPO_ROOT / "configs" / "tiny.yaml"), "--run-dir", str(run)]
+    res = cli_runner.invoke(app, args + [x for s in sets for x in ("--set", s)])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "fc.nc"
+    res = cli_runner.invoke(app, ["predict", str(f), "--model", str(run / "last.pt"), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    with xr.open_dataset(out) as ds:
+        assert np.isfinite(ds["rainfall_rate"].values).mean() > 0.5

@@ -305,6 +305,7 @@ def describe_checkpoint(path: str | Path) -> list[str]:
             else ""
         )
         + (", sees the time step" if m.step_input else "")
+        + (", sees persistence in each lead's frame" if m.persistence_input else "")
         + (", probability-matched to the last frame" if m.probmatching == "cdf" else "")
         + (
             "; its output head is all zeros, so the forecast is the base alone (the network is skipped)"

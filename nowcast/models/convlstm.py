@@ -213,6 +213,9 @@ class EncoderForecaster(nn.Module):
             ConvLSTMCell(widths[k], cfg.hidden[k], cfg.kernels[k], cfg.peephole) for k in range(n)
         )
         f_in = [cfg.hidden[k + 1] for k in range(n - 1)] + [0]  # forecaster level k reads level k+1
+        self.persistence_input = cfg.persistence_input
+        if cfg.persistence_input:  # ... and level 0 the folded persistence frame of each lead too
+            f_in[0] += folded
         self.forecaster = nn.ModuleList(
             ConvLSTMCell(f_in[k], cfg.hidden[k], cfg.kernels[k], cfg.peephole) for k in range(n)
         )
@@ -285,22 +288,32 @@ class EncoderForecaster(nn.Module):
                 inp = states_t[k][0]  # (B, hk, Hk, Wk)
         return states_t  # type: ignore[return-value]
 
-    def forecast(self, states: list[State], steps: int) -> list[Tensor]:
-        """Unroll the forecaster ``steps`` times from the encoder states; each output (B, C*patch^2, H0, W0)."""
+    def forecast(self, states: list[State], steps: int, extra: Tensor | None = None) -> list[Tensor]:
+        """Unroll the forecaster ``steps`` times from the encoder states; each output (B, C*patch^2, H0, W0).
+
+        ``extra`` (B, steps, C*patch^2, H0, W0): a folded frame per lead that the bottom level reads beside
+        the level above's output (``persistence_input``)."""
         states = list(states)
         cells = self.forecaster
         weights = [cell.fused_weight() if cell.conv_x is not None else None for cell in cells]
         outs = []
-        for _ in range(steps):
+        for t in range(steps):
             inp = None
             for k in reversed(range(len(cells))):
+                if k == 0 and extra is not None:
+                    inp = extra[:, t] if inp is None else torch.cat([inp, extra[:, t].to(inp.dtype)], dim=1)
                 states[k] = cells[k](inp, states[k], weights[k])
                 inp = self.up[k](states[k][0])  # (B, hk, H_{k-1}, W_{k-1})
             outs.append(self.head(inp))
         return outs
 
     def forward(
-        self, frames: Tensor, steps: int, time_step: float | Tensor | None = None, batched_input: bool | None = None
+        self,
+        frames: Tensor,
+        steps: int,
+        time_step: float | Tensor | None = None,
+        batched_input: bool | None = None,
+        persistence: Tensor | None = None,
     ) -> Tensor:
         """frames (B, T_in, C, H, W) in model space -> forecast (B, steps, C, H, W), any H and W.
 
@@ -309,12 +322,18 @@ class EncoderForecaster(nn.Module):
         batched_input: how the encoder runs (``encode``); None: as configured (``model.batched_input``).
         With ``residual`` the network's output is added to ``base_forecast`` (the last input frame, or
         S-PROG in the frame of the inputs).
+        persistence: (B, steps, C, H, W) model space, no data as 0, for a model built with
+        ``persistence_input``: the last frame moved into each lead's Lagrangian frame
+        (``motion.lagrangian.persistence_frames``).
         """
         if frames.dim() != 5 or frames.shape[2] != self.channels:
             raise ValueError(f"frames: expected (B, T, {self.channels}, H, W), found {tuple(frames.shape)}")
         if steps < 1:
             raise ValueError(f"steps: expected a positive number, found {steps}")
         B, T, C, H, W = frames.shape
+        if self.persistence_input and (persistence is None or persistence.shape != (B, steps, C, H, W)):
+            found = None if persistence is None else tuple(persistence.shape)
+            raise ValueError(f"persistence: expected {(B, steps, C, H, W)} for this model, found {found}")
         if self.residual and not torch.is_grad_enabled() and self.head_is_zero():
             # The network's output would be exactly zero: the forecast is the base, bit for bit.
             base = self.base_forecast(frames, steps).to(self._output_dtype(frames.device))
@@ -322,7 +341,12 @@ class EncoderForecaster(nn.Module):
         x = add_step_channel(frames, time_step) if self.step_input else frames
         x = pad_to_multiple(x, self.total_stride)  # cropped off the forecast below
         states = self.encode(x, batched_input)  # per level (B, hk, Hk, Wk)
-        out = torch.stack(self.forecast(states, steps), 1).flatten(0, 1)  # (B*steps, C*p*p, H0, W0)
+        extra = None
+        if self.persistence_input:
+            p = pad_to_multiple(persistence.to(frames.dtype), self.total_stride).flatten(0, 1)  # (B*steps, C, Hp, Wp)
+            p = F.pixel_unshuffle(p, self.patch) if self.patch > 1 else p
+            extra = p.contiguous(memory_format=self._memory_format()).unflatten(0, (B, steps))
+        out = torch.stack(self.forecast(states, steps, extra), 1).flatten(0, 1)  # (B*steps, C*p*p, H0, W0)
         out = F.pixel_shuffle(out, self.patch) if self.patch > 1 else out  # (B*steps, C, Hp, Wp)
         out = out.unflatten(0, (B, steps))  # (B, steps, C, Hp, Wp)
         out = out[..., :H, :W]

@@ -65,3 +65,14 @@ def from_lagrangian(
     disp = displacements(velocity.float(), steps) if displacement is None else displacement
     disp = disp.to(forecast.device)  # (B, steps, 2, H, W)
     return torch.stack([warp(forecast[:, k], disp[:, k], finite=finite) for k in range(steps)], 1)
+
+
+def persistence_frames(frames: Tensor, velocity: Tensor, steps: int, margin: int = 0) -> Tensor:
+    """The last frame of ``frames`` (B, T, C, H, W) as persistence would forecast it on the ground, in the
+    Lagrangian frame of each lead: (B, steps, C, H - 2 margin, W - 2 margin), lead k = the last frame
+    advected k steps backward along ``velocity`` (B, 2, H, W) px per step, as ``to_lagrangian`` moves a
+    target observed k steps later. Where rain stays on the ground, this is where the forecast made in the
+    Lagrangian frame must put it. NaN where the source lies outside the grid or has no data."""
+    last = frames[:, -1:]
+    held = last.expand(last.shape[0], steps + 1, *last.shape[2:])  # the last frame, seen again at every lead
+    return to_lagrangian(held, velocity, 1, margin)[:, 1:]

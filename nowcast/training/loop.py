@@ -416,6 +416,7 @@ def _prepare_data(cfg: Config, train_arc: Archive, val_arc: Archive | None, info
         min_rain=d.min_rain_fraction,
         rain_level=Transform.from_config(cfg).threshold(d.rain_threshold),
         lagrangian=lagrangian,
+        persistence=cfg.model.persistence_input,
     )
     train_source = FrameSource(train_arc.segments, preload=d.preload)
     val_source = FrameSource((val_arc or train_arc).segments, preload=False)
@@ -588,12 +589,13 @@ def _train_step(
     cfg, tr, device = run.cfg, run.cfg.train, run.device
     block, velocity, dts, aug = batch
     block, velocity = block.to(device, non_blocking=True), velocity.to(device, non_blocking=True)
-    x, y = training_batch(block, velocity, aug, run.data.samples)  # (B, T, C, h, w)
+    x, y, held = training_batch(block, velocity, aug, run.data.samples)  # (B, T, C, h, w)
     dts = dts.to(device)  # (B,) seconds
     for group in run.optimizer.param_groups:
         group["lr"] = lr_at(step, cfg)
     with autocast(device, precision):
-        pred = fwd(x, cfg.data.out_frames, dts).float()  # losses in fp32 under bf16 autocast
+        extra = {} if held is None else {"persistence": held}
+        pred = fwd(x, cfg.data.out_frames, dts, **extra).float()  # losses in fp32 under bf16 autocast
     balanced = tr.balanced
     loss = masked_loss(
         pred,

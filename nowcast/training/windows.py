@@ -27,7 +27,7 @@ from torch.utils.data import Dataset, Sampler
 
 from nowcast.io import times_ns
 from nowcast.motion.flow import MOTION_FRAMES, motion_field
-from nowcast.motion.lagrangian import to_lagrangian
+from nowcast.motion.lagrangian import persistence_frames, to_lagrangian
 from nowcast.training.motion_cache import MotionCache, file_identity, motion_key
 from nowcast.transforms import Transform
 
@@ -125,6 +125,9 @@ class SampleSettings:
     rain_level: float = 0.0
     """``data.rain_threshold`` in model space."""
     lagrangian: bool = False
+    persistence: bool = False
+    """Also give the network the last input frame moved into each lead's Lagrangian frame
+    (``model.persistence_input``; Lagrangian only)."""
 
 
 MAX_DRAWS = 20
@@ -234,18 +237,24 @@ class TrainWindows(Dataset):
 
 def training_batch(
     block: torch.Tensor, velocity: torch.Tensor, aug: torch.Tensor, settings: SampleSettings
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """A batch of ``TrainWindows`` items, on the training device, as the network's input and target.
 
     block (B, T, C, S, S), velocity (B, 2, S, S) or (B, 0), aug (B, 2). A Lagrangian batch is warped into
     the frame of each window's last input frame (``motion.to_lagrangian``: inputs forward, targets
     backward), then the margin is cut off and each sample turned and flipped. Returns ``x`` (B, in, C, h, w)
-    with no data as 0 and ``y`` (B, out, C, h, w) with NaN where there is no data.
+    with no data as 0, ``y`` (B, out, C, h, w) with NaN where there is no data, and with
+    ``settings.persistence`` the last input frame in each lead's frame (``motion.persistence_frames``,
+    as inference makes it), (B, out, C, h, w) with no data as 0; else None.
     """
     st = settings
     m = st.margin
+    n = st.in_frames + st.out_frames
     if st.lagrangian:
+        held = persistence_frames(block[:, : st.in_frames], velocity, st.out_frames, m) if st.persistence else None
         block = to_lagrangian(block, velocity, st.in_frames, m)  # the inner window only: 4x less work at m = crop / 2
+        if held is not None:
+            block = torch.cat([block, held], 1)  # turned and flipped with the window
     elif m:
         block = block[..., m : block.shape[-2] - m, m : block.shape[-1] - m]
     turned = []
@@ -253,7 +262,8 @@ def training_batch(
         sample = torch.rot90(block[b], int(aug[b, 0]), dims=(-2, -1))
         turned.append(torch.flip(sample, dims=(-1,)) if int(aug[b, 1]) else sample)
     block = torch.stack(turned)
-    return torch.nan_to_num(block[:, : st.in_frames], nan=0.0), block[:, st.in_frames :]
+    held = torch.nan_to_num(block[:, n:], nan=0.0) if block.shape[1] > n else None
+    return torch.nan_to_num(block[:, : st.in_frames], nan=0.0), block[:, st.in_frames : n], held
 
 
 class StepSampler(Sampler[list[tuple[int, int]]]):

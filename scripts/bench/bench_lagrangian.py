@@ -99,7 +99,7 @@ def main() -> None:
         def step(model=model, opt=opt, ds=ds) -> None:
             items = [ds[(i % len(ds), i)] for i in range(args.batch)]
             block, velocity, dt, aug = (torch.stack(v) for v in zip(*items))
-            x, y = training_batch(block, velocity, aug, ds.settings)
+            x, y, _ = training_batch(block, velocity, aug, ds.settings)
             loss = masked_loss(model(x, d.out_frames, dt), y, "mse+mae", weights, levels)
             opt.zero_grad()
             loss.backward()

@@ -8,6 +8,7 @@ extrapolation and persistence. Prints the mean CSI at 1 mm/h over the leads up t
 ratio to S-PROG's (the issue's target: at least 1.10). Resumable: run it again to continue the training.
 
     python -m scripts.research.learnability [--out runs/learnability] [--steps 600] [--files 8] [--threads 2]
+        [--wind 1] [--run run] [--set KEY=VALUE ...] [--ceiling]
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--wind", type=float, default=1.0, help="--wind-scale of the synthetic files")
+    ap.add_argument("--run", default="run", help="run directory's name in --out (the archive and motion are shared)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a change to the recipe")
     ap.add_argument("--ceiling", action="store_true", help="only print the matched oracle's ceiling on the test file")
     args = ap.parse_args()
     if args.ceiling:
@@ -94,8 +97,9 @@ def main() -> None:
         print(f"matched oracle, persistence: {ceiling:.3f}, {persistence:.3f}")
         return
     train_files, test_file = _archive(args.out, args.files, args.wind)
-    run = args.out / "run"
+    run = args.out / args.run
     sets = [
+        *args.set,
         f"data.files=[{','.join(map(str, train_files))}]",
         f"train.steps={args.steps}",
         "train.val_every=200",
@@ -108,12 +112,13 @@ def main() -> None:
     else:
         _nowcast("train", "--config", "default", "--run-dir", str(run), *[x for s in sets for x in ("--set", s)],
                  "--threads", str(args.threads))  # fmt: skip
-    ev = args.out / "eval"
+    ev = args.out / ("eval" if args.run == "run" else f"eval-{args.run}")
     _nowcast("evaluate", str(test_file), "--model", str(run / "model.pt"), "--baselines",
              "persistence,extrapolation,sprog", "--out", str(ev), "--threads", str(args.threads))  # fmt: skip
     csi = mean_csi(ev / "metrics.csv")
     print(
         f"machine: {cpu_summary()}; {args.steps} steps on {len(train_files)} files of {FRAMES} x {SIZE}^2, wind x{args.wind:g}"
+        + "".join(f"; {s}" for s in args.set)
     )
     for method, value in sorted(csi.items(), key=lambda kv: -kv[1]):
         print(f"  {method:14} mean CSI >= 1 mm/h, leads <= 60 min: {value:.3f}")
