@@ -411,6 +411,7 @@ def _ensemble(x: np.ndarray, velocity: np.ndarray, steps: int, s: EnsembleSettin
     h, w = x.shape[1:]
     vel = torch.from_numpy(np.asarray(velocity, dtype=np.float32))[None]  # (1, 2, H, W)
     last_ok = torch.from_numpy(np.isfinite(x[-1]))
+    all_ok = bool(last_ok.all())  # bps then warps the members alone, without their data mask
     disp = displacements(vel, steps)  # (1, steps, 2, H, W): once for every chunk of members
     coverage = torch.where(last_ok, 0.0, float("nan")).expand(1, steps, 1, h, w).contiguous()
     reach = torch.isfinite(from_lagrangian(coverage, vel, disp)[0, :, 0])  # (steps, H, W): data there
@@ -445,8 +446,8 @@ def _ensemble(x: np.ndarray, velocity: np.ndarray, steps: int, s: EnsembleSettin
                     out[start:stop, k] = torch.where(reach[k], moved, float("nan")).numpy()
                 else:  # each member along its own: NaN where its source is outside or has no data, and
                     # where the unperturbed extrapolation has none (as baselines.steps_ensemble masks STEPS')
-                    src = torch.where(last_ok, rate, float("nan"))[:, None]  # (n, 1, H, W)
-                    moved = warp(src, paths.next())[:, 0]  # (n, H, W)
+                    src = rate if all_ok else torch.where(last_ok, rate, float("nan"))
+                    moved = warp(src[:, None], paths.next(), finite=all_ok)[:, 0]  # (n, H, W)
                     out[start:stop, k] = torch.where(reach[k], moved, float("nan")).numpy()
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
