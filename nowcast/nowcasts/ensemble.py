@@ -26,8 +26,9 @@ comes from the cascade alone. Member j's noise and motion draws depend only on (
 is the same whatever the number of members, the chunk size or the threads.
 
 How it is computed (the method above unchanged): the cascade's levels are carried as real FFTs
-(``_Cascade``: two FFTs per member and step), the matching ranks with numpy, and the members are split
-among the caller's torch threads, one torch thread each (docs/probabilistic.md).
+(``_Cascade``: two FFTs per member and step), the matching ranks with numpy (a sort of int64 keys
+carrying the pixel index), and the members are split among the caller's torch threads, one torch thread
+each (docs/probabilistic.md).
 """
 
 from __future__ import annotations
@@ -333,23 +334,38 @@ class _Cascade:
         return cur, nxt, field + self.offset
 
 
+def _rank_keys(x: np.ndarray) -> np.ndarray:
+    """Sort keys of the float32 values x (P,), P < 2**32: (P,) int64 whose ascending order is x's,
+    equal values by position; the pixel index is ``key & 0xFFFFFFFF``. The value's bits as an
+    order-preserving int32 in the high half, the index in the low half."""
+    bits = x.view(np.int32)
+    keys = (bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))).astype(np.int64)
+    keys <<= 32
+    keys |= np.arange(x.size, dtype=np.int64)
+    return keys
+
+
 def _match_members(fields: torch.Tensor, ref: np.ndarray, n_dry: int, threads: int) -> np.ndarray:
     """``cdf`` probability matching of fields (n, H, W): the pixel of rank r gets ``ref[r]`` (the last
     frame's values, ascending, (H W,)), the ``n_dry`` lowest-ranked its minimum: (n, H, W) float32.
 
-    The ranking is the costly part: numpy's partition (the dry pixels need no order among themselves)
-    and argsort of the rest (vectorised on AVX-512), one member per thread."""
-    flat = fields.reshape(fields.shape[0], -1).numpy()
+    The ranking is the costly part: a partition of ``_rank_keys`` (the dry pixels need no order among
+    themselves) and a sort of the rest (numpy's AVX-512 sort of int64 keys that carry the pixel index:
+    0.7 of the time of an argsort of the values), one member per thread."""
+    flat = np.ascontiguousarray(fields.reshape(fields.shape[0], -1).numpy(), dtype=np.float32)
     out = np.empty(flat.shape, dtype=np.float32)
 
     def one(i: int) -> None:
-        x = flat[i]
-        if 0 < n_dry < x.size:
-            wet = np.argpartition(x, n_dry)[n_dry:]
+        keys = _rank_keys(flat[i])
+        if 0 < n_dry < keys.size:
+            keys.partition(n_dry)
+            wet = keys[n_dry:]
+            wet.sort()
             out[i] = ref[0]
-            out[i, wet[np.argsort(x[wet])]] = ref[n_dry:]
+            out[i, wet & 0xFFFFFFFF] = ref[n_dry:]
         else:
-            out[i, np.argsort(x)] = ref if n_dry == 0 else ref[0]
+            keys.sort()
+            out[i, keys & 0xFFFFFFFF] = ref if n_dry == 0 else ref[0]
 
     if threads > 1 and len(flat) > 1:
         with ThreadPoolExecutor(max_workers=threads) as pool:
