@@ -300,6 +300,7 @@ class _Cascade:
         phi1, phi2 = ar2_parameters(gamma1, gamma2)
         self.phi1, self.phi2 = (v.reshape(-1, 1, 1, 1) for v in (phi1, phi2))  # (L, 1, 1, 1): real view
         self.bands = torch.from_numpy(_bandpass(h, w, levels)).to(lag.device, lag.dtype)  # (L, H, W2)
+        self.bands2 = self.bands[..., None].expand(*self.bands.shape, 2).contiguous()  # (L, H, W2, 2): real views
         power = self.bands.double() ** 2 * spectral_multiplicity(h, w).to(lag.device, torch.float64)
         self.power = (power.reshape(levels, -1).T / float(h * w) ** 2).to(lag.dtype)  # (H W2, L): Parseval
         filt = torch.from_numpy(noise_filter(lag.double().numpy())).to(lag.device, lag.dtype)
@@ -323,11 +324,13 @@ class _Cascade:
         """One AR(2) step of every member with fresh noise: (cur, next state, next field (n, H, W) dBR)."""
         n = len(gens)
         spec = noise_spectrum(gens, self.filt, self.shape)  # (n, H, W2)
-        power = torch.view_as_real(spec).square().sum(-1).reshape(n, -1)  # (n, H W2): |X|^2
+        re_im = torch.view_as_real(spec)  # (n, H, W2, 2)
+        power = (re_im[..., 0].square() + re_im[..., 1].square()).reshape(n, -1)  # (n, H W2): |X|^2
         var = power.to(self.power.dtype) @ self.power  # (n, L): each level's variance
         coef = (self.sigma.to(var.dtype) / var.sqrt().clamp_min(1e-12)).to(self.bands.dtype)  # (n, L)
-        weights = self.bands * coef[:, :, None, None]  # (n, L, H, W2): normalised, times innovation std x adjustment
-        nxt = torch.view_as_real(spec)[:, None] * weights[..., None]  # (n, L, H, W2, 2): the noise's levels
+        # (n, L, H, W2, 2): the noise's levels, normalised, times innovation std x adjustment; the bands
+        # carry the real/imaginary axis (a broadcast innermost axis of 2 runs at half speed)
+        nxt = re_im[:, None] * (self.bands2 * coef[:, :, None, None, None])
         nxt.addcmul_(self.phi1, cur).addcmul_(self.phi2, prev)
         mixed = torch.matmul(self.scale, nxt.reshape(n, self.scale.shape[-1], -1))  # (n, 1, H W2 2)
         field = torch.fft.irfft2(torch.view_as_complex(mixed.reshape(n, *nxt.shape[-3:])), s=self.shape)
