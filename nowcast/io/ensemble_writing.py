@@ -44,9 +44,15 @@ def exceedance_probability(members: np.ndarray, thresholds: Sequence[float]) -> 
     """Fraction of members at or above each threshold: members (M, ...) mm/h -> (n_thresholds, ...)
     float32; NaN where any member has no data."""
     m = np.asarray(members, dtype=np.float32)
-    nodata = ~np.isfinite(m).all(0)
+    thr = [np.float32(t) for t in thresholds]
+    count = np.zeros((len(thr), *m.shape[1:]), dtype=np.int32)
+    nodata = np.zeros(m.shape[1:], dtype=bool)
     with np.errstate(invalid="ignore"):
-        p = np.stack([(m >= np.float32(t)).mean(0) for t in thresholds]).astype(np.float32)
+        for member in m:  # one member at a time: no temporaries of the ensemble's size
+            nodata |= ~np.isfinite(member)
+            for c, t in zip(count, thr):
+                c += member >= t
+    p = (count / np.float64(len(m))).astype(np.float32)  # as the float64 mean of booleans gives it
     p[:, nodata] = np.nan
     return p
 
