@@ -114,7 +114,7 @@ def _add_members(ds: xr.Dataset, name: str, data: np.ndarray, packed: bool) -> N
     attrs["long_name"] = ref.attrs["long_name"].replace("ensemble mean", "ensemble members")
     import dask.array as da  # lazy, one frame at a time: the packing's temporaries stay one frame large
 
-    values = da.from_array(data, chunks=(1, 1, *data.shape[2:]))
+    values = da.from_array(data, chunks=(1, 1, *data.shape[2:]), name=False)  # a random name: no hash of the data
     values = da.minimum(values, np.float32(PACK_MAX)) if packed else values
     ds[MEMBERS_VARIABLE] = xr.Variable(("realization", *ref.dims), values, attrs)
     enc = dict(ref.encoding)
