@@ -114,7 +114,8 @@ def _add_members(ds: xr.Dataset, name: str, data: np.ndarray, packed: bool) -> N
     attrs["long_name"] = ref.attrs["long_name"].replace("ensemble mean", "ensemble members")
     import dask.array as da  # lazy, one frame at a time: the packing's temporaries stay one frame large
 
-    values = da.from_array(data, chunks=(1, 1, *data.shape[2:]), name=False)  # a random name: no hash of the data
+    # a random name (no hash of the data) and a wrapper: dask copies an ndarray whole before slicing it
+    values = da.from_array(_Frames(data), chunks=(1, 1, *data.shape[2:]), name=False, meta=data[:0, :0, :0, :0])
     values = da.minimum(values, np.float32(PACK_MAX)) if packed else values
     ds[MEMBERS_VARIABLE] = xr.Variable(("realization", *ref.dims), values, attrs)
     enc = dict(ref.encoding)
@@ -122,6 +123,16 @@ def _add_members(ds: xr.Dataset, name: str, data: np.ndarray, packed: bool) -> N
     if "complevel" in enc:
         enc["complevel"] = MEMBERS_COMPLEVEL
     ds[MEMBERS_VARIABLE].encoding = enc
+
+
+class _Frames:
+    """An array (M, T, H, W) as dask sees it without copying it: shape, dtype, and slices on demand."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
+
+    def __getitem__(self, key: object) -> np.ndarray:
+        return self.data[key]
 
 
 def _add_probabilities(ds: xr.Dataset, name: str, prob: np.ndarray, packed: bool) -> None:
