@@ -26,9 +26,9 @@ comes from the cascade alone. Member j's noise and motion draws depend only on (
 is the same whatever the number of members, the chunk size or the threads.
 
 How it is computed (the method above unchanged): the cascade's levels are carried as real FFTs
-(``_Cascade``: two FFTs per member and step), the matching ranks with numpy (a sort of int64 keys
-carrying the pixel index), and the members are split among the caller's torch threads, one torch thread
-each (docs/probabilistic.md).
+(``_Cascade``: two FFTs per member and step), the matching ranks with numpy (a partition of int64
+keys carrying the pixel index at the target's runs of equal values), and the members are split among
+the caller's torch threads, one torch thread each (docs/probabilistic.md).
 """
 
 from __future__ import annotations
@@ -348,27 +348,35 @@ def _rank_keys(x: np.ndarray) -> np.ndarray:
     return keys
 
 
+MATCH_PARTITION_RUNS = 1024
+"""Most runs of equal values in the matching's target for which it partitions the ranks at the runs'
+starts rather than sorting them (numpy's partition at k points costs about a sort at some thousand)."""
+
+
 def _match_members(fields: torch.Tensor, ref: np.ndarray, n_dry: int, threads: int) -> np.ndarray:
     """``cdf`` probability matching of fields (n, H, W): the pixel of rank r gets ``ref[r]`` (the last
     frame's values, ascending, (H W,)), the ``n_dry`` lowest-ranked its minimum: (n, H, W) float32.
 
-    The ranking is the costly part: a partition of ``_rank_keys`` (the dry pixels need no order among
-    themselves) and a sort of the rest (numpy's AVX-512 sort of int64 keys that carry the pixel index:
-    0.7 of the time of an argsort of the values), one member per thread."""
+    The ranking is the costly part. The target is runs of equal values (the dry pixels, radar data's
+    quantised rates), and the pixels whose ranks fall in one run get the same value whatever their order
+    among themselves, so a partition of ``_rank_keys`` at the runs' starts gives what a full sort gives
+    (the keys are distinct), in about 0.5 of its time at 100 runs; a sort past ``MATCH_PARTITION_RUNS``
+    runs. One member per thread."""
     flat = np.ascontiguousarray(fields.reshape(fields.shape[0], -1).numpy(), dtype=np.float32)
+    target = np.where(np.arange(ref.size) < n_dry, ref[0], ref).astype(np.float32)  # (H W,): by rank
+    starts = np.flatnonzero(target[1:] != target[:-1]) + 1  # ranks where a run of equal values starts
     out = np.empty(flat.shape, dtype=np.float32)
 
     def one(i: int) -> None:
+        if starts.size == 0:
+            out[i] = target[0]
+            return
         keys = _rank_keys(flat[i])
-        if 0 < n_dry < keys.size:
-            keys.partition(n_dry)
-            wet = keys[n_dry:]
-            wet.sort()
-            out[i] = ref[0]
-            out[i, wet & 0xFFFFFFFF] = ref[n_dry:]
+        if starts.size <= MATCH_PARTITION_RUNS:
+            keys.partition(starts)
         else:
             keys.sort()
-            out[i, keys & 0xFFFFFFFF] = ref if n_dry == 0 else ref[0]
+        out[i, keys & 0xFFFFFFFF] = target
 
     if threads > 1 and len(flat) > 1:
         with ThreadPoolExecutor(max_workers=threads) as pool:
