@@ -339,8 +339,8 @@ class _Cascade:
 
 def _rank_keys(x: np.ndarray) -> np.ndarray:
     """Sort keys of the float32 values x (P,), P < 2**32: (P,) int64 whose ascending order is x's,
-    equal values by position; the pixel index is ``key & 0xFFFFFFFF``. The value's bits as an
-    order-preserving int32 in the high half, the index in the low half."""
+    equal values by position (-0.0 before 0.0); the pixel index is ``key & 0xFFFFFFFF``. The value's
+    bits as an order-preserving int32 in the high half, the index in the low half."""
     bits = x.view(np.int32)
     keys = (bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))).astype(np.int64)
     keys <<= 32
@@ -361,8 +361,8 @@ def _match_members(fields: torch.Tensor, ref: np.ndarray, n_dry: int, threads: i
     quantised rates), and the pixels whose ranks fall in one run get the same value whatever their order
     among themselves, so a partition of ``_rank_keys`` at the runs' starts gives what a full sort gives
     (the keys are distinct), in about 0.5 of its time at 100 runs; a sort past ``MATCH_PARTITION_RUNS``
-    runs. One member per thread."""
-    flat = np.ascontiguousarray(fields.reshape(fields.shape[0], -1).numpy(), dtype=np.float32)
+    runs; float64 fields (tests) by a stable argsort. One member per thread."""
+    flat = np.ascontiguousarray(fields.reshape(fields.shape[0], -1).numpy())
     target = np.where(np.arange(ref.size) < n_dry, ref[0], ref).astype(np.float32)  # (H W,): by rank
     starts = np.flatnonzero(target[1:] != target[:-1]) + 1  # ranks where a run of equal values starts
     out = np.empty(flat.shape, dtype=np.float32)
@@ -370,6 +370,9 @@ def _match_members(fields: torch.Tensor, ref: np.ndarray, n_dry: int, threads: i
     def one(i: int) -> None:
         if starts.size == 0:
             out[i] = target[0]
+            return
+        if flat.dtype != np.float32 or flat.shape[1] >= 2**32:
+            out[i, np.argsort(flat[i], kind="stable")] = target
             return
         keys = _rank_keys(flat[i])
         if starts.size <= MATCH_PARTITION_RUNS:
