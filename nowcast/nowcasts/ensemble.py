@@ -328,10 +328,15 @@ class _Cascade:
         power = (re_im[..., 0].square() + re_im[..., 1].square()).reshape(n, -1)  # (n, H W2): |X|^2
         var = power.to(self.power.dtype) @ self.power  # (n, L): each level's variance
         coef = (self.sigma.to(var.dtype) / var.sqrt().clamp_min(1e-12)).to(self.bands.dtype)  # (n, L)
-        # (n, L, H, W2, 2): the noise's levels, normalised, times innovation std x adjustment; the bands
-        # carry the real/imaginary axis (a broadcast innermost axis of 2 runs at half speed)
-        nxt = re_im[:, None] * (self.bands2 * coef[:, :, None, None, None])
-        nxt.addcmul_(self.phi1, cur).addcmul_(self.phi2, prev)
+        # (n, L, H, W2, 2): the noise's levels, normalised, times innovation std x adjustment, plus the
+        # AR(2) terms; one level of one member at a time (1 MB at 512 x 512: its passes stay in cache), the
+        # bands carrying the real/imaginary axis (a broadcast innermost axis of 2 runs at half speed)
+        nxt, w = torch.empty_like(cur), torch.empty_like(self.bands2[0])
+        for j in range(n):
+            for k in range(self.bands2.shape[0]):
+                torch.mul(self.bands2[k], coef[j, k], out=w)
+                torch.mul(re_im[j], w, out=nxt[j, k])
+                nxt[j, k].addcmul_(self.phi1[k], cur[j, k]).addcmul_(self.phi2[k], prev[j, k])
         mixed = torch.matmul(self.scale, nxt.reshape(n, self.scale.shape[-1], -1))  # (n, 1, H W2 2)
         field = torch.fft.irfft2(torch.view_as_complex(mixed.reshape(n, *nxt.shape[-3:])), s=self.shape)
         return cur, nxt, field + self.offset
