@@ -358,9 +358,11 @@ MATCH_PARTITION_RUNS = 1024
 starts rather than sorting them (numpy's partition at k points costs about a sort at some thousand)."""
 
 
-def _match_members(fields: torch.Tensor, ref: np.ndarray, n_dry: int, threads: int) -> np.ndarray:
+def _match_members(fields: torch.Tensor, ref: np.ndarray, n_dry: int, threads: int, rate: bool = False) -> np.ndarray:
     """``cdf`` probability matching of fields (n, H, W): the pixel of rank r gets ``ref[r]`` (the last
-    frame's values, ascending, (H W,)), the ``n_dry`` lowest-ranked its minimum: (n, H, W) float32.
+    frame's values, ascending, (H W,)), the ``n_dry`` lowest-ranked its minimum: (n, H, W) float32;
+    ``rate``: ref in dBR and the values given in mm/h (0 below ``WET_DBR``), converted once per rank
+    rather than per pixel of every member.
 
     The ranking is the costly part. The target is runs of equal values (the dry pixels, radar data's
     quantised rates), and the pixels whose ranks fall in one run get the same value whatever their order
@@ -369,6 +371,9 @@ def _match_members(fields: torch.Tensor, ref: np.ndarray, n_dry: int, threads: i
     runs; float64 fields (tests) by a stable argsort. One member per thread."""
     flat = np.ascontiguousarray(fields.reshape(fields.shape[0], -1).numpy())
     target = np.where(np.arange(ref.size) < n_dry, ref[0], ref).astype(np.float32)  # (H W,): by rank
+    if rate:
+        dbr = torch.from_numpy(target)
+        target = torch.where(dbr >= WET_DBR, 10.0 ** (dbr / 10.0), 0.0).numpy()
     starts = np.flatnonzero(target[1:] != target[:-1]) + 1  # ranks where a run of equal values starts
     out = np.empty(flat.shape, dtype=np.float32)
 
@@ -396,16 +401,16 @@ def _match_members(fields: torch.Tensor, ref: np.ndarray, n_dry: int, threads: i
 
 
 def _lagrangian_members(
-    cascade: _Cascade, last: torch.Tensor, steps: int, gens: list[torch.Generator], threads: int
+    cascade: _Cascade, last: torch.Tensor, steps: int, gens: list[torch.Generator], threads: int, rate: bool = False
 ) -> Iterator[np.ndarray]:
     """The members of ``cascade`` matched to ``last`` (H, W) dBR at each lead in turn: (len(gens), H, W)
-    float32 dBR, lead 1 first."""
+    float32 dBR (``rate``: mm/h, 0 below ``WET_DBR``), lead 1 first."""
     ref = last.reshape(-1).sort().values.numpy()
     n_dry = int((last < WET_DBR).sum())
     prev, cur = cascade.start(len(gens))
     for _ in range(steps):
         prev, cur, field = cascade.step(prev, cur, gens)
-        yield _match_members(field, ref, n_dry, threads)
+        yield _match_members(field, ref, n_dry, threads, rate)
 
 
 @torch.no_grad()
@@ -446,7 +451,7 @@ def _ensemble(x: np.ndarray, velocity: np.ndarray, steps: int, s: EnsembleSettin
     h, w = x.shape[1:]
     vel = torch.from_numpy(np.asarray(velocity, dtype=np.float32))[None]  # (1, 2, H, W)
     last_ok = torch.from_numpy(np.isfinite(x[-1]))
-    all_ok = bool(last_ok.all())  # bps then warps the members alone, without their data mask
+    all_ok = bool(last_ok.all())  # no missing data in the last frame: no data masks to apply
     disp = displacements(vel, steps)  # (1, steps, 2, H, W): once for every chunk of members
     coverage = torch.where(last_ok, 0.0, float("nan")).expand(1, steps, 1, h, w).contiguous()
     reach = torch.isfinite(from_lagrangian(coverage, vel, disp)[0, :, 0])  # (steps, H, W): data there
@@ -473,10 +478,10 @@ def _ensemble(x: np.ndarray, velocity: np.ndarray, steps: int, s: EnsembleSettin
         for start in range(part[0], part[1], chunk):
             stop = min(part[1], start + chunk)
             paths = None if draws is None else _trajectories(vel, draws[start:stop], s)
-            for k, dbr in enumerate(_lagrangian_members(cascade, lag[-1], steps, gens[start:stop], 1)):
-                d = torch.from_numpy(dbr)  # (n, H, W)
-                rate = torch.where(last_ok & (d >= WET_DBR), 10.0 ** (d / 10.0), 0.0)  # finite
+            for k, matched in enumerate(_lagrangian_members(cascade, lag[-1], steps, gens[start:stop], 1, True)):
+                rate = torch.from_numpy(matched)  # (n, H, W) mm/h
                 if paths is None:  # every member along the same trajectories
+                    rate = rate if all_ok else torch.where(last_ok, rate, 0.0)  # finite
                     moved = warp(rate[None], disp[:, k], finite=True)[0]  # (n, H, W)
                     out[start:stop, k] = torch.where(reach[k], moved, float("nan")).numpy()
                 else:  # each member along its own: NaN where its source is outside or has no data, and
