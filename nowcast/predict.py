@@ -120,7 +120,7 @@ class MadeForecast:
     out_path: Path
     plot_path: Path | None
     forecast: xr.DataArray
-    """The forecast (an ensemble's mean for an ensemble product)."""
+    """The forecast (an ensemble's mean for an ensemble product, NaN where any member has no data)."""
     members: xr.DataArray | None
     """An ensemble's members (``settings.ensemble``), else None."""
     observed: xr.DataArray
@@ -212,7 +212,9 @@ def make_forecast(
     thresholds: tuple[float, ...] = ()
     if s.ensemble is not None:
         members, attrs = _ensemble(frames, t_ref, rate, cfg, s, steps, velocity, attrs)
-        fc = members.mean("realization").assign_attrs(members.attrs)
+        # NaN where any member has none, as the file's mean (``ensemble_dataset``); numpy's mean, not the
+        # NaN-skipping one (about 1 s on 20 x 12 x 512 x 512 in a fresh process)
+        fc = members.mean("realization", skipna=False).assign_attrs(members.attrs)
         thresholds = tuple(s.ensemble.thresholds)
     else:
         net = loaded.model.to(dev)

@@ -10,6 +10,7 @@ from nowcast.motion.flow import motion_field
 from nowcast.nowcasts import baselines
 from nowcast.nowcasts.ensemble import (
     EnsembleSettings,
+    _match_members,
     correlated_noise,
     ensemble_forecast,
     WET_DBR,
@@ -196,3 +197,24 @@ def test_finite_warp_equals_warp() -> None:
     field = torch.rand(1, 3, 20, 24)
     disp = torch.randn(1, 2, 20, 24) * 3
     np.testing.assert_array_equal(warp(field, disp, finite=True).numpy(), warp(field, disp).numpy())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matching_partition_is_a_stable_sort(dtype, monkeypatch) -> None:
+    """``_match_members``: the pixel of rank r (equal values ranked by position) gets the target's r-th
+    value, the dry ranks its minimum; the partition at the target's runs gives what a sort gives."""
+    import nowcast.nowcasts.ensemble as ensemble
+
+    rng = np.random.default_rng(4)
+    fields = torch.from_numpy(np.round(rng.normal(size=(3, 17, 23)), 1) + 0.5).to(dtype)  # ties
+    ref = np.sort(np.round(rng.normal(size=17 * 23), 1)).astype(np.float32)  # runs of equal values
+    for n_dry in (0, 40, 17 * 23):
+        target = np.where(np.arange(ref.size) < n_dry, ref[0], ref)
+        want = np.empty((3, 17 * 23), np.float32)
+        for i, x in enumerate(fields.reshape(3, -1).numpy()):
+            want[i, np.argsort(x, kind="stable")] = target
+        got = _match_members(fields, ref, n_dry, 2)
+        np.testing.assert_array_equal(got.reshape(3, -1), want)
+        monkeypatch.setattr(ensemble, "MATCH_PARTITION_RUNS", 0)  # the sort past many runs
+        np.testing.assert_array_equal(_match_members(fields, ref, n_dry, 1), got)
+        monkeypatch.undo()

@@ -44,9 +44,15 @@ def exceedance_probability(members: np.ndarray, thresholds: Sequence[float]) -> 
     """Fraction of members at or above each threshold: members (M, ...) mm/h -> (n_thresholds, ...)
     float32; NaN where any member has no data."""
     m = np.asarray(members, dtype=np.float32)
-    nodata = ~np.isfinite(m).all(0)
+    thr = [np.float32(t) for t in thresholds]
+    count = np.zeros((len(thr), *m.shape[1:]), dtype=np.int32)
+    nodata = np.zeros(m.shape[1:], dtype=bool)
     with np.errstate(invalid="ignore"):
-        p = np.stack([(m >= np.float32(t)).mean(0) for t in thresholds]).astype(np.float32)
+        for member in m:  # one member at a time: no temporaries of the ensemble's size
+            nodata |= ~np.isfinite(member)
+            for c, t in zip(count, thr):
+                c += member >= t
+    p = (count / np.float64(len(m))).astype(np.float32)  # as the float64 mean of booleans gives it
     p[:, nodata] = np.nan
     return p
 
@@ -108,7 +114,8 @@ def _add_members(ds: xr.Dataset, name: str, data: np.ndarray, packed: bool) -> N
     attrs["long_name"] = ref.attrs["long_name"].replace("ensemble mean", "ensemble members")
     import dask.array as da  # lazy, one frame at a time: the packing's temporaries stay one frame large
 
-    values = da.from_array(data, chunks=(1, 1, *data.shape[2:]))
+    # a random name (no hash of the data) and a wrapper: dask copies an ndarray whole before slicing it
+    values = da.from_array(_Frames(data), chunks=(1, 1, *data.shape[2:]), name=False, meta=data[:0, :0, :0, :0])
     values = da.minimum(values, np.float32(PACK_MAX)) if packed else values
     ds[MEMBERS_VARIABLE] = xr.Variable(("realization", *ref.dims), values, attrs)
     enc = dict(ref.encoding)
@@ -116,6 +123,16 @@ def _add_members(ds: xr.Dataset, name: str, data: np.ndarray, packed: bool) -> N
     if "complevel" in enc:
         enc["complevel"] = MEMBERS_COMPLEVEL
     ds[MEMBERS_VARIABLE].encoding = enc
+
+
+class _Frames:
+    """An array (M, T, H, W) as dask sees it without copying it: shape, dtype, and slices on demand."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
+
+    def __getitem__(self, key: object) -> np.ndarray:
+        return self.data[key]
 
 
 def _add_probabilities(ds: xr.Dataset, name: str, prob: np.ndarray, packed: bool) -> None:

@@ -35,12 +35,12 @@ def _pixel_grid(h: int, w: int, device: torch.device, dtype: torch.dtype, top: i
 
 def _normalised(coords: Tensor, h: int, w: int) -> Tensor:
     """Absolute pixel coordinates (B, 2, h', w') on an (h, w) grid -> ``grid_sample`` grid (B, h', w', 2)
-    with align_corners."""
+    with align_corners: a permuted view (``grid_sample`` reads it at the same speed), two passes
+    instead of the five of scaling each component and stacking them; the same values."""
     import torch
 
-    gx = coords[:, 0] * (2.0 / max(w - 1, 1)) - 1.0
-    gy = coords[:, 1] * (2.0 / max(h - 1, 1)) - 1.0
-    return torch.stack([gx, gy], dim=-1)
+    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=coords.dtype, device=coords.device)
+    return (coords * scale[:, None, None]).sub_(1.0).permute(0, 2, 3, 1)
 
 
 def _sample_clamped(field: Tensor, coords: Tensor) -> Tensor:
