@@ -180,6 +180,11 @@ class ModelConfig:
     ground) drifts backwards through the Lagrangian frame; this input shows the network where it will be
     at every lead, so that keeping it there is a local decision (docs/training.md, the orographic check).
     ConvLSTM with frame=lagrangian and downsample[0] = 1 only."""
+    persistence_gate: bool = False
+    """With ``persistence_input`` and ``residual``: the forecast is ``base + w (persistence - base) +
+    correction``, with a weight w in [0, 1] per pixel and lead from a second output of the head (clamped,
+    smoothed as the correction). Keeping ground-fixed rain is then one number per pixel; w starts at 0,
+    so the untrained model is still its base."""
 
 
 @dataclass(frozen=True)
@@ -393,6 +398,11 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append(
             "model.persistence_input: expected true only with model.kind=convlstm, model.frame=lagrangian and "
             f"model.downsample[0]=1, found kind={m.kind}, frame={m.frame}, downsample={list(m.downsample)}"
+        )
+    if m.persistence_gate and not (m.persistence_input and m.residual):
+        problems.append(
+            "model.persistence_gate: expected true only with model.persistence_input=true and "
+            f"model.residual=true, found persistence_input={m.persistence_input}, residual={m.residual}"
         )
     if m.frame == "lagrangian" and d.in_frames < 2:
         problems.append(f"data.in_frames: expected >= 2 for a Lagrangian model (motion), found {d.in_frames}")

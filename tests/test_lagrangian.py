@@ -266,3 +266,23 @@ def test_persistence_input_model_reads_the_frames_and_trains_and_forecasts(
     assert res.exit_code == 0, res.output
     with xr.open_dataset(out) as ds:
         assert np.isfinite(ds["rainfall_rate"].values).mean() > 0.5
+
+
+def test_persistence_gate_blends_the_base_toward_persistence_by_a_learned_weight() -> None:
+    """``persistence_gate``: forecast = base + w (persistence - base) + correction, w clamped to [0, 1].
+    A zero head is the base; a head whose gate outputs are a constant 5 (w = 1) and correction 0 gives
+    persistence exactly; a gate of 0.25 gives a quarter of the way; a gate of -3 is clamped to the base."""
+    cfg = _tiny("model.persistence_input=true", "model.persistence_gate=true", "model.base=sprog")
+    model = build_model(cfg.model).eval()
+    x = torch.rand(2, 4, 1, 20, 24)
+    held = torch.rand(2, 3, 1, 20, 24)
+    last = model.head[-1]
+    folded = last.out_channels // 2
+    with torch.no_grad():
+        base = model.base_forecast(x, 3)
+        torch.testing.assert_close(model(x, 3, 300.0, persistence=held), base, rtol=0, atol=0)
+        for g, expected in ((5.0, held), (0.25, base + 0.25 * (held - base)), (-3.0, base)):
+            last.bias[folded:] = g  # weights stay zero: a constant gate, no correction
+            torch.testing.assert_close(model(x, 3, 300.0, persistence=held), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="model.persistence_gate: expected true only with"):
+        load_config(REPO_ROOT / "configs" / "tiny.yaml", [*LAGRANGIAN, "model.persistence_gate=true"])

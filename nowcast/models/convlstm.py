@@ -223,7 +223,9 @@ class EncoderForecaster(nn.Module):
         head: list[nn.Module] = []
         if cfg.stem:
             head += [nn.Conv2d(cfg.hidden[0], cfg.stem, 3, padding=1), nn.LeakyReLU(0.2)]
-        head.append(nn.Conv2d(cfg.stem or cfg.hidden[0], folded, 1))
+        self.persistence_gate = cfg.persistence_gate
+        outputs = 2 * folded if cfg.persistence_gate else folded  # the gate's weights after the correction
+        head.append(nn.Conv2d(cfg.stem or cfg.hidden[0], outputs, 1))
         self.head = nn.Sequential(*head)
         if cfg.residual:  # start as "no change": the untrained forecast is the last frame
             nn.init.zeros_(head[-1].weight)
@@ -348,12 +350,16 @@ class EncoderForecaster(nn.Module):
             extra = p.contiguous(memory_format=self._memory_format()).unflatten(0, (B, steps))
         out = torch.stack(self.forecast(states, steps, extra), 1).flatten(0, 1)  # (B*steps, C*p*p, H0, W0)
         out = F.pixel_shuffle(out, self.patch) if self.patch > 1 else out  # (B*steps, C, Hp, Wp)
-        out = out.unflatten(0, (B, steps))  # (B, steps, C, Hp, Wp)
+        out = out.unflatten(0, (B, steps))  # (B, steps, C or 2C, Hp, Wp)
         out = out[..., :H, :W]
         if self.residual:
             if self.residual_smoothing > 0:
                 out = gaussian_smooth(out, self.residual_smoothing)
-            out = out + self.base_forecast(frames, steps).to(out.dtype)
+            base = self.base_forecast(frames, steps).to(out.dtype)
+            if self.persistence_gate:  # base + w (persistence - base) + correction, w in [0, 1]
+                out, gate = out.split(C, dim=2)
+                base = torch.lerp(base.expand_as(out), persistence.to(out.dtype), gate.clamp(0.0, 1.0))
+            out = out + base
         return out
 
     def head_is_zero(self) -> bool:
