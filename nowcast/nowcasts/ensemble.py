@@ -23,7 +23,8 @@ With ``motion_perturbation="bps"`` each member also moves along its own perturbe
 ``motion.perturbation``: parallel and perpendicular perturbations growing with lead time), advected
 along its own trajectories; with ``"none"`` every member moves along the same motion and the spread
 comes from the cascade alone. Member j's noise and motion draws depend only on (seed, j), so a member
-is the same whatever the number of members, the chunk size or the threads.
+is the same whatever the number of members, the chunk size or the threads, up to the float rounding of
+batched operations (chunk 4 against 1 on CIRRUS: 1.3e-5 of the values differ, by at most 0.08 mm/h).
 
 How it is computed (the method above unchanged): the cascade's levels are carried as real FFTs
 (``_Cascade``: two FFTs per member and step), the matching ranks with numpy (a partition of int64
