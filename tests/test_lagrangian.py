@@ -206,7 +206,7 @@ def test_persistence_frames_are_the_last_frame_moved_back_k_steps_and_advect_out
         np.testing.assert_allclose(out[k][:, k + 1 :], last[:, k + 1 :], rtol=0, atol=1e-5)
 
 
-def test_training_gives_the_persistence_frames_inference_gives_turned_with_its_window(radar_file) -> None:
+def test_training_gives_the_persistence_frames_inference_gives_turned_with_its_window() -> None:
     """With ``persistence_input`` a training batch carries ``persistence_frames`` of its inputs (no data
     as 0), the function ``forecast_array`` calls; turned and flipped with the rest of the sample."""
     from nowcast.motion.lagrangian import persistence_frames
