@@ -9,6 +9,7 @@ Tabulate and apply the rule with ``scripts.research.ensemble_folds``.
 
     python -m scripts.research.ensemble_events evaluation/ensemble-noise/none
     python -m scripts.research.ensemble_events evaluation/ensemble-noise/cross --noise-adjustment cross:1.624,1.056
+    python -m scripts.research.ensemble_events evaluation/ensemble-seeds/2 --steps-baseline --seed 2
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def main() -> None:
     ap.add_argument("--noise-adjustment", default="none")
     ap.add_argument("--motion-perturbation", default="bps")
     ap.add_argument("--members", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=1, help="the ensembles' seed (ours and STEPS'), default 1")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps-baseline", action="store_true", help="score pySTEPS STEPS beside ours")
     args = ap.parse_args()
@@ -70,7 +72,7 @@ def main() -> None:
         baselines = "persistence,steps" if args.steps_baseline else "persistence"
         subprocess.run(
             [sys.executable, "-m", "nowcast", "-q", "evaluate", str(RADAR_DIR / f"{event}.nc"), "--no-model",
-             "--baselines", baselines, "--members", str(args.members), "--seed", "1", "--thresholds", "1,5,10",
+             "--baselines", baselines, "--members", str(args.members), "--seed", str(args.seed), "--thresholds", "1,5,10",
              "--threads", str(args.threads), "--steps", str(LEADS[event]), "--stride", str(STRIDE[event]),
              "--motion-perturbation", args.motion_perturbation,
              "--noise-adjustment", noise_for(event, args.noise_adjustment), "--out", str(out)],
