@@ -180,6 +180,12 @@ class ModelConfig:
     ground) drifts backwards through the Lagrangian frame; this input shows the network where it will be
     at every lead, so that keeping it there is a local decision (docs/training.md, the orographic check).
     ConvLSTM with frame=lagrangian and downsample[0] = 1 only."""
+    persistence_history: int = 1
+    """With ``persistence_input``: how many of the last observations are moved into each lead's frame, the
+    last first (each as persistence would put it on the ground, by the same warp). Where rain stays on
+    the ground they coincide in that frame; where it moves they are shifted against each other by the
+    motion, so "moving or fixed" is visible where the forecast is made (docs/training.md, the eighth
+    orographic run). 1 to ``data.in_frames``."""
     persistence_gate: bool = False
     """With ``persistence_input`` and ``residual``: the forecast is ``base + w (persistence - base) +
     correction``, with a weight w in [0, 1] per pixel and lead from a second output of the head (clamped,
@@ -398,6 +404,12 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append(
             "model.persistence_input: expected true only with model.kind=convlstm, model.frame=lagrangian and "
             f"model.downsample[0]=1, found kind={m.kind}, frame={m.frame}, downsample={list(m.downsample)}"
+        )
+    if m.persistence_history != 1 and not (m.persistence_input and 1 <= m.persistence_history <= d.in_frames):
+        problems.append(
+            f"model.persistence_history: expected 1, or 2 to data.in_frames={d.in_frames} with "
+            f"model.persistence_input=true, found {m.persistence_history} "
+            f"(persistence_input={m.persistence_input})"
         )
     if m.persistence_gate and not (m.persistence_input and m.residual):
         problems.append(

@@ -87,7 +87,10 @@ def forecast_array(
                 velocity = np.stack([motion_field(f) for f in frames])
             velocity = torch.from_numpy(np.asarray(velocity, dtype=np.float32)).to(device)  # (B, 2, H, W)
             if getattr(cfg, "persistence_input", False):  # the same frames training gives the network
-                extra["persistence"] = torch.nan_to_num(persistence_frames(xt, velocity, steps), nan=0.0)
+                history = getattr(cfg, "persistence_history", 1)
+                extra["persistence"] = torch.nan_to_num(
+                    persistence_frames(xt, velocity, steps, history=history), nan=0.0
+                )
             xt = to_lagrangian(xt, velocity, displacement=None if displacement is None else displacement.to(device))
         xt = torch.nan_to_num(xt, nan=0.0)
         with autocast(device, precision):

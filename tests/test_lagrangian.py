@@ -286,3 +286,73 @@ def test_persistence_gate_blends_the_base_toward_persistence_by_a_learned_weight
             torch.testing.assert_close(model(x, 3, 300.0, persistence=held), expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ConfigError, match="model.persistence_gate: expected true only with"):
         load_config(REPO_ROOT / "configs" / "tiny.yaml", [*LAGRANGIAN, "model.persistence_gate=true"])
+
+
+def test_persistence_history_moves_each_of_the_last_frames_the_same_way_last_first() -> None:
+    """``history=3``: the last three frames, each moved as the last one is (lead k: k px to the left under
+    u = 1, written out by slicing), stacked along channels with the last first. Rain that stays on the
+    ground coincides in all three; rain moving with the motion is shifted by one pixel from one to the next."""
+    from nowcast.motion.lagrangian import persistence_frames
+
+    rng = np.random.default_rng(4)
+    frames = torch.from_numpy(rng.gamma(2.0, 1.0, (1, 4, 2, 10, 16)).astype(np.float32))  # two channels
+    velocity = torch.zeros(1, 2, 10, 16)
+    velocity[:, 0] = 1.0
+    held = persistence_frames(frames, velocity, 3, history=3)
+    assert held.shape == (1, 3, 6, 10, 16)
+    torch.testing.assert_close(held[:, :, :2], persistence_frames(frames, velocity, 3), rtol=0, atol=0, equal_nan=True)
+    for j in range(3):  # channel block j: frame t_last - j
+        src = frames[0, -1 - j].numpy()  # (C, H, W)
+        for k in (1, 3):
+            lag = held[0, k - 1, 2 * j : 2 * j + 2].numpy()
+            np.testing.assert_allclose(lag[..., : 16 - k], src[..., k:], rtol=0, atol=1e-5)
+
+    fixed = frames[:, -1:].expand(1, 4, 2, 10, 16)  # the same field at every time: rain on the ground
+    same = persistence_frames(fixed, velocity, 2, history=3)
+    torch.testing.assert_close(same[:, :, 2:4], same[:, :, :2], rtol=0, atol=0, equal_nan=True)
+    moving = torch.stack([torch.roll(frames[:, -1], t - 3, dims=-1) for t in range(4)], 1)  # u = 1
+    shifted = persistence_frames(moving, velocity, 2, history=2)[0, 0].numpy()  # lead 1
+    np.testing.assert_allclose(shifted[2:4, :, 1:14], shifted[0:2, :, 2:15], rtol=0, atol=1e-5)
+    assert np.nanmax(np.abs(shifted[2:4] - shifted[0:2])) > 0.1
+
+
+def test_persistence_history_in_training_inference_and_the_model() -> None:
+    """Training's batch carries what ``persistence_frames(..., history=3)`` gives, (B, out, 3 C, h, w),
+    turned with its window; the model reads 3 frames per lead, its gate weighs the last one only; a
+    history without ``persistence_input`` or longer than the inputs is a one-line config error."""
+    from nowcast.motion.lagrangian import persistence_frames
+    from nowcast.training.windows import SampleSettings, training_batch
+
+    rng = np.random.default_rng(6)
+    block = torch.from_numpy(rng.gamma(2.0, 5.0, (2, 9, 1, 24, 24)).astype(np.float32))
+    velocity = torch.from_numpy(rng.uniform(-1.5, 1.5, (2, 2, 24, 24)).astype(np.float32))
+    st = SampleSettings(6, 3, 16, 4, lagrangian=True, persistence=True, persistence_history=3)
+    plain = torch.zeros(2, 2, dtype=torch.int64)
+    x, y, held = training_batch(block, velocity, plain, st)
+    expected = torch.nan_to_num(persistence_frames(block[:, :6], velocity, 3, 4, history=3), nan=0.0)
+    assert held.shape == (2, 3, 3, 16, 16)
+    torch.testing.assert_close(held, expected, rtol=0, atol=0)
+    turned = torch.tensor([[1, 1], [2, 0]])
+    _, _, held_t = training_batch(block, velocity, turned, st)
+    for b, (k, flip) in enumerate(turned.tolist()):
+        same = torch.rot90(held[b], k, dims=(-2, -1))
+        torch.testing.assert_close(held_t[b], torch.flip(same, dims=(-1,)) if flip else same, rtol=0, atol=0)
+
+    sets = ("model.persistence_input=true", "model.persistence_gate=true", "model.base=sprog")
+    model = build_model(_tiny(*sets, "model.persistence_history=3").model).eval()
+    x = torch.rand(1, 4, 1, 20, 24)
+    frames3 = torch.rand(1, 3, 3, 20, 24)
+    with pytest.raises(ValueError, match=r"persistence: expected \(1, 3, 3, 20, 24\)"):
+        model(x, 3, 300.0, persistence=frames3[:, :, :1])
+    last = model.head[-1]
+    with torch.no_grad():
+        last.bias[last.out_channels // 2 :] = 5.0  # w = 1: persistence of the last frame, exactly
+        torch.testing.assert_close(model(x, 3, 300.0, persistence=frames3), frames3[:, :, :1], rtol=1e-5, atol=1e-5)
+        torch.nn.init.normal_(last.weight, std=0.1)
+        a = model(x, 3, 300.0, persistence=frames3)
+        b = model(x, 3, 300.0, persistence=torch.cat([frames3[:, :, :1], torch.zeros(1, 3, 2, 20, 24)], 2))
+    assert float((a - b).abs().max()) > 1e-4  # the older frames are read
+    with pytest.raises(ConfigError, match="model.persistence_history: expected 1, or 2 to data.in_frames"):
+        load_config(REPO_ROOT / "configs" / "tiny.yaml", [*LAGRANGIAN, "model.persistence_history=2"])
+    with pytest.raises(ConfigError, match="model.persistence_history: expected 1, or 2 to data.in_frames"):
+        load_config(REPO_ROOT / "configs" / "tiny.yaml", [*LAGRANGIAN, *sets[:1], "model.persistence_history=99"])

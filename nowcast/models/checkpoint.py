@@ -306,6 +306,7 @@ def describe_checkpoint(path: str | Path) -> list[str]:
         )
         + (", sees the time step" if m.step_input else "")
         + (", sees persistence in each lead's frame" if m.persistence_input else "")
+        + (f" (the last {m.persistence_history} observations)" if m.persistence_history > 1 else "")
         + (" and weighs it against the base" if m.persistence_gate else "")
         + (", probability-matched to the last frame" if m.probmatching == "cdf" else "")
         + (

@@ -214,8 +214,9 @@ class EncoderForecaster(nn.Module):
         )
         f_in = [cfg.hidden[k + 1] for k in range(n - 1)] + [0]  # forecaster level k reads level k+1
         self.persistence_input = cfg.persistence_input
-        if cfg.persistence_input:  # ... and level 0 the folded persistence frame of each lead too
-            f_in[0] += folded
+        self.persistence_history = cfg.persistence_history
+        if cfg.persistence_input:  # ... and level 0 the folded persistence frame(s) of each lead too
+            f_in[0] += folded * cfg.persistence_history
         self.forecaster = nn.ModuleList(
             ConvLSTMCell(f_in[k], cfg.hidden[k], cfg.kernels[k], cfg.peephole) for k in range(n)
         )
@@ -324,18 +325,19 @@ class EncoderForecaster(nn.Module):
         batched_input: how the encoder runs (``encode``); None: as configured (``model.batched_input``).
         With ``residual`` the network's output is added to ``base_forecast`` (the last input frame, or
         S-PROG in the frame of the inputs).
-        persistence: (B, steps, C, H, W) model space, no data as 0, for a model built with
-        ``persistence_input``: the last frame moved into each lead's Lagrangian frame
-        (``motion.lagrangian.persistence_frames``).
+        persistence: (B, steps, history * C, H, W) model space, no data as 0, for a model built with
+        ``persistence_input``: the last ``persistence_history`` frames moved into each lead's Lagrangian
+        frame, the last first (``motion.lagrangian.persistence_frames``).
         """
         if frames.dim() != 5 or frames.shape[2] != self.channels:
             raise ValueError(f"frames: expected (B, T, {self.channels}, H, W), found {tuple(frames.shape)}")
         if steps < 1:
             raise ValueError(f"steps: expected a positive number, found {steps}")
         B, T, C, H, W = frames.shape
-        if self.persistence_input and (persistence is None or persistence.shape != (B, steps, C, H, W)):
+        held = (B, steps, self.persistence_history * C, H, W)
+        if self.persistence_input and (persistence is None or persistence.shape != held):
             found = None if persistence is None else tuple(persistence.shape)
-            raise ValueError(f"persistence: expected {(B, steps, C, H, W)} for this model, found {found}")
+            raise ValueError(f"persistence: expected {held} for this model, found {found}")
         if self.residual and not torch.is_grad_enabled() and self.head_is_zero():
             # The network's output would be exactly zero: the forecast is the base, bit for bit.
             base = self.base_forecast(frames, steps).to(self._output_dtype(frames.device))
@@ -358,7 +360,8 @@ class EncoderForecaster(nn.Module):
             base = self.base_forecast(frames, steps).to(out.dtype)
             if self.persistence_gate:  # base + w (persistence - base) + correction, w in [0, 1]
                 out, gate = out.split(C, dim=2)
-                base = torch.lerp(base.expand_as(out), persistence.to(out.dtype), gate.clamp(0.0, 1.0))
+                last = persistence[:, :, :C].to(out.dtype)  # the last observation's frame
+                base = torch.lerp(base.expand_as(out), last, gate.clamp(0.0, 1.0))
             out = out + base
         return out
 

@@ -67,12 +67,17 @@ def from_lagrangian(
     return torch.stack([warp(forecast[:, k], disp[:, k], finite=finite) for k in range(steps)], 1)
 
 
-def persistence_frames(frames: Tensor, velocity: Tensor, steps: int, margin: int = 0) -> Tensor:
+def persistence_frames(frames: Tensor, velocity: Tensor, steps: int, margin: int = 0, history: int = 1) -> Tensor:
     """The last frame of ``frames`` (B, T, C, H, W) as persistence would forecast it on the ground, in the
     Lagrangian frame of each lead: (B, steps, C, H - 2 margin, W - 2 margin), lead k = the last frame
     advected k steps backward along ``velocity`` (B, 2, H, W) px per step, as ``to_lagrangian`` moves a
     target observed k steps later. Where rain stays on the ground, this is where the forecast made in the
-    Lagrangian frame must put it. NaN where the source lies outside the grid or has no data."""
-    last = frames[:, -1:]
-    held = last.expand(last.shape[0], steps + 1, *last.shape[2:])  # the last frame, seen again at every lead
+    Lagrangian frame must put it. NaN where the source lies outside the grid or has no data.
+
+    ``history`` > 1: the last ``history`` frames, each moved the same way, stacked along channels, the
+    last first: (B, steps, history * C, h, w). Rain fixed to the ground lands on the same pixels in all
+    of them; moving rain is shifted by the motion from one to the next."""
+    B, _, C, H, W = frames.shape
+    last = frames[:, -history:].flip(1).reshape(B, 1, history * C, H, W)  # the last first
+    held = last.expand(B, steps + 1, history * C, H, W)  # seen again at every lead
     return to_lagrangian(held, velocity, 1, margin)[:, 1:]

@@ -417,6 +417,7 @@ def _prepare_data(cfg: Config, train_arc: Archive, val_arc: Archive | None, info
         rain_level=Transform.from_config(cfg).threshold(d.rain_threshold),
         lagrangian=lagrangian,
         persistence=cfg.model.persistence_input,
+        persistence_history=cfg.model.persistence_history,
     )
     train_source = FrameSource(train_arc.segments, preload=d.preload)
     val_source = FrameSource((val_arc or train_arc).segments, preload=False)

@@ -128,6 +128,8 @@ class SampleSettings:
     persistence: bool = False
     """Also give the network the last input frame moved into each lead's Lagrangian frame
     (``model.persistence_input``; Lagrangian only)."""
+    persistence_history: int = 1
+    """How many of the last input frames are moved so (``model.persistence_history``)."""
 
 
 MAX_DRAWS = 20
@@ -245,13 +247,16 @@ def training_batch(
     backward), then the margin is cut off and each sample turned and flipped. Returns ``x`` (B, in, C, h, w)
     with no data as 0, ``y`` (B, out, C, h, w) with NaN where there is no data, and with
     ``settings.persistence`` the last input frame in each lead's frame (``motion.persistence_frames``,
-    as inference makes it), (B, out, C, h, w) with no data as 0; else None.
+    as inference makes it), (B, out, history * C, h, w) with no data as 0; else None.
     """
     st = settings
     m = st.margin
     n = st.in_frames + st.out_frames
     if st.lagrangian:
-        held = persistence_frames(block[:, : st.in_frames], velocity, st.out_frames, m) if st.persistence else None
+        held = None
+        if st.persistence:  # (B, out, history * C, h, w), as (B, out * history, C, h, w) beside the window
+            held = persistence_frames(block[:, : st.in_frames], velocity, st.out_frames, m, st.persistence_history)
+            held = held.unflatten(2, (st.persistence_history, -1)).flatten(1, 2)
         block = to_lagrangian(block, velocity, st.in_frames, m)  # the inner window only: 4x less work at m = crop / 2
         if held is not None:
             block = torch.cat([block, held], 1)  # turned and flipped with the window
@@ -262,7 +267,9 @@ def training_batch(
         sample = torch.rot90(block[b], int(aug[b, 0]), dims=(-2, -1))
         turned.append(torch.flip(sample, dims=(-1,)) if int(aug[b, 1]) else sample)
     block = torch.stack(turned)
-    held = torch.nan_to_num(block[:, n:], nan=0.0) if block.shape[1] > n else None
+    held = None
+    if block.shape[1] > n:  # back to (B, out, history * C, h, w)
+        held = torch.nan_to_num(block[:, n:], nan=0.0).unflatten(1, (st.out_frames, -1)).flatten(2, 3)
     return torch.nan_to_num(block[:, : st.in_frames], nan=0.0), block[:, st.in_frames : n], held
 
 
