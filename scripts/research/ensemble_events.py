@@ -63,8 +63,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1, help="the ensembles' seed (ours and STEPS'), default 1")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps-baseline", action="store_true", help="score pySTEPS STEPS beside ours")
+    ap.add_argument("--folds", default="A,B", help="the folds whose events are scored (default A,B)")
     args = ap.parse_args()
-    for event in [e for fold in ("A", "B") for e in FOLD_EVENTS[fold]]:
+    for event in [e for fold in args.folds.split(",") for e in FOLD_EVENTS[fold.strip()]]:
         out = args.out / event
         if (out / "metrics.csv").exists():
             continue
