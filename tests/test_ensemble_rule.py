@@ -44,3 +44,41 @@ def test_rule_keeps_a_change_only_when_every_condition_holds(tmp_path: Path) -> 
 
     same = rule(before, before, 1.0)
     assert not same[1] and "moves toward 1: NO" in same[0]  # no change is not an improvement
+
+
+def _write_both(path: Path, rows: dict[str, tuple[float, list[float], list[float]]]) -> None:
+    """metrics.csv with, per method, a CRPS per lead, BS at 1 mm/h per lead and spread-skill per lead."""
+    path.mkdir(parents=True)
+    with open(path / "metrics.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["method", "lead_min", "threshold", "score", "value"])
+        for method, (crps, bs, ss) in rows.items():
+            for k, (b, s) in enumerate(zip(bs, ss)):
+                w.writerow([method, 5 * (k + 1), "", "CRPS", crps])
+                w.writerow([method, 5 * (k + 1), 1.0, "BS", b])
+                w.writerow([method, 5 * (k + 1), "", "SPREAD_SKILL", s])
+
+
+def test_seed_means_read_the_targets_on_the_average_of_the_seeds(tmp_path: Path) -> None:
+    """``ensemble_seeds``: two seeds of one event. Worked by hand: CRPS 0.30 and 0.50 against 0.40 and 0.40
+    give seed ratios 0.75 and 1.25 and a mean ratio 0.40 / 0.40 = 1; BS per lead (0.10, 0.30) and (0.20,
+    0.20) against (0.20, 0.20) twice: seed 2 alone is no worse at both leads, but the seed means (0.15,
+    0.25) are no worse at lead 1 only; spread-skill (0.7, 1.0) and (0.9, 1.4) average to (0.8, 1.2), both
+    inside 0.8-1.2 although each seed has a lead outside."""
+    from scripts.research.ensemble_seeds import event_row, fold_row
+    from scripts.research.ensemble_folds import _read
+
+    event = "bom_melbourne_20180616"
+    _write_both(
+        tmp_path / "1" / event, {"ensemble": (0.30, [0.10, 0.30], [0.7, 1.0]), "steps": (0.40, [0.2, 0.2], [1, 1])}
+    )
+    _write_both(
+        tmp_path / "2" / event, {"ensemble": (0.50, [0.20, 0.20], [0.9, 1.4]), "steps": (0.40, [0.2, 0.2], [1, 1])}
+    )
+    r = event_row([_read(tmp_path / s / event / "metrics.csv", 1.0) for s in ("1", "2")])
+    assert abs(r["crps_o"] - 0.40) < 1e-12 and abs(r["crps_s"] - 0.40) < 1e-12
+    assert (round(r["ratio_min"], 12), round(r["ratio_max"], 12)) == (0.75, 1.25)
+    assert abs(r["bs_o"] - 0.20) < 1e-12 and r["bs_ok"] == 1 and r["leads"] == 2
+    assert r["ss_in"] == 2 and abs(r["ss_o_min"] - 0.8) < 1e-12 and abs(r["ss_o_max"] - 1.2) < 1e-12
+    f = fold_row([r, r | {"bs_ok": 2, "ratio_max": 1.5}])
+    assert f["bs_ok"] == 3 and f["leads"] == 4 and f["ratio_max"] == 1.5
