@@ -19,9 +19,9 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import xarray as xr
 
 from nowcast.forecast import forecast_array
+from nowcast.io import open_archive
 from nowcast.models.checkpoint import model_from_checkpoint
 from nowcast.transforms import Transform
 
@@ -39,14 +39,14 @@ def gate_weights(ckpt: str, path: str, t0: str) -> tuple[np.ndarray, np.ndarray,
     model, cfg, _ = model_from_checkpoint(ckpt)
     if not getattr(model, "persistence_gate", False):
         raise SystemExit(f"{ckpt}: expected a model built with model.persistence_gate, found none")
-    with xr.open_dataset(path) as ds:
-        rate = next(ds[v] for v in ds.data_vars if ds[v].ndim == 3).load()
-    hit = np.flatnonzero(rate.time.values == np.datetime64(t0))
-    if hit.size != 1:
+    segment = next(
+        (s for s in open_archive([path], time_step=None).segments if np.datetime64(t0) in s.time.values), None
+    )  # (time, y, x) mm/h, the rain variable as nowcast reads it
+    if segment is None:
         raise SystemExit(f"{path}: expected the forecast time {t0} among the frames' times, found none")
-    i, n = int(hit[0]), cfg.data.in_frames
-    step_s = float((rate.time.values[1] - rate.time.values[0]) / np.timedelta64(1, "s"))
-    frames = rate.values[i - n + 1 : i + 1][None, :, None].astype(np.float32)  # (1, T, 1, H, W) mm/h
+    i, n = int(np.flatnonzero(segment.time.values == np.datetime64(t0))[0]), cfg.data.in_frames
+    step_s = float(segment.attrs["time_step"])
+    frames = segment.values[i - n + 1 : i + 1][None, :, None].astype(np.float32)  # (1, T, 1, H, W) mm/h
     caught: list[tuple[torch.Tensor, ...]] = []
     lerp = torch.lerp
 
