@@ -191,6 +191,13 @@ class ModelConfig:
     correction``, with a weight w in [0, 1] per pixel and lead from a second output of the head (clamped,
     smoothed as the correction). Keeping ground-fixed rain is then one number per pixel; w starts at 0,
     so the untrained model is still its base."""
+    ground_field: bool = False
+    """With ``persistence_input`` and ``residual``: a small convolutional branch reads the last observation
+    and returns a part of it fixed to the ground, g (model space; in dBZ an additive part is a factor on
+    the rain, as orographic enhancement is). The base at lead k becomes ``base - g + g_k``, g_k the same
+    branch applied to the last observation moved into lead k's frame (the persistence input): the base
+    moves the rain without its ground part, and the ground part stays where the ground is. Zero at the
+    start, so the untrained model is still its base (docs/training.md, the ninth orographic run)."""
 
 
 @dataclass(frozen=True)
@@ -414,6 +421,11 @@ def _validate(cfg: Config, problems: list[str]) -> None:
     if m.persistence_gate and not (m.persistence_input and m.residual):
         problems.append(
             "model.persistence_gate: expected true only with model.persistence_input=true and "
+            f"model.residual=true, found persistence_input={m.persistence_input}, residual={m.residual}"
+        )
+    if m.ground_field and not (m.persistence_input and m.residual):
+        problems.append(
+            "model.ground_field: expected true only with model.persistence_input=true and "
             f"model.residual=true, found persistence_input={m.persistence_input}, residual={m.residual}"
         )
     if m.frame == "lagrangian" and d.in_frames < 2:

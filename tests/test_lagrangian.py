@@ -356,3 +356,56 @@ def test_persistence_history_in_training_inference_and_the_model() -> None:
         load_config(REPO_ROOT / "configs" / "tiny.yaml", [*LAGRANGIAN, "model.persistence_history=2"])
     with pytest.raises(ConfigError, match="model.persistence_history: expected 1, or 2 to data.in_frames"):
         load_config(REPO_ROOT / "configs" / "tiny.yaml", [*LAGRANGIAN, *sets[:1], "model.persistence_history=99"])
+
+
+def test_ground_field_takes_the_ground_part_off_the_base_and_puts_it_back_on_the_ground() -> None:
+    """``ground_field``: base at lead k = base - g + g_k, g the branch on the last observation, g_k the
+    branch on that observation moved into lead k's frame (the persistence input). Zero at the start (the
+    forecast is the base, bit for bit); a branch g = 2 x field gives base + 2 (held_k - last) exactly; a
+    constant ground part cancels; the option needs persistence_input (a one-line config error)."""
+    cfg = _tiny("model.persistence_input=true", "model.ground_field=true", "model.base=sprog")
+    model = build_model(cfg.model).eval()
+    assert model.head_is_zero()
+    x = torch.rand(2, 4, 1, 20, 24)
+    held = torch.rand(2, 3, 1, 20, 24)
+    with torch.no_grad():
+        base = model.base_forecast(x, 3)
+        torch.testing.assert_close(model(x, 3, 300.0, persistence=held), base, rtol=0, atol=0)
+        folded = model.ground[-1].out_channels
+        double = torch.nn.Conv2d(folded, folded, 1)
+        double.weight.copy_(2.0 * torch.eye(folded)[:, :, None, None])
+        double.bias.zero_()
+        model.ground = torch.nn.Sequential(double)
+        assert not model.head_is_zero()
+        expected = base + 2.0 * (held - x[:, -1:])
+        torch.testing.assert_close(model(x, 3, 300.0, persistence=held), expected, rtol=1e-5, atol=1e-5)
+        double.weight.zero_()
+        double.bias.fill_(0.7)  # the same ground part everywhere and at every lead: nothing moves
+        torch.testing.assert_close(model(x, 3, 300.0, persistence=held), base, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="model.ground_field: expected true only with"):
+        load_config(REPO_ROOT / "configs" / "tiny.yaml", [*LAGRANGIAN, "model.ground_field=true"])
+
+
+def test_ground_field_model_trains_and_predicts_end_to_end(
+    cli_runner, radar_file, tmp_path: Path, pysteps_installed
+) -> None:
+    """``train`` then ``predict`` with ``model.ground_field``: the branch learns (its last layer leaves
+    zero) and the forecast is written, finite where the input has data; ``info`` says what the model does."""
+    from nowcast.cli import app
+
+    f = radar_file("g.nc", frames=30, size=(48, 48), step=300, values=moving_rain(30, size=(48, 48), shift=(0, 1)))
+    run = tmp_path / "run"
+    sets = [*LAGRANGIAN, "model.persistence_input=true", "model.ground_field=true", "model.base=sprog"]
+    sets += [f"data.files=[{f}]", "train.steps=4", f"data.cache_dir={tmp_path / 'cache'}"]
+    args = ["train", "--config", str(REPO_ROOT / "configs" / "tiny.yaml"), "--run-dir", str(run)]
+    res = cli_runner.invoke(app, args + [x for s in sets for x in ("--set", s)])
+    assert res.exit_code == 0, res.output
+    state = torch.load(run / "last.pt", weights_only=True)["state_dict"]
+    assert float(state["ground.6.weight"].abs().sum()) > 0
+    res = cli_runner.invoke(app, ["info", str(run / "last.pt")])
+    assert res.exit_code == 0 and "ground-fixed part" in res.output, res.output
+    out = tmp_path / "fc.nc"
+    res = cli_runner.invoke(app, ["predict", str(f), "--model", str(run / "last.pt"), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    with xr.open_dataset(out) as ds:
+        assert np.isfinite(ds["rainfall_rate"].values).mean() > 0.5

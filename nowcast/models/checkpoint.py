@@ -308,6 +308,7 @@ def describe_checkpoint(path: str | Path) -> list[str]:
         + (", sees persistence in each lead's frame" if m.persistence_input else "")
         + (f" (the last {m.persistence_history} observations)" if m.persistence_history > 1 else "")
         + (" and weighs it against the base" if m.persistence_gate else "")
+        + (", keeps a learned ground-fixed part of the rain in place" if m.ground_field else "")
         + (", probability-matched to the last frame" if m.probmatching == "cdf" else "")
         + (
             "; its output head is all zeros, so the forecast is the base alone (the network is skipped)"

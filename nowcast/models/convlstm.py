@@ -170,6 +170,29 @@ def up_block(channels: int, factor: int) -> nn.Module:
     return nn.Sequential(conv, nn.LeakyReLU(0.2))
 
 
+GROUND_WIDTH = 32
+"""Channels of ``model.ground_field``'s branch."""
+
+
+def ground_branch(folded: int, width: int) -> nn.Sequential:
+    """``model.ground_field``'s branch on folded frames (N, folded, H/p, W/p) -> (N, folded, H/p, W/p).
+
+    Four convolutions at the patch scale (3x3, 5x5 dilated 2, 5x5, 3x3; a reach of 17 patches, 68 pixels
+    at patch 4: hills and the light rain over them are smooth), the last zero at the start."""
+    layers = [
+        nn.Conv2d(folded, width, 3, padding=1),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(width, width, 5, padding=4, dilation=2),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(width, width, 5, padding=2),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(width, folded, 3, padding=1),
+    ]
+    nn.init.zeros_(layers[-1].weight)
+    nn.init.zeros_(layers[-1].bias)
+    return nn.Sequential(*layers)
+
+
 class EncoderForecaster(nn.Module):
     """ConvLSTM encoder-forecaster built from a ``ModelConfig``.
 
@@ -231,6 +254,7 @@ class EncoderForecaster(nn.Module):
         if cfg.residual:  # start as "no change": the untrained forecast is the last frame
             nn.init.zeros_(head[-1].weight)
             nn.init.zeros_(head[-1].bias)
+        self.ground = ground_branch(folded, GROUND_WIDTH) if cfg.ground_field else None
 
     @staticmethod
     def stride(cfg: ModelConfig) -> int:
@@ -358,6 +382,8 @@ class EncoderForecaster(nn.Module):
             if self.residual_smoothing > 0:
                 out = gaussian_smooth(out, self.residual_smoothing)
             base = self.base_forecast(frames, steps).to(out.dtype)
+            if self.ground is not None:  # the ground part taken off where the base moved it, put back on the ground
+                base = base + self.ground_change(frames[:, -1], persistence[:, :, :C])
             if self.persistence_gate:  # base + w (persistence - base) + correction, w in [0, 1]
                 out, gate = out.split(C, dim=2)
                 last = persistence[:, :, :C].to(out.dtype)  # the last observation's frame
@@ -365,11 +391,32 @@ class EncoderForecaster(nn.Module):
             out = out + base
         return out
 
+    def ground_change(self, last: Tensor, held: Tensor) -> Tensor:
+        """``model.ground_field``: g_k - g, (B, steps, C, H, W) model space, to add to the base.
+
+        last (B, C, H, W): the last observation (no data as 0), in the frame the base moves with the rain;
+        held (B, steps, C, H, W): the same observation moved into each lead's frame as persistence would
+        keep it on the ground (``persistence_frames``). g = ``ground`` of ``last``, g_k = ``ground`` of
+        ``held[:, k]``: the branch is local, so applying it after the warp is (to the warp's
+        interpolation) the ground part moved with the ground.
+        """
+        B, steps, C, H, W = held.shape
+        fields = torch.cat([last[:, None], held.to(last.dtype)], 1).flatten(0, 1)  # (B*(steps+1), C, H, W)
+        x = pad_to_multiple(fields, self.total_stride)
+        x = F.pixel_unshuffle(x, self.patch) if self.patch > 1 else x
+        g = self.ground(x.contiguous(memory_format=self._memory_format()))
+        g = F.pixel_shuffle(g, self.patch) if self.patch > 1 else g
+        g = g[..., :H, :W].unflatten(0, (B, steps + 1))  # (B, steps+1, C, H, W)
+        if self.residual_smoothing > 0:
+            g = gaussian_smooth(g, self.residual_smoothing)
+        return g[:, 1:] - g[:, :1]
+
     def head_is_zero(self) -> bool:
-        """Whether the output head's last convolution is all zeros (an untrained residual model, or one
-        exported at its start by ``train.export: best``): then the network adds nothing to the base."""
-        last = self.head[-1]
-        return all(not bool(p.any()) for p in last.parameters())
+        """Whether the output head's last convolution (and the ground branch's, if any) is all zeros (an
+        untrained residual model, or one exported at its start by ``train.export: best``): then the
+        network adds nothing to the base."""
+        lasts = [self.head[-1]] + ([self.ground[-1]] if self.ground is not None else [])
+        return all(not bool(p.any()) for last in lasts for p in last.parameters())
 
     def _output_dtype(self, device: torch.device) -> torch.dtype:
         """The dtype of the head's output: the autocast dtype when autocast is on, else the weights'."""
