@@ -391,24 +391,29 @@ class EncoderForecaster(nn.Module):
             out = out + base
         return out
 
+    def ground_part(self, fields: Tensor) -> Tensor:
+        """``model.ground_field``'s branch: fields (N, C, H, W) model space, no data as 0 -> the part of
+        them fixed to the ground, g (N, C, H, W) model space (smoothed as the correction)."""
+        H, W = fields.shape[-2:]
+        x = pad_to_multiple(fields, self.total_stride)
+        x = F.pixel_unshuffle(x, self.patch) if self.patch > 1 else x
+        g = self.ground(x.contiguous(memory_format=self._memory_format()))
+        g = F.pixel_shuffle(g, self.patch) if self.patch > 1 else g
+        g = g[..., :H, :W]
+        return gaussian_smooth(g, self.residual_smoothing) if self.residual_smoothing > 0 else g
+
     def ground_change(self, last: Tensor, held: Tensor) -> Tensor:
         """``model.ground_field``: g_k - g, (B, steps, C, H, W) model space, to add to the base.
 
         last (B, C, H, W): the last observation (no data as 0), in the frame the base moves with the rain;
         held (B, steps, C, H, W): the same observation moved into each lead's frame as persistence would
-        keep it on the ground (``persistence_frames``). g = ``ground`` of ``last``, g_k = ``ground`` of
-        ``held[:, k]``: the branch is local, so applying it after the warp is (to the warp's
+        keep it on the ground (``persistence_frames``). g = ``ground_part`` of ``last``, g_k = ``ground_part``
+        of ``held[:, k]``: the branch is local, so applying it after the warp is (to the warp's
         interpolation) the ground part moved with the ground.
         """
-        B, steps, C, H, W = held.shape
+        B, steps = held.shape[:2]
         fields = torch.cat([last[:, None], held.to(last.dtype)], 1).flatten(0, 1)  # (B*(steps+1), C, H, W)
-        x = pad_to_multiple(fields, self.total_stride)
-        x = F.pixel_unshuffle(x, self.patch) if self.patch > 1 else x
-        g = self.ground(x.contiguous(memory_format=self._memory_format()))
-        g = F.pixel_shuffle(g, self.patch) if self.patch > 1 else g
-        g = g[..., :H, :W].unflatten(0, (B, steps + 1))  # (B, steps+1, C, H, W)
-        if self.residual_smoothing > 0:
-            g = gaussian_smooth(g, self.residual_smoothing)
+        g = self.ground_part(fields).unflatten(0, (B, steps + 1))  # (B, steps+1, C, H, W)
         return g[:, 1:] - g[:, :1]
 
     def head_is_zero(self) -> bool:
