@@ -225,9 +225,10 @@ GROWTHS = ("none", "orographic")
 """The kinds of predictable growth and decay ``synthetic_sequence`` can add."""
 
 
-def _hills(seed: int, shape: tuple[int, int]) -> np.ndarray:
+def hill_heights(seed: int, shape: tuple[int, int]) -> np.ndarray:
     """Height of the high ground, 0 to 1, (H, W): three to five Gaussian hills, from their own generator
-    (so the rain of a seed is the same with or without them)."""
+    (so the rain of a seed is the same with or without them). ``growth="orographic"`` multiplies the rain
+    by 1 + ``OROGRAPHIC_GAIN`` times this; ``scripts/research/ground_field.py`` compares a model with it."""
     rng = np.random.default_rng([seed, 1])
     height, width = shape
     rows, cols = np.arange(height)[:, None], np.arange(width)[None, :]
@@ -339,7 +340,7 @@ def synthetic_sequence(
 
     inside = _coverage(shape)
     orographic = growth == "orographic"
-    gain = 1.0 + OROGRAPHIC_GAIN * _hills(seed, shape) if orographic else 1.0
+    gain = 1.0 + OROGRAPHIC_GAIN * hill_heights(seed, shape) if orographic else 1.0
     background = OROGRAPHIC_BACKGROUND if orographic else 0.0
     rain = np.empty((frames,) + shape, dtype=np.float32)
     for t in range(frames):

@@ -204,11 +204,11 @@ def test_cli_synth_rejects_bad_arguments_with_exit_code_2(cli_runner, tmp_path) 
 def test_orographic_growth_multiplies_the_same_rain_by_the_hills() -> None:
     """``growth="orographic"``: the rain of the same seed, plus the light background, times 1 + gain x
     hill height, so the heaviest enhancement sits still on the hilltops while the rain moves through."""
-    from nowcast.synth import OROGRAPHIC_BACKGROUND, OROGRAPHIC_GAIN, RAIN_OFFSET, _hills, synthetic_sequence
+    from nowcast.synth import OROGRAPHIC_BACKGROUND, OROGRAPHIC_GAIN, RAIN_OFFSET, hill_heights, synthetic_sequence
 
     flat = synthetic_sequence(frames=6, size=(64, 64), seed=5)["rainfall_rate"].values.astype(np.float64)
     oro = synthetic_sequence(frames=6, size=(64, 64), seed=5, growth="orographic")["rainfall_rate"].values
-    hills = _hills(5, (64, 64))
+    hills = hill_heights(5, (64, 64))
     assert hills.max() == pytest.approx(1.0, abs=0.05) and hills.min() < 0.05
     base = np.where(flat > 0, flat + RAIN_OFFSET, np.nan)  # where the flat field is not clipped at 0
     expected = (base + OROGRAPHIC_BACKGROUND) * (1.0 + OROGRAPHIC_GAIN * hills) - RAIN_OFFSET

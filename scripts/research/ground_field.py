@@ -23,7 +23,7 @@ import torch
 
 from nowcast.io import open_archive
 from nowcast.models.checkpoint import model_from_checkpoint
-from nowcast.synth import OROGRAPHIC_GAIN, _hills
+from nowcast.synth import OROGRAPHIC_GAIN, hill_heights
 from nowcast.transforms import Transform
 
 
@@ -62,7 +62,7 @@ def main() -> None:
     )
     panels = [("last observation (mm/h)", np.where(inside, last, np.nan)), ("learned ground part g (dB)", g)]
     if a.hills_seed is not None:
-        hills = _hills(a.hills_seed, last.shape)
+        hills = hill_heights(a.hills_seed, last.shape)
         true = 10.0 * b * np.log10(1.0 + OROGRAPHIC_GAIN * hills)  # dBZ added by the enhancement
         r = np.corrcoef(g[inside], true[inside])[0, 1]
         high, low = inside & (hills > 0.5), inside & (hills < 0.1)
