@@ -7,6 +7,10 @@ import platform
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 REPO = Path(__file__).resolve().parents[1]
 """The repository root."""
@@ -40,3 +44,19 @@ def command_seconds(cmd: list[str], env: dict[str, str], cwd: Path = REPO, expec
     if proc.returncode != expect:
         raise SystemExit(f"expected exit {expect}, found {proc.returncode}: {' '.join(cmd)}\n{proc.stderr}")
     return took
+
+
+def frames_at(path: str | Path, t0: str) -> tuple[xr.DataArray, int]:
+    """The segment of ``path`` (time, y, x) mm/h, read as nowcast reads it (``io.open_archive``: the rain
+    variable, its units, the time step in ``attrs["time_step"]``), that holds forecast time ``t0``, and
+    t0's index in it; SystemExit naming the file when no segment does."""
+    import numpy as np
+
+    from nowcast.io import open_archive
+
+    when = np.datetime64(t0)
+    for segment in open_archive([path], time_step=None).segments:
+        hit = np.flatnonzero(segment.time.values == when)
+        if hit.size:
+            return segment, int(hit[0])
+    raise SystemExit(f"{path}: expected the forecast time {t0} among the frames' times, found none")

@@ -278,6 +278,13 @@ class EncoderForecaster(nn.Module):
                 break
         return torch.contiguous_format
 
+    def _space_to_depth(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) frames -> (N, C*patch^2, Hp/patch, Wp/patch): padded to the stride, folded, in the
+        weights' memory format (what the forecaster's bottom level and the ground branch read)."""
+        x = pad_to_multiple(x, self.total_stride)
+        x = F.pixel_unshuffle(x, self.patch) if self.patch > 1 else x
+        return x.contiguous(memory_format=self._memory_format())
+
     def _fold(self, x: Tensor, memory_format: torch.memory_format) -> Tensor:
         """(N, C, Hp, Wp) frames -> (N, widths[0], Hp/patch, Wp/patch): space-to-depth and stem."""
         x = F.pixel_unshuffle(x, self.patch) if self.patch > 1 else x
@@ -371,9 +378,7 @@ class EncoderForecaster(nn.Module):
         states = self.encode(x, batched_input)  # per level (B, hk, Hk, Wk)
         extra = None
         if self.persistence_input:
-            p = pad_to_multiple(persistence.to(frames.dtype), self.total_stride).flatten(0, 1)  # (B*steps, C, Hp, Wp)
-            p = F.pixel_unshuffle(p, self.patch) if self.patch > 1 else p
-            extra = p.contiguous(memory_format=self._memory_format()).unflatten(0, (B, steps))
+            extra = self._space_to_depth(persistence.to(frames.dtype).flatten(0, 1)).unflatten(0, (B, steps))
         out = torch.stack(self.forecast(states, steps, extra), 1).flatten(0, 1)  # (B*steps, C*p*p, H0, W0)
         out = F.pixel_shuffle(out, self.patch) if self.patch > 1 else out  # (B*steps, C, Hp, Wp)
         out = out.unflatten(0, (B, steps))  # (B, steps, C or 2C, Hp, Wp)
@@ -395,9 +400,7 @@ class EncoderForecaster(nn.Module):
         """``model.ground_field``'s branch: fields (N, C, H, W) model space, no data as 0 -> the part of
         them fixed to the ground, g (N, C, H, W) model space (smoothed as the correction)."""
         H, W = fields.shape[-2:]
-        x = pad_to_multiple(fields, self.total_stride)
-        x = F.pixel_unshuffle(x, self.patch) if self.patch > 1 else x
-        g = self.ground(x.contiguous(memory_format=self._memory_format()))
+        g = self.ground(self._space_to_depth(fields))
         g = F.pixel_shuffle(g, self.patch) if self.patch > 1 else g
         g = g[..., :H, :W]
         return gaussian_smooth(g, self.residual_smoothing) if self.residual_smoothing > 0 else g

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from nowcast.forecast import forecast_array
-from nowcast.io import open_archive
 from nowcast.models.checkpoint import model_from_checkpoint
 from nowcast.transforms import Transform
+from scripts.common import frames_at
 
 CLASSES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "light rain (persistence 0.5-3 mm/h)": lambda p, b: (p > 0.5) & (p < 3.0),
@@ -39,12 +39,8 @@ def gate_weights(ckpt: str, path: str, t0: str) -> tuple[np.ndarray, np.ndarray,
     model, cfg, _ = model_from_checkpoint(ckpt)
     if not getattr(model, "persistence_gate", False):
         raise SystemExit(f"{ckpt}: expected a model built with model.persistence_gate, found none")
-    segment = next(
-        (s for s in open_archive([path], time_step=None).segments if np.datetime64(t0) in s.time.values), None
-    )  # (time, y, x) mm/h, the rain variable as nowcast reads it
-    if segment is None:
-        raise SystemExit(f"{path}: expected the forecast time {t0} among the frames' times, found none")
-    i, n = int(np.flatnonzero(segment.time.values == np.datetime64(t0))[0]), cfg.data.in_frames
+    segment, i = frames_at(path, t0)  # (time, y, x) mm/h
+    n = cfg.data.in_frames
     step_s = float(segment.attrs["time_step"])
     frames = segment.values[i - n + 1 : i + 1][None, :, None].astype(np.float32)  # (1, T, 1, H, W) mm/h
     caught: list[tuple[torch.Tensor, ...]] = []

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nowcast.io import open_archive
 from nowcast.models.checkpoint import model_from_checkpoint
 from nowcast.synth import OROGRAPHIC_GAIN, hill_heights
 from nowcast.transforms import Transform
+from scripts.common import frames_at
 
 
 def ground_field(ckpt: str, path: str, t0: str) -> tuple[np.ndarray, np.ndarray, float]:
@@ -32,14 +32,11 @@ def ground_field(ckpt: str, path: str, t0: str) -> tuple[np.ndarray, np.ndarray,
     model, cfg, _ = model_from_checkpoint(ckpt)
     if getattr(model, "ground", None) is None:
         raise SystemExit(f"{ckpt}: expected a model built with model.ground_field, found none")
-    segment = next(
-        (s for s in open_archive([path], time_step=None).segments if np.datetime64(t0) in s.time.values), None
-    )
-    if segment is None:
-        raise SystemExit(f"{path}: expected the forecast time {t0} among the frames' times, found none")
-    i = int(np.flatnonzero(segment.time.values == np.datetime64(t0))[0])
+    segment, i = frames_at(path, t0)  # (time, y, x) mm/h
     last = segment.values[i].astype(np.float32)  # (H, W) mm/h, NaN = no data
     transform = Transform.from_config(cfg)
+    if transform.kind != "dbz":
+        raise SystemExit(f"{ckpt}: expected a model in dBZ (transform.kind=dbz), found {transform.kind}")
     x = np.nan_to_num(transform.forward(last[None, None], check=False), nan=0.0)  # (1, 1, H, W)
     with torch.no_grad():
         g = model.ground_part(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))[0, 0].numpy()
