@@ -291,8 +291,9 @@ def synth(
         str,
         typer.Option(
             metavar="KIND",
-            help="Predictable growth and decay that extrapolation cannot forecast: none, or orographic "
-            "(rain enhanced up to x5 over fixed hills).",
+            help="Predictable growth and decay that extrapolation cannot forecast: none; orographic "
+            "(rain enhanced up to x5 over fixed hills); or trend (every cell strengthens or weakens steadily, "
+            "by a factor 1.8-3.3 per hour).",
         ),
     ] = "none",
     wind_scale: Annotated[

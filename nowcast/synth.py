@@ -18,6 +18,14 @@ as it moves onto the high ground and weakens as it leaves. Its growth and decay 
 frames (where the rain has been enhanced, it will be again) but not by S-PROG or any extrapolation,
 which carry the enhanced rain on with the wind (``scripts/research/learnability.py``).
 
+With ``growth="trend"`` every cell strengthens or weakens steadily through its life instead of the
+symmetric rise and fall: its rain rate is its peak times exp(r (t - mid-life)), with r drawn per cell
+(+-``TREND_RATE`` per hour, either sign, from its own generator), the factor bounded by
+``TREND_MAX_FACTOR`` either way, fading in and out over the first and last ``TREND_FADE`` of its life.
+Its size follows the fades only. The change of the next hour continues the change of the last half hour
+where the cell is, in the frame moving with the rain: predictable from the frames, but not by S-PROG or
+any extrapolation, which carry rain on at its present rate (``scripts/research/learnability.py``).
+
 Everything is drawn from one ``numpy.random.Generator(seed)``: the same arguments give the same data.
 """
 
@@ -189,16 +197,30 @@ def _tracks(
 
 
 def _render(
-    frame_cols: np.ndarray, frame_rows: np.ndarray, t: int, cells: dict[str, np.ndarray], shape: tuple[int, int]
+    frame_cols: np.ndarray,
+    frame_rows: np.ndarray,
+    t: int,
+    cells: dict[str, np.ndarray],
+    shape: tuple[int, int],
+    step_s: int = 300,
 ) -> np.ndarray:
-    """Sum of the living cells' Gaussians on one frame (mm/h, before the offset), each on its own window."""
+    """Sum of the living cells' Gaussians on one frame (mm/h, before the offset), each on its own window.
+
+    Cells carrying a ``rate`` (per hour; ``growth="trend"``) change steadily through their life; the
+    others rise over the first 30 % of it and fall over the last 30 %.
+    """
     height, width = shape
     out = np.zeros(shape, dtype=np.float64)
     age = (t - cells["birth"]) / cells["life"]
     living = np.flatnonzero((age > 0.0) & (age < 1.0))
-    ramp = np.clip(np.minimum(age[living], 1.0 - age[living]) / 0.3, 0.0, 1.0)
-    envelope = ramp * ramp * (3.0 - 2.0 * ramp)  # grows over the first 30 % of life, decays over the last 30 %
+    fade = TREND_FADE if "rate" in cells else 0.3
+    ramp = np.clip(np.minimum(age[living], 1.0 - age[living]) / fade, 0.0, 1.0)
+    envelope = ramp * ramp * (3.0 - 2.0 * ramp)  # smooth rise and fall at the ends of life
     peak = cells["peak"][living] * envelope
+    if "rate" in cells:
+        hours = (age[living] - 0.5) * cells["life"][living] * step_s / 3600.0  # from mid-life
+        bound = np.log(TREND_MAX_FACTOR)
+        peak = peak * np.exp(np.clip(cells["rate"][living] * hours, -bound, bound))
     growth = 0.55 + 0.45 * np.sqrt(envelope)  # cells are small when young and old
     sa, sb = cells["sa"][living] * growth, cells["sb"][living] * growth
     # Beyond this radius a cell adds less than 0.01 mm/h (one packing step).
@@ -221,7 +243,13 @@ OROGRAPHIC_GAIN = 4.0
 """Rain over a hilltop is this much heavier than it would be over flat ground, plus one (x5)."""
 OROGRAPHIC_BACKGROUND = 0.3
 """mm/h of light rain everywhere before the enhancement (0.2 mm/h over flat ground after the offset)."""
-GROWTHS = ("none", "orographic")
+TREND_RATE = (0.6, 1.2)
+"""Per hour: a trend cell's rain rate changes by a factor exp(r) per hour, |r| uniform in this range."""
+TREND_MAX_FACTOR = 4.0
+"""A trend cell's rain rate stays within its peak divided and multiplied by this."""
+TREND_FADE = 0.1
+"""A trend cell fades in over this share of its life and out over the same share at its end."""
+GROWTHS = ("none", "orographic", "trend")
 """The kinds of predictable growth and decay ``synthetic_sequence`` can add."""
 
 
@@ -293,7 +321,8 @@ def synthetic_sequence(
     start : str
         Time of the first frame, ISO 8601, UTC.
     growth : str
-        ``none``, or ``orographic``: rain enhanced over fixed hills (see the module's docstring).
+        ``none``; ``orographic``: rain enhanced over fixed hills; ``trend``: every cell strengthens or
+        weakens steadily through its life (see the module's docstring).
     wind_scale : float
         Factor on the wind speed (1: 1.2-3 pixels per 5 minutes); the cells and their lives are the same.
 
@@ -338,13 +367,16 @@ def synthetic_sequence(
     # Cores' birth positions must be computed after their parents': systems come first, so one pass is enough.
     cols, rows = _tracks(wind, cells, parent_all, offset_all, -spin_up, frames)
 
+    if growth == "trend":  # rates from their own generator: the cells, tracks and wind are the seed's
+        rates = np.random.default_rng([seed, 2]).uniform(*TREND_RATE, n_sys + parent.size)
+        cells["rate"] = rates * np.where(np.random.default_rng([seed, 3]).random(rates.size) < 0.5, -1.0, 1.0)
     inside = _coverage(shape)
     orographic = growth == "orographic"
     gain = 1.0 + OROGRAPHIC_GAIN * hill_heights(seed, shape) if orographic else 1.0
     background = OROGRAPHIC_BACKGROUND if orographic else 0.0
     rain = np.empty((frames,) + shape, dtype=np.float32)
     for t in range(frames):
-        field = (_render(cols[t], rows[t], t, cells, shape) + background) * gain - RAIN_OFFSET
+        field = (_render(cols[t], rows[t], t, cells, shape, step_s) + background) * gain - RAIN_OFFSET
         field = np.round(np.clip(field, 0.0, PACK_MAX), 2)  # the int16 packing's resolution (PACK_STEP)
         rain[t] = np.where(inside, field, np.nan)
 

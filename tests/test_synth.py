@@ -217,8 +217,43 @@ def test_orographic_growth_multiplies_the_same_rain_by_the_hills() -> None:
     np.testing.assert_allclose(oro[ok], expected[ok], atol=0.005 * (1 + OROGRAPHIC_GAIN) + 0.005 + 1e-6)
     top = np.unravel_index(hills.argmax(), hills.shape)
     assert (oro[:, top[0], top[1]] >= (OROGRAPHIC_BACKGROUND * (1 + OROGRAPHIC_GAIN * 0.95) - RAIN_OFFSET)).all()
-    with pytest.raises(NowcastError, match="growth must be one of none, orographic"):
+    with pytest.raises(NowcastError, match="growth must be one of none, orographic, trend"):
         synthetic_sequence(frames=2, size=(16, 16), growth="convective")
+
+
+def test_trend_cell_changes_by_its_rate_per_hour_within_its_bound() -> None:
+    """``growth="trend"``: a cell's peak is its peak x exp(rate x hours from mid-life), bounded by
+    ``TREND_MAX_FACTOR`` either way, and fades only over the first and last ``TREND_FADE`` of its life.
+    One cell of 200 steps of 5 minutes (16.7 h), rate +0.9 per hour, read at its centre."""
+    from nowcast.synth import TREND_FADE, TREND_MAX_FACTOR, _render
+
+    cell = {"birth": np.array([-100.0]), "life": np.array([200.0]), "peak": np.array([4.0]), "sa": np.array([3.0]),
+            "sb": np.array([3.0]), "angle": np.array([0.0]), "rate": np.array([0.9])}  # fmt: skip
+    centre = np.array([16.0])
+    at = {t: _render(centre, centre, t, cell, (32, 32), 300)[16, 16] for t in (-6, 0, 6, 12, 60, 94)}
+    # mid-life is t = 0; 6 steps = 0.5 h; the fades end at t = -100 + 20 = -80 and begin at t = 80
+    assert at[0] == pytest.approx(4.0)
+    assert at[6] == pytest.approx(4.0 * np.exp(0.45))
+    assert at[12] == pytest.approx(4.0 * np.exp(0.9))
+    assert at[-6] == pytest.approx(4.0 * np.exp(-0.45))
+    assert at[60] == pytest.approx(4.0 * TREND_MAX_FACTOR)  # 5 h: exp(4.5) is beyond the bound
+    fade = (100 - 94) / (200 * TREND_FADE)  # 6 steps before its end, inside the last 20
+    assert at[94] == pytest.approx(4.0 * TREND_MAX_FACTOR * fade * fade * (3 - 2 * fade), rel=1e-6)
+
+
+def test_trend_growth_keeps_the_seeds_cells_and_is_reproducible() -> None:
+    """``growth="trend"`` changes the cells' intensities, not where they are: the rain of the same seed
+    covers the same pixels where both have rain well above the threshold, and the same seed gives the same data."""
+    from nowcast.synth import synthetic_sequence
+
+    flat = synthetic_sequence(frames=8, size=(64, 64), seed=5)["rainfall_rate"].values
+    trend = synthetic_sequence(frames=8, size=(64, 64), seed=5, growth="trend")["rainfall_rate"].values
+    again = synthetic_sequence(frames=8, size=(64, 64), seed=5, growth="trend")["rainfall_rate"].values
+    np.testing.assert_array_equal(trend, again)
+    assert not np.array_equal(np.nan_to_num(flat), np.nan_to_num(trend))
+    np.testing.assert_array_equal(np.isnan(flat), np.isnan(trend))
+    wet = np.isfinite(flat)
+    assert ((flat[wet] > 0) == (trend[wet] > 0)).mean() > 0.7  # the same cells, some above and some below
 
 
 def test_wind_scale_speeds_the_same_rain_up() -> None:

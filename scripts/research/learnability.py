@@ -1,14 +1,14 @@
-"""Does the learned correction learn when the data carry a signal? The default recipe on orographic rain.
+"""Does the learned correction learn when the data carry a signal? The default recipe on synthetic growth.
 
 Synthetic rain with growth and decay that the frames predict but extrapolation cannot forecast
 (``nowcast synth --growth orographic``: rain enhanced up to x5 over fixed hills, different hills in every
-file) trains ``configs/default.yaml`` as a user would (``nowcast train --config default``); the model is
+file; or ``--growth trend``: every cell strengthens or weakens steadily through its life) trains ``configs/default.yaml`` as a user would (``nowcast train --config default``); the model is
 then scored with ``nowcast evaluate`` on a sequence from a seed it never saw, beside S-PROG,
 extrapolation and persistence. Prints the mean CSI at 1 mm/h over the leads up to 60 minutes and the
 ratio to S-PROG's (the issue's target: at least 1.10). Resumable: run it again to continue the training.
 
     python -m scripts.research.learnability [--out runs/learnability] [--steps 600] [--files 8] [--threads 2]
-        [--wind 1] [--run run] [--set KEY=VALUE ...] [--ceiling]
+        [--growth orographic|trend] [--wind 1] [--run run] [--set KEY=VALUE ...] [--ceiling]
 """
 
 from __future__ import annotations
@@ -35,16 +35,16 @@ def _nowcast(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "nowcast", *args], check=True)
 
 
-def _archive(out: Path, n_files: int, wind: float) -> tuple[list[Path], Path]:
-    """Training files (seeds 100..) and the test file (seed ``TEST_SEED``), made once."""
+def _archive(out: Path, n_files: int, wind: float, growth: str = "orographic") -> tuple[list[Path], Path]:
+    """Training files (seeds 100..) and the test file (seed ``TEST_SEED``) of one ``growth``, made once."""
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)
     files = []
     for seed in [*range(100, 100 + n_files), TEST_SEED]:
-        path = data / f"orographic_{seed}.nc"
+        path = data / f"{growth}_{seed}.nc"
         if not path.exists():
             frames = 48 if seed == TEST_SEED else FRAMES
-            _nowcast("-q", "synth", str(path), "--growth", "orographic", "--frames", str(frames), "--size", str(SIZE),
+            _nowcast("-q", "synth", str(path), "--growth", growth, "--frames", str(frames), "--size", str(SIZE),
                      str(SIZE), "--seed", str(seed), "--wind-scale", str(wind))  # fmt: skip
         files.append(path)
     return files[:-1], files[-1]
@@ -86,17 +86,18 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--growth", default="orographic", choices=("orographic", "trend"), help="--growth of the files")
     ap.add_argument("--wind", type=float, default=1.0, help="--wind-scale of the synthetic files")
     ap.add_argument("--run", default="run", help="run directory's name in --out (the archive and motion are shared)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a change to the recipe")
     ap.add_argument("--ceiling", action="store_true", help="only print the matched oracle's ceiling on the test file")
     args = ap.parse_args()
     if args.ceiling:
-        test_file = _archive(args.out, args.files, args.wind)[1]
+        test_file = _archive(args.out, args.files, args.wind, args.growth)[1]
         ceiling, persistence = matched_ceiling(test_file)
         print(f"matched oracle, persistence: {ceiling:.3f}, {persistence:.3f}")
         return
-    train_files, test_file = _archive(args.out, args.files, args.wind)
+    train_files, test_file = _archive(args.out, args.files, args.wind, args.growth)
     run = args.out / args.run
     sets = [
         *args.set,
@@ -117,7 +118,7 @@ def main() -> None:
              "persistence,extrapolation,sprog", "--out", str(ev), "--threads", str(args.threads))  # fmt: skip
     csi = mean_csi(ev / "metrics.csv")
     print(
-        f"machine: {cpu_summary()}; {args.steps} steps on {len(train_files)} files of {FRAMES} x {SIZE}^2, wind x{args.wind:g}"
+        f"machine: {cpu_summary()}; {args.steps} steps on {len(train_files)} files of {FRAMES} x {SIZE}^2, wind x{args.wind:g}, growth {args.growth}"
         + "".join(f"; {s}" for s in args.set)
     )
     for method, value in sorted(csi.items(), key=lambda kv: -kv[1]):
