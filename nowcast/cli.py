@@ -446,8 +446,8 @@ def predict(
         int,
         typer.Option(
             metavar="N",
-            help="Write an ensemble of N members (STEPS-like, the model not run), its exceedance probabilities "
-            "and mean instead of the model's forecast; 0: no ensemble.",
+            help="Write an ensemble of N members (STEPS-like; the model runs only with --centre model), its "
+            "exceedance probabilities and mean instead of the model's forecast; 0: no ensemble.",
         ),
     ] = 0,
     seed: Annotated[int, typer.Option(metavar="S", help="Seed of the ensemble: the same seed, the same members.")] = 0,
@@ -456,13 +456,21 @@ def predict(
     ] = "1,10,30",
     motion_perturbation: MotionPerturbationOption = DEFAULT_MOTION_PERTURBATION,
     noise_adjustment: NoiseAdjustmentOption = DEFAULT_NOISE_ADJUSTMENT,
+    centre: Annotated[
+        str,
+        typer.Option(
+            metavar="WHAT",
+            help="What the members spread around: sprog (STEPS) or model (the model's learned change to S-PROG "
+            "added to every member; a Lagrangian model on an S-PROG base).",
+        ),
+    ] = "sprog",
 ) -> None:
     """Forecast from the latest frames and write a CF-conventions NetCDF on the input's grid.
 
     Written atomically under a lock (.nowcast.lock, one per output directory): overlapping cron runs
     never interleave.
     """
-    ensemble = _ensemble_product(members, seed, probabilities, motion_perturbation, noise_adjustment)
+    ensemble = _ensemble_product(members, seed, probabilities, motion_perturbation, noise_adjustment, centre)
     with _errors():
         from nowcast.predict import predict_to_file
 
@@ -697,19 +705,27 @@ def _ensemble_evaluation(members: int | None, seed: int, motion_perturbation: st
 
 
 def _ensemble_product(
-    members: int, seed: int, probabilities: str, motion_perturbation: str, noise_adjustment: str
+    members: int, seed: int, probabilities: str, motion_perturbation: str, noise_adjustment: str, centre: str = "sprog"
 ) -> Any:
-    """``--members/--seed/--probabilities`` as an ``EnsembleProduct`` (None without members); usage errors exit 2."""
+    """``--members/--seed/--probabilities/--centre`` as an ``EnsembleProduct`` (None without members); usage
+    errors exit 2."""
     noise = _check_noise_adjustment(noise_adjustment)
+    from nowcast.ensemble_forecast import CENTRES, EnsembleProduct
+
+    if centre not in CENTRES:
+        raise typer.BadParameter(f"expected one of {', '.join(CENTRES)}, found {centre!r}", param_hint="--centre")
     if members < 0:
         raise typer.BadParameter(f"expected 0 (no ensemble) or more members, found {members}", param_hint="--members")
     if members == 0:
+        if centre != "sprog":
+            raise typer.BadParameter(
+                f"expected --members N with --centre {centre}, found no ensemble", param_hint="--centre"
+            )
         return None
-    from nowcast.ensemble_forecast import EnsembleProduct
-
     try:
         thresholds = tuple(float(t) for t in probabilities.split(",") if t.strip())
-        return EnsembleProduct(members, seed, thresholds, _check_motion_perturbation(motion_perturbation), noise)
+        motion = _check_motion_perturbation(motion_perturbation)
+        return EnsembleProduct(members, seed, thresholds, motion, noise, centre)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--probabilities") from None
 

@@ -1,11 +1,13 @@
 """The ensemble product of ``nowcast predict --members N``: members as a DataArray with valid times, lead
 times, reference time and the input's grid, ready for ``io.ensemble_writing.write_ensemble``.
 
-Where the learned model stands: the members come from the STEPS-like ensemble alone
-(``nowcasts.ensemble``: S-PROG's cascade with stochastic perturbations, advected along the same motion
-the Lagrangian model uses), and the file's deterministic ``rainfall_rate`` is their mean. The ConvLSTM
-does not run for an ensemble product: centring perturbations on its forecast needs a spread calibrated
-against its own errors, which ``nowcast evaluate`` has to measure first.
+The members come from the STEPS-like ensemble (``nowcasts.ensemble``: S-PROG's cascade with stochastic
+perturbations, advected along the same motion the Lagrangian model uses), and the file's deterministic
+``rainfall_rate`` is their mean. With ``EnsembleProduct.centre == "model"`` the ConvLSTM runs once and its
+forecast in the frame of the last observation (``forecast.forecast_and_centre``) takes S-PROG's place as
+the members' centre: each member is that forecast plus its own perturbation, then probability matched.
+The default is S-PROG's centre: on the cross-radar folds the shipped recipe's correction is zero, so the
+learned centre is a choice for a user whose own model has learned something (docs/ensemble.md).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ if TYPE_CHECKING:  # torch loads when an ensemble is made, not with predict: inp
 
 log = logging.getLogger(__name__)
 
+CENTRES = ("sprog", "model")
+"""What an ensemble's members spread around: S-PROG (STEPS), or the learned model's forecast."""
 DEFAULT_PROBABILITY_THRESHOLDS = (1.0, 10.0, 30.0)
 """Exceedance thresholds (mm/h) of the probabilities written with an ensemble: a warning forecaster's."""
 
@@ -53,10 +57,14 @@ class EnsembleProduct:
     """``bps`` (each member along its own perturbed motion; needs x/y in m or km) or ``none``."""
     noise_adjustment: str = DEFAULT_NOISE_ADJUSTMENT
     """Per-level multipliers of the noise (``nowcasts.ensemble.EnsembleSettings.noise_adjustment``)."""
+    centre: str = "sprog"
+    """``sprog``: STEPS' members; ``model``: the model's forecast plus each member's perturbation."""
 
     def __post_init__(self) -> None:
         if int(self.members) < 1:
             raise ValueError(f"members: expected at least 1, found {self.members}")
+        if self.centre not in CENTRES:
+            raise ValueError(f"centre: expected one of {', '.join(CENTRES)}, found {self.centre!r}")
         if problem := noise_adjustment_problem(self.noise_adjustment):
             raise ValueError(f"noise adjustment: {problem}")
         if self.motion_perturbation not in MOTION_PERTURBATIONS:
@@ -100,11 +108,13 @@ def ensemble_members(
     steps: int,
     product: EnsembleProduct,
     velocity: np.ndarray | None = None,
+    centre: np.ndarray | None = None,
 ) -> xr.DataArray:
     """Members of checked input ``frames`` (T, 1, H, W) mm/h whose last is at ``t_ref`` (ns), one step
     of ``time_step`` s apart: (realization, time, y, x) float32 mm/h, NaN = no data. Coordinates,
     name and attrs as ``forecast.forecast_frames`` gives a single forecast of ``like``; ``velocity``
-    (2, H, W) px per step: the frames' motion, if known (else ``motion_field``)."""
+    (2, H, W) px per step: the frames' motion, if known (else ``motion_field``); ``centre``
+    (steps, H, W) dBR: the model's forecast the members spread around (``ensemble_forecast``)."""
     if frames.ndim != 4 or frames.shape[1] != 1 or "channel" in like.dims:
         raise ValueError(f"frames: an ensemble needs one channel (T, 1, H, W), found {frames.shape}")
     from nowcast.nowcasts.ensemble import ensemble_forecast
@@ -112,7 +122,8 @@ def ensemble_members(
     x = frames[:, 0]
     velocity = motion_field(x) if velocity is None else velocity
     started = time.perf_counter()
-    members = ensemble_forecast(x, velocity, steps, product.settings(like, time_step))  # (M, steps, H, W)
+    settings = product.settings(like, time_step)
+    members = ensemble_forecast(x, velocity, steps, settings, centre)  # (M, steps, H, W)
     log.debug("ensemble: %d members x %d steps in %.2f s", product.members, steps, time.perf_counter() - started)
     coords = forecast_coords(t_ref, steps, time_step, like)
     coords["realization"] = ("realization", np.arange(product.members, dtype=np.int32))
@@ -121,4 +132,4 @@ def ensemble_members(
     return out
 
 
-__all__ = ["DEFAULT_PROBABILITY_THRESHOLDS", "EnsembleProduct", "ensemble_members"]
+__all__ = ["CENTRES", "DEFAULT_PROBABILITY_THRESHOLDS", "EnsembleProduct", "ensemble_members"]

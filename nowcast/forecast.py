@@ -26,6 +26,7 @@ from nowcast.leads import forecast_steps
 from nowcast.motion.flow import motion_field
 from nowcast.nowcasts.probmatch import match_forecast
 from nowcast.transforms import Transform
+from nowcast.units import DBR_ZERO, RAIN_THRESHOLD
 
 _WARP_VALUES = 1 << 24
 """Pixel values warped at once by ``nodata_status`` (a few lead times of a large grid, all of a small one)."""
@@ -66,6 +67,55 @@ def forecast_array(
     forecasts there, and its forecast k (in mm/h) is advected k steps forward; ``displacement``
     (B, steps, 2, H, W): ``motion.displacements`` of ``velocity`` when the caller has computed them.
     """
+    return forecast_and_centre(
+        model, transform, frames, steps, device=device, precision=precision, time_step=time_step,
+        velocity=velocity, displacement=displacement, centre=False,
+    )[0]  # fmt: skip
+
+
+def centre_problem(model: torch.nn.Module, transform: Transform) -> str | None:
+    """Why ``model`` cannot centre an ensemble on its forecast (``forecast_and_centre``), or None: it
+    must add a change to an S-PROG base in the Lagrangian frame, in dBZ, on one channel."""
+    cfg = getattr(model, "cfg", None)
+    if cfg is None:
+        return "expected a nowcast model, found one without its settings"
+    wants = {
+        "model.frame": (getattr(cfg, "frame", "eulerian"), "lagrangian"),
+        "model.residual": (getattr(cfg, "residual", False), True),
+        "model.base": (getattr(cfg, "base", "last"), "sprog"),
+        "transform.kind": (transform.kind, "dbz"),
+        "model.channels": (getattr(cfg, "channels", 1), 1),
+    }
+    wrong = [f"{k}={found}" for k, (found, want) in wants.items() if found != want]
+    if not wrong and not hasattr(model, "head_is_zero"):
+        wrong = [f"model.name={getattr(cfg, 'name', '?')} (no residual head)"]
+    if wrong:
+        return "expected a Lagrangian residual model on an S-PROG base in dBZ on one channel, found " + ", ".join(wrong)
+    return None
+
+
+def forecast_and_centre(
+    model: torch.nn.Module,
+    transform: Transform,
+    frames: np.ndarray,
+    steps: int,
+    *,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    time_step: float | None = None,
+    velocity: np.ndarray | None = None,
+    displacement: torch.Tensor | None = None,
+    centre: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``forecast_array``'s forecast and, from the same run of the network, that forecast in the frame of
+    the last observation before probability matching and advection, in dB of rain rate as
+    ``units.to_dbr`` gives it (``DBR_ZERO`` below ``RAIN_THRESHOLD``): (B, steps, H, W) float32.
+    None instead when the network adds nothing to its S-PROG base (``head_is_zero``: an ensemble
+    is then S-PROG's) or ``centre`` is False. ``nowcasts.ensemble.ensemble_forecast`` centres its members
+    on it.
+
+    Raises ValueError when a centre is asked of a model ``centre_problem`` rejects.
+    """
     import torch
 
     from nowcast.motion.lagrangian import from_lagrangian, persistence_frames, to_lagrangian
@@ -76,10 +126,13 @@ def forecast_array(
     problem = frame_size_problem(cfg, frames.shape) if cfg is not None else None
     if problem:
         raise InputError(f"input frames: {problem}")
+    if centre and (problem := centre_problem(model, transform)):
+        raise ValueError(f"model: {problem}")
     lagrangian = getattr(cfg, "frame", "eulerian") == "lagrangian"
     transform.note_capped(frames)
     x = transform.forward(frames, check=False)  # (B, T, C, H, W) model space, NaN = no data
     extra: dict[str, torch.Tensor] = {}
+    in_dbr = None
     with torch.inference_mode():
         xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
         if lagrangian:
@@ -95,6 +148,12 @@ def forecast_array(
         xt = torch.nan_to_num(xt, nan=0.0)
         with autocast(device, precision):
             out = model(xt, steps, time_step, batched_input=device.type != "cpu", **extra)
+        if centre and not model.head_is_zero():
+            t = transform  # model space x -> dBZ = dbz_min + x (dbz_max - dbz_min) -> dBR = (dBZ - 10 log10 a) / b
+            dbz = t.dbz_min + out.float()[:, :, 0].clamp_min(0.0) * (t.dbz_max - t.dbz_min)
+            dbr = (dbz - 10.0 * np.log10(t.zr_a)) / t.zr_b
+            dry = dbr < 10.0 * np.log10(RAIN_THRESHOLD)  # as units.to_dbr: DBR_ZERO below the rain threshold
+            in_dbr = torch.where(dry, DBR_ZERO, dbr).cpu().numpy().astype(np.float32)
         pred = torch.from_numpy(transform.inverse(out.float().cpu().numpy()))  # (B, steps, C, H, W)
         if lagrangian:  # no data where the last frame has none, then carried along with the rain
             last_ok = torch.from_numpy(np.isfinite(frames[:, -1:]))  # (B, 1, C, H, W)
@@ -106,7 +165,7 @@ def forecast_array(
     pred_np = np.where(nodata, np.float32(np.nan), pred.numpy()).astype(np.float32)
     if getattr(cfg, "probmatching", "none") == "cdf":
         pred_np = match_forecast(pred_np, frames[:, -1])
-    return pred_np
+    return pred_np, in_dbr
 
 
 def nodata_status(

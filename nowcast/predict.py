@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import xarray as xr
@@ -42,6 +42,9 @@ from nowcast.leads import check_horizon, forecast_steps
 from nowcast.models.checkpoint import LoadedModel, load_model, model_path, read_config
 from nowcast.motion.flow import motion_field
 from nowcast.nowcasts import noise_adjustment_words
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +214,7 @@ def make_forecast(
     members = None
     thresholds: tuple[float, ...] = ()
     if s.ensemble is not None:
-        members, attrs = _ensemble(frames, t_ref, rate, cfg, s, steps, velocity, attrs)
+        members, attrs = _ensemble(frames, t_ref, rate, cfg, s, steps, velocity, attrs, loaded.model.to(dev), dev)
         # NaN where any member has none, as the file's mean (``ensemble_dataset``); numpy's mean, not the
         # NaN-skipping one (about 1 s on 20 x 12 x 512 x 512 in a fresh process)
         fc = members.mean("realization", skipna=False).assign_attrs(members.attrs)
@@ -302,15 +305,27 @@ def _ensemble(
     steps: int,
     velocity: np.ndarray | None,
     attrs: dict[str, object],
+    net: torch.nn.Module,
+    device: torch.device,
 ) -> tuple[xr.DataArray, dict[str, object]]:
-    """``s.ensemble``'s members from ``frames``, and the file's attributes naming the product."""
+    """``s.ensemble``'s members from ``frames``, and the file's attributes naming the product; ``net`` (on
+    ``device``) runs only for ``centre="model"``."""
     product = s.ensemble
     assert product is not None
     if "channel" in rate.dims:
         raise InputError(
             f"{source_name(rate)}: expected one channel for an ensemble (--members), found {rate.sizes['channel']}"
         )
-    members = ensemble_members(frames, t_ref, rate, cfg.data.time_step, steps, product, velocity)
+    centre, about = None, "; the model was not run"
+    if product.centre == "model":
+        velocity = motion_field(frames[:, 0]) if velocity is None else velocity
+        centre = _model_centre(frames, cfg, steps, velocity, net, device)
+        about = (
+            f"; centred on the model {cfg.model.name}'s forecast (each member: it plus the member's perturbation)"
+            if centre is not None
+            else f"; the model {cfg.model.name} adds nothing to S-PROG (its output head is zero)"
+        )
+    members = ensemble_members(frames, t_ref, rate, cfg.data.time_step, steps, product, velocity, centre)
     motion = product.settings(rate, cfg.data.time_step).motion_perturbation  # auto resolved on this grid
     attrs = dict(attrs)
     attrs["source"] = (
@@ -318,9 +333,28 @@ def _ensemble(
         "S-PROG cascade with pySTEPS nonparametric noise, "
         + ("bps motion perturbations" if motion == "bps" else "no motion perturbation")
         + noise_adjustment_words(product.noise_adjustment)
-        + "; the model was not run"
+        + about
     )
     return members, attrs
+
+
+def _model_centre(
+    frames: np.ndarray, cfg: Config, steps: int, velocity: np.ndarray, net: torch.nn.Module, device: torch.device
+) -> np.ndarray | None:
+    """``--centre model``: the model's forecast (steps, H, W) dBR in the last frame's frame, None when its
+    head is zero (the members are then S-PROG's); InputError when the model cannot centre an ensemble."""
+    from nowcast.forecast import centre_problem, forecast_and_centre
+    from nowcast.runtime import resolve_precision
+    from nowcast.transforms import Transform
+
+    transform = Transform.from_config(cfg)
+    if problem := centre_problem(net, transform):
+        raise InputError(f"--centre model: the model {cfg.model.name}: {problem}")
+    _, in_dbr = forecast_and_centre(
+        net, transform, frames[None], steps, device=device, precision=resolve_precision("auto", device),
+        time_step=cfg.data.time_step, velocity=velocity[None],
+    )  # fmt: skip
+    return None if in_dbr is None else in_dbr[0]
 
 
 def _packed(s: PredictSettings, cfg: Config) -> bool:

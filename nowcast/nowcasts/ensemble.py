@@ -342,6 +342,19 @@ class _Cascade:
         field = torch.fft.irfft2(torch.view_as_complex(mixed.reshape(n, *nxt.shape[-3:])), s=self.shape)
         return cur, nxt, field + self.offset
 
+    def mean_path(self, steps: int) -> torch.Tensor:
+        """The cascade without noise, S-PROG's field before matching: (steps, H, W) dBR, lead 1 first. The
+        same arithmetic as ``step`` with a zero innovation."""
+        prev, cur = (torch.view_as_real(x)[None] for x in self.spectra)  # (1, L, H, W2, 2)
+        out = []
+        for _ in range(steps):
+            nxt = self.phi1 * cur + self.phi2 * prev
+            mixed = torch.matmul(self.scale, nxt.reshape(1, self.scale.shape[-1], -1))  # (1, 1, H W2 2)
+            field = torch.fft.irfft2(torch.view_as_complex(mixed.reshape(1, *nxt.shape[-3:])), s=self.shape)
+            out.append(field[0] + self.offset)
+            prev, cur = cur, nxt
+        return torch.stack(out)
+
 
 def _rank_keys(x: np.ndarray) -> np.ndarray:
     """Sort keys of the float32 values x (P,), P < 2**32: (P,) int64 whose ascending order is x's,
@@ -402,15 +415,24 @@ def _match_members(fields: torch.Tensor, ref: np.ndarray, n_dry: int, threads: i
 
 
 def _lagrangian_members(
-    cascade: _Cascade, last: torch.Tensor, steps: int, gens: list[torch.Generator], threads: int, rate: bool = False
+    cascade: _Cascade,
+    last: torch.Tensor,
+    steps: int,
+    gens: list[torch.Generator],
+    threads: int,
+    rate: bool = False,
+    shift: torch.Tensor | None = None,
 ) -> Iterator[np.ndarray]:
     """The members of ``cascade`` matched to ``last`` (H, W) dBR at each lead in turn: (len(gens), H, W)
-    float32 dBR (``rate``: mm/h, 0 below ``WET_DBR``), lead 1 first."""
+    float32 dBR (``rate``: mm/h, 0 below ``WET_DBR``), lead 1 first. ``shift`` (steps, H, W) dBR: added to
+    every member's field before the matching (``ensemble_forecast``'s ``centre`` less S-PROG's field)."""
     ref = last.reshape(-1).sort().values.numpy()
     n_dry = int((last < WET_DBR).sum())
     prev, cur = cascade.start(len(gens))
-    for _ in range(steps):
+    for k in range(steps):
         prev, cur, field = cascade.step(prev, cur, gens)
+        if shift is not None:
+            field = field + shift[k].to(field.dtype)
         yield _match_members(field, ref, n_dry, threads, rate)
 
 
@@ -424,10 +446,21 @@ def perturbed_cascade(lag: torch.Tensor, steps: int, gens: list[torch.Generator]
 
 @torch.no_grad()
 def ensemble_forecast(
-    frames: np.ndarray, velocity: np.ndarray, steps: int, settings: EnsembleSettings = EnsembleSettings()
+    frames: np.ndarray,
+    velocity: np.ndarray,
+    steps: int,
+    settings: EnsembleSettings = EnsembleSettings(),
+    centre: np.ndarray | None = None,
 ) -> np.ndarray:
     """The ensemble of ``steps`` lead times from frames (T >= 3, H, W) mm/h, NaN = no data, moving with
     ``velocity`` (2, H, W) px per step (``motion.motion_field``): (members, steps, H, W) float32 mm/h.
+
+    ``centre`` (steps, H, W) dBR, finite: a learned model's forecast in the frame of the last observation
+    before its matching (``forecast.forecast_and_centre``). Each member's field becomes the centre plus
+    the member's perturbation (its cascade field less the cascade without noise, which is S-PROG's)
+    before the probability matching: the members spread around the model's forecast instead of S-PROG's,
+    by the same perturbations, and keep the last frame's distribution as the model's forecast does. With
+    no noise a member is the model's forecast. None: STEPS as above.
 
     NaN where the extrapolation of the last frame has no data (its source outside the grid or without
     data; with ``bps``, also along each member's own motion); a last frame without rain gives dry members
@@ -438,17 +471,32 @@ def ensemble_forecast(
         raise ValueError(f"frames: expected (T >= {SPROG_AR_ORDER + 1}, H, W), found {x.shape}")
     if int(steps) < 1:
         raise ValueError(f"steps: expected a positive number of lead times, found {steps}")
+    mid = None
+    if centre is not None:
+        mid = torch.from_numpy(np.asarray(centre, dtype=np.float32))
+        finite = bool(torch.isfinite(mid).all())
+        if mid.shape != (int(steps), *x.shape[1:]) or not finite:
+            raise ValueError(f"centre: expected finite (steps, H, W) = {(int(steps), *x.shape[1:])} dBR, found "
+                             f"{tuple(mid.shape)}{'' if finite else ' with NaN'}")  # fmt: skip
     caller = torch.get_num_threads()
     torch.set_num_threads(1)  # small operations first, then the members split among the caller's threads
     try:
-        return _ensemble(x, velocity, int(steps), settings, caller)
+        return _ensemble(x, velocity, int(steps), settings, caller, mid)
     finally:
         torch.set_num_threads(caller)
 
 
-def _ensemble(x: np.ndarray, velocity: np.ndarray, steps: int, s: EnsembleSettings, threads: int) -> np.ndarray:
+def _ensemble(
+    x: np.ndarray,
+    velocity: np.ndarray,
+    steps: int,
+    s: EnsembleSettings,
+    threads: int,
+    centre: torch.Tensor | None = None,
+) -> np.ndarray:
     """``ensemble_forecast`` of checked frames x (T, H, W) mm/h, members split among ``threads`` threads
-    of one torch thread each (no barrier per operation; a member is the same whichever thread makes it)."""
+    of one torch thread each (no barrier per operation; a member is the same whichever thread makes it);
+    ``centre`` (steps, H, W) dBR: the checked centre."""
     h, w = x.shape[1:]
     vel = torch.from_numpy(np.asarray(velocity, dtype=np.float32))[None]  # (1, 2, H, W)
     last_ok = torch.from_numpy(np.isfinite(x[-1]))
@@ -466,6 +514,7 @@ def _ensemble(x: np.ndarray, velocity: np.ndarray, steps: int, s: EnsembleSettin
     cascade = _Cascade(lag, s.levels, s.noise_adjustment, s.seed, threads)
     if s.noise_adjustment != "none":
         log.debug("ensemble: %s noise adjustment %s", s.noise_adjustment, cascade.adjustment.tolist())
+    shift = None if centre is None else centre - cascade.mean_path(steps)  # (steps, H, W) dBR
     chunk = s.chunk or s.members
     threads = max(1, min(threads, s.members))
     per_thread = -(-s.members // threads)
@@ -479,7 +528,7 @@ def _ensemble(x: np.ndarray, velocity: np.ndarray, steps: int, s: EnsembleSettin
         for start in range(part[0], part[1], chunk):
             stop = min(part[1], start + chunk)
             paths = None if draws is None else _trajectories(vel, draws[start:stop], s)
-            for k, matched in enumerate(_lagrangian_members(cascade, lag[-1], steps, gens[start:stop], 1, True)):
+            for k, matched in enumerate(_lagrangian_members(cascade, lag[-1], steps, gens[start:stop], 1, True, shift)):
                 rate = torch.from_numpy(matched)  # (n, H, W) mm/h
                 if paths is None:  # every member along the same trajectories
                     rate = rate if all_ok else torch.where(last_ok, rate, 0.0)  # finite

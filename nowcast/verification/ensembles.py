@@ -4,7 +4,10 @@ With an ``EnsembleEvaluation``, every case also runs the ensemble methods on the
 
 - ``ENSEMBLE`` ("ensemble"): ours, ``nowcasts.ensemble.ensemble_forecast`` (always);
 - ``STEPS`` ("steps"): pySTEPS' STEPS, ``nowcasts.baselines.steps_ensemble`` (when ``steps`` is among
-  the baselines), with the same members, seed and motion (``motion.motion_field``, cached per frame set).
+  the baselines), with the same members, seed and motion (``motion.motion_field``, cached per frame set);
+- ``<model>_ensemble`` (``centred_name``): ours centred on a verified model's forecast (``predict --centre
+  model``), for every model that can centre one (``forecast.centre_problem``): the same members' noise,
+  so its difference from ``ensemble`` is what the learned part adds.
 
 Each ensemble method gets a ``probscores.ProbScores`` under its name in ``Evaluation.prob``, and its
 ensemble mean is scored as a deterministic method ``<name>_mean`` (``mean_name``) through ``metrics``, in
@@ -40,6 +43,8 @@ STEPS = "steps"
 """Method name (and ``--baselines`` entry) of pySTEPS' STEPS (``baselines.steps_ensemble``)."""
 MEAN_SUFFIX = "_mean"
 """An ensemble method's mean is scored as the deterministic method ``<name>_mean``."""
+CENTRED_SUFFIX = "_ensemble"
+"""Our ensemble centred on the verified model ``<model>`` is the method ``<model>_ensemble``."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,11 @@ def mean_name(method: str) -> str:
     return method + MEAN_SUFFIX
 
 
+def centred_name(model: str) -> str:
+    """The method name of our ensemble centred on the model ``model``: ``model`` -> ``model_ensemble``."""
+    return model + CENTRED_SUFFIX
+
+
 def split_baselines(baselines: Sequence[str], ensemble: EnsembleEvaluation | None) -> tuple[list[str], list[str]]:
     """``--baselines`` as (deterministic baselines, ensemble methods), names stripped and lower case.
 
@@ -111,11 +121,13 @@ def case_members(
     km_per_px: float | None = None,
     step_min: float | None = None,
     noise_adjustment: str = "none",
+    centre: np.ndarray | None = None,
 ) -> np.ndarray:
     """Members of ``method`` (``ENSEMBLE`` or ``STEPS``) from input frames (T, 1, H, W) mm/h, NaN = no
     data: (members, steps, 1, H, W) float32 mm/h, NaN where the extrapolation has no data. With
     ``motion_perturbation="bps"``, each member's motion is perturbed (pixel size ``km_per_px`` km, time
-    step ``step_min`` min); ``noise_adjustment``: the per-level multipliers of the noise, for either method."""
+    step ``step_min`` min); ``noise_adjustment``: the per-level multipliers of the noise, for either method;
+    ``centre`` (steps, H, W) dBR: ours centred on a model's forecast (``forecast.forecast_and_centre``)."""
     from nowcast.motion.flow import motion_field
 
     x = np.asarray(frames, dtype=np.float32)
@@ -133,7 +145,9 @@ def case_members(
             step_min=step_min,
             noise_adjustment=noise_adjustment,
         )
-        out = ensemble_forecast(x[:, 0], velocity, steps, settings)
+        out = ensemble_forecast(x[:, 0], velocity, steps, settings, centre)
+    elif centre is not None:
+        raise ValueError(f"centre: only our ensemble ({ENSEMBLE!r}) is centred on a model, found {method!r}")
     elif method == STEPS:
         from nowcast.nowcasts.baselines import steps_ensemble
 
@@ -194,9 +208,12 @@ def ensemble_settings(
         ("bps", "none"): "bps motion perturbations on grids with a pixel size, none on the others",
     }.get(tuple(used), f"motion perturbation {ensemble.motion_perturbation}")
     motion += noise_adjustment_words(ensemble.noise_adjustment)
+    ours = (
+        "nowcast.nowcasts.ensemble: STEPS-like, S-PROG's cascade with pySTEPS' nonparametric noise, "
+        f"AR(2), cdf probability matching, {motion}"
+    )
     about = {
-        ENSEMBLE: "nowcast.nowcasts.ensemble: STEPS-like, S-PROG's cascade with pySTEPS' nonparametric noise, "
-        f"AR(2), cdf probability matching, {motion}",
+        ENSEMBLE: ours,
         STEPS: "pysteps STEPS in dBR on the same motion, 6 cascade levels, AR(2), nonparametric noise, "
         f"cdf probability matching, {motion}, no mask",
     }
@@ -207,18 +224,25 @@ def ensemble_settings(
         "motion_perturbation_asked": ensemble.motion_perturbation,
         "noise_adjustment": ensemble.noise_adjustment,
         "case_seed": "numpy SeedSequence([seed, segment, window start]), the same for every method",
-        "methods": {m: about[m] for m in methods},
+        "methods": {
+            m: about.get(
+                m, f"{ours}; each member the model {m[: -len(CENTRED_SUFFIX)]}'s forecast plus its perturbation"
+            )
+            for m in methods
+        },
         "means": [mean_name(m) for m in methods],
     }
 
 
 __all__ = [
+    "CENTRED_SUFFIX",
     "ENSEMBLE",
     "MEAN_SUFFIX",
     "STEPS",
     "EnsembleEvaluation",
     "case_members",
     "case_seed",
+    "centred_name",
     "common_observed",
     "ensemble_mean",
     "ensemble_settings",

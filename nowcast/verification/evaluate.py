@@ -229,6 +229,7 @@ def _methods(v: Verification, nets: dict[str, Any]) -> tuple[list[str], list[str
     if len(set(names)) != len(names):
         raise NowcastError(f"--baselines: expected each method once, found {', '.join(names)}")
     names, ens_methods = ens.split_baselines(names, v.ensemble)
+    ens_methods = _with_centred(ens_methods, nets)
     for name in names:
         bl.get_method(name)
     if nets and v.in_frames < 1:
@@ -238,10 +239,20 @@ def _methods(v: Verification, nets: dict[str, Any]) -> tuple[list[str], list[str
     if ens_methods and v.in_frames < 3:
         raise NowcastError(f"--members: an ensemble needs at least 3 input frames, found in_frames={v.in_frames}")
     means = [ens.mean_name(m) for m in ens_methods]
-    clash = [n for n in nets if n in names + means]
+    clash = [n for n in nets if n in names + means + ens_methods]
     if clash:
         raise NowcastError(f"--name: expected model names other than the baselines', found {', '.join(clash)}")
     return names, ens_methods, list(nets) + names + means
+
+
+def _with_centred(ens_methods: list[str], nets: dict[str, Any]) -> list[str]:
+    """``ens_methods`` and, when there are any, ours centred on each model that can centre one
+    (``ensembles.centred_name``): what the model's learned part adds to the ensemble."""
+    if not ens_methods:
+        return ens_methods
+    from nowcast.forecast import centre_problem
+
+    return ens_methods + [ens.centred_name(n) for n, (net, tr) in nets.items() if centre_problem(net, tr) is None]
 
 
 def _cases(archive: Archive, v: Verification, methods: list[str]) -> tuple[list[tuple[int, list[int]]], int]:
@@ -300,7 +311,7 @@ def _verify_segment(
 ) -> Iterator[int]:
     """Verify the cases of segment ``s`` starting at ``starts``, the models a batch at a time; yields
     each case's start once it is scored."""
-    from nowcast.forecast import forecast_array
+    from nowcast.forecast import forecast_and_centre
 
     seg = archive.segments[s]
     frames = SegmentFrames(seg)
@@ -320,11 +331,14 @@ def _verify_segment(
             inputs = np.stack([frames.get(a, a + v.in_frames) for a in chunk])  # (B, in, C, H, W)
             observed = np.stack([frames.get(a + v.in_frames, a + window) for a in chunk])  # (B, steps, C, H, W)
         pred: dict[str, np.ndarray] = {}
+        centres: dict[str, np.ndarray | None] = {}  # method -> (B, steps, H, W) dBR: the centred ensembles'
         for name, (net, tr) in nets.items():
+            centred = ens.centred_name(name)
             with timed(name):
-                pred[name] = forecast_array(
-                    net, tr, inputs, v.steps, device=v.device, precision=v.precision, time_step=archive.time_step
-                )
+                pred[name], centres[centred] = forecast_and_centre(
+                    net, tr, inputs, v.steps, device=v.device, precision=v.precision, time_step=archive.time_step,
+                    centre=centred in ens_methods,
+                )  # fmt: skip
         for i, a in enumerate(chunk):
             fc: dict[str, np.ndarray] = {name: p[i] for name, p in pred.items()}  # (steps, C, H, W)
             for name in names:
@@ -332,9 +346,10 @@ def _verify_segment(
                     fc[name] = bl.get_method(name)(inputs[i], v.steps)
             members: dict[str, np.ndarray] = {}  # (M, steps, 1, H, W), timed as their mean's method
             for name in ens_methods:
+                centre = centres[name][i] if centres.get(name) is not None else None  # None: the head is zero
                 with timed(ens.mean_name(name)):
                     members[name] = ens.case_members(
-                        name,
+                        ens.STEPS if name == ens.STEPS else ens.ENSEMBLE,
                         inputs[i],
                         v.steps,
                         n_members,
@@ -343,6 +358,7 @@ def _verify_segment(
                         km_per_px,
                         step_min,
                         noise_adjustment,
+                        centre,
                     )
                     fc[ens.mean_name(name)] = ens.ensemble_mean(members[name])
             with timed("scoring"):
@@ -546,6 +562,7 @@ def evaluate_files(inputs: Sequence[str | Path], s: EvaluateSettings = EvaluateS
         resolve_motion_perturbation(s.ensemble.motion_perturbation, pixel_size_km(seg)) if s.ensemble else "none"
         for seg in archive.segments
     ]
+    ens_methods = _with_centred(ens_methods, loaded.nets)
     report = _report_settings(v, loaded, time_step, variable, ens_methods, info.world, motions)
     threads = s.threads
     if info.world > 1 and threads <= 0:  # the free cores shared among the ranks
