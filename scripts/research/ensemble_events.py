@@ -10,6 +10,12 @@ Tabulate and apply the rule with ``scripts.research.ensemble_folds``.
     python -m scripts.research.ensemble_events evaluation/ensemble-noise/none
     python -m scripts.research.ensemble_events evaluation/ensemble-noise/cross --noise-adjustment cross:1.624,1.056
     python -m scripts.research.ensemble_events evaluation/ensemble-seeds/2 --steps-baseline --seed 2
+    python -m scripts.research.ensemble_events evaluation/ensemble-centre/r9 --models runs/foldA-r9/model.pt,runs/foldB-r9/model.pt
+
+``--models TRAINED_ON_A,TRAINED_ON_B``: each event scored with the model of the run that did not see it
+(fold A's events with the model trained on fold B, and the other way round), so that ``model_ensemble``
+(ours centred on that model) is scored beside ``ensemble``; the cases then start after the model's input
+frames instead of 3.
 """
 
 from __future__ import annotations
@@ -54,6 +60,13 @@ def noise_for(event: str, setting: str) -> str:
     return gain_b if event in FOLD_EVENTS["A"] else gain_a
 
 
+def model_args(event: str, trained_on: dict[str, str]) -> list[str]:
+    """``evaluate``'s model arguments for ``event``: the model trained on the other fold, or ``--no-model``."""
+    if not trained_on:
+        return ["--no-model"]
+    return ["--model", trained_on["B" if event in FOLD_EVENTS["A"] else "A"]]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path, help="one folder per event is written under it")
@@ -64,7 +77,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps-baseline", action="store_true", help="score pySTEPS STEPS beside ours")
     ap.add_argument("--folds", default="A,B", help="the folds whose events are scored (default A,B)")
+    ap.add_argument(
+        "--models", help="TRAINED_ON_A,TRAINED_ON_B: score ours centred on the model that did not see the event"
+    )
     args = ap.parse_args()
+    trained_on = dict(zip("AB", args.models.split(","))) if args.models else {}
     for event in [e for fold in args.folds.split(",") for e in FOLD_EVENTS[fold.strip()]]:
         out = args.out / event
         if (out / "metrics.csv").exists():
@@ -72,7 +89,8 @@ def main() -> None:
         print(f"{event}: --noise-adjustment {noise_for(event, args.noise_adjustment)}", flush=True)
         baselines = "persistence,steps" if args.steps_baseline else "persistence"
         subprocess.run(
-            [sys.executable, "-m", "nowcast", "-q", "evaluate", str(RADAR_DIR / f"{event}.nc"), "--no-model",
+            [sys.executable, "-m", "nowcast", "-q", "evaluate", str(RADAR_DIR / f"{event}.nc"),
+             *model_args(event, trained_on),
              "--baselines", baselines, "--members", str(args.members), "--seed", str(args.seed), "--thresholds", "1,5,10",
              "--threads", str(args.threads), "--steps", str(LEADS[event]), "--stride", str(STRIDE[event]),
              "--motion-perturbation", args.motion_perturbation,

@@ -7,6 +7,7 @@ then the Brier score at the threshold at every lead. Fold rows average events, e
 once whatever its number of cases or pixels.
 
     python -m scripts.research.ensemble_folds evaluation/ensemble-folds [--threshold 1]
+        [--methods model_ensemble,ensemble]   # two ensemble methods of the runs, ours first (default ensemble,steps)
 
 ``--rule BEFORE_DIR``: docs/probabilistic.md's rule for a change to the method, ROOT (after the change)
 against BEFORE_DIR (before it), our ensemble only: on the mean over both folds' events (each event once),
@@ -33,7 +34,7 @@ def _read(path: Path, threshold: float) -> dict[tuple[str, str], dict[float, flo
     out: dict[tuple[str, str], dict[float, float]] = defaultdict(dict)
     with path.open() as f:
         for row in csv.DictReader(f):
-            if row["method"] not in METHODS:
+            if not row["method"].endswith(("ensemble", "steps")):
                 continue
             score, thr = row["score"], row["threshold"]
             if (
@@ -52,9 +53,10 @@ def _mean(values: list[float]) -> float:
     return sum(good) / len(good) if good else math.nan
 
 
-def _summary(scores: dict[tuple[str, str], dict[float, float]]) -> dict[str, float]:
+def _summary(scores: dict[tuple[str, str], dict[float, float]], methods: tuple[str, str] = METHODS) -> dict[str, float]:
     row: dict[str, float] = {}
-    for m in METHODS:
+    for m, m_name in zip(("ensemble", "steps"), methods):  # keyed as ours and the other, whichever they are
+        scores = scores | {(m, s): scores[(m_name, s)] for s in ("CRPS", "BS", "BSS", "ROC_AUC", "SPREAD_SKILL")}
         for s in ("CRPS", "BS", "BSS", "ROC_AUC", "SPREAD_SKILL"):
             row[f"{m}:{s}"] = _mean(list(scores[(m, s)].values()))
         ss = list(scores[(m, "SPREAD_SKILL")].values())
@@ -131,11 +133,15 @@ def main() -> None:
     parser.add_argument("root", type=Path)
     parser.add_argument("--threshold", type=float, default=1.0)
     parser.add_argument("--rule", type=Path, metavar="BEFORE_DIR", help="apply the rule: ROOT against BEFORE_DIR")
+    parser.add_argument("--methods", default=",".join(METHODS), help="ours,the other (default ensemble,steps)")
     args = parser.parse_args()
+    ours, other = args.methods.split(",")
     if args.rule is not None:
         print(rule(args.root, args.rule, args.threshold)[0])
         return
     t = f"{args.threshold:g}"
+    if (ours, other) != METHODS:
+        print(f"ours: {ours}, against: {other} (the columns say ours / STEPS)\n")
     print(
         f"| fold | event | CRPS ours / STEPS | ratio | BS >= {t} ours / STEPS | leads BS ours <= STEPS "
         f"| BSS >= {t} ours / STEPS | ROC AUC >= {t} ours / STEPS | spread-skill ours (min-max) | STEPS (min-max) |"
@@ -149,12 +155,12 @@ def main() -> None:
             if not path.is_file():
                 continue
             scores = _read(path, args.threshold)
-            r = _summary(scores)
+            r = _summary(scores, (ours, other))
             rows.append(r)
             print(_line(fold, event, r))
             bs = " ".join(
-                f"{k:g}: {scores[('ensemble', 'BS')][k]:.4f}/{scores[('steps', 'BS')][k]:.4f}"
-                for k in sorted(scores[("ensemble", "BS")])
+                f"{k:g}: {scores[(ours, 'BS')][k]:.4f}/{scores[(other, 'BS')][k]:.4f}"
+                for k in sorted(scores[(ours, "BS")])
             )
             per_lead.append(f"| {fold} | {event} | {bs} |")
         if rows:
