@@ -460,8 +460,8 @@ def predict(
         str,
         typer.Option(
             metavar="WHAT",
-            help="What the members spread around: sprog (STEPS) or model (the model's learned change to S-PROG "
-            "added to every member; a Lagrangian model on an S-PROG base).",
+            help="What the members spread around: sprog (STEPS) or model (each member: the model's forecast plus "
+            "that member's perturbation; a Lagrangian model on an S-PROG base).",
         ),
     ] = "sprog",
 ) -> None:
