@@ -55,8 +55,9 @@ def _mean(values: list[float]) -> float:
 
 def _summary(scores: dict[tuple[str, str], dict[float, float]], methods: tuple[str, str] = METHODS) -> dict[str, float]:
     row: dict[str, float] = {}
-    for m, m_name in zip(("ensemble", "steps"), methods):  # keyed as ours and the other, whichever they are
-        scores = scores | {(m, s): scores[(m_name, s)] for s in ("CRPS", "BS", "BSS", "ROC_AUC", "SPREAD_SKILL")}
+    named = ("CRPS", "BS", "BSS", "ROC_AUC", "SPREAD_SKILL")  # keyed as ours and the other, whichever they are
+    scores = {(m, k): scores[(name, k)] for m, name in zip(METHODS, methods) for k in named}
+    for m in METHODS:
         for s in ("CRPS", "BS", "BSS", "ROC_AUC", "SPREAD_SKILL"):
             row[f"{m}:{s}"] = _mean(list(scores[(m, s)].values()))
         ss = list(scores[(m, "SPREAD_SKILL")].values())
