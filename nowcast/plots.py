@@ -392,6 +392,7 @@ def plot_probabilities(
     *,
     panels: int = 4,
     title: str | None = None,
+    centred_on: str | None = None,
 ) -> Path:
     """A PNG for a warning forecaster: the last observed frame and the ensemble mean at ``panels`` lead
     times (first row, rain colours), then per threshold (mm/h) the share of members at or above it at the
@@ -440,7 +441,10 @@ def plot_probabilities(
         bar = fig.colorbar(img, ax=axes[row], ticks=[0.05, 0.2, 0.4, 0.6, 0.8, 1.0], fraction=0.025, pad=0.01)
         bar.ax.set_yticklabels(["5 %", "20 %", "40 %", "60 %", "80 %", "100 %"], fontsize=7)
     fig.suptitle(
-        title or f"ensemble nowcast from {_time_label(mean, mean['forecast_reference_time'].values)}", fontsize=11
+        title
+        or f"ensemble nowcast from {_time_label(mean, mean['forecast_reference_time'].values)}"
+        + ("" if centred_on is None else f", centred on the model {centred_on}'s forecast"),
+        fontsize=11,
     )
     target = Path(path)
     with atomic_output(target) as tmp:

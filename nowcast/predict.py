@@ -140,6 +140,8 @@ class MadeForecast:
     """``time.perf_counter()`` when the forecast was started (the log line's wall time)."""
     parts: dict[str, float] = dataclasses.field(default_factory=dict)
     """Seconds spent per part (read, motion, network, write): the debug line of where the time went."""
+    centred_on: str | None = None
+    """The model an ensemble's members are centred on (``--centre model`` with a learned head), else None."""
 
 
 def make_forecast(
@@ -213,8 +215,11 @@ def make_forecast(
     attrs = _global_attrs(rate, cfg, loaded, s.history, archive.files, t_ref)
     members = None
     thresholds: tuple[float, ...] = ()
+    centred = False
     if s.ensemble is not None:
-        members, attrs = _ensemble(frames, t_ref, rate, cfg, s, steps, velocity, attrs, loaded.model.to(dev), dev)
+        members, attrs, centred = _ensemble(
+            frames, t_ref, rate, cfg, s, steps, velocity, attrs, loaded.model.to(dev), dev
+        )
         # NaN where any member has none, as the file's mean (``ensemble_dataset``); numpy's mean, not the
         # NaN-skipping one (about 1 s on 20 x 12 x 512 x 512 in a fresh process)
         fc = members.mean("realization", skipna=False).assign_attrs(members.attrs)
@@ -237,6 +242,7 @@ def make_forecast(
         horizon=_horizon_text(fc, t_ref, cfg),
         started=started,
         parts=parts,
+        centred_on=cfg.model.name if s.ensemble is not None and centred else None,
     )
 
 
@@ -259,7 +265,9 @@ def write_forecast_files(made: MadeForecast, lock_timeout_s: float = 60.0) -> Pa
         with output_lock(made.plot_path, lock_timeout_s):
             remove_stale_temporaries(made.plot_path, min_age_s=0.0)
             if made.members is not None:
-                plot_probabilities(made.observed, made.members, made.thresholds[:2], made.plot_path)
+                plot_probabilities(
+                    made.observed, made.members, made.thresholds[:2], made.plot_path, centred_on=made.centred_on
+                )
             else:
                 plot_forecast(made.observed, made.forecast, made.plot_path, model=made.model_name)
     made.parts["write"] = time.perf_counter() - mark
@@ -307,9 +315,9 @@ def _ensemble(
     attrs: dict[str, object],
     net: torch.nn.Module,
     device: torch.device,
-) -> tuple[xr.DataArray, dict[str, object]]:
-    """``s.ensemble``'s members from ``frames``, and the file's attributes naming the product; ``net`` (on
-    ``device``) runs only for ``centre="model"``."""
+) -> tuple[xr.DataArray, dict[str, object], bool]:
+    """``s.ensemble``'s members from ``frames``, the file's attributes naming the product, and whether the
+    members are centred on the model's forecast; ``net`` (on ``device``) runs only for ``centre="model"``."""
     product = s.ensemble
     assert product is not None
     if "channel" in rate.dims:
@@ -335,7 +343,7 @@ def _ensemble(
         + noise_adjustment_words(product.noise_adjustment)
         + about
     )
-    return members, attrs
+    return members, attrs, centre is not None
 
 
 def _model_centre(
