@@ -26,7 +26,7 @@ from nowcast.leads import forecast_steps
 from nowcast.motion.flow import motion_field
 from nowcast.nowcasts.probmatch import match_forecast
 from nowcast.transforms import Transform
-from nowcast.units import DBR_ZERO, RAIN_THRESHOLD
+from nowcast.units import to_dbr
 
 _WARP_VALUES = 1 << 24
 """Pixel values warped at once by ``nodata_status`` (a few lead times of a large grid, all of a small one)."""
@@ -148,13 +148,9 @@ def forecast_and_centre(
         xt = torch.nan_to_num(xt, nan=0.0)
         with autocast(device, precision):
             out = model(xt, steps, time_step, batched_input=device.type != "cpu", **extra)
-        if centre and not model.head_is_zero():
-            t = transform  # model space x -> dBZ = dbz_min + x (dbz_max - dbz_min) -> dBR = (dBZ - 10 log10 a) / b
-            dbz = t.dbz_min + out.float()[:, :, 0].clamp_min(0.0) * (t.dbz_max - t.dbz_min)
-            dbr = (dbz - 10.0 * np.log10(t.zr_a)) / t.zr_b
-            dry = dbr < 10.0 * np.log10(RAIN_THRESHOLD)  # as units.to_dbr: DBR_ZERO below the rain threshold
-            in_dbr = torch.where(dry, DBR_ZERO, dbr).cpu().numpy().astype(np.float32)
         pred = torch.from_numpy(transform.inverse(out.float().cpu().numpy()))  # (B, steps, C, H, W)
+        if centre and not model.head_is_zero():  # the network's forecast before matching, finite, in dBR
+            in_dbr = to_dbr(pred[:, :, 0].numpy()).astype(np.float32)
         if lagrangian:  # no data where the last frame has none, then carried along with the rain
             last_ok = torch.from_numpy(np.isfinite(frames[:, -1:]))  # (B, 1, C, H, W)
             pred = torch.where(last_ok, pred, torch.full((), float("nan")))

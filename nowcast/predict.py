@@ -242,7 +242,7 @@ def make_forecast(
         horizon=_horizon_text(fc, t_ref, cfg),
         started=started,
         parts=parts,
-        centred_on=cfg.model.name if s.ensemble is not None and centred else None,
+        centred_on=cfg.model.name if centred else None,
     )
 
 

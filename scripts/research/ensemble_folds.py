@@ -58,7 +58,7 @@ def _summary(scores: dict[tuple[str, str], dict[float, float]], methods: tuple[s
     named = ("CRPS", "BS", "BSS", "ROC_AUC", "SPREAD_SKILL")  # keyed as ours and the other, whichever they are
     scores = {(m, k): scores[(name, k)] for m, name in zip(METHODS, methods) for k in named}
     for m in METHODS:
-        for s in ("CRPS", "BS", "BSS", "ROC_AUC", "SPREAD_SKILL"):
+        for s in named:
             row[f"{m}:{s}"] = _mean(list(scores[(m, s)].values()))
         ss = list(scores[(m, "SPREAD_SKILL")].values())
         row[f"{m}:SS_MIN"], row[f"{m}:SS_MAX"] = min(ss), max(ss)

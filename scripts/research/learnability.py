@@ -2,7 +2,8 @@
 
 Synthetic rain with growth and decay that the frames predict but extrapolation cannot forecast
 (``nowcast synth --growth orographic``: rain enhanced up to x5 over fixed hills, different hills in every
-file; or ``--growth trend``: every cell strengthens or weakens steadily through its life) trains ``configs/default.yaml`` as a user would (``nowcast train --config default``); the model is
+file; or ``--growth trend``: every cell strengthens or weakens steadily through its life) trains
+``configs/default.yaml`` as a user would (``nowcast train --config default``); the model is
 then scored with ``nowcast evaluate`` on a sequence from a seed it never saw, beside S-PROG,
 extrapolation and persistence. Prints the mean CSI at 1 mm/h over the leads up to 60 minutes and the
 ratio to S-PROG's (the issue's target: at least 1.10). Resumable: run it again to continue the training.
