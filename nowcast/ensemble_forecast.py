@@ -77,8 +77,8 @@ class EnsembleProduct:
             raise ValueError(f"probabilities: expected positive, increasing thresholds in mm/h, found {list(t)}")
         object.__setattr__(self, "thresholds", t)
 
-    def settings(self, like: xr.DataArray, time_step: int) -> EnsembleSettings:
-        """The ensemble's settings for frames on ``like``'s grid, ``time_step`` s apart.
+    def settings(self, like: xr.DataArray, time_step: int, device: str = "cpu") -> EnsembleSettings:
+        """The ensemble's settings for frames on ``like``'s grid, ``time_step`` s apart, made on ``device``.
 
         Raises InputError when ``bps`` is asked for and the grid has no pixel size (``io.pixel_size_km``)."""
         from nowcast.nowcasts.ensemble import EnsembleSettings
@@ -97,6 +97,7 @@ class EnsembleProduct:
             km_per_px=km,
             step_min=time_step / 60.0,
             noise_adjustment=self.noise_adjustment,
+            device=str(device),
         )
 
 
@@ -109,12 +110,14 @@ def ensemble_members(
     product: EnsembleProduct,
     velocity: np.ndarray | None = None,
     centre: np.ndarray | None = None,
+    device: str = "cpu",
 ) -> xr.DataArray:
     """Members of checked input ``frames`` (T, 1, H, W) mm/h whose last is at ``t_ref`` (ns), one step
     of ``time_step`` s apart: (realization, time, y, x) float32 mm/h, NaN = no data. Coordinates,
     name and attrs as ``forecast.forecast_frames`` gives a single forecast of ``like``; ``velocity``
     (2, H, W) px per step: the frames' motion, if known (else ``motion_field``); ``centre``
-    (steps, H, W) dBR: the model's forecast the members spread around (``ensemble_forecast``)."""
+    (steps, H, W) dBR: the model's forecast the members spread around (``ensemble_forecast``); ``device``:
+    where the members are made (``EnsembleSettings.device``)."""
     if frames.ndim != 4 or frames.shape[1] != 1 or "channel" in like.dims:
         raise ValueError(f"frames: an ensemble needs one channel (T, 1, H, W), found {frames.shape}")
     from nowcast.nowcasts.ensemble import ensemble_forecast
@@ -122,9 +125,11 @@ def ensemble_members(
     x = frames[:, 0]
     velocity = motion_field(x) if velocity is None else velocity
     started = time.perf_counter()
-    settings = product.settings(like, time_step)
+    settings = product.settings(like, time_step, device)
     members = ensemble_forecast(x, velocity, steps, settings, centre)  # (M, steps, H, W)
-    log.debug("ensemble: %d members x %d steps in %.2f s", product.members, steps, time.perf_counter() - started)
+    log.debug(
+        "ensemble: %d members x %d steps on %s in %.2f s", product.members, steps, device, time.perf_counter() - started
+    )
     coords = forecast_coords(t_ref, steps, time_step, like)
     coords["realization"] = ("realization", np.arange(product.members, dtype=np.int32))
     out = xr.DataArray(members, dims=("realization", *like.dims), coords=coords, name=like.name, attrs=dict(like.attrs))

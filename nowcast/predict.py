@@ -333,7 +333,7 @@ def _ensemble(
             if centre is not None
             else f"; the model {cfg.model.name} adds nothing to S-PROG (its output head is zero)"
         )
-    members = ensemble_members(frames, t_ref, rate, cfg.data.time_step, steps, product, velocity, centre)
+    members = ensemble_members(frames, t_ref, rate, cfg.data.time_step, steps, product, velocity, centre, str(device))
     motion = product.settings(rate, cfg.data.time_step).motion_perturbation  # auto resolved on this grid
     attrs = dict(attrs)
     attrs["source"] = (

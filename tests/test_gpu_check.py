@@ -42,7 +42,7 @@ def test_gpu_check_runs_on_the_cpu(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["passed"] is True and report["machine"]["device"] == "cpu"
     parts = report["parts"]
-    assert list(parts) == ["correctness", "streaming", "ddp", "commands", "hko7", "speed"]
+    assert list(parts) == ["correctness", "streaming", "ensemble", "ddp", "commands", "hko7", "speed"]
     assert all(p["status"] == "ok" for p in parts.values()), {k: p["reason"] for k, p in parts.items()}
 
     def row(part: str, check: str) -> dict:
@@ -52,6 +52,8 @@ def test_gpu_check_runs_on_the_cpu(tmp_path: Path) -> None:
     assert fp32["ok"] is True and fp32["value"] == {"forecast": 0.0, "loss": 0.0, "gradients": 0.0}
     assert 0 < row("correctness", "bf16")["value"]["forecast"] <= 5e-2  # bf16 rounding, but close
     assert row("streaming", "train, 0 workers")["ok"] is True
+    assert row("ensemble", "predict --members 8 --device cpu")["ok"] is True
+    assert row("ensemble", "--device cuda")["note"] == "skipped: no CUDA device"
     assert row("ddp", "the model ran under DDP")["value"] is True
     assert row("ddp", "resumed run")["ok"] is True
     assert row("commands", "--device cuda")["note"] == "skipped: no CUDA device"

@@ -57,6 +57,9 @@ TUKEY_ALPHA = 0.2
 """Shape of the Tukey window tapering the fields before the noise filter's FFT (pySTEPS' default)."""
 NOISE_ADJUSTMENT_ITERATIONS = 20
 """Noise fields averaged by the ``auto`` noise adjustment (what pySTEPS' STEPS passes as ``num_iter``)."""
+DEVICE_CHUNK_VALUES = 1 << 30
+"""Float32 values of cascade state a GPU holds at once (4 GiB): members per chunk on a device, about six
+spectral states (L, H, W // 2 + 1, 2) per member in flight (``device_chunk``)."""
 NOISE_ADJUSTMENT_STREAM = 1
 """Second entropy word of the ``auto`` adjustment's seed, ``SeedSequence([seed, NOISE_ADJUSTMENT_STREAM])``:
 its noise is drawn apart from the members' (``SeedSequence(seed)``'s children)."""
@@ -73,8 +76,9 @@ class EnsembleSettings:
     levels: int = SPROG_LEVELS
     """Cascade levels."""
     chunk: int = 4
-    """Members computed at once by each thread (about 10 float32 fields of H x W per member in flight, on
-    top of the output's ``steps`` per member); 0: all. The members do not depend on it."""
+    """Members computed at once by each thread on the CPU (about 10 float32 fields of H x W per member in
+    flight, on top of the output's ``steps`` per member); 0: all. On a GPU ``device_chunk`` decides. The
+    members do not depend on it."""
     motion_perturbation: str = "none"
     """``bps``: each member along its own perturbed motion (``motion.perturbation``; needs ``km_per_px`` and
     ``step_min``); ``none``: all along the same motion. The commands, which know the grid, default to
@@ -91,6 +95,11 @@ class EnsembleSettings:
     """Per-level multipliers of the noise innovation (pySTEPS' ``noise_stddev_adj``, ``noise_adjustment``):
     ``none`` (1), ``auto`` (estimated from the last frame, seeded from ``seed``), ``fixed``, or a positive
     number as a string (that gain on every level, ``nowcasts.noise_gain``)."""
+    device: str = "cpu"
+    """Where the members are made: ``cpu`` (members split among the caller's threads, one torch thread
+    each) or a GPU (``cuda``, ``cuda:N``: ``chunk`` members at once, every operation batched, the
+    matching by a sort on the device). The members are the same on either, up to float rounding: the
+    noise is drawn on the CPU from the same generators."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -109,6 +118,10 @@ class EnsembleSettings:
             problems.append(f"members: expected at least 1, found {self.members}")
         if int(self.levels) < 3:
             problems.append(f"levels: expected at least 3, found {self.levels}")
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError):
+            problems.append(f"device: expected cpu, cuda or cuda:N, found {self.device!r}")
         if int(self.chunk) < 0:
             problems.append(f"chunk: expected 0 (all members) or a positive number, found {self.chunk}")
         if problems:
@@ -314,15 +327,24 @@ class _Cascade:
         self.offset = float(means[2].sum())
         self.shape = (h, w)
 
+    def to(self, device: torch.device) -> _Cascade:
+        """The cascade's tensors moved to ``device`` (in place): the members are then made there."""
+        for name in ("phi1", "phi2", "bands", "bands2", "power", "filt", "adjustment", "sigma", "spectra", "scale"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
     def start(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(previous, current) states of n members: (n, L, H, W2, 2) each, real views of the spectra."""
         prev, cur = (torch.view_as_real(x).expand(n, -1, -1, -1, -1).clone() for x in self.spectra)
         return prev, cur
 
     def step(
-        self, prev: torch.Tensor, cur: torch.Tensor, gens: list[torch.Generator]
+        self, prev: torch.Tensor, cur: torch.Tensor, gens: list[torch.Generator], batched: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One AR(2) step of every member with fresh noise: (cur, next state, next field (n, H, W) dBR)."""
+        """One AR(2) step of every member with fresh noise: (cur, next state, next field (n, H, W) dBR).
+
+        ``batched``: every member and level in one broadcast operation (a GPU's way; the same arithmetic)
+        instead of one level of one member at a time (a CPU's: each pass stays in cache)."""
         n = len(gens)
         spec = noise_spectrum(gens, self.filt, self.shape)  # (n, H, W2)
         re_im = torch.view_as_real(spec)  # (n, H, W2, 2)
@@ -332,15 +354,24 @@ class _Cascade:
         # (n, L, H, W2, 2): the noise's levels, normalised, times innovation std x adjustment, plus the
         # AR(2) terms; one level of one member at a time (1 MB at 512 x 512: its passes stay in cache), the
         # bands carrying the real/imaginary axis (a broadcast innermost axis of 2 runs at half speed)
+        if batched:
+            w = self.bands2[None] * coef[:, :, None, None, None]  # (n, L, H, W2, 2)
+            nxt = (re_im[:, None] * w).addcmul_(self.phi1, cur).addcmul_(self.phi2, prev)
+            return cur, nxt, self._field(nxt)
         nxt, w = torch.empty_like(cur), torch.empty_like(self.bands2[0])
         for j in range(n):
             for k in range(self.bands2.shape[0]):
                 torch.mul(self.bands2[k], coef[j, k], out=w)
                 torch.mul(re_im[j], w, out=nxt[j, k])
                 nxt[j, k].addcmul_(self.phi1[k], cur[j, k]).addcmul_(self.phi2[k], prev[j, k])
-        mixed = torch.matmul(self.scale, nxt.reshape(n, self.scale.shape[-1], -1))  # (n, 1, H W2 2)
-        field = torch.fft.irfft2(torch.view_as_complex(mixed.reshape(n, *nxt.shape[-3:])), s=self.shape)
-        return cur, nxt, field + self.offset
+        return cur, nxt, self._field(nxt)
+
+    def _field(self, state: torch.Tensor) -> torch.Tensor:
+        """The levels of ``state`` (n, L, H, W2, 2) recombined with the last frame's statistics: (n, H, W) dBR."""
+        n = state.shape[0]
+        mixed = torch.matmul(self.scale, state.reshape(n, self.scale.shape[-1], -1))  # (n, 1, H W2 2)
+        field = torch.fft.irfft2(torch.view_as_complex(mixed.reshape(n, *state.shape[-3:])), s=self.shape)
+        return field + self.offset
 
     def mean_path(self, steps: int) -> torch.Tensor:
         """The cascade without noise, S-PROG's field before matching: (steps, H, W) dBR, lead 1 first. The
@@ -349,9 +380,7 @@ class _Cascade:
         out = []
         for _ in range(steps):
             nxt = self.phi1 * cur + self.phi2 * prev
-            mixed = torch.matmul(self.scale, nxt.reshape(1, self.scale.shape[-1], -1))  # (1, 1, H W2 2)
-            field = torch.fft.irfft2(torch.view_as_complex(mixed.reshape(1, *nxt.shape[-3:])), s=self.shape)
-            out.append(field[0] + self.offset)
+            out.append(self._field(nxt)[0])
             prev, cur = cur, nxt
         return torch.stack(out)
 
@@ -411,6 +440,28 @@ def _match_members(fields: torch.Tensor, ref: np.ndarray, n_dry: int, threads: i
     else:
         for i in range(len(flat)):
             one(i)
+    return out.reshape(fields.shape)
+
+
+def match_target(last: torch.Tensor, rate: bool = False) -> torch.Tensor:
+    """What ``cdf`` matching gives the pixel of each rank: ``last``'s values (H, W) dBR ascending, every
+    one below ``WET_DBR`` set to the lowest (H W,); ``rate``: in mm/h instead (0 below ``WET_DBR``). The
+    target ``_match_members`` builds, on ``last``'s device."""
+    ref = last.reshape(-1).sort().values
+    n_dry = int((ref < WET_DBR).sum())
+    target = torch.where(torch.arange(ref.numel(), device=ref.device) < n_dry, ref[0], ref)
+    return torch.where(target >= WET_DBR, 10.0 ** (target / 10.0), 0.0) if rate else target
+
+
+def match_sorted(fields: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``cdf`` probability matching of fields (n, H, W) to ``target`` (H W,) (``match_target``) by one
+    stable sort on their device: (n, H, W). The pixel of rank r gets ``target[r]``, equal values ranked
+    by position: what ``_match_members`` gives, batched (a GPU's way), but for signed zeros (the sort
+    counts -0.0 and 0.0 equal, the partition puts -0.0 first)."""
+    flat = fields.reshape(fields.shape[0], -1)
+    order = torch.sort(flat, dim=1, stable=True).indices
+    out = torch.empty_like(flat, dtype=target.dtype)
+    out.scatter_(1, order, target.expand_as(out))
     return out.reshape(fields.shape)
 
 
@@ -478,12 +529,31 @@ def ensemble_forecast(
         if mid.shape != (int(steps), *x.shape[1:]) or not finite:
             raise ValueError(f"centre: expected finite (steps, H, W) = {(int(steps), *x.shape[1:])} dBR, found "
                              f"{tuple(mid.shape)}{'' if finite else ' with NaN'}")  # fmt: skip
+    device = torch.device(settings.device)
+    if device.type != "cpu":
+        chunk = device_chunk(settings.members, settings.levels, *x.shape[1:])
+        return _ensemble_batched(x, velocity, int(steps), settings, device, chunk, mid)
     caller = torch.get_num_threads()
     torch.set_num_threads(1)  # small operations first, then the members split among the caller's threads
     try:
         return _ensemble(x, velocity, int(steps), settings, caller, mid)
     finally:
         torch.set_num_threads(caller)
+
+
+def _extrapolation(
+    x: np.ndarray, velocity: np.ndarray, steps: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What every member shares, on ``device``: the motion (1, 2, H, W) px per step, where the last
+    frame x[-1] has data (H, W), the unperturbed trajectories (1, steps, 2, H, W) and where the
+    extrapolation of the last frame has data at each lead (steps, H, W)."""
+    h, w = x.shape[1:]
+    vel = torch.from_numpy(np.asarray(velocity, dtype=np.float32))[None].to(device)
+    last_ok = torch.from_numpy(np.isfinite(x[-1])).to(device)
+    disp = displacements(vel, steps)  # once for every chunk of members
+    coverage = torch.where(last_ok, 0.0, float("nan")).expand(1, steps, 1, h, w).contiguous()
+    reach = torch.isfinite(from_lagrangian(coverage, vel, disp)[0, :, 0])
+    return vel, last_ok, disp, reach
 
 
 def _ensemble(
@@ -497,15 +567,10 @@ def _ensemble(
     """``ensemble_forecast`` of checked frames x (T, H, W) mm/h, members split among ``threads`` threads
     of one torch thread each (no barrier per operation; a member is the same whichever thread makes it);
     ``centre`` (steps, H, W) dBR: the checked centre."""
-    h, w = x.shape[1:]
-    vel = torch.from_numpy(np.asarray(velocity, dtype=np.float32))[None]  # (1, 2, H, W)
-    last_ok = torch.from_numpy(np.isfinite(x[-1]))
+    vel, last_ok, disp, reach = _extrapolation(x, velocity, steps, torch.device("cpu"))
     all_ok = bool(last_ok.all())  # no missing data in the last frame: no data masks to apply
-    disp = displacements(vel, steps)  # (1, steps, 2, H, W): once for every chunk of members
-    coverage = torch.where(last_ok, 0.0, float("nan")).expand(1, steps, 1, h, w).contiguous()
-    reach = torch.isfinite(from_lagrangian(coverage, vel, disp)[0, :, 0])  # (steps, H, W): data there
     lag = lagrangian_dbr(x, velocity)
-    out = np.empty((s.members, steps, h, w), dtype=np.float32)
+    out = np.empty((s.members, steps, *x.shape[1:]), dtype=np.float32)
     if not (lag[-1] >= WET_DBR).any():
         log.debug("ensemble: no rain in the last frame, dry members")
         out[:] = np.where(reach.numpy(), 0.0, np.nan)
@@ -545,6 +610,59 @@ def _ensemble(
     return out
 
 
+def _ensemble_batched(
+    x: np.ndarray,
+    velocity: np.ndarray,
+    steps: int,
+    s: EnsembleSettings,
+    device: torch.device,
+    chunk: int,
+    centre: torch.Tensor | None = None,
+) -> np.ndarray:
+    """``ensemble_forecast`` on ``device``: ``chunk`` members at a time (``device_chunk``), each operation
+    batched over them (``_Cascade.step(batched=True)``, ``match_sorted``); the same members as ``_ensemble``
+    up to float rounding. The cascade's estimation and the noise draws stay on the CPU (the same
+    generators); each lead's members come back to the CPU as they are made."""
+    vel, last_ok, disp, reach = _extrapolation(x, velocity, steps, device)
+    all_ok = bool(last_ok.all())
+    lag = lagrangian_dbr(x, velocity)
+    out = np.empty((s.members, steps, *x.shape[1:]), dtype=np.float32)
+    if not (lag[-1] >= WET_DBR).any():
+        log.debug("ensemble: no rain in the last frame, dry members")
+        out[:] = np.where(reach.cpu().numpy(), 0.0, np.nan)
+        return out
+    gens = member_generators(s.seed, s.members)
+    cascade = _Cascade(lag, s.levels, s.noise_adjustment, s.seed, torch.get_num_threads())
+    shift = None if centre is None else (centre - cascade.mean_path(steps)).to(device)  # (steps, H, W) dBR
+    cascade.to(device)
+    target = match_target(lag[-1].to(device), rate=True)  # (H W,) mm/h by rank
+    draws = member_draws(s.seed, s.members) if s.motion_perturbation == "bps" else None
+    for start in range(0, s.members, chunk):
+        stop = min(s.members, start + chunk)
+        paths = None if draws is None else _trajectories(vel, draws[start:stop], s)
+        prev, cur = cascade.start(stop - start)
+        for k in range(steps):
+            prev, cur, field = cascade.step(prev, cur, gens[start:stop], batched=True)
+            if shift is not None:
+                field = field + shift[k].to(field.dtype)
+            rate = match_sorted(field, target)  # (n, H, W) mm/h
+            if paths is None:  # every member along the same trajectories
+                rate = rate if all_ok else torch.where(last_ok, rate, 0.0)
+                moved = warp(rate[None], disp[:, k], finite=True)[0]
+            else:  # each along its own, NaN where its source has no data (as ``_ensemble``)
+                src = rate if all_ok else torch.where(last_ok, rate, float("nan"))
+                moved = warp(src[:, None], paths.next(), finite=all_ok)[:, 0]
+            out[start:stop, k] = torch.where(reach[k], moved, float("nan")).cpu().numpy()
+    return out
+
+
+def device_chunk(members: int, levels: int, height: int, width: int) -> int:
+    """Members a GPU makes at once: as many as keep six cascade states of (levels, H, W // 2 + 1, 2)
+    float32 values each within ``DEVICE_CHUNK_VALUES``; at least 1, at most ``members``."""
+    per_member = 6 * levels * height * (width // 2 + 1) * 2
+    return max(1, min(int(members), DEVICE_CHUNK_VALUES // per_member))
+
+
 def _trajectories(velocity: torch.Tensor, draws: np.ndarray, s: EnsembleSettings) -> PerturbedTrajectories:
     """The perturbed trajectories of the members with ``draws`` (n, 2) along ``velocity`` (1, 2, H, W)."""
     km, step = float(s.km_per_px or 0.0), float(s.step_min or 0.0)  # both positive (EnsembleSettings checks)
@@ -556,9 +674,12 @@ __all__ = [
     "NOISE_ADJUSTMENT_ITERATIONS",
     "auto_noise_adjustment",
     "correlated_noise",
+    "device_chunk",
     "ensemble_forecast",
     "innovation_scale",
     "lagrangian_dbr",
+    "match_sorted",
+    "match_target",
     "member_generators",
     "noise_adjustment",
     "noise_spectrum",

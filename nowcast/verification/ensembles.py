@@ -122,12 +122,14 @@ def case_members(
     step_min: float | None = None,
     noise_adjustment: str = "none",
     centre: np.ndarray | None = None,
+    device: str = "cpu",
 ) -> np.ndarray:
     """Members of ``method`` (``ENSEMBLE`` or ``STEPS``) from input frames (T, 1, H, W) mm/h, NaN = no
     data: (members, steps, 1, H, W) float32 mm/h, NaN where the extrapolation has no data. With
     ``motion_perturbation="bps"``, each member's motion is perturbed (pixel size ``km_per_px`` km, time
     step ``step_min`` min); ``noise_adjustment``: the per-level multipliers of the noise, for either method;
-    ``centre`` (steps, H, W) dBR: ours centred on a model's forecast (``forecast.forecast_and_centre``)."""
+    ``centre`` (steps, H, W) dBR: ours centred on a model's forecast (``forecast.forecast_and_centre``);
+    ``device``: where ours is made (``EnsembleSettings.device``; pySTEPS' STEPS runs on the CPU)."""
     from nowcast.motion.flow import motion_field
 
     x = np.asarray(frames, dtype=np.float32)
@@ -144,6 +146,7 @@ def case_members(
             km_per_px=km_per_px,
             step_min=step_min,
             noise_adjustment=noise_adjustment,
+            device=device,
         )
         out = ensemble_forecast(x[:, 0], velocity, steps, settings, centre)
     elif centre is not None:

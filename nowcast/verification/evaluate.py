@@ -359,6 +359,7 @@ def _verify_segment(
                         step_min,
                         noise_adjustment,
                         centre,
+                        v.device,
                     )
                     fc[ens.mean_name(name)] = ens.ensemble_mean(members[name])
             with timed("scoring"):

@@ -17,6 +17,8 @@ Parts (``--parts``, in this order):
   also an uninterrupted 4-step run, and the relative difference of its weights from the resumed run's.
 - ``streaming``: ``nowcast train --config default`` on a synthetic archive: frames per second and
   time to the first step with 0, 2 and 4 DataLoader workers (CUDA; the CPU runs 0 workers, 4 steps);
+- ``ensemble``: ``nowcast predict --members`` 50 and 100 at 765 x 700 on CUDA and 50 on the CPU, whole
+  commands, and the two devices' probabilities compared (issue 28); the CPU runs 4 and 8 at 96 x 96.
 - ``speed``: ours against the textbook ConvLSTM of ``scripts/bench/bench_train.py`` (same topology and size),
   inference and one training step, side by side and interleaved: fp32, bf16, bf16 + channels-last,
   compiled (``default``), and CUDA graphs (``torch.compile(mode="reduce-overhead")``, inference).
@@ -74,7 +76,7 @@ from nowcast.training.losses import masked_loss  # noqa: E402
 REAL_FILE = RADAR_DIR / "mch_switzerland_20150515.nc"
 HKO7_SEC_PER_SEQ = 0.032
 """HKO-7's PyTorch ConvLSTM (Shi et al. 2017 benchmark code), seconds per 5-in, 20-out 480 x 480 sequence."""
-GUARDS = {"correctness": 100, "streaming": 130, "ddp": 110, "commands": 110, "hko7": 100, "speed": 160}
+GUARDS = {"correctness": 100, "streaming": 130, "ensemble": 120, "ddp": 110, "commands": 110, "hko7": 100, "speed": 160}
 """Seconds each part may take at most on CUDA (parts run in this order; the budget can cut them shorter)."""
 TOLERANCE = {"fp32": 5e-3, "bf16": 5e-2}
 """Largest relative error passed against the CPU fp32 result (fp32 on CUDA may use TF32 in convolutions)."""
@@ -674,9 +676,49 @@ def part_streaming(part: Part, device: torch.device, args: argparse.Namespace, l
         )
 
 
+def part_ensemble(part: Part, device: torch.device, args: argparse.Namespace, left: Callable[[], float]) -> None:
+    """``nowcast predict --members N`` (issue 28): 50 and 100 members at 765 x 700 on the GPU, and 50 on the
+    CPU beside them, as whole commands; the probabilities of the two devices compared (the same seed
+    gives the same members up to float rounding). On the CPU: 4 and 8 members at 96 x 96, on the CPU."""
+    import xarray as xr
+
+    from nowcast.synth import write_synthetic
+
+    cuda = device.type == "cuda"
+    size, counts = ((765, 700), (50, 100)) if cuda else ((96, 96), (4, 8))
+    src = write_synthetic(Path(args.work) / "ensemble_in.nc", frames=8, size=size, seed=9)
+    part.add("input", f"synthetic {size[0]} x {size[1]}, 12 leads", "seed 1, bps motion perturbations, 3 thresholds")
+    env = _env(args.threads)
+    runs = [("cuda", n) for n in counts] + [("cpu", counts[0])] if cuda else [("cpu", n) for n in counts]
+    if not cuda:
+        part.skip("--device cuda", "no CUDA device")
+    probs: dict[tuple[str, int], np.ndarray] = {}
+    base = [sys.executable, "-m", "nowcast", "-q", "predict", str(src), "--steps", "12", "--seed", "1"]
+    for dev, n in runs:
+        out = Path(args.work) / f"ens_{dev}_{n}.nc"
+        took, proc = _command([*base, "--members", str(n), "--device", dev, "-o", str(out)], env, left())
+        ok = proc.returncode == 0
+        part.add(f"predict --members {n} --device {dev}", f"{took:.1f} s", "" if ok else _failure(proc), ok)
+        if ok:
+            with xr.open_dataset(out) as ds:
+                name = next(v for v in ds.data_vars if v.startswith("probability_of"))
+                probs[(dev, n)] = ds[name].values.astype(np.float64)
+    if cuda and ("cuda", counts[0]) in probs and ("cpu", counts[0]) in probs:
+        a, b = probs[("cuda", counts[0])], probs[("cpu", counts[0])]
+        both = np.isfinite(a) & np.isfinite(b)
+        diff = float(np.abs(a[both] - b[both]).max()) if both.any() else math.nan
+        part.add(
+            f"probabilities cuda vs cpu, {counts[0]} members",
+            f"max |diff| {diff:.3f}",
+            "pass <= 2 members' worth (float rounding may move a pixel across a threshold)",
+            bool(np.array_equal(np.isfinite(a), np.isfinite(b)) and diff <= 2.0 / counts[0] + 1e-6),
+        )
+
+
 PARTS: dict[str, Callable[[Part, torch.device, argparse.Namespace, Callable[[], float]], None]] = {
     "correctness": part_correctness,
     "streaming": part_streaming,
+    "ensemble": part_ensemble,
     "ddp": part_ddp,
     "commands": part_commands,
     "hko7": part_hko7,
