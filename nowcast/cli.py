@@ -24,9 +24,11 @@ import typer.core
 from nowcast import __version__
 from nowcast.errors import NowcastError, first_line
 from nowcast.nowcasts import (
+    DEFAULT_INITIAL_PERTURBATION,
     DEFAULT_MOTION_PERTURBATION,
     DEFAULT_NOISE_ADJUSTMENT,
     MOTION_PERTURBATIONS,
+    initial_perturbation_problem,
     noise_adjustment_problem,
 )
 
@@ -184,6 +186,18 @@ NoiseAdjustmentOption = Annotated[
         "baseline too): none (1), auto (each level's spread in the last frame's wet area over that of "
         "masked noise, 20 noise fields), fixed (1 / (0.75 + 0.09 k) for level k) or a number G (G on every "
         "level; ours only, not the steps baseline).",
+        show_default=True,
+    ),
+]
+
+InitialPerturbationOption = Annotated[
+    str,
+    typer.Option(
+        "--initial-perturbation",
+        metavar="METHOD",
+        help="How each ensemble member starts: none (from the last observation, as pySTEPS' STEPS) or "
+        "innovation (from it plus one AR(2) innovation of its own: the observation's own uncertainty; ours "
+        "only, not the steps baseline).",
         show_default=True,
     ),
 ]
@@ -456,6 +470,7 @@ def predict(
     ] = "1,10,30",
     motion_perturbation: MotionPerturbationOption = DEFAULT_MOTION_PERTURBATION,
     noise_adjustment: NoiseAdjustmentOption = DEFAULT_NOISE_ADJUSTMENT,
+    initial_perturbation: InitialPerturbationOption = DEFAULT_INITIAL_PERTURBATION,
     centre: Annotated[
         str,
         typer.Option(
@@ -470,7 +485,9 @@ def predict(
     Written atomically under a lock (.nowcast.lock, one per output directory): overlapping cron runs
     never interleave.
     """
-    ensemble = _ensemble_product(members, seed, probabilities, motion_perturbation, noise_adjustment, centre)
+    ensemble = _ensemble_product(
+        members, seed, probabilities, motion_perturbation, noise_adjustment, centre, initial_perturbation
+    )
     with _errors():
         from nowcast.predict import predict_to_file
 
@@ -627,6 +644,7 @@ def evaluate(
     ] = 0,
     motion_perturbation: MotionPerturbationOption = DEFAULT_MOTION_PERTURBATION,
     noise_adjustment: NoiseAdjustmentOption = DEFAULT_NOISE_ADJUSTMENT,
+    initial_perturbation: InitialPerturbationOption = DEFAULT_INITIAL_PERTURBATION,
     threads: ThreadsOption = 0,
     device: DeviceOption = "auto",
 ) -> None:
@@ -646,7 +664,7 @@ def evaluate(
         None if thresholds is None else numbers(thresholds, float, "--thresholds")
     )  # usage errors (exit 2) are raised outside _errors
     scales = numbers(fss_scales, int, "--fss-scales")
-    ensemble = _ensemble_evaluation(members, seed, motion_perturbation, noise_adjustment)
+    ensemble = _ensemble_evaluation(members, seed, motion_perturbation, noise_adjustment, initial_perturbation)
     with _errors():
         from nowcast.verification.evaluate import EvaluateSettings, evaluate_files
 
@@ -690,9 +708,20 @@ def _check_noise_adjustment(name: str) -> str:
     return name
 
 
-def _ensemble_evaluation(members: int | None, seed: int, motion_perturbation: str, noise_adjustment: str) -> Any:
+def _check_initial_perturbation(name: str) -> str:
+    """``--initial-perturbation`` checked (usage error, exit 2, for an unknown name)."""
+    problem = initial_perturbation_problem(name)
+    if problem:
+        raise typer.BadParameter(problem, param_hint="--initial-perturbation")
+    return name
+
+
+def _ensemble_evaluation(
+    members: int | None, seed: int, motion_perturbation: str, noise_adjustment: str, initial_perturbation: str = "none"
+) -> Any:
     """``evaluate --members/--seed`` as an ``EnsembleEvaluation`` (None without members); usage errors exit 2."""
     noise = _check_noise_adjustment(noise_adjustment)
+    initial = _check_initial_perturbation(initial_perturbation)
     if members is None:
         return None
     if members < 1:
@@ -701,15 +730,22 @@ def _ensemble_evaluation(members: int | None, seed: int, motion_perturbation: st
         raise typer.BadParameter(f"expected 0 or a positive seed, found {seed}", param_hint="--seed")
     from nowcast.verification.ensembles import EnsembleEvaluation
 
-    return EnsembleEvaluation(members, seed, _check_motion_perturbation(motion_perturbation), noise)
+    return EnsembleEvaluation(members, seed, _check_motion_perturbation(motion_perturbation), noise, initial)
 
 
 def _ensemble_product(
-    members: int, seed: int, probabilities: str, motion_perturbation: str, noise_adjustment: str, centre: str = "sprog"
+    members: int,
+    seed: int,
+    probabilities: str,
+    motion_perturbation: str,
+    noise_adjustment: str,
+    centre: str = "sprog",
+    initial_perturbation: str = "none",
 ) -> Any:
     """``--members/--seed/--probabilities/--centre`` as an ``EnsembleProduct`` (None without members); usage
     errors exit 2."""
     noise = _check_noise_adjustment(noise_adjustment)
+    initial = _check_initial_perturbation(initial_perturbation)
     from nowcast.ensemble_forecast import CENTRES, EnsembleProduct
 
     if centre not in CENTRES:
@@ -725,7 +761,7 @@ def _ensemble_product(
     try:
         thresholds = tuple(float(t) for t in probabilities.split(",") if t.strip())
         motion = _check_motion_perturbation(motion_perturbation)
-        return EnsembleProduct(members, seed, thresholds, motion, noise, centre)
+        return EnsembleProduct(members, seed, thresholds, motion, noise, centre, initial)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--probabilities") from None
 

@@ -26,9 +26,11 @@ from nowcast.io import pixel_size_km
 from nowcast.nowcasts import resolve_motion_perturbation
 from nowcast.motion.flow import motion_field
 from nowcast.nowcasts import (
+    DEFAULT_INITIAL_PERTURBATION,
     DEFAULT_MOTION_PERTURBATION,
     DEFAULT_NOISE_ADJUSTMENT,
     MOTION_PERTURBATIONS,
+    initial_perturbation_problem,
     noise_adjustment_problem,
 )
 
@@ -59,8 +61,12 @@ class EnsembleProduct:
     """Per-level multipliers of the noise (``nowcasts.ensemble.EnsembleSettings.noise_adjustment``)."""
     centre: str = "sprog"
     """``sprog``: STEPS' members; ``model``: the model's forecast plus each member's perturbation."""
+    initial_perturbation: str = DEFAULT_INITIAL_PERTURBATION
+    """How each member starts (``nowcasts.ensemble.EnsembleSettings.initial_perturbation``)."""
 
     def __post_init__(self) -> None:
+        if problem := initial_perturbation_problem(self.initial_perturbation):
+            raise ValueError(f"initial perturbation: {problem}")
         if int(self.members) < 1:
             raise ValueError(f"members: expected at least 1, found {self.members}")
         if self.centre not in CENTRES:
@@ -97,6 +103,7 @@ class EnsembleProduct:
             km_per_px=km,
             step_min=time_step / 60.0,
             noise_adjustment=self.noise_adjustment,
+            initial_perturbation=self.initial_perturbation,
             device=str(device),
         )
 

@@ -41,7 +41,7 @@ from nowcast.io.paths import expand_template, not_an_input, output_path
 from nowcast.leads import check_horizon, forecast_steps
 from nowcast.models.checkpoint import LoadedModel, load_model, model_path, read_config
 from nowcast.motion.flow import motion_field
-from nowcast.nowcasts import noise_adjustment_words
+from nowcast.nowcasts import initial_perturbation_words, noise_adjustment_words
 
 if TYPE_CHECKING:
     import torch
@@ -341,6 +341,7 @@ def _ensemble(
         "S-PROG cascade with pySTEPS nonparametric noise, "
         + ("bps motion perturbations" if motion == "bps" else "no motion perturbation")
         + noise_adjustment_words(product.noise_adjustment)
+        + initial_perturbation_words(product.initial_perturbation)
         + about
     )
     return members, attrs, centre is not None

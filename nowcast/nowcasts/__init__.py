@@ -26,6 +26,14 @@ DEFAULT_NOISE_ADJUSTMENT = "none"
 """The noise adjustment of ``predict --members`` and ``evaluate --members`` unless asked otherwise:
 pySTEPS' default; another needs the rule on the cross-radar folds (docs/probabilistic.md)."""
 
+INITIAL_PERTURBATIONS = ("none", "innovation")
+"""How an ensemble's members start: ``none`` (from the last observation's cascade as it is, as pySTEPS'
+STEPS) or ``innovation`` (each member from it plus one innovation of the AR(2): the observation
+uncertain by one step's unpredictable part; docs/probabilistic.md)."""
+DEFAULT_INITIAL_PERTURBATION = "none"
+"""The initial perturbation of ``predict --members`` and ``evaluate --members`` unless asked otherwise;
+another needs the rule on the cross-radar folds (docs/probabilistic.md)."""
+
 
 def noise_gain(name: str) -> float | None:
     """The number of a noise adjustment given as one (a gain on every level's noise, e.g. ``"1.3"``),
@@ -51,6 +59,18 @@ def noise_adjustment_words(name: str) -> str:
     if (gain := noise_gain(name)) is not None:
         return f", noise gain {gain:g} on every level"
     return f", {name} noise adjustment (pySTEPS noise_stddev_adj)"
+
+
+def initial_perturbation_words(name: str) -> str:
+    """How a file's attributes and ``summary.json`` say the initial perturbation: empty for ``none``."""
+    return "" if name == "none" else ", each member starting from the last observation plus one AR(2) innovation"
+
+
+def initial_perturbation_problem(name: str) -> str | None:
+    """Why ``name`` is not an initial perturbation (one of ``INITIAL_PERTURBATIONS``), or None."""
+    if name in INITIAL_PERTURBATIONS:
+        return None
+    return f"expected one of {', '.join(INITIAL_PERTURBATIONS)}, found {name!r}"
 
 
 def resolve_motion_perturbation(name: str, km_per_px: float | None) -> str:

@@ -45,7 +45,13 @@ import torch
 from nowcast.motion.advection import displacements, warp
 from nowcast.motion.lagrangian import from_lagrangian, to_lagrangian
 from nowcast.motion.perturbation import BPS_PARALLEL, BPS_PERPENDICULAR, PerturbedTrajectories, member_draws
-from nowcast.nowcasts import SPROG_AR_ORDER, SPROG_LEVELS, noise_adjustment_problem, noise_gain
+from nowcast.nowcasts import (
+    SPROG_AR_ORDER,
+    SPROG_LEVELS,
+    initial_perturbation_problem,
+    noise_adjustment_problem,
+    noise_gain,
+)
 from nowcast.nowcasts.cascade import _bandpass, ar2_parameters, decompose, lag_correlation
 from nowcast.units import DBR_ZERO, RAIN_THRESHOLD, to_dbr
 
@@ -60,6 +66,9 @@ NOISE_ADJUSTMENT_ITERATIONS = 20
 DEVICE_CHUNK_VALUES = 1 << 30
 """Float32 values of cascade state a GPU holds at once (4 GiB): members per chunk on a device, about six
 spectral states (L, H, W // 2 + 1, 2) per member in flight (``device_chunk``)."""
+INITIAL_PERTURBATION_STREAM = 2
+"""Second entropy word of the initial perturbation's seed, ``SeedSequence([seed, INITIAL_PERTURBATION_STREAM])``:
+member j's from its child j, apart from its noise (``initial_generators``)."""
 NOISE_ADJUSTMENT_STREAM = 1
 """Second entropy word of the ``auto`` adjustment's seed, ``SeedSequence([seed, NOISE_ADJUSTMENT_STREAM])``:
 its noise is drawn apart from the members' (``SeedSequence(seed)``'s children)."""
@@ -95,6 +104,9 @@ class EnsembleSettings:
     """Per-level multipliers of the noise innovation (pySTEPS' ``noise_stddev_adj``, ``noise_adjustment``):
     ``none`` (1), ``auto`` (estimated from the last frame, seeded from ``seed``), ``fixed``, or a positive
     number as a string (that gain on every level, ``nowcasts.noise_gain``)."""
+    initial_perturbation: str = "none"
+    """How each member starts (``nowcasts.INITIAL_PERTURBATIONS``): ``none``, from the last observation's
+    cascade; ``innovation``, from it plus one AR(2) innovation of its own (``initial_generators``)."""
     device: str = "cpu"
     """Where the members are made: ``cpu`` (members split among the caller's threads, one torch thread
     each) or a GPU (``cuda``, ``cuda:N``: ``chunk`` members at once, every operation batched, the
@@ -112,6 +124,8 @@ class EnsembleSettings:
                     problems.append(f"{name}: expected a positive number for bps motion perturbations, found {value}")
         if problem := noise_adjustment_problem(self.noise_adjustment):
             problems.append(f"noise_adjustment: {problem}")
+        if problem := initial_perturbation_problem(self.initial_perturbation):
+            problems.append(f"initial_perturbation: {problem}")
         if any(len(p) != 3 for p in (self.bps_parallel, self.bps_perpendicular)):
             problems.append("bps_parallel, bps_perpendicular: expected (a, b, c) each")
         if int(self.members) < 1:
@@ -168,6 +182,13 @@ def noise_filter(fields: np.ndarray) -> np.ndarray:
 def member_generators(seed: int, members: int) -> list[torch.Generator]:
     """One CPU ``torch.Generator`` per member, member j's seeded from (seed, j) alone."""
     return _generators(np.random.SeedSequence(int(seed)), members)
+
+
+def initial_generators(seed: int, members: int) -> list[torch.Generator]:
+    """One CPU ``torch.Generator`` per member for its initial perturbation: member j's from child j of
+    ``SeedSequence([seed, INITIAL_PERTURBATION_STREAM])``, so the members' noise (``member_generators``) is
+    the same with or without it, and member j's does not depend on the number of members."""
+    return _generators(np.random.SeedSequence([int(seed), INITIAL_PERTURBATION_STREAM]), members)
 
 
 def _generators(root: np.random.SeedSequence, n: int) -> list[torch.Generator]:
@@ -345,6 +366,26 @@ class _Cascade:
 
         ``batched``: every member and level in one broadcast operation (a GPU's way; the same arithmetic)
         instead of one level of one member at a time (a CPU's: each pass stays in cache)."""
+        nxt = self._advance(prev, cur, gens, self.phi1, self.phi2, batched)
+        return cur, nxt, self._field(nxt)
+
+    def perturb(self, cur: torch.Tensor, gens: list[torch.Generator], batched: bool = False) -> torch.Tensor:
+        """``cur`` (n, L, H, W2, 2) plus one innovation per member from ``gens``: the state a member
+        starts from with ``initial_perturbation="innovation"`` (the arithmetic of ``step`` with phi1 = 1,
+        phi2 = 0)."""
+        one = torch.ones_like(self.phi1)
+        return self._advance(cur, cur, gens, one, torch.zeros_like(self.phi2), batched)
+
+    def _advance(
+        self,
+        prev: torch.Tensor,
+        cur: torch.Tensor,
+        gens: list[torch.Generator],
+        phi1: torch.Tensor,
+        phi2: torch.Tensor,
+        batched: bool,
+    ) -> torch.Tensor:
+        """phi1 cur + phi2 prev + each member's innovation (fresh noise from ``gens``): (n, L, H, W2, 2)."""
         n = len(gens)
         spec = noise_spectrum(gens, self.filt, self.shape)  # (n, H, W2)
         re_im = torch.view_as_real(spec)  # (n, H, W2, 2)
@@ -356,15 +397,14 @@ class _Cascade:
         # bands carrying the real/imaginary axis (a broadcast innermost axis of 2 runs at half speed)
         if batched:
             w = self.bands2[None] * coef[:, :, None, None, None]  # (n, L, H, W2, 2)
-            nxt = (re_im[:, None] * w).addcmul_(self.phi1, cur).addcmul_(self.phi2, prev)
-            return cur, nxt, self._field(nxt)
+            return (re_im[:, None] * w).addcmul_(phi1, cur).addcmul_(phi2, prev)
         nxt, w = torch.empty_like(cur), torch.empty_like(self.bands2[0])
         for j in range(n):
             for k in range(self.bands2.shape[0]):
                 torch.mul(self.bands2[k], coef[j, k], out=w)
                 torch.mul(re_im[j], w, out=nxt[j, k])
-                nxt[j, k].addcmul_(self.phi1[k], cur[j, k]).addcmul_(self.phi2[k], prev[j, k])
-        return cur, nxt, self._field(nxt)
+                nxt[j, k].addcmul_(phi1[k], cur[j, k]).addcmul_(phi2[k], prev[j, k])
+        return nxt
 
     def _field(self, state: torch.Tensor) -> torch.Tensor:
         """The levels of ``state`` (n, L, H, W2, 2) recombined with the last frame's statistics: (n, H, W) dBR."""
@@ -473,13 +513,17 @@ def _lagrangian_members(
     threads: int,
     rate: bool = False,
     shift: torch.Tensor | None = None,
+    initial: list[torch.Generator] | None = None,
 ) -> Iterator[np.ndarray]:
     """The members of ``cascade`` matched to ``last`` (H, W) dBR at each lead in turn: (len(gens), H, W)
     float32 dBR (``rate``: mm/h, 0 below ``WET_DBR``), lead 1 first. ``shift`` (steps, H, W) dBR: added to
-    every member's field before the matching (``ensemble_forecast``'s ``centre`` less S-PROG's field)."""
+    every member's field before the matching (``ensemble_forecast``'s ``centre`` less S-PROG's field);
+    ``initial``: the members' generators of an initial perturbation (``_Cascade.perturb``), or None."""
     ref = last.reshape(-1).sort().values.numpy()
     n_dry = int((last < WET_DBR).sum())
     prev, cur = cascade.start(len(gens))
+    if initial is not None:
+        cur = cascade.perturb(cur, initial)
     for k in range(steps):
         prev, cur, field = cascade.step(prev, cur, gens)
         if shift is not None:
@@ -576,6 +620,7 @@ def _ensemble(
         out[:] = np.where(reach.numpy(), 0.0, np.nan)
         return out
     gens = member_generators(s.seed, s.members)
+    initial = initial_generators(s.seed, s.members) if s.initial_perturbation == "innovation" else None
     cascade = _Cascade(lag, s.levels, s.noise_adjustment, s.seed, threads)
     if s.noise_adjustment != "none":
         log.debug("ensemble: %s noise adjustment %s", s.noise_adjustment, cascade.adjustment.tolist())
@@ -593,7 +638,9 @@ def _ensemble(
         for start in range(part[0], part[1], chunk):
             stop = min(part[1], start + chunk)
             paths = None if draws is None else _trajectories(vel, draws[start:stop], s)
-            for k, matched in enumerate(_lagrangian_members(cascade, lag[-1], steps, gens[start:stop], 1, True, shift)):
+            first = None if initial is None else initial[start:stop]
+            members = _lagrangian_members(cascade, lag[-1], steps, gens[start:stop], 1, True, shift, first)
+            for k, matched in enumerate(members):
                 rate = torch.from_numpy(matched)  # (n, H, W) mm/h
                 if paths is None:  # every member along the same trajectories
                     rate = rate if all_ok else torch.where(last_ok, rate, 0.0)  # finite
@@ -632,6 +679,7 @@ def _ensemble_batched(
         out[:] = np.where(reach.cpu().numpy(), 0.0, np.nan)
         return out
     gens = member_generators(s.seed, s.members)
+    initial = initial_generators(s.seed, s.members) if s.initial_perturbation == "innovation" else None
     cascade = _Cascade(lag, s.levels, s.noise_adjustment, s.seed, torch.get_num_threads())
     shift = None if centre is None else (centre - cascade.mean_path(steps)).to(device)  # (steps, H, W) dBR
     cascade.to(device)
@@ -641,6 +689,8 @@ def _ensemble_batched(
         stop = min(s.members, start + chunk)
         paths = None if draws is None else _trajectories(vel, draws[start:stop], s)
         prev, cur = cascade.start(stop - start)
+        if initial is not None:
+            cur = cascade.perturb(cur, initial[start:stop], batched=True)
         for k in range(steps):
             prev, cur, field = cascade.step(prev, cur, gens[start:stop], batched=True)
             if shift is not None:
@@ -676,6 +726,7 @@ __all__ = [
     "correlated_noise",
     "device_chunk",
     "ensemble_forecast",
+    "initial_generators",
     "innovation_scale",
     "lagrangian_dbr",
     "match_sorted",

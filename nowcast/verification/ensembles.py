@@ -26,9 +26,12 @@ import numpy as np
 
 from nowcast.errors import NowcastError
 from nowcast.nowcasts import (
+    DEFAULT_INITIAL_PERTURBATION,
     DEFAULT_MOTION_PERTURBATION,
     DEFAULT_NOISE_ADJUSTMENT,
     MOTION_PERTURBATIONS,
+    initial_perturbation_problem,
+    initial_perturbation_words,
     noise_adjustment_problem,
     noise_adjustment_words,
     noise_gain,
@@ -59,9 +62,13 @@ class EnsembleEvaluation:
     noise_adjustment: str = DEFAULT_NOISE_ADJUSTMENT
     """``none``, ``auto`` or ``fixed``: per-level multipliers of the noise, for both ensembles (pySTEPS'
     ``noise_stddev_adj``; ``nowcasts.ensemble.EnsembleSettings``); or a gain on every level, ours only."""
+    initial_perturbation: str = DEFAULT_INITIAL_PERTURBATION
+    """How our members start (``nowcasts.ensemble.EnsembleSettings``); pySTEPS' STEPS has no such setting."""
 
     def __post_init__(self) -> None:
         problems = []
+        if problem := initial_perturbation_problem(self.initial_perturbation):
+            problems.append(f"initial perturbation: {problem}")
         if problem := noise_adjustment_problem(self.noise_adjustment):
             problems.append(f"noise adjustment: {problem}")
         if self.motion_perturbation not in MOTION_PERTURBATIONS:
@@ -123,13 +130,15 @@ def case_members(
     noise_adjustment: str = "none",
     centre: np.ndarray | None = None,
     device: str = "cpu",
+    initial_perturbation: str = "none",
 ) -> np.ndarray:
     """Members of ``method`` (``ENSEMBLE`` or ``STEPS``) from input frames (T, 1, H, W) mm/h, NaN = no
     data: (members, steps, 1, H, W) float32 mm/h, NaN where the extrapolation has no data. With
     ``motion_perturbation="bps"``, each member's motion is perturbed (pixel size ``km_per_px`` km, time
     step ``step_min`` min); ``noise_adjustment``: the per-level multipliers of the noise, for either method;
     ``centre`` (steps, H, W) dBR: ours centred on a model's forecast (``forecast.forecast_and_centre``);
-    ``device``: where ours is made (``EnsembleSettings.device``; pySTEPS' STEPS runs on the CPU)."""
+    ``device``: where ours is made (``EnsembleSettings.device``; pySTEPS' STEPS runs on the CPU);
+    ``initial_perturbation``: how our members start (``EnsembleSettings``; STEPS has no such setting)."""
     from nowcast.motion.flow import motion_field
 
     x = np.asarray(frames, dtype=np.float32)
@@ -146,6 +155,7 @@ def case_members(
             km_per_px=km_per_px,
             step_min=step_min,
             noise_adjustment=noise_adjustment,
+            initial_perturbation=initial_perturbation,
             device=device,
         )
         out = ensemble_forecast(x[:, 0], velocity, steps, settings, centre)
@@ -213,7 +223,7 @@ def ensemble_settings(
     motion += noise_adjustment_words(ensemble.noise_adjustment)
     ours = (
         "nowcast.nowcasts.ensemble: STEPS-like, S-PROG's cascade with pySTEPS' nonparametric noise, "
-        f"AR(2), cdf probability matching, {motion}"
+        f"AR(2), cdf probability matching, {motion}{initial_perturbation_words(ensemble.initial_perturbation)}"
     )
     about = {
         ENSEMBLE: ours,
@@ -226,6 +236,7 @@ def ensemble_settings(
         "motion_perturbation": "/".join(used),
         "motion_perturbation_asked": ensemble.motion_perturbation,
         "noise_adjustment": ensemble.noise_adjustment,
+        "initial_perturbation": ensemble.initial_perturbation,
         "case_seed": "numpy SeedSequence([seed, segment, window start]), the same for every method",
         "methods": {
             m: about.get(

@@ -324,6 +324,7 @@ def _verify_segment(
     km_per_px, step_min = pixel_size_km(seg), int(seg.attrs["time_step"]) / 60.0  # for bps
     motion = resolve_motion_perturbation(v.ensemble.motion_perturbation, km_per_px) if v.ensemble else "none"
     noise_adjustment = v.ensemble.noise_adjustment if v.ensemble is not None else "none"
+    initial = v.ensemble.initial_perturbation if v.ensemble is not None else "none"
     for b0 in range(0, len(starts), batch):
         chunk = starts[b0 : b0 + batch]
         frames.forget_before(chunk[0])
@@ -360,6 +361,7 @@ def _verify_segment(
                         noise_adjustment,
                         centre,
                         v.device,
+                        initial,
                     )
                     fc[ens.mean_name(name)] = ens.ensemble_mean(members[name])
             with timed("scoring"):

@@ -10,6 +10,7 @@ Tabulate and apply the rule with ``scripts.research.ensemble_folds``.
     python -m scripts.research.ensemble_events evaluation/ensemble-noise/none
     python -m scripts.research.ensemble_events evaluation/ensemble-noise/cross --noise-adjustment cross:1.624,1.056
     python -m scripts.research.ensemble_events evaluation/ensemble-seeds/2 --steps-baseline --seed 2
+    python -m scripts.research.ensemble_events evaluation/ensemble-initial/innovation --initial-perturbation innovation
     python -m scripts.research.ensemble_events evaluation/ensemble-centre/r9 --models runs/foldA-r9/model.pt,runs/foldB-r9/model.pt
 
 ``--models TRAINED_ON_A,TRAINED_ON_B``: each event scored with the model of the run that did not see it
@@ -72,6 +73,7 @@ def main() -> None:
     ap.add_argument("out", type=Path, help="one folder per event is written under it")
     ap.add_argument("--noise-adjustment", default="none")
     ap.add_argument("--motion-perturbation", default="bps")
+    ap.add_argument("--initial-perturbation", default="none", help="ours only: none or innovation")
     ap.add_argument("--members", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1, help="the ensembles' seed (ours and STEPS'), default 1")
     ap.add_argument("--threads", type=int, default=2)
@@ -94,7 +96,8 @@ def main() -> None:
              "--baselines", baselines, "--members", str(args.members), "--seed", str(args.seed), "--thresholds", "1,5,10",
              "--threads", str(args.threads), "--steps", str(LEADS[event]), "--stride", str(STRIDE[event]),
              "--motion-perturbation", args.motion_perturbation,
-             "--noise-adjustment", noise_for(event, args.noise_adjustment), "--out", str(out)],
+             "--noise-adjustment", noise_for(event, args.noise_adjustment),
+             "--initial-perturbation", args.initial_perturbation, "--out", str(out)],
             check=True, stdout=subprocess.DEVNULL,
         )  # fmt: skip
 
