@@ -727,6 +727,8 @@ def plot_reliability(
     ``count`` (pixels), each (n_leads, n_thresholds, n_bins) (``probscores.reliability``). Under each
     diagram the pixels per bin (log scale): how sharp the forecast is, and how much each point weighs.
     """
+    from matplotlib.ticker import LogLocator, NullFormatter
+
     n_m, n_t = len(values), len(thresholds)
     fig = _new_figure(2.9 * n_t + 0.5, 3.5 * n_m + 1.0)
     grid = fig.add_gridspec(2 * n_m, n_t, height_ratios=[3.0, 1.0] * n_m)
@@ -737,17 +739,25 @@ def plot_reliability(
             ax = fig.add_subplot(grid[2 * r, c])
             counts = fig.add_subplot(grid[2 * r + 1, c], sharex=ax)
             ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=0.9, label="perfect reliability")
+            events = False  # any pixel forecast above zero probability or observed above the threshold
             for colour, i in zip(colours, leads):
                 p, f, n = (np.asarray(rel[k])[i, c] for k in ("prob", "freq", "count"))
                 used = n > 0  # bins without a forecast probability left out, so the line is unbroken
+                events |= bool((used & (np.nan_to_num(p) > 0)).any() or (used & (np.nan_to_num(f) > 0)).any())
                 style = {"color": colour, "marker": "o", "markersize": 3.5}
                 ax.plot(p[used], f[used], linewidth=1.4, label=f"+{lead_min[i]:g} min", **style)
                 counts.plot(p[used], n[used], linewidth=1.0, **style)
+            if not events:
+                ax.text(0.5, 0.55, f"no rain {op} {thr:g} mm/h\nforecast or observed", ha="center", fontsize=8,
+                        color="0.35")  # fmt: skip
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1)
             ax.grid(True, color="0.88", linewidth=0.6)
             ax.tick_params(labelsize=7, labelbottom=False)
             counts.set_yscale("log")
+            counts.set_ylim(bottom=0.8)  # from 1 pixel up: at least a decade, labelled at its powers of 10
+            counts.yaxis.set_major_locator(LogLocator(base=10.0, numticks=4))
+            counts.yaxis.set_minor_formatter(NullFormatter())
             counts.grid(True, color="0.88", linewidth=0.6)
             counts.tick_params(labelsize=7)
             if r == 0:

@@ -61,6 +61,7 @@ def test_innovation_start_spreads_the_first_lead_and_is_reproducible(case) -> No
     s = EnsembleSettings(members=12, seed=5, initial_perturbation="innovation")
     started = ensemble_forecast(frames, velocity, STEPS, s)
     np.testing.assert_array_equal(started, ensemble_forecast(frames, velocity, STEPS, s))  # the same seed
+
     def spread(m: np.ndarray) -> float:  # at lead 1, mm/h, over the pixels with data
         lead1 = m[:, 0][:, np.isfinite(m[:, 0]).all(0)]
         return float(lead1.std(0).mean())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,3 +161,25 @@ def test_rows_are_tidy() -> None:
     assert len(rows) == 2 * per_lead
     with pytest.raises(ValueError, match="4 members, 2 leads"):
         ps.accumulate(s, ens[:3], obs)
+
+
+def test_reliability_figure_says_when_a_threshold_has_no_event(tmp_path, monkeypatch) -> None:
+    """A column whose threshold nobody forecast or observed says so instead of an empty diagram, and the
+    pixel counts are labelled at powers of ten only (one bin of 10^5 pixels used to crowd the axis)."""
+    from nowcast import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, dpi=100: figures.append(fig) or Path(path))
+    bins = 11
+    prob = np.tile(np.linspace(0.0, 1.0, bins), (2, 2, 1))  # (leads, thresholds, bins)
+    freq = prob.copy()
+    count = np.full((2, 2, bins), 50.0)
+    freq[:, 1], count[:, 1] = 0.0, 0.0
+    count[:, 1, 0] = 1.2e5  # every pixel in the zero-probability bin, none observed
+    rel = {"prob": prob, "freq": freq, "count": count}
+    plots.plot_reliability({"ensemble": rel}, [5.0, 10.0], [0, 1], [1.0, 30.0], tmp_path / "r.png")
+    texts = [t.get_text() for ax in figures[0].axes for t in ax.texts]
+    assert texts == ["no rain ≥ 30 mm/h\nforecast or observed"]  # the 1 mm/h column has events: no note
+    counts = figures[0].axes[3]  # the second column's pixel counts
+    labels = [t.get_text() for t in counts.yaxis.get_minorticklabels() if t.get_text()]
+    assert labels == []
