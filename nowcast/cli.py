@@ -202,6 +202,30 @@ InitialPerturbationOption = Annotated[
     ),
 ]
 
+MembersOption = Annotated[
+    int,
+    typer.Option(
+        metavar="N",
+        help="Write an ensemble of N members (STEPS-like; the model runs only with --centre model), its "
+        "exceedance probabilities and mean instead of the model's forecast; 0: no ensemble.",
+    ),
+]
+
+SeedOption = Annotated[int, typer.Option(metavar="S", help="Seed of the ensemble: the same seed, the same members.")]
+
+ProbabilitiesOption = Annotated[
+    str, typer.Option(metavar="LIST", help="Comma-separated thresholds (mm/h) of the ensemble's probabilities.")
+]
+
+CentreOption = Annotated[
+    str,
+    typer.Option(
+        metavar="WHAT",
+        help="What the members spread around: sprog (STEPS) or model (each member: the model's forecast plus "
+        "that member's perturbation; a Lagrangian model on an S-PROG base).",
+    ),
+]
+
 ModelOption = Annotated[
     Optional[Path], typer.Option(metavar="CKPT", help="Checkpoint (default: the model shipped with nowcast).")
 ]
@@ -456,29 +480,13 @@ def predict(
     ] = 60.0,
     threads: ThreadsOption = 0,
     device: DeviceOption = "auto",
-    members: Annotated[
-        int,
-        typer.Option(
-            metavar="N",
-            help="Write an ensemble of N members (STEPS-like; the model runs only with --centre model), its "
-            "exceedance probabilities and mean instead of the model's forecast; 0: no ensemble.",
-        ),
-    ] = 0,
-    seed: Annotated[int, typer.Option(metavar="S", help="Seed of the ensemble: the same seed, the same members.")] = 0,
-    probabilities: Annotated[
-        str, typer.Option(metavar="LIST", help="Comma-separated thresholds (mm/h) of the ensemble's probabilities.")
-    ] = "1,10,30",
+    members: MembersOption = 0,
+    seed: SeedOption = 0,
+    probabilities: ProbabilitiesOption = "1,10,30",
     motion_perturbation: MotionPerturbationOption = DEFAULT_MOTION_PERTURBATION,
     noise_adjustment: NoiseAdjustmentOption = DEFAULT_NOISE_ADJUSTMENT,
     initial_perturbation: InitialPerturbationOption = DEFAULT_INITIAL_PERTURBATION,
-    centre: Annotated[
-        str,
-        typer.Option(
-            metavar="WHAT",
-            help="What the members spread around: sprog (STEPS) or model (each member: the model's forecast plus "
-            "that member's perturbation; a Lagrangian model on an S-PROG base).",
-        ),
-    ] = "sprog",
+    centre: CentreOption = "sprog",
 ) -> None:
     """Forecast from the latest frames and write a CF-conventions NetCDF on the input's grid.
 
@@ -548,19 +556,30 @@ def watch(
     ] = 60.0,
     threads: ThreadsOption = 0,
     device: DeviceOption = "auto",
+    members: MembersOption = 0,
+    seed: SeedOption = 0,
+    probabilities: ProbabilitiesOption = "1,10,30",
+    motion_perturbation: MotionPerturbationOption = DEFAULT_MOTION_PERTURBATION,
+    noise_adjustment: NoiseAdjustmentOption = DEFAULT_NOISE_ADJUSTMENT,
+    initial_perturbation: InitialPerturbationOption = DEFAULT_INITIAL_PERTURBATION,
+    centre: CentreOption = "sprog",
 ) -> None:
     """Stay resident: forecast each new radar frame as it arrives, with the model loaded once.
 
     Each forecast has the checks, lock and atomic write of predict. A bad file is logged in one line
-    and skipped; SIGTERM or Ctrl-C stops after the forecast under way (exit 0).
+    and skipped; SIGTERM or Ctrl-C stops after the forecast under way (exit 0). With --members each
+    forecast is an ensemble with its probabilities, as predict --members writes it.
     """
+    ensemble = _ensemble_product(
+        members, seed, probabilities, motion_perturbation, noise_adjustment, centre, initial_perturbation
+    )
     with _errors():
         from nowcast.watch import watch as run_watch
 
         settings = _predict_settings(model, steps, lead, output, plot, max_age, variable, lock_timeout, threads, device)
         run_watch(
             pattern,
-            settings,
+            dataclasses.replace(settings, ensemble=ensemble),
             poll_s=poll,
             settle_s=settle,
             state_path=state,

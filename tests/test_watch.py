@@ -420,6 +420,29 @@ def test_watch_once_through_the_command_line(tmp_path, feed, tiny_checkpoint, cl
     assert again.exit_code == 0 and _outputs(tmp_path) == [".nowcast.lock", "fc_202106011220.nc"]
 
 
+def test_watch_members_writes_the_ensemble_predict_writes(tmp_path, feed, tiny_checkpoint, cli_runner):
+    """``watch --members`` makes each forecast an ensemble with probabilities: the file ``predict`` writes
+    with the same options, members and all."""
+    inputs = [feed("a.nc", 0, frames=5)]
+    ens = ["--members", "4", "--seed", "3", "--probabilities", "0.5,2"]
+    args = ["watch", str(tmp_path / "in" / "*.nc"), "-o", str(tmp_path / "fc" / FC), "--model", str(tiny_checkpoint)]
+    result = cli_runner.invoke(app, [*args, "--once", "--settle", "0", "--state", str(tmp_path / "s.json"), *ens])
+    assert result.exit_code == 0, result.stderr
+    check = tmp_path / "check.nc"
+    made = cli_runner.invoke(
+        app, ["predict", *map(str, inputs), "--model", str(tiny_checkpoint), "-o", str(check), *ens]
+    )
+    assert made.exit_code == 0, made.stderr
+    with xr.open_dataset(tmp_path / "fc" / "fc_202106011220.nc") as a, xr.open_dataset(check) as b:
+        assert a.sizes["realization"] == 4 and list(a["threshold"].values) == [0.5, 2.0]
+        for name in ("rainfall_rate", "probability_of_rainfall_rate_above_threshold"):
+            xr.testing.assert_identical(a[name], b[name])
+        np.testing.assert_array_equal(a[[v for v in a.data_vars if "realization" in a[v].dims][0]].values,
+                                      b[[v for v in b.data_vars if "realization" in b[v].dims][0]].values)  # fmt: skip
+    bad = cli_runner.invoke(app, [*args, "--once", "--members", "-1"])
+    assert bad.exit_code == 2 and "--members" in bad.stderr
+
+
 def test_watch_forecasts_the_lead_asked_for(tmp_path, feed, tiny_checkpoint, cli_runner):
     feed("a.nc", 0, frames=5)
     out = tmp_path / "fc" / FC
