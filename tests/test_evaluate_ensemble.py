@@ -211,3 +211,20 @@ def test_case_seed_depends_on_the_case_alone() -> None:
     seeds = {case_seed(0, s, a) for s in range(3) for a in range(50)}
     assert len(seeds) == 150 and all(0 <= v < 2**32 for v in seeds)
     assert case_seed(7, 1, 2) == case_seed(7, 1, 2) != case_seed(8, 1, 2)
+
+
+def test_no_model_ensemble_runs_on_the_device_asked_for(radar_file: Callable[..., Path], tmp_path: Path) -> None:
+    """``--no-model --members`` makes our ensemble on ``--device`` (baselines alone stay on the CPU): the CPU
+    is recorded in summary.json, and a GPU asked for where there is none is a one-line exit 2."""
+    import torch
+    from typer.testing import CliRunner
+
+    path = _data(radar_file, 6)
+    runner = CliRunner()
+    base = ["evaluate", str(path), "--no-model", "--baselines", "persistence", "--members", "2", "--steps", "2"]
+    ok = runner.invoke(app, [*base, "--device", "cpu", "--out", str(tmp_path / "cpu")])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads((tmp_path / "cpu" / "summary.json").read_text())["settings"]["device"] == "cpu"
+    if not torch.cuda.is_available():
+        bad = runner.invoke(app, [*base, "--device", "cuda", "--out", str(tmp_path / "gpu")])
+        assert bad.exit_code == 2 and "--device cuda: expected a CUDA GPU, found none" in bad.output

@@ -508,7 +508,9 @@ def evaluate_files(inputs: Sequence[str | Path], s: EvaluateSettings = EvaluateS
 
     from nowcast.runtime import setup_distributed, select_device
 
-    torch_device = select_device(s.device) if not s.no_model else torch.device("cpu")
+    # the models run on --device, and so does our ensemble (with --no-model too); a baseline alone, on the CPU
+    on_device = not s.no_model or s.ensemble is not None
+    torch_device = select_device(s.device) if on_device else torch.device("cpu")
     info = setup_distributed(torch_device)  # under torchrun: gloo on the CPU, NCCL on CUDA
     loaded = _load_models(inputs, s, torch_device)
     first = next(iter(loaded.configs), None)
@@ -586,7 +588,7 @@ def _load_models(inputs: Sequence[str | Path], s: EvaluateSettings, torch_device
     """The checkpoints of ``s`` (none with ``no_model``) on ``torch_device``, checked to forecast the same
     cases: the same input frames at the same time step."""
     if s.no_model:
-        return _Models({}, {}, {}, None)
+        return _Models({}, {}, {}, None, str(torch_device))
     from nowcast.models.checkpoint import load_model
     from nowcast.runtime import resolve_precision
     from nowcast.transforms import Transform
@@ -645,7 +647,7 @@ def _report_settings(
         "fss_scales_px": [int(x) for x in v.fss_scales],
         "fss_thresholds": list(v.fss_thresholds) if v.fss_scales else [],
         "variable": variable,
-        "device": v.device if loaded.nets else None,
+        "device": v.device if loaded.nets or v.ensemble is not None else None,
         "precision": v.precision if loaded.nets else None,
         "extrapolation": "pysteps Lucas-Kanade on the last 3 frames in dBR, semi-Lagrangian advection of mm/h"
         if "extrapolation" in baselines
