@@ -41,7 +41,7 @@ from nowcast.io.paths import expand_template, not_an_input, output_path
 from nowcast.leads import check_horizon, forecast_steps
 from nowcast.models.checkpoint import LoadedModel, load_model, model_path, read_config
 from nowcast.motion.flow import motion_field
-from nowcast.nowcasts import initial_perturbation_words, noise_adjustment_words
+from nowcast.nowcasts import SPROG_AR_ORDER, initial_perturbation_words, noise_adjustment_words
 
 if TYPE_CHECKING:
     import torch
@@ -174,7 +174,7 @@ def make_forecast(
     t_ref = newest if at is None else parse_time(at)
     rate = _window(archive.segments, t_ref, d.in_frames, d.time_step)
     # the one check of the input, and its one read, before creating anything
-    frames, idx = input_frames(rate, cfg, t_ref)
+    frames, idx = input_frames(rate, _frames_config(cfg, s, rate, t_ref), t_ref)
     rate = rate.isel(time=idx)
     steps = forecast_steps(s.steps, s.lead_s, d.time_step, d.out_frames, in_frames_only=counts_frames(rate, cfg))
     named = str(stem_of) if stem_of is not None else archive.files[0]
@@ -244,6 +244,27 @@ def make_forecast(
         parts=parts,
         centred_on=cfg.model.name if centred else None,
     )
+
+
+def _frames_config(cfg: Config, s: PredictSettings, rate: xr.DataArray, t_ref: int) -> Config:
+    """``cfg``, or for an ensemble the model does not run in (``--members`` without ``--centre model``)
+    ``cfg`` asking only for the frames ``rate`` has in a row up to ``t_ref`` (at most the model's
+    ``data.in_frames``, at least the ``SPROG_AR_ORDER + 1`` the cascade needs): the ensemble then comes
+    from them, its motion too."""
+    d = cfg.data
+    if s.ensemble is None or s.ensemble.centre != "sprog":
+        return cfg
+    have = set(times_ns(rate).tolist())
+    run = 0
+    while run < d.in_frames and t_ref - run * d.time_step * NS in have:
+        run += 1
+    need = max(SPROG_AR_ORDER + 1, run)
+    if need < d.in_frames:
+        log.info(
+            "ensemble from the %d frames up to the reference time (the model's %d are not needed)", need, d.in_frames
+        )
+        return dataclasses.replace(cfg, data=dataclasses.replace(d, in_frames=need))
+    return cfg
 
 
 def write_forecast_files(made: MadeForecast, lock_timeout_s: float = 60.0) -> Path:

@@ -480,3 +480,23 @@ def test_library_errors_are_input_errors(radar_file, ckpt):
     src = radar_file(frames=3, size=SIZE)
     with pytest.raises(InputError, match="found 3"):
         predict_to_file([src], PredictSettings(model=ckpt))
+
+
+def test_an_ensemble_the_model_does_not_run_in_needs_only_the_cascades_frames(cli_runner, radar_file, ckpt, tmp_path):
+    """The model wants 4 frames; ``--members`` without ``--centre model`` makes its ensemble from the 3 the
+    file has (the AR(2) cascade's), while the model's own forecast and a centred ensemble still ask for 4,
+    and 2 frames are refused naming the cascade's 3."""
+    three = radar_file("three.nc", frames=3, size=(48, 64))
+    two = radar_file("two.nc", frames=2, size=(48, 64))
+    model = ["--model", str(ckpt)]
+    made = cli_runner.invoke(app, ["predict", str(three), *model, "--members", "3", "-o", str(tmp_path / "e.nc")])
+    assert made.exit_code == 0, made.stderr
+    assert "ensemble from the 3 frames up to the reference time (the model's 4 are not needed)" in made.stderr
+    with xr.open_dataset(tmp_path / "e.nc") as ds:
+        assert ds.sizes["realization"] == 3 and np.isfinite(ds["rainfall_rate"].values).any()
+    for extra in ([], ["--members", "3", "--centre", "model"]):
+        refused = cli_runner.invoke(app, ["predict", str(three), *model, *extra, "-o", str(tmp_path / "x.nc")])
+        assert refused.exit_code == 2 and "expected 4 frames 300 s apart" in refused.stderr, refused.stderr
+    short = cli_runner.invoke(app, ["predict", str(two), *model, "--members", "3", "-o", str(tmp_path / "y.nc")])
+    assert short.exit_code == 2 and "expected 3 frames 300 s apart" in short.stderr, short.stderr
+    assert not (tmp_path / "x.nc").exists() and not (tmp_path / "y.nc").exists()
