@@ -52,7 +52,8 @@ def test_gpu_check_runs_on_the_cpu(tmp_path: Path) -> None:
     assert fp32["ok"] is True and fp32["value"] == {"forecast": 0.0, "loss": 0.0, "gradients": 0.0}
     assert 0 < row("correctness", "bf16")["value"]["forecast"] <= 5e-2  # bf16 rounding, but close
     assert row("streaming", "train, 0 workers")["ok"] is True
-    assert row("ensemble", "predict --members 8 --device cpu")["ok"] is True
+    assert row("ensemble", "8 members on cpu")["value"].endswith(" s")
+    assert row("ensemble", "predict --members 4 --device cpu")["ok"] is True
     assert row("ensemble", "--device cuda")["note"] == "skipped: no CUDA device"
     assert row("ddp", "the model ran under DDP")["value"] is True
     assert row("ddp", "resumed run")["ok"] is True
