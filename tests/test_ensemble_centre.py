@@ -3,6 +3,7 @@ model's forecast plus the member's own perturbation (its cascade field less the 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,30 @@ def _csv(path: Path) -> list[dict[str, str]]:
 
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+def test_evaluate_makes_the_members_once_for_a_model_that_adds_nothing(
+    cli_runner, radar_file, tmp_path, monkeypatch
+) -> None:
+    """With a zero head ``model_ensemble`` is ``ensemble`` member for member, so evaluate makes the members
+    once per forecast time, not twice; a learned head gets its own."""
+    import nowcast.verification.ensembles as ens
+    from nowcast.models.checkpoint import load_model, save_checkpoint
+
+    made: list[bool] = []  # per call: centred on a model's forecast
+    real = ens.case_members
+    monkeypatch.setattr(ens, "case_members", lambda *a, **k: made.append(a[9] is not None) or real(*a, **k))
+    data = radar_file(frames=8, size=(40, 48), values=moving_rain(8, size=(40, 48), shift=(0, 1)))
+    zero = make_tiny_checkpoint(tmp_path / "zero.pt", *CENTRED)
+    learned = save_checkpoint(tmp_path / "learned.pt", config=load_model(zero).config,
+                              state_dict=_trained_looking(load_model(zero).config).state_dict(), provenance={})  # fmt: skip
+    args = ["evaluate", str(data), "--members", "2", "--steps", "3", "--threads", "1", "--motion-perturbation", "none"]
+    for ckpt, calls in ((zero, [False]), (learned, [False, True])):
+        made.clear()
+        result = cli_runner.invoke(app, [*args, "--model", str(ckpt), "--out", str(tmp_path / ckpt.stem)])
+        assert result.exit_code == 0, result.output
+        cases = json.loads((tmp_path / ckpt.stem / "summary.json").read_text())["n_cases"]
+        assert made == calls * cases
 
 
 def test_evaluate_scores_the_ensemble_centred_on_each_model_beside_ours(cli_runner, radar_file, tmp_path) -> None:

@@ -348,6 +348,11 @@ def _verify_segment(
             members: dict[str, np.ndarray] = {}  # (M, steps, 1, H, W), timed as their mean's method
             for name in ens_methods:
                 centre = centres[name][i] if centres.get(name) is not None else None  # None: the head is zero
+                if name not in (ens.ENSEMBLE, ens.STEPS) and centre is None and ens.ENSEMBLE in members:
+                    # centred on a model that adds nothing: ours, member for member (not made twice)
+                    members[name] = members[ens.ENSEMBLE]
+                    fc[ens.mean_name(name)] = fc[ens.mean_name(ens.ENSEMBLE)]
+                    continue
                 with timed(ens.mean_name(name)):
                     members[name] = ens.case_members(
                         ens.STEPS if name == ens.STEPS else ens.ENSEMBLE,
