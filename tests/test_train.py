@@ -441,3 +441,21 @@ def test_info_says_when_the_head_is_zero(cli_runner, tmp_path: Path) -> None:
     trained = cli_runner.invoke(app, ["info", str(tmp_path / "trained.pt")])
     assert zero.exit_code == trained.exit_code == 0
     assert "output head is all zeros" in zero.output and "output head" not in trained.output
+
+
+def test_export_best_on_few_validation_windows_warns(synth_file: Path, tmp_path: Path, caplog) -> None:
+    """``train.export: best`` chooses model.pt on the validation windows; with fewer than
+    ``FEW_VAL_WINDOWS`` of them the run says the choice is fragile (and is silent when it exports the last)."""
+    import logging
+
+    common = [f"data.files=[{synth_file}]", "train.threads=1", "train.steps=1", "train.val_every=1000"]
+    for export, warned in (("best", True), ("last", False)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="nowcast"):
+            run_training(load_config(TINY, [*common, f"train.export={export}"]), run_dir=tmp_path / export)
+        windows = [r.getMessage() for r in caplog.records if "validation windows" in r.getMessage()]
+        assert bool(windows) == warned, windows
+        if warned:
+            n = int(windows[0].split()[1])
+            assert 0 < n < nowcast.training.loop.FEW_VAL_WINDOWS
+            assert "train.export=best chooses model.pt on them" in windows[0]

@@ -61,6 +61,11 @@ from nowcast.verification import metrics
 log = logging.getLogger(__name__)
 
 
+FEW_VAL_WINDOWS = 8
+"""Below this many validation windows ``train.export: best`` warns that its choice is fragile: on the
+cross-radar folds a run with 3 exported a step that was better on all 3 and worse on other radars
+(docs/training.md)."""
+
 # Settings that decide the validation windows and the validation loss: when any differs on resume,
 # the resumed run's best validation loss is not comparable and best.pt starts afresh.
 _VALIDATION_KEYS = {
@@ -397,6 +402,13 @@ def _windows(cfg: Config, train_arc: Archive, val_arc: Archive | None) -> tuple[
         log.warning(
             "no validation windows (segments too short for data.val_block=%d); best.pt will be the final weights",
             d.val_block,
+        )
+    elif len(val_windows) < FEW_VAL_WINDOWS and tr.export == "best":
+        log.warning(
+            "only %d validation windows: train.export=best chooses model.pt on them, and so few can favour weights "
+            "that do not carry to other rain; more data, data.val_files or a smaller data.val_stride give a firmer "
+            "choice",
+            len(val_windows),
         )
     return train_windows, val_windows
 
