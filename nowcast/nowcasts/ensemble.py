@@ -109,7 +109,7 @@ class EnsembleSettings:
     cascade; ``innovation``, from it plus one AR(2) innovation of its own (``initial_generators``)."""
     device: str = "cpu"
     """Where the members are made: ``cpu`` (members split among the caller's threads, one torch thread
-    each) or a GPU (``cuda``, ``cuda:N``: ``chunk`` members at once, every operation batched, the
+    each) or a GPU (``cuda``, ``cuda:N``: ``device_chunk`` members at once, every operation batched, the
     matching by a sort on the device). The members are the same on either, up to float rounding: the
     noise is drawn on the CPU from the same generators."""
 
@@ -453,10 +453,7 @@ def _match_members(fields: torch.Tensor, ref: np.ndarray, n_dry: int, threads: i
     (the keys are distinct), in about 0.5 of its time at 100 runs; a sort past ``MATCH_PARTITION_RUNS``
     runs; float64 fields (tests) by a stable argsort. One member per thread."""
     flat = np.ascontiguousarray(fields.reshape(fields.shape[0], -1).numpy())
-    target = np.where(np.arange(ref.size) < n_dry, ref[0], ref).astype(np.float32)  # (H W,): by rank
-    if rate:
-        dbr = torch.from_numpy(target)
-        target = torch.where(dbr >= WET_DBR, 10.0 ** (dbr / 10.0), 0.0).numpy()
+    target = rank_values(torch.from_numpy(np.asarray(ref, dtype=np.float32)), n_dry, rate).numpy()  # (H W,)
     starts = np.flatnonzero(target[1:] != target[:-1]) + 1  # ranks where a run of equal values starts
     out = np.empty(flat.shape, dtype=np.float32)
 
@@ -483,14 +480,17 @@ def _match_members(fields: torch.Tensor, ref: np.ndarray, n_dry: int, threads: i
     return out.reshape(fields.shape)
 
 
-def match_target(last: torch.Tensor, rate: bool = False) -> torch.Tensor:
-    """What ``cdf`` matching gives the pixel of each rank: ``last``'s values (H, W) dBR ascending, every
-    one below ``WET_DBR`` set to the lowest (H W,); ``rate``: in mm/h instead (0 below ``WET_DBR``). The
-    target ``_match_members`` builds, on ``last``'s device."""
-    ref = last.reshape(-1).sort().values
-    n_dry = int((ref < WET_DBR).sum())
+def rank_values(ref: torch.Tensor, n_dry: int, rate: bool = False) -> torch.Tensor:
+    """What ``cdf`` matching gives the pixel of each rank: ``ref`` (H W,) dBR ascending with its ``n_dry``
+    lowest set to its minimum; ``rate``: in mm/h instead (0 below ``WET_DBR``), converted once per rank."""
     target = torch.where(torch.arange(ref.numel(), device=ref.device) < n_dry, ref[0], ref)
     return torch.where(target >= WET_DBR, 10.0 ** (target / 10.0), 0.0) if rate else target
+
+
+def match_target(last: torch.Tensor, rate: bool = False) -> torch.Tensor:
+    """``rank_values`` of the last frame ``last`` (H, W) dBR, on its device: (H W,)."""
+    ref = last.reshape(-1).sort().values
+    return rank_values(ref, int((ref < WET_DBR).sum()), rate)
 
 
 def match_sorted(fields: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -612,7 +612,7 @@ def _ensemble(
     of one torch thread each (no barrier per operation; a member is the same whichever thread makes it);
     ``centre`` (steps, H, W) dBR: the checked centre."""
     vel, last_ok, disp, reach = _extrapolation(x, velocity, steps, torch.device("cpu"))
-    all_ok = bool(last_ok.all())  # no missing data in the last frame: no data masks to apply
+    last_ok = None if bool(last_ok.all()) else last_ok  # None: no missing data, no data masks to apply
     lag = lagrangian_dbr(x, velocity)
     out = np.empty((s.members, steps, *x.shape[1:]), dtype=np.float32)
     if not (lag[-1] >= WET_DBR).any():
@@ -641,16 +641,7 @@ def _ensemble(
             first = None if initial is None else initial[start:stop]
             members = _lagrangian_members(cascade, lag[-1], steps, gens[start:stop], 1, True, shift, first)
             for k, matched in enumerate(members):
-                rate = torch.from_numpy(matched)  # (n, H, W) mm/h
-                if paths is None:  # every member along the same trajectories
-                    rate = rate if all_ok else torch.where(last_ok, rate, 0.0)  # finite
-                    moved = warp(rate[None], disp[:, k], finite=True)[0]  # (n, H, W)
-                    out[start:stop, k] = torch.where(reach[k], moved, float("nan")).numpy()
-                else:  # each member along its own: NaN where its source is outside or has no data, and
-                    # where the unperturbed extrapolation has none (as baselines.steps_ensemble masks STEPS')
-                    src = rate if all_ok else torch.where(last_ok, rate, float("nan"))
-                    moved = warp(src[:, None], paths.next(), finite=all_ok)[:, 0]  # (n, H, W)
-                    out[start:stop, k] = torch.where(reach[k], moved, float("nan")).numpy()
+                out[start:stop, k] = _advect(torch.from_numpy(matched), k, paths, last_ok, disp, reach)
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(run, parts))
@@ -671,7 +662,7 @@ def _ensemble_batched(
     up to float rounding. The cascade's estimation and the noise draws stay on the CPU (the same
     generators); each lead's members come back to the CPU as they are made."""
     vel, last_ok, disp, reach = _extrapolation(x, velocity, steps, device)
-    all_ok = bool(last_ok.all())
+    last_ok = None if bool(last_ok.all()) else last_ok  # None: no missing data, no data masks to apply
     lag = lagrangian_dbr(x, velocity)
     out = np.empty((s.members, steps, *x.shape[1:]), dtype=np.float32)
     if not (lag[-1] >= WET_DBR).any():
@@ -695,15 +686,30 @@ def _ensemble_batched(
             prev, cur, field = cascade.step(prev, cur, gens[start:stop], batched=True)
             if shift is not None:
                 field = field + shift[k].to(field.dtype)
-            rate = match_sorted(field, target)  # (n, H, W) mm/h
-            if paths is None:  # every member along the same trajectories
-                rate = rate if all_ok else torch.where(last_ok, rate, 0.0)
-                moved = warp(rate[None], disp[:, k], finite=True)[0]
-            else:  # each along its own, NaN where its source has no data (as ``_ensemble``)
-                src = rate if all_ok else torch.where(last_ok, rate, float("nan"))
-                moved = warp(src[:, None], paths.next(), finite=all_ok)[:, 0]
-            out[start:stop, k] = torch.where(reach[k], moved, float("nan")).cpu().numpy()
+            out[start:stop, k] = _advect(match_sorted(field, target), k, paths, last_ok, disp, reach)
     return out
+
+
+def _advect(
+    rate: torch.Tensor,
+    k: int,
+    paths: PerturbedTrajectories | None,
+    last_ok: torch.Tensor | None,
+    disp: torch.Tensor,
+    reach: torch.Tensor,
+) -> np.ndarray:
+    """Lead ``k``'s members rate (n, H, W) mm/h, matched in the frame of the last observation, moved to
+    the ground: (n, H, W) float32 on the CPU, NaN where the unperturbed extrapolation has no data
+    (``reach``). Along the shared trajectories ``disp`` (1, steps, 2, H, W), or with ``paths`` each member
+    along its own, NaN also where its source is outside or has no data (as ``baselines.steps_ensemble``
+    masks STEPS'). ``last_ok`` (H, W): where the last frame has data; None where it has data everywhere."""
+    if paths is None:
+        rate = rate if last_ok is None else torch.where(last_ok, rate, 0.0)  # finite
+        moved = warp(rate[None], disp[:, k], finite=True)[0]
+    else:
+        src = rate if last_ok is None else torch.where(last_ok, rate, float("nan"))
+        moved = warp(src[:, None], paths.next(), finite=last_ok is None)[:, 0]
+    return torch.where(reach[k], moved, float("nan")).cpu().numpy()
 
 
 def device_chunk(members: int, levels: int, height: int, width: int) -> int:
@@ -736,6 +742,7 @@ __all__ = [
     "noise_spectrum",
     "noise_filter",
     "perturbed_cascade",
+    "rank_values",
     "spectral_multiplicity",
     "tukey_window",
 ]
