@@ -3,7 +3,8 @@
 No module here imports torch at import time.
 
 - ``nowcast.io.reading``: radar NetCDF files -> rain rate (``open_radar``, ``segments``, ``open_archive``,
-  ``Archive``, ``data_time_step``, ``pixel_size_km``; times as int64
+  ``Archive``, ``data_time_step``, ``pixel_size_km``; ``frame_reader``: a segment's frames read straight
+  from its file, without dask, for training; times as int64
   nanoseconds: ``NS``, ``times_ns``, ``iso_time``).
 - ``nowcast.io.writing``: a forecast -> a CF-1.11 NetCDF (``forecast_dataset``, ``write_forecast``,
   ``complete_grid_mapping``).
@@ -30,6 +31,8 @@ _MODULE_OF = {
     "NS": "reading",
     "RAIN_STANDARD_NAMES": "reading",
     "Archive": "reading",
+    "FrameReader": "reading",
+    "frame_reader": "reading",
     "data_time_step": "reading",
     "iso_time": "reading",
     "open_archive": "reading",

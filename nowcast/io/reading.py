@@ -186,8 +186,8 @@ def _select_variable(ds: xr.Dataset, path: Path, variable: str | None) -> str:
     )
 
 
-def _arrange(var: xr.DataArray, path: Path) -> xr.DataArray:
-    """``var`` chunked one frame per chunk, dims renamed and ordered to (time, [channel,] y, x)."""
+def _layout(var: xr.DataArray, path: Path) -> tuple[list[str], dict[str, str]]:
+    """The file's dimension names of ``var`` in (time, [channel,] y, x) order, and their renaming."""
     if "time" not in var.dims or var.ndim not in (3, 4):
         raise InputError(
             f"{path}: variable '{var.name}': expected dims (time, y, x) or (time, channel, y, x), "
@@ -203,6 +203,12 @@ def _arrange(var: xr.DataArray, path: Path) -> xr.DataArray:
         y_dim, x_dim, rest = others[-2], others[-1], others[:-2]
     order = ["time", *rest, y_dim, x_dim]
     rename = {d: new for d, new in zip(order[1:], (["channel"] if rest else []) + ["y", "x"]) if d != new}
+    return order, rename
+
+
+def _arrange(var: xr.DataArray, path: Path) -> xr.DataArray:
+    """``var`` chunked one frame per chunk, dims renamed and ordered to (time, [channel,] y, x)."""
+    order, rename = _layout(var, path)
     taken = [n for n in rename.values() if n in var.coords and n not in rename]
     if taken:
         raise InputError(f"{path}: variable '{var.name}': expected no coordinates named {taken}, found them")
@@ -316,6 +322,17 @@ def _subsample(da: xr.DataArray, t: np.ndarray, step: int, time_step: int, path:
 
 def _dbz_to_rate32(dbz: np.ndarray, a: float, b: float) -> np.ndarray:
     return dbz_to_rate(dbz, a, b).astype(np.float32)
+
+
+def _rate_values(values: np.ndarray, kind: str, zr_a: float, zr_b: float) -> np.ndarray:
+    """``_to_rate`` on values in memory, then ``open_radar``'s mask: mm/h, float32, NaN = no data."""
+    if kind == "flux":
+        rate = values.astype(np.float32) * np.float32(3600.0)
+    elif kind == "dbz":
+        rate = _dbz_to_rate32(values, zr_a, zr_b)
+    else:
+        rate = values.astype(np.float32)
+    return np.where((rate >= 0) & (rate < np.inf), rate, np.float32(np.nan))
 
 
 def _to_rate(da: xr.DataArray, kind: str, zr_a: float, zr_b: float) -> xr.DataArray:
@@ -544,6 +561,81 @@ def segments(da: xr.DataArray, min_frames: int = 1) -> list[xr.DataArray]:
     t = times_ns(da)
     cuts = [0, *(np.flatnonzero(np.diff(t) != int(step) * NS) + 1).tolist(), t.size]
     return [da.isel(time=slice(a, b)) for a, b in zip(cuts[:-1], cuts[1:]) if b - a >= min_frames]
+
+
+@dataclass
+class FrameReader:
+    """How to read the frames of one segment (``segments``) straight from its file, without dask.
+
+    The values are the segment's own: the file's variable is indexed lazily by xarray (only the asked
+    rows and columns of the asked frames are read and decoded), arranged, converted to mm/h and masked
+    as ``open_radar`` does. It is about 7 times faster per training window than computing the segment's
+    dask array, whose one task per frame costs more to build and run than the reading itself. The file
+    is opened on first use in each process (a DataLoader worker opens its own) and kept open.
+    """
+
+    path: str
+    variable: str
+    dims: tuple[str, ...]
+    """The file's dimension names in (time, [channel,] y, x) order."""
+    start: int
+    """The segment's first frame in the file's time dimension."""
+    stride: int
+    """Frames of the file per frame of the segment (a file subsampled to the model's step: more than 1)."""
+    kind: str
+    """Units of the file's values: ``rate``, ``flux`` or ``dbz`` (``_UNITS``)."""
+    zr_a: float
+    zr_b: float
+
+    def __post_init__(self) -> None:
+        self._opened: tuple[int, xr.DataArray] | None = None
+
+    def __getstate__(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if k != "_opened"}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._opened = None
+
+    def _variable(self) -> xr.DataArray:
+        if self._opened is None or self._opened[0] != os.getpid():  # never a handle from another process
+            self._opened = (os.getpid(), _open_dataset(Path(self.path))[self.variable])
+        return self._opened[1]
+
+    def read(self, t0: int, t1: int, ys: slice = slice(None), xs: slice = slice(None)) -> np.ndarray:
+        """Frames ``t0 .. t1 - 1`` of the segment within rows ``ys`` and columns ``xs``: (T, [C,] h, w)
+        float32 mm/h, NaN = no data."""
+        frames = slice(self.start + t0 * self.stride, self.start + (t1 - 1) * self.stride + 1, self.stride)
+        part = self._variable().isel({self.dims[0]: frames, self.dims[-2]: ys, self.dims[-1]: xs})
+        return _rate_values(part.transpose(*self.dims).values, self.kind, self.zr_a, self.zr_b)
+
+
+def frame_reader(segment: xr.DataArray, zr_a: float = ZR_A, zr_b: float = ZR_B) -> FrameReader | None:
+    """A ``FrameReader`` of ``segment`` (from ``open_archive`` or ``segments`` of ``open_radar``, opened
+    with the Z-R parameters ``zr_a``, ``zr_b``), or None when its frames cannot be found again in its file
+    (no ``source_file``, the file changed or gone, times that do not match): read it through dask then."""
+    attrs = segment.attrs
+    path, name = attrs.get("source_file"), attrs.get("variable")
+    if not path or not name or segment.sizes.get("time", 0) == 0:
+        return None
+    try:
+        with _open_dataset(Path(str(path))) as ds:
+            var = ds[str(name)]
+            order, _ = _layout(var, Path(str(path)))
+            numbered = attrs.get("frame_numbers")
+            file_t = times_ns(_index_as_time(var, Path(str(path)), int(numbered) if numbered else None))
+    except (InputError, KeyError) as exc:
+        log.debug("%s: frames read through dask (%s)", path, first_line(exc))
+        return None
+    seg_t = times_ns(segment)
+    index = np.minimum(np.searchsorted(file_t, seg_t), file_t.size - 1)
+    stride = int(index[1] - index[0]) if index.size > 1 else 1
+    expected = index[0] + stride * np.arange(index.size)
+    if stride < 1 or not np.array_equal(file_t[index], seg_t) or not np.array_equal(index, expected):
+        log.debug("%s: frames read through dask (times differ from the file's)", path)
+        return None
+    kind = _unit_kind(attrs.get("input_units", "mm h-1")) or "rate"  # no units (an image sequence): as read
+    return FrameReader(str(path), str(name), tuple(order), int(index[0]), stride, kind, float(zr_a), float(zr_b))
 
 
 @dataclass

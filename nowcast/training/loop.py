@@ -431,8 +431,8 @@ def _prepare_data(cfg: Config, train_arc: Archive, val_arc: Archive | None, info
         persistence=cfg.model.persistence_input,
         persistence_history=cfg.model.persistence_history,
     )
-    train_source = FrameSource(train_arc.segments, preload=d.preload)
-    val_source = FrameSource((val_arc or train_arc).segments, preload=False)
+    train_source = FrameSource(train_arc.segments, preload=d.preload, zr_a=d.zr_a, zr_b=d.zr_b)
+    val_source = FrameSource((val_arc or train_arc).segments, preload=False, zr_a=d.zr_a, zr_b=d.zr_b)
     return _Data(train_arc, val_arc, train_source, train_windows, samples, val_source, val_windows)
 
 
