@@ -1,5 +1,6 @@
 """The eight real radar events of ``shared/data/radar``: ``nowcast info`` matches the README's table, and a
-5-minute archive keeps the 5-minute files and skips the others. Skipped when the folder is absent."""
+5-minute archive keeps the 5-minute files and skips the others, and training's reader gives every file's
+values. Skipped when the folder is absent."""
 
 from __future__ import annotations
 
@@ -85,3 +86,24 @@ def test_five_minute_archive_skips_other_steps(real_data, caplog):
     knmi = arc.segments[0]
     assert knmi.dims == ("time", "y", "x") and knmi.attrs["time_step"] == 300
     assert knmi["crs"].attrs["crs_wkt"]
+
+
+@pytest.mark.parametrize("time_step", [None, 600])
+def test_training_reads_every_file_straight_and_as_open_radar_does(real_data, time_step):
+    """Training's reader (``FrameReader``) gives each real file's values bit for bit, at its own step and
+    subsampled to 10 minutes (the 2- and 5-minute files), on a crop of the middle frames."""
+    import dask
+    import numpy as np
+
+    from nowcast.io.reading import frame_reader
+
+    arc = open_archive([str(real_data / "*.nc")], time_step=time_step, scan=False)
+    assert len(arc.segments) == (8 if time_step is None else 6)  # 360 s and 900 s do not divide 600 s
+    for seg in arc.segments:
+        reader = frame_reader(seg)
+        assert reader is not None, seg.attrs["source_file"]
+        n = seg.sizes["time"]
+        t0, t1, ys, xs = n // 2 - 1, n // 2 + 2, slice(100, 260), slice(50, 300)
+        with dask.config.set(scheduler="synchronous"):
+            want = seg.isel(time=slice(t0, t1), y=ys, x=xs).values
+        np.testing.assert_array_equal(reader.read(t0, t1, ys, xs), want)
