@@ -420,9 +420,7 @@ def plot_probabilities(
     for col, i in enumerate(shown, start=1):
         draw_rain(axes[0, col], mean.isel(time=i), f"mean of {members.sizes['realization']}, {titles[col]}")
     add_rain_colorbar(fig, image, axes[0])
-    cmap = colormaps["YlOrRd"].copy()
-    cmap.set_under("white")
-    cmap.set_bad(NO_DATA_COLOUR)
+    cmap = colormaps["YlOrRd"].with_extremes(under="white", bad=NO_DATA_COLOUR)
     norm = BoundaryNorm(list(PROBABILITY_LEVELS), cmap.N)
     valid = np.isfinite(members.values).all(axis=0)  # (time, y, x)
     for row, thr in enumerate(thresholds, start=1):
