@@ -72,15 +72,17 @@ def test_reader_of_a_subsampled_file_with_a_gap(radar_file) -> None:
         np.testing.assert_array_equal(reader.read(1, n), _dask_values(segment, 1, n))
 
 
-def test_frame_source_falls_back_to_dask_where_no_reader_can_be_made(radar_file) -> None:
+def test_frame_source_falls_back_to_dask_where_no_reader_can_be_made(radar_file, caplog) -> None:
     path = radar_file(frames=8, size=(8, 11), values=_rain((8, 8, 11), 8))
     (segment,) = open_archive([path], time_step=None, scan=False).segments
     lost = segment.copy()
     lost.attrs = {k: v for k, v in segment.attrs.items() if k != "source_file"}
     shifted = segment.assign_coords(time=segment["time"] + np.timedelta64(1, "s"))  # times not in the file
     assert frame_reader(lost) is None and frame_reader(shifted) is None
-    source = FrameSource([lost, segment])
+    with caplog.at_level("INFO", logger="nowcast"):
+        source = FrameSource([lost, segment])
     assert source.readers[0] is None and isinstance(source.readers[1], FrameReader)
+    assert "1 of 2 segments read through dask" in caplog.text
     np.testing.assert_array_equal(source.read(0, 2, 6, ROWS, COLS), source.read(1, 2, 6, ROWS, COLS))
 
 

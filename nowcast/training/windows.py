@@ -97,6 +97,11 @@ class FrameSource:
         self.identities = [file_identity(str(seg.attrs.get("source_file", "?"))) for seg in self.segments]
         self.times = [times_ns(seg) for seg in self.segments]
         self.readers = [frame_reader(seg, zr_a, zr_b) for seg in self.segments]
+        slow = [str(seg.attrs.get("source_file", "?")) for seg, r in zip(self.segments, self.readers) if r is None]
+        if slow:
+            log.info(
+                "%d of %d segments read through dask, more slowly (e.g. %s)", len(slow), len(self.segments), slow[0]
+            )
         self.loaded = [self._read(s, 0, seg.sizes["time"]) for s, seg in enumerate(self.segments)] if preload else None
 
     def frame_shape(self, s: int) -> tuple[int, int]:
