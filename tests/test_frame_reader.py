@@ -3,6 +3,7 @@ unit and subsampling ``open_radar`` accepts gives exactly the values of the segm
 
 from __future__ import annotations
 
+import multiprocessing
 import pickle
 
 import dask
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from nowcast.io import open_archive
+from nowcast.io import reading
 from nowcast.io.reading import FrameReader, frame_reader
 from nowcast.training.windows import FrameSource
 
@@ -86,11 +88,45 @@ def test_frame_source_falls_back_to_dask_where_no_reader_can_be_made(radar_file,
     np.testing.assert_array_equal(source.read(0, 2, 6, ROWS, COLS), source.read(1, 2, 6, ROWS, COLS))
 
 
-def test_a_reader_travels_to_another_process_without_its_file_handle(radar_file) -> None:
+def _read_in_child(reader: FrameReader, queue) -> None:
+    queue.put(reader.read(0, 8))
+
+
+def test_a_forked_process_reads_through_its_own_file_handle(radar_file) -> None:
+    """A DataLoader worker is forked after the parent opened the file: it opens its own and reads the same."""
     path = radar_file(frames=8, size=(8, 11), values=_rain((8, 8, 11), 9))
     (segment,) = open_archive([path], time_step=None, scan=False).segments
     reader = frame_reader(segment)
     first = reader.read(0, 8)  # opens the file in this process
-    copy = pickle.loads(pickle.dumps(reader))
-    assert copy._opened is None and copy == reader
-    np.testing.assert_array_equal(copy.read(0, 8), first)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_read_in_child, args=(pickle.loads(pickle.dumps(reader)), queue))
+    child.start()
+    got = queue.get(timeout=60)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    np.testing.assert_array_equal(got, first)
+    np.testing.assert_array_equal(reader.read(0, 8), first)  # the parent's handle still reads
+
+
+def test_at_most_the_open_limit_of_files_stay_open_and_none_keeps_frames(radar_file, monkeypatch) -> None:
+    """Memory does not grow with the files read: a few stay open, none with a chunk cache (the netCDF
+    library's default, 64 MB per open file, held the frames read), and the library's default is left as
+    it was for other code."""
+    import netCDF4
+
+    default = netCDF4.get_chunk_cache()
+    monkeypatch.setattr(reading, "_OPEN_LIMIT", 2)
+    monkeypatch.setattr(reading, "_open_files", {})
+    paths = [radar_file(f"r{i}.nc", frames=8, size=(8, 11), values=_rain((8, 8, 11), 10 + i)) for i in range(3)]
+    segments = open_archive(paths, time_step=None, scan=False).segments
+    source = FrameSource(segments)
+    for _ in range(2):
+        for s, segment in enumerate(segments):
+            np.testing.assert_array_equal(
+                source.read(s, 1, 7, ROWS, COLS)[:, 0], _dask_values(segment, 1, 7, ROWS, COLS)
+            )
+            assert len(reading._open_files) <= 2
+    for ds in reading._open_files.values():
+        assert ds.isopen() and ds["rainfall_rate"].get_var_chunk_cache()[0] == 0
+    assert netCDF4.get_chunk_cache() == default
