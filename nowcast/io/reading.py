@@ -622,9 +622,9 @@ class FrameReader:
     The values are the segment's own: only the asked rows and columns of the asked frames are read from
     the file, then decoded by xarray's CF decoding (``_FillValue``, ``scale_factor``, ``add_offset``, as
     xarray's netCDF4 engine decodes them), arranged, converted to mm/h and masked as ``open_radar`` does.
-    It is about 5 times faster per training window than computing the segment's dask array, whose one
-    task per frame costs more to build and run than the reading itself, and it keeps no decompressed
-    frames (``_without_chunk_cache``). Files are opened on first use in each process and kept open.
+    A training window takes half the time of computing the segment's dask array (one task per frame,
+    whose scheduling costs as much as decompressing the frame), and no decompressed frame is kept
+    (``_without_chunk_cache``). Files are opened on first use in each process and kept open.
     """
 
     path: str

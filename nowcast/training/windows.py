@@ -83,7 +83,7 @@ class FrameSource:
     """Rain rates (mm/h, float32, NaN = no data) of an archive's segments, read when asked for.
 
     Each segment is read straight from its file by an ``io.reading.FrameReader`` (the segment's own
-    values, about 7 times faster than its dask array), or through its dask array where no reader can
+    values, in half the time of its dask array), or through its dask array where no reader can
     be made. ``zr_a``, ``zr_b``: the Z-R parameters the archive was opened with (files in dBZ).
     ``preload``: hold every segment in memory instead (the comparison run of ``scripts/bench/bench_data.py``
     and tests; the samples are the same). Picklable, for DataLoader workers: each reopens the files.
