@@ -342,34 +342,30 @@ def _subsample(da: xr.DataArray, t: np.ndarray, step: int, time_step: int, path:
     return da.isel(time=keep)
 
 
-def _dbz_to_rate32(dbz: np.ndarray, a: float, b: float) -> np.ndarray:
-    return dbz_to_rate(dbz, a, b).astype(np.float32)
+def _rate32(values: np.ndarray, kind: str, zr_a: float, zr_b: float) -> np.ndarray:
+    """Values in the file's units (``kind``: ``rate``, ``flux`` or ``dbz``) -> rain rate in mm/h, float32."""
+    if kind == "flux":
+        return values.astype(np.float32) * np.float32(3600.0)
+    if kind == "dbz":
+        return dbz_to_rate(values, zr_a, zr_b).astype(np.float32)
+    return values.astype(np.float32)
 
 
 def _rate_values(values: np.ndarray, kind: str, zr_a: float, zr_b: float) -> np.ndarray:
-    """``_to_rate`` on values in memory, then ``open_radar``'s mask: mm/h, float32, NaN = no data."""
-    if kind == "flux":
-        rate = values.astype(np.float32) * np.float32(3600.0)
-    elif kind == "dbz":
-        rate = _dbz_to_rate32(values, zr_a, zr_b)
-    else:
-        rate = values.astype(np.float32)
+    """``_rate32`` then ``open_radar``'s mask, on values in memory: mm/h, float32, NaN = no data."""
+    rate = _rate32(values, kind, zr_a, zr_b)
     return np.where((rate >= 0) & (rate < np.inf), rate, np.float32(np.nan))
 
 
 def _to_rate(da: xr.DataArray, kind: str, zr_a: float, zr_b: float) -> xr.DataArray:
-    """Lazy conversion of ``da`` to rain rate in mm/h, float32."""
-    if kind == "flux":
-        return da.astype(np.float32) * np.float32(3600.0)
-    if kind == "dbz":
-        return xr.apply_ufunc(
-            functools.partial(_dbz_to_rate32, a=zr_a, b=zr_b),  # picklable, unlike a lambda
-            da,
-            dask="parallelized",
-            output_dtypes=[np.float32],
-            keep_attrs=True,
-        )
-    return da.astype(np.float32)
+    """Lazy conversion of ``da`` to rain rate in mm/h, float32 (``_rate32`` on each frame)."""
+    return xr.apply_ufunc(
+        functools.partial(_rate32, kind=kind, zr_a=zr_a, zr_b=zr_b),  # picklable, unlike a lambda
+        da,
+        dask="parallelized",
+        output_dtypes=[np.float32],
+        keep_attrs=True,
+    )
 
 
 def _open_rate(
@@ -609,10 +605,9 @@ def _netcdf_variable(path: str, name: str) -> Any:
             _open_files.pop(next(iter(_open_files))).close()
         with _without_chunk_cache():
             ds = netCDF4.Dataset(path, "r")
+        ds.set_auto_maskandscale(False)  # raw values: xarray's CF decoding is applied by the reader
     _open_files[path] = ds  # the most recently used last
-    var = ds[name]
-    var.set_auto_maskandscale(False)
-    return var
+    return ds[name]
 
 
 @dataclass(frozen=True)
@@ -660,13 +655,11 @@ def frame_reader(segment: xr.DataArray, zr_a: float = ZR_A, zr_b: float = ZR_B) 
     path, name = attrs.get("source_file"), attrs.get("variable")
     if not path or not name or segment.sizes.get("time", 0) == 0:
         return None
+    numbered = int(attrs["frame_numbers"]) if attrs.get("frame_numbers") else None
     try:
-        with _open_dataset(Path(str(path))) as ds:
-            var = ds[str(name)]
-            order, _ = _layout(var, Path(str(path)))
-            numbered = attrs.get("frame_numbers")
-            file_t = times_ns(_index_as_time(var, Path(str(path)), int(numbered) if numbered else None))
-    except (InputError, KeyError) as exc:
+        stat = os.stat(str(path))
+        order, file_t = _file_frames(str(path), str(name), numbered, (stat.st_size, stat.st_mtime_ns))
+    except (InputError, KeyError, OSError) as exc:
         log.debug("%s: frames read through dask (%s)", path, first_line(exc))
         return None
     seg_t = times_ns(segment)
@@ -677,7 +670,22 @@ def frame_reader(segment: xr.DataArray, zr_a: float = ZR_A, zr_b: float = ZR_B) 
         log.debug("%s: frames read through dask (times differ from the file's)", path)
         return None
     kind = _unit_kind(attrs.get("input_units", "mm h-1")) or "rate"  # no units (an image sequence): as read
-    return FrameReader(str(path), str(name), tuple(order), int(index[0]), stride, kind, float(zr_a), float(zr_b))
+    return FrameReader(str(path), str(name), order, int(index[0]), stride, kind, float(zr_a), float(zr_b))
+
+
+@functools.lru_cache(maxsize=256)
+def _file_frames(
+    path: str, name: str, numbered: int | None, version: tuple[int, int]
+) -> tuple[tuple[str, ...], np.ndarray]:
+    """The dimension names of variable ``name`` of ``path`` in (time, [channel,] y, x) order and its times
+    (int64 ns), read once per file ``version`` (size, modification time) and process: every segment of a
+    file, in the training and the validation source, needs them."""
+    with _open_dataset(Path(path)) as ds:
+        var = ds[name]
+        order, _ = _layout(var, Path(path))
+        times = times_ns(_index_as_time(var, Path(path), numbered))
+    times.setflags(write=False)
+    return tuple(order), times
 
 
 @dataclass

@@ -3,8 +3,8 @@ augmentation.
 
 It receives the lazy segments of an ``io.Archive`` (``FrameSource``) and reads a sample's frames when a
 batch needs them, straight from the files (``io.reading.FrameReader``): the last input frame (to choose a
-rainy crop) and the window's frames within the crop, plus a margin for a Lagrangian model. Memory is bounded by batch x window x crop,
-whatever the archive's length. A Lagrangian sample carries the motion of its input frames
+rainy crop) and the window's frames within the crop, plus a margin for a Lagrangian model. Memory is
+bounded by batch x window x crop, whatever the archive's length. A Lagrangian sample carries the motion of its input frames
 (``training.motion_cache``, computed lazily once per forecast time) and is warped on the training device,
 per batch, by ``motion.to_lagrangian``, the function inference uses (``training_batch``).
 
